@@ -1,0 +1,147 @@
+"""The five classifiers of the seed notebook, built from a config whose baseline reproduces the seed exactly.
+
+A config is a plain dict of hyperparameters. Model knobs are read here; the training knobs
+(``learning_rate``, ``batch_size``) travel in the same dict and are read by ``training``. Missing keys take the
+seed's values, so ``build(key, {})`` is the seed's model. Inputs are images scaled to [0, 1] (pixels / 255).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import keras
+from keras import layers
+
+from .errors import UserError
+
+INPUT_SHAPE = (32, 32, 3)
+NUM_CLASSES = 10
+TRAINING_KEYS = ("learning_rate", "batch_size")
+SEED_TRAINING = {"learning_rate": 1e-3, "batch_size": 32}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One of the seed's classifiers: key, display label, builder and the seed's config."""
+
+    key: str
+    label: str
+    builder: Callable[[dict], keras.Model]
+    baseline: dict = field(default_factory=dict)  # model knobs and training knobs at the seed's values
+    seed_params: int = 0  # the seed's parameter count, checked by the tests
+
+    def build(self, config: dict | None = None) -> keras.Model:
+        """Build the model for ``config`` (missing keys take the baseline's values)."""
+        return self.builder(self.config(config))
+
+    def config(self, config: dict | None = None) -> dict:
+        """The full config: the baseline overlaid with ``config``; unknown keys are refused."""
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(self.baseline))
+        if unknown:
+            raise UserError(f"{self.key}: unknown hyperparameter(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(self.baseline))}")
+        return {**self.baseline, **config}
+
+
+def _l2(strength: float):
+    return keras.regularizers.L2(strength) if strength > 0 else None
+
+
+def _scaled(n: int, width: float) -> int:
+    return max(1, int(round(n * width)))
+
+
+def _augmentation(c: dict) -> list:
+    """Training-only augmentation layers (Keras's random layers are identity at inference)."""
+    out = []
+    if c.get("flip"):
+        out.append(layers.RandomFlip("horizontal"))
+    if c.get("translate", 0) > 0:
+        out.append(layers.RandomTranslation(c["translate"], c["translate"], fill_mode="reflect"))
+    return out
+
+
+def _head(c: dict, units: int) -> list:
+    out = [layers.Flatten(), layers.Dense(units, activation="relu", kernel_regularizer=_l2(c["l2"]))]
+    if c["dropout"] > 0:
+        out.append(layers.Dropout(c["dropout"]))
+    return out + [layers.Dense(NUM_CLASSES, activation="softmax")]
+
+
+def _sequential(name: str, stack: list) -> keras.Model:
+    return keras.Sequential([keras.Input(INPUT_SHAPE), *stack], name=name)
+
+
+def build_mlp_bn(c: dict) -> keras.Model:
+    """Flatten, Dense, BN, ReLU, Dropout, Dense, BN, ReLU, Dropout, Dense10 softmax."""
+    stack: list = [layers.Flatten()]
+    for units in (c["units1"], c["units2"]):
+        stack += [layers.Dense(units, kernel_regularizer=_l2(c["l2"])), layers.BatchNormalization(),
+                  layers.Activation("relu")]
+        if c["dropout"] > 0:
+            stack.append(layers.Dropout(c["dropout"]))
+    return _sequential("mlp_bn", stack + [layers.Dense(NUM_CLASSES, activation="softmax")])
+
+
+def build_mlp_l2(c: dict) -> keras.Model:
+    """Flatten, Dense relu with L2, Dropout, Dense10 softmax."""
+    return _sequential("mlp_l2", _head(c, c["units"]))
+
+
+def _conv(filters: int, c: dict, padding: str = "valid") -> layers.Layer:
+    return layers.Conv2D(filters, (3, 3), activation="relu", padding=padding, kernel_regularizer=_l2(c["l2"]))
+
+
+def build_cnn(c: dict, name: str = "cnn") -> keras.Model:
+    """[augmentation] Conv32, MaxPool, Conv64, MaxPool, Flatten, Dense relu, [Dropout], Dense10 softmax."""
+    w = c["width"]
+    stack = _augmentation(c) + [_conv(_scaled(32, w), c), layers.MaxPooling2D(),
+                                _conv(_scaled(64, w), c), layers.MaxPooling2D()]
+    return _sequential(name, stack + _head(c, c["dense_units"]))
+
+
+def build_cnn_da(c: dict) -> keras.Model:
+    """The Simple CNN with a wider head, dropout and (when switched on) data augmentation."""
+    return build_cnn(c, name="cnn_da")
+
+
+def build_resnet(c: dict) -> keras.Model:
+    """The seed's "ResNet": three blocks of conv+BN (no skip connections, as in the seed), pooling, dense head."""
+    w = c["width"]
+    stack = _augmentation(c) + [_conv(_scaled(32, w), c), layers.BatchNormalization(),
+                                _conv(_scaled(32, w), c, "same"), layers.BatchNormalization(), layers.MaxPooling2D()]
+    for filters in (64, 128):
+        for _ in range(2):
+            stack += [_conv(_scaled(filters, w), c, "same"), layers.BatchNormalization()]
+        stack.append(layers.MaxPooling2D())
+    return _sequential("resnet", stack + _head(c, c["dense_units"]))
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.key: a
+    for a in (
+        Architecture("mlp_bn", "MLP with BatchNorm", build_mlp_bn,
+                     {"units1": 512, "units2": 256, "dropout": 0.2, "l2": 0.0, **SEED_TRAINING}, 1_710_346),
+        Architecture("mlp_l2", "MLP with L2", build_mlp_l2,
+                     {"units": 512, "dropout": 0.2, "l2": 1e-3, **SEED_TRAINING}, 1_578_506),
+        Architecture("cnn", "Simple CNN", build_cnn,
+                     {"width": 1.0, "dense_units": 64, "dropout": 0.0, "l2": 0.0, **SEED_TRAINING}, 167_562),
+        Architecture("cnn_da", "CNN with DA and Dropout", build_cnn_da,
+                     {"width": 1.0, "dense_units": 128, "dropout": 0.5, "l2": 0.0, "flip": False,
+                      "translate": 0.0, **SEED_TRAINING}, 315_722),
+        Architecture("resnet", "ResNet", build_resnet,
+                     {"width": 1.0, "dense_units": 128, "dropout": 0.5, "l2": 0.0, "flip": False,
+                      "translate": 0.0, **SEED_TRAINING}, 437_674),
+    )
+}
+ARCH_KEYS = tuple(ARCHITECTURES)
+
+
+def get(key: str) -> Architecture:
+    """The architecture called ``key``; an unknown key is a user error naming the known ones."""
+    try:
+        return ARCHITECTURES[key]
+    except KeyError:
+        raise UserError(f"unknown architecture {key!r}; choose from {', '.join(ARCH_KEYS)}") from None

@@ -1,0 +1,247 @@
+"""The ``cifar-tune`` command: parse, call the library, print. Nothing here trains or stores by itself."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+from .errors import UserError
+
+ARCH_KEYS = ("mlp_bn", "mlp_l2", "cnn", "cnn_da", "resnet")  # checked against architectures.ARCH_KEYS in tests
+DEFAULT_STORAGE = "sqlite:///storage/cifar_tune.db"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line (and status 2), like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what TensorFlow's C++ runtime writes to fd 2 while it loads.
+
+    TF 2.21 prints oneDNN/CUDA notices on import that no environment variable turns off; without this every
+    command, even one that only reports a bad argument, would print them. Python-level errors still show.
+    """
+    if os.environ.get("CIFAR_TUNE_NATIVE_LOGS"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_keras() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _quiet_native_stderr():
+        import keras  # noqa: F401  (loads the backend once, quietly)
+
+
+def _archs(value: str) -> list[str]:
+    keys = [k.strip() for k in value.split(",") if k.strip()]
+    bad = [k for k in keys if k not in ARCH_KEYS]
+    if bad or not keys:
+        raise argparse.ArgumentTypeError(f"unknown architecture {bad[0] if bad else value!r}; "
+                                         f"choose from {', '.join(ARCH_KEYS)}")
+    return keys
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="CIFAR-10 source: .npz, cifar-10-python.tar.gz or cifar-10-batches-py/ "
+                                  "(default: $CIFAR_TUNE_DATA, else the official download via Keras)")
+    p.add_argument("--subset", type=_positive, help="use a stratified subset of N training images "
+                                                    "(the test set is scaled alike, N/5)")
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("auto", "keras", "fast"), default=None,
+                   help="training engine: keras (stock fit), fast (compiled device loop), auto (fast on an "
+                        "accelerator, else keras)")
+    p.add_argument("--precision", choices=("float32", "bf16"), default=None, help="compute precision")
+    p.add_argument("--verbose", action="store_true", help="show Keras epoch progress")
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=None,
+                   help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql+psycopg://... to share)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="cifar-tune", description="Optuna studies around the seed notebook's five "
+                                                    "CIFAR-10 classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("archs", help="list the architectures and their baseline parameter counts")
+
+    p = sub.add_parser("baseline", help="reproduce the notebook's fixed-baseline comparison table")
+    p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
+    p.add_argument("--epochs", type=_positive, default=10)
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--protocol", choices=("seed", "holdout"), default="seed",
+                   help="seed: validate on the test set as the notebook did; holdout: on a split of train")
+    p.add_argument("--val-size", type=_positive, default=5000, help="holdout validation images")
+    p.add_argument("--out", help="output folder (default: a new folder under storage/reports/)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_data(p)
+    _add_training(p)
+
+    p = sub.add_parser("optimize", help="run (or resume) an Optuna study for one architecture")
+    p.add_argument("--arch", required=True, choices=ARCH_KEYS)
+    p.add_argument("--preset", help="study preset: a name in study/ (default, quick, seed) or a TOML path")
+    p.add_argument("--space", help="search-space TOML (default: search_spaces/<arch>.toml)")
+    p.add_argument("--n-trials", type=_positive, help="new trials this command runs (all workers together)")
+    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    p.add_argument("--epochs", type=_positive)
+    p.add_argument("--val-size", type=_positive, help="validation images carved from train")
+    _add_storage(p)
+    p.add_argument("--study-name", help="default: cifar10-<arch>")
+    p.add_argument("--sampler", choices=("tpe", "random"))
+    p.add_argument("--pruner", choices=("hyperband", "median", "none"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine")
+    p.add_argument("--heartbeat-interval", type=_positive, default=None,
+                   help="seconds between a running trial's heartbeats (RDB storage)")
+    p.add_argument("--grace-period", type=_positive, default=None,
+                   help="seconds without heartbeat after which a trial counts as dead and is retried once")
+    _add_data(p)
+    _add_training(p)
+
+    p = sub.add_parser("studies", help="list the studies in a storage")
+    _add_storage(p)
+
+    p = sub.add_parser("compare", help="retrain each study's best trial and the baseline; compare on test")
+    p.add_argument("--archs", type=_archs, default=None, help="comma-separated (default: every arch with a study)")
+    p.add_argument("--seeds", type=_positive, default=3)
+    p.add_argument("--epochs", type=_positive, default=None, help="default: the study's epochs")
+    _add_storage(p)
+    p.add_argument("--out", help="output folder (default: a new folder under storage/reports/)")
+    _add_data(p)
+    _add_training(p)
+
+    p = sub.add_parser("report", help="write one self-contained HTML report of the stored studies")
+    _add_storage(p)
+    p.add_argument("--out", help="output folder or .html path (default: storage/reports/)")
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage")
+    _add_storage(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_positive, default=8080)
+    return parser
+
+
+def cmd_archs(args) -> int:
+    _import_keras()
+    from . import architectures
+
+    print(f"{'key':<8} {'label':<26} {'parameters':>10}")
+    for a in architectures.ARCHITECTURES.values():
+        print(f"{a.key:<8} {a.label:<26} {a.build().count_params():>10,}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from . import data
+
+    ds = data.load_for_run(args.data, args.subset, args.seed)  # bad data fails here, before Keras loads
+    _import_keras()
+    from . import baseline
+
+    table, out_dir = baseline.run(ds, args.archs, epochs=args.epochs, batch_size=args.batch_size,
+                                  protocol=args.protocol, val_size=args.val_size, out_dir=args.out,
+                                  seed=args.seed, verbose=int(args.verbose), engine=args.engine or "auto",
+                                  precision=args.precision or "float32")
+    print(f"\nProtocol: {baseline.PROTOCOLS[args.protocol]}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"\nWrote {out_dir}/metrics.csv, metrics.md and report.html")
+    return 0
+
+
+def cmd_optimize(args) -> int:
+    from . import presets, studies
+
+    settings = presets.settings_from_args(args)  # validates preset, space, storage URL: nothing stored yet
+    _import_keras()
+    return studies.optimize_cli(settings)
+
+
+def cmd_studies(args) -> int:
+    from . import studies
+
+    rows = studies.summaries(args.storage or DEFAULT_STORAGE)
+    if not rows:
+        print(f"No studies in {studies.mask_url(args.storage or DEFAULT_STORAGE)}")
+        return 0
+    import pandas as pd
+
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import data
+
+    ds = data.load_for_run(args.data, args.subset)
+    _import_keras()
+    from . import compare
+
+    return compare.run_cli(ds, archs=args.archs, seeds=args.seeds, epochs=args.epochs,
+                           storage=args.storage or DEFAULT_STORAGE, out_dir=args.out,
+                           engine=args.engine or "auto", precision=args.precision or "float32",
+                           verbose=int(args.verbose))
+
+
+def cmd_report(args) -> int:
+    from . import report
+
+    path = report.write_study_report(args.storage or DEFAULT_STORAGE, args.out)
+    print(f"Wrote {path}")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    from . import dashboard
+
+    return dashboard.serve(args.storage or DEFAULT_STORAGE, host=args.host, port=args.port)
+
+
+COMMANDS = {"archs": cmd_archs, "baseline": cmd_baseline, "optimize": cmd_optimize, "studies": cmd_studies,
+            "compare": cmd_compare, "report": cmd_report, "dashboard": cmd_dashboard}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cifar-tune``; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (status 2) and --help (0), returned so callers in-process see them
+        return int(e.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"cifar-tune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cifar-tune: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,197 @@
+"""Search spaces as data: ``search_spaces/<arch>.toml`` -> validated ``Space`` -> Optuna suggestions.
+
+A space file names its architecture and, under ``[params.<name>]``, every tuned hyperparameter with its
+``baseline`` (the seed's value) and either ``low``/``high`` (``type = "float"`` or ``"int"``, optional ``log`` and
+``step``) or ``choices`` (``type = "categorical"``). ``optional = true`` on a float makes the value switchable
+off (``off`` value, default 0): Optuna then samples ``use_<name>`` first, so a baseline of 0 (no L2, say) stays
+reachable while the "on" range is searched on a log scale. Hyperparameters a space leaves out keep their
+baseline value.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from . import resources
+from .errors import UserError
+
+KINDS = ("float", "int", "categorical")
+_FIELDS = {"type", "low", "high", "log", "step", "choices", "baseline", "optional", "off", "doc"}
+
+
+class SpaceError(UserError):
+    """A space file is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched hyperparameter."""
+
+    name: str
+    kind: str
+    baseline: object
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    optional: bool = False
+    off: float = 0.0
+
+    @property
+    def switch(self) -> str:
+        """Name of the on/off parameter Optuna samples for an optional parameter."""
+        return f"use_{self.name}"
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated search space for one architecture."""
+
+    arch: str
+    params: dict[str, Param]
+    path: str
+
+    def suggest(self, trial) -> dict:
+        """Sample a config from ``trial`` (an ``optuna.Trial``): the baseline overlaid with the sampled values."""
+        from . import architectures
+
+        config = dict(architectures.get(self.arch).baseline)
+        for p in self.params.values():
+            if p.optional and not trial.suggest_categorical(p.switch, [False, True]):
+                config[p.name] = p.off
+            elif p.kind == "categorical":
+                config[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+            elif p.kind == "int":
+                config[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1),
+                                                   log=p.log)
+            else:
+                config[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
+        return config
+
+    def baseline_params(self) -> dict:
+        """Optuna parameters (as ``enqueue_trial`` takes them) of the seed's baseline point."""
+        out = {}
+        for p in self.params.values():
+            if p.optional:
+                on = p.baseline != p.off
+                out[p.switch] = on
+                if on:
+                    out[p.name] = p.baseline
+            else:
+                out[p.name] = p.baseline
+        return out
+
+    def config_from_params(self, params: dict) -> dict:
+        """The config a finished trial trained (its ``params`` as Optuna stored them)."""
+        from . import architectures
+
+        config = dict(architectures.get(self.arch).baseline)
+        for p in self.params.values():
+            if p.optional and not params.get(p.switch, True):
+                config[p.name] = p.off
+            elif p.name in params:
+                config[p.name] = params[p.name]
+        return config
+
+    def to_dict(self) -> dict:
+        """Plain-data form (for study attributes and notes)."""
+        return {"arch": self.arch, "path": self.path,
+                "params": {n: {k: v for k, v in vars(p).items() if v not in (None, (), False) or k == "baseline"}
+                           for n, p in self.params.items()}}
+
+
+def default_path(arch: str) -> Path:
+    """The built-in space file of ``arch``."""
+    return resources.path("search_spaces", f"{arch}.toml")
+
+
+def load(arch: str, path: str | Path | None = None) -> Space:
+    """Load and validate the space for ``arch`` from ``path`` (default: the built-in file)."""
+    from . import architectures
+
+    a = architectures.get(arch)
+    path = Path(path) if path else default_path(arch)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"space file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(f"cannot read space file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpaceError(f"{path}: not valid TOML ({e})") from None
+
+    def fail(key: str, msg: str):
+        raise SpaceError(f"{path}: {key}: {msg}")
+
+    extra = set(raw) - {"arch", "params", "doc"}
+    if extra:
+        fail(sorted(extra)[0], "unknown top-level key (expected arch, params)")
+    if raw.get("arch", arch) != arch:
+        fail("arch", f"this file is for {raw['arch']!r}, not {arch!r}")
+    if not isinstance(raw.get("params"), dict) or not raw["params"]:
+        fail("params", "missing or empty: give at least one [params.<name>] table")
+    params = {}
+    for name, spec in raw["params"].items():
+        key = f"params.{name}"
+        if name not in a.baseline:
+            fail(key, f"unknown parameter for {arch}; known: {', '.join(sorted(a.baseline))}")
+        if not isinstance(spec, dict):
+            fail(key, "must be a table")
+        params[name] = _param(name, spec, lambda msg, key=key: fail(key, msg))
+    return Space(arch, params, str(path))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _param(name: str, spec: dict, fail) -> Param:
+    unknown = set(spec) - _FIELDS
+    if unknown:
+        fail(f"unknown field {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(_FIELDS))})")
+    kind = spec.get("type")
+    if kind not in KINDS:
+        fail(f"type must be one of {', '.join(KINDS)}, got {kind!r}")
+    if "baseline" not in spec:
+        fail("missing baseline (the seed's value)")
+    baseline = spec["baseline"]
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            fail("categorical needs a non-empty list of choices")
+        if baseline not in choices:
+            fail(f"baseline {baseline!r} is not among the choices {choices}")
+        if spec.get("optional"):
+            fail("optional applies to float parameters only")
+        return Param(name, kind, baseline, choices=tuple(choices))
+    low, high = spec.get("low"), spec.get("high")
+    if not (_is_number(low) and _is_number(high)) or low > high:
+        fail(f"needs numeric low <= high, got low={low!r} high={high!r}")
+    log, step = bool(spec.get("log", False)), spec.get("step")
+    if not isinstance(spec.get("log", False), bool):
+        fail("log must be true or false")
+    if log and low <= 0:
+        fail("log scale needs low > 0 (use optional = true to keep 0 reachable)")
+    if step is not None and (not _is_number(step) or step <= 0 or log):
+        fail("step must be a positive number and cannot be combined with log")
+    if kind == "int" and not all(isinstance(v, int) for v in (low, high, step or 1)):
+        fail("int parameters need integer low, high and step")
+    optional, off = bool(spec.get("optional", False)), spec.get("off", 0.0)
+    if optional and kind != "float":
+        fail("optional applies to float parameters only")
+    if not _is_number(baseline):
+        fail(f"baseline must be a number, got {baseline!r}")
+    if kind == "int" and not isinstance(baseline, int):
+        fail(f"baseline must be an integer, got {baseline!r}")
+    if not (low <= baseline <= high) and not (optional and baseline == off):
+        fail(f"baseline {baseline} is outside [{low}, {high}]")
+    return Param(name, kind, baseline, low=low, high=high, log=log, step=step, optional=optional, off=off)
