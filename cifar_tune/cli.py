@@ -46,7 +46,9 @@ def _quiet_native_stderr():
 def _import_keras() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _quiet_native_stderr():
-        import keras  # noqa: F401  (loads the backend once, quietly)
+        from . import training  # loads Keras and its backend once, quietly
+
+        training.device_name()  # device discovery prints its own notices (CUDA probes)
 
 
 def _archs(value: str) -> list[str]:
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", choices=("hyperband", "median", "none"))
     p.add_argument("--seed", type=int)
     p.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine")
+    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # set by --jobs for each worker
     p.add_argument("--heartbeat-interval", type=_positive, default=None,
                    help="seconds between a running trial's heartbeats (RDB storage)")
     p.add_argument("--grace-period", type=_positive, default=None,
@@ -153,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_archs(args) -> int:
-    _import_keras()
     from . import architectures
 
     print(f"{'key':<8} {'label':<26} {'parameters':>10}")
@@ -166,7 +168,6 @@ def cmd_baseline(args) -> int:
     from . import data
 
     ds = data.load_for_run(args.data, args.subset, args.seed)  # bad data fails here, before Keras loads
-    _import_keras()
     from . import baseline
 
     table, out_dir = baseline.run(ds, args.archs, epochs=args.epochs, batch_size=args.batch_size,
@@ -183,7 +184,6 @@ def cmd_optimize(args) -> int:
     from . import presets, studies
 
     settings = presets.settings_from_args(args)  # validates preset, space, storage URL: nothing stored yet
-    _import_keras()
     return studies.optimize_cli(settings)
 
 
@@ -204,7 +204,6 @@ def cmd_compare(args) -> int:
     from . import data
 
     ds = data.load_for_run(args.data, args.subset)
-    _import_keras()
     from . import compare
 
     return compare.run_cli(ds, archs=args.archs, seeds=args.seeds, epochs=args.epochs,
@@ -227,6 +226,7 @@ def cmd_dashboard(args) -> int:
     return dashboard.serve(args.storage or DEFAULT_STORAGE, host=args.host, port=args.port)
 
 
+NEEDS_KERAS = {"archs", "baseline", "optimize", "compare"}
 COMMANDS = {"archs": cmd_archs, "baseline": cmd_baseline, "optimize": cmd_optimize, "studies": cmd_studies,
             "compare": cmd_compare, "report": cmd_report, "dashboard": cmd_dashboard}
 
@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # usage errors (status 2) and --help (0), returned so callers in-process see them
         return int(e.code or 0)
     try:
+        if args.command in NEEDS_KERAS:
+            _import_keras()
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"cifar-tune: error: {e}", file=sys.stderr)
