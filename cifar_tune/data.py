@@ -14,6 +14,8 @@ import io
 import os
 import pickle
 import tarfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +91,8 @@ def load(source: str | os.PathLike | None = None) -> Dataset:
                             "cifar-10-batches-py/ directory")
     except PermissionError as e:
         raise DataError(f"cannot read {path}: permission denied") from e
-    except (OSError, EOFError, ValueError, tarfile.TarError, pickle.UnpicklingError) as e:
+    except (OSError, EOFError, ValueError, tarfile.TarError, pickle.UnpicklingError, zipfile.BadZipFile,
+            zlib.error) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot read {path}: {e}") from e
@@ -227,7 +230,10 @@ def _stratified_take(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
     if n >= len(y):
         return np.arange(len(y))
-    idx, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)
+    try:
+        idx, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)
+    except ValueError as e:  # too few images per class (or left over) to stratify: a user error, not a crash
+        raise UserError(f"cannot draw a stratified sample of {n} of {len(y)} images: {e}") from None
     return np.sort(idx)
 
 
@@ -256,7 +262,11 @@ def split_validation(ds: Dataset, val_size: int = 5000, seed: int = 0) -> Split:
                         f"(needs {NUM_CLASSES}..{n - NUM_CLASSES})")
     from sklearn.model_selection import train_test_split
 
-    tr, va = train_test_split(np.arange(n), test_size=val_size, stratify=ds.y_train, random_state=seed)
+    try:
+        tr, va = train_test_split(np.arange(n), test_size=val_size, stratify=ds.y_train, random_state=seed)
+    except ValueError as e:  # a class with a single image cannot be stratified
+        raise UserError(f"cannot carve a stratified validation set of {val_size} from {n} training images: "
+                        f"{e}") from None
     tr, va = np.sort(tr), np.sort(va)
     return Split(ds.x_train[tr], ds.y_train[tr], ds.x_train[va], ds.y_train[va],
                  description=f"data {ds.fingerprint()} val {val_size} seed {seed}")

@@ -1,0 +1,155 @@
+"""The seed notebook's fixed comparison: each architecture at its seed config, one run, the macro-metric table.
+
+``run`` trains every requested architecture with the seed's config (Adam 1e-3, batch 32, 10 epochs unless
+told otherwise), evaluates it on the test set and writes ``metrics.csv``, ``metrics.md``, ``history.csv`` and a
+self-contained ``report.html`` (learning curves, metric bars) into one output folder.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from datetime import datetime
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from . import architectures, data, metrics, report, training
+from .errors import UserError
+
+PROTOCOLS = {
+    "seed": "seed (as the notebook did: train on all training images, validation = the test set, which the "
+            "final metrics also use)",
+    "holdout": "holdout (validation = a stratified, seeded split carved from the training images; the test set "
+               "is untouched until the final metrics)",
+}
+TABLE_COLUMNS = ("Model", *metrics.COLUMNS)
+REPORTS_DIR = Path("storage") / "reports"
+
+
+class EpochPrinter(keras.callbacks.Callback):
+    """Prints one line per finished epoch: ``[cnn] epoch 3/10 loss .. acc .. val_loss .. val_acc .. (12.3s)``."""
+
+    def __init__(self, tag: str, epochs: int):
+        super().__init__()
+        self.tag, self.epochs, self._start = tag, epochs, time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+
+        def fmt(key: str) -> str:
+            return f"{logs[key]:.4f}" if key in logs else "n/a"
+
+        print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs} loss {fmt('loss')} acc {fmt('accuracy')} "
+              f"val_loss {fmt('val_loss')} val_acc {fmt('val_accuracy')} "
+              f"({time.perf_counter() - self._start:.1f}s)", flush=True)
+
+
+def protocol_split(ds: data.Dataset, protocol: str, val_size: int = 5000, seed: int = 0) -> data.Split:
+    """The training/validation arrays of ``protocol`` (``seed``: validate on test; ``holdout``: split of train)."""
+    if protocol == "seed":
+        return data.test_as_validation(ds)
+    if protocol == "holdout":
+        return data.split_validation(ds, val_size, seed)
+    raise UserError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+
+
+def default_out_dir(root: str | Path = REPORTS_DIR, prefix: str = "baseline") -> Path:
+    """A new, not yet existing folder ``root/<prefix>-YYYYmmdd-HHMMSS`` (suffixed ``-2``, ``-3``... if taken)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, n = Path(root) / f"{prefix}-{stamp}", 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(root) / f"{prefix}-{stamp}-{n}"
+    return candidate
+
+
+def _make_out_dir(out_dir: str | Path | None) -> Path:
+    out = Path(out_dir).expanduser() if out_dir else default_out_dir()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from e
+    if not os.access(out, os.W_OK):
+        raise UserError(f"output folder {out} is not writable")
+    return out
+
+
+def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int = 32, protocol: str = "seed",
+        val_size: int = 5000, out_dir: str | Path | None = None, seed: int = 0, verbose: int = 0,
+        engine: str = "auto", precision: str = "float32") -> tuple[pd.DataFrame, Path]:
+    """Train each arch at its seed config, evaluate on test; write the table and report; return (table, folder)."""
+    specs = [architectures.get(a) for a in archs]  # unknown keys fail here, before anything is written
+    if not specs:
+        raise UserError("no architectures given")
+    split = protocol_split(ds, protocol, val_size, seed)
+    out = _make_out_dir(out_dir)
+
+    fingerprint = ds.fingerprint()
+    print(f"Protocol: {PROTOCOLS[protocol]}", flush=True)
+    print(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
+          f"{len(split.y_val):,}, test {len(ds.y_test):,}", flush=True)
+    rows, histories, runs = [], {}, []
+    for spec in specs:
+        print(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}", flush=True)
+        # One line per epoch of our own, or (verbose) Keras's progress bar, which ends each epoch with its metrics.
+        callbacks = [] if verbose else [EpochPrinter(spec.key, epochs)]
+        result = training.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train, split.x_val,
+                                split.y_val, epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
+                                engine=engine, precision=precision)
+        y_pred = training.predict_classes(result.model, ds.x_test)
+        row = {"Model": spec.label, **metrics.macro_row(ds.y_test, y_pred)}
+        rows.append(row)
+        histories[spec.label] = result.history
+        runs.append({"key": spec.key, "label": spec.label, "params": result.model.count_params(),
+                     "seconds": result.seconds, "engine": result.engine, "epochs_run": result.epochs_run})
+        print(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
+              f"({result.seconds:.0f}s training)", flush=True)
+        del result
+        keras.backend.clear_session()
+
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    report.write_tables(table, out)
+    _history_frame(histories, runs).to_csv(out / "history.csv", index=False)
+    settings = {"Protocol": PROTOCOLS[protocol], "Data": f"{ds.source} (fingerprint {fingerprint})",
+                "Images": f"train {len(split.y_train):,} / validation {len(split.y_val):,} / test {len(ds.y_test):,}",
+                "Epochs": epochs, "Batch size": batch_size, "Seed": seed,
+                "Engine / precision": f"{runs[0]['engine']} / {precision}", **_machine()}
+    write_report(table, histories, runs, settings, out / "report.html")
+    return table, out
+
+
+def _history_frame(histories: dict[str, dict], runs: list[dict]) -> pd.DataFrame:
+    frames = []
+    for r in runs:
+        h = pd.DataFrame(histories[r["label"]])
+        h.insert(0, "epoch", range(1, len(h) + 1))
+        h.insert(0, "arch", r["key"])
+        frames.append(h)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _machine() -> dict[str, str]:
+    return {"Machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, computing on "
+                       f"{training.device_name()}",
+            "Software": f"Keras {keras.__version__} ({keras.backend.backend()} backend), Python "
+                        f"{platform.python_version()}"}
+
+
+def write_report(table: pd.DataFrame, histories: dict[str, dict], runs: list[dict], settings: dict,
+                 path: Path) -> Path:
+    """The baseline's self-contained HTML report: settings, the table, metric bars and learning curves."""
+    timing = pd.DataFrame([{"Model": r["label"], "Key": r["key"], "Parameters": f"{r['params']:,}",
+                            "Epochs": r["epochs_run"], "Training seconds": f"{r['seconds']:.1f}"} for r in runs])
+    intro = (report.facts_html(settings) + "<h2>Test metrics (macro averages, scikit-learn)</h2>"
+             + report.table_html(table) + "<h2>Runs</h2>" + timing.to_html(index=False, border=0))
+    figures = [("Test metrics per model", report.metric_bars_figure(table)),
+               ("Learning curves (train vs validation)", report.learning_curves_figure(histories))]
+    return report.write_html(figures, path, title="cifar-tune: the seed's baseline comparison", intro_html=intro)

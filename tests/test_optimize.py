@@ -1,0 +1,215 @@
+"""`cifar-tune optimize` / `studies` end to end on tiny data, with a real SQLite file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cifar_tune import cli, spaces
+
+DB = Path("storage/cifar_tune.db")
+URL = "sqlite:///storage/cifar_tune.db"
+TINY = ["--epochs", "2", "--val-size", "100"]
+
+
+def optimize(data: Path, *args: str) -> int:
+    return cli.main(["optimize", "--data", str(data), *TINY, *args])
+
+
+def load(name: str = "cifar10-cnn") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=URL)
+
+
+def write(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def lr_space(tmp_path: Path, other_lr: float) -> Path:
+    """A space whose only knob is the learning rate: the seed's 1e-3 or ``other_lr``."""
+    return write(tmp_path / "lr.toml", f"""
+        arch = "mlp_l2"
+        [params.learning_rate]
+        type = "categorical"
+        choices = [0.001, {other_lr!r}]
+        baseline = 0.001
+        """)
+
+
+def test_study_with_baseline_first_and_full_trial_records(tiny_npz, capsys):
+    assert optimize(tiny_npz, "--arch", "cnn", "--n-trials", "3") == 0
+    out = capsys.readouterr().out
+    assert DB.is_file()
+    study = load()
+    trials = study.get_trials()
+    assert len(trials) == 3
+    assert trials[0].params == spaces.load("cnn").baseline_params()
+    assert trials[0].user_attrs["baseline"] is True
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert done and trials[0].state == TrialState.COMPLETE
+    for t in done:
+        assert sorted(t.intermediate_values) == [0, 1]  # validation loss reported every epoch
+        assert t.value == pytest.approx(t.intermediate_values[1])
+        a = t.user_attrs
+        assert set(a["curves"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+        assert all(len(v) == 2 for v in a["curves"].values())
+        assert a["val_accuracy"] == a["curves"]["val_accuracy"][-1]
+        assert a["epochs_run"] == 2 and a["params"] > 0 and a["seconds"] > 0
+        assert a["backend"] == "tensorflow" and a["device"] == "cpu" and a["engine"] == "keras"
+        assert "val 100 seed 0" in a["data"] and a["config"]["batch_size"] in (32, 64, 128, 256)
+    assert "trial   0 complete" in out and "(baseline)" in out
+    assert "baseline trial   0" in out and "best     trial" in out
+    assert "cifar-tune dashboard --storage" in out
+
+
+def test_resume_adds_trials_and_never_a_second_baseline(tiny_npz, capsys):
+    assert optimize(tiny_npz, "--arch", "mlp_l2", "--n-trials", "2") == 0
+    first = [t.params for t in load("cifar10-mlp_l2").trials]
+    assert optimize(tiny_npz, "--arch", "mlp_l2", "--n-trials", "2") == 0
+    trials = load("cifar10-mlp_l2").get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    assert [t.params for t in trials[2:]] != first  # the resumed sampler does not replay the first run
+    assert "resuming (2 trials stored)" in capsys.readouterr().out
+
+    assert cli.main(["studies"]) == 0
+    out = capsys.readouterr().out
+    assert "cifar10-mlp_l2" in out and "mlp_l2" in out
+
+
+def test_resume_with_other_data_is_refused(tiny_npz, tmp_path, capsys):
+    assert optimize(tiny_npz, "--arch", "mlp_l2", "--n-trials", "1") == 0
+    capsys.readouterr()
+    assert optimize(tiny_npz, "--arch", "mlp_l2", "--n-trials", "1", "--val-size", "120") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another --study-name" in err
+    assert len(load("cifar10-mlp_l2").trials) == 1
+
+
+def test_median_pruner_prunes_the_hopeless_trials(tiny_npz, tmp_path):
+    """Deterministic pruning: a learning rate of 1e-9 cannot lower the loss, so at epoch 1 such a trial is
+    worse than the completed baseline and the median pruner (1 startup trial, no warm-up) stops it."""
+    preset = write(tmp_path / "prune.toml", """
+        n_trials = 8
+        sampler = "random"
+        pruner = "median"
+        median_startup_trials = 1
+        median_warmup_epochs = 0
+        seed = 3
+        """)
+    space = lr_space(tmp_path, 1e-9)
+    assert optimize(tiny_npz, "--arch", "mlp_l2", "--preset", str(preset), "--space", str(space)) == 0
+    trials = load("cifar10-mlp_l2").trials
+    slow = [t for t in trials if t.params["learning_rate"] == 1e-9]
+    assert slow, "the seeded sampler must pick the hopeless learning rate at least once"
+    assert all(t.state == TrialState.PRUNED and t.last_step == 0 for t in slow)
+    assert all(t.state == TrialState.COMPLETE for t in trials if t.params["learning_rate"] == 0.001)
+    assert all(t.user_attrs["curves"]["val_loss"] for t in slow)  # pruned trials keep their curves
+
+
+def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tiny_npz, tmp_path, capsys):
+    preset = write(tmp_path / "p.toml", 'n_trials = 5\nsampler = "random"\npruner = "none"\nseed = 1\n')
+    space = lr_space(tmp_path, 1e30)  # Adam's first step sends the weights to ~1e30: inf, then NaN
+    assert optimize(tiny_npz, "--arch", "mlp_l2", "--preset", str(preset), "--space", str(space)) == 0
+    trials = load("cifar10-mlp_l2").trials
+    assert len(trials) == 5
+    bad = [t for t in trials if t.params["learning_rate"] == 1e30]
+    assert bad
+    for t in bad:
+        assert t.state == TrialState.FAIL
+        assert "non-finite" in t.user_attrs["fail_reason"]
+    assert all(t.state == TrialState.COMPLETE for t in trials if t.params["learning_rate"] == 0.001)
+    assert "fail" in capsys.readouterr().out
+
+
+def db_digest() -> str:
+    return hashlib.sha256(DB.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "cnn", "--space", "{bad}"], "params.dropout"),
+    (["--arch", "nope"], "invalid choice: 'nope'"),
+    (["--arch", "cnn", "--preset", "nope"], "unknown preset 'nope'"),
+    (["--arch", "cnn", "--storage", "nonsense://"], "storage"),
+    (["--arch", "cnn", "--n-trials", "0"], "positive integer"),
+])
+def test_bad_input_exits_2_and_leaves_storage_untouched(tiny_npz, tmp_path, capsys, args, message):
+    assert optimize(tiny_npz, "--arch", "mlp_l2", "--n-trials", "1") == 0
+    before = db_digest()
+    bad = write(tmp_path / "bad.toml", 'arch = "cnn"\n[params.dropout]\ntype = "float"\nlow = 0.3\nhigh = 0.5\n'
+                                       'baseline = 0.0\n')
+    capsys.readouterr()
+    assert optimize(tiny_npz, *[a.replace("{bad}", str(bad)) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert db_digest() == before
+    assert [s.study_name for s in optuna.get_all_study_summaries(URL)] == ["cifar10-mlp_l2"]
+
+
+def test_bad_data_creates_no_storage(tmp_path, capsys):
+    assert cli.main(["optimize", "--arch", "cnn", "--data", str(tmp_path / "missing.npz")]) == 2
+    assert "data path not found" in capsys.readouterr().err
+    assert not DB.exists()
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_memory_stays_flat_over_many_trials(tiny_npz, tmp_path):
+    """KerasTuner's known weakness: memory grows with every trial. Here each trial clears the Keras session,
+    so after a warm-up the resident memory must stay flat over many more trials (threshold: 2 MB a trial,
+    where a leaked model of this size with its optimizer state costs several)."""
+    preset = write(tmp_path / "many.toml", 'sampler = "random"\npruner = "none"\nepochs = 1\n')
+    common = ["--arch", "mlp_l2", "--preset", str(preset), "--epochs", "1"]
+    assert cli.main(["optimize", "--data", str(tiny_npz), "--val-size", "100", *common, "--n-trials", "10"]) == 0
+    warm = rss_mb()
+    assert cli.main(["optimize", "--data", str(tiny_npz), "--val-size", "100", *common, "--n-trials", "40"]) == 0
+    grown = rss_mb() - warm
+    assert len(load("cifar10-mlp_l2").trials) == 50
+    assert grown < 80, f"resident memory grew {grown:.0f} MB over 40 trials"
+
+
+def test_ctrl_c_marks_the_running_trial_failed_and_says_how_to_resume(tiny_npz, tmp_path):
+    """A real SIGINT in the middle of a trial: finished trials stay, the running one is failed, exit 130."""
+    cmd = [sys.executable, "-m", "cifar_tune", "optimize", "--arch", "cnn", "--data", str(tiny_npz),
+           "--val-size", "100", "--epochs", "30", "--n-trials", "5", "--pruner", "none"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # wait until trial 0 finished and trial 1 is running
+            time.sleep(1)
+            if (tmp_path / DB).exists():
+                with sqlite3.connect(tmp_path / DB) as con:
+                    states = [s for (s,) in con.execute("select state from trials order by number")]
+                if states[:2] == ["COMPLETE", "RUNNING"]:
+                    break
+        else:
+            pytest.fail("trial 1 never started")
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Resume with: cifar-tune optimize --arch cnn" in err
+    study = optuna.load_study(study_name="cifar10-cnn", storage=f"sqlite:///{tmp_path / DB}")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[1].user_attrs["fail_reason"] == "interrupted by the user"
