@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # set by --jobs for each worker
+    p.add_argument("--trials-per-process", type=_positive, default=None,
+                   help="a worker replaces itself with a fresh process after this many trials (default 10): "
+                        "bounds memory, which Keras's TensorFlow trainer does not fully release between trials")
     p.add_argument("--heartbeat-interval", type=_positive, default=None,
                    help="seconds between a running trial's heartbeats (RDB storage)")
     p.add_argument("--grace-period", type=_positive, default=None,

@@ -41,6 +41,15 @@ class TrialRecorder(keras.callbacks.Callback):
             raise Diverged(f"non-finite {', '.join(sorted(bad))} at epoch {epoch + 1}")
 
 
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (Linux), recorded per trial so memory growth can be audited."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, engine: str = "auto",
                    precision: str = "float32", verbose: int = 0) -> Callable[[optuna.Trial], float]:
     """An objective for ``study.optimize``: the final epoch's validation loss (minimize).
@@ -70,6 +79,7 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
             trial.set_user_attr("seconds", round(result.seconds, 3))
             trial.set_user_attr("val_accuracy", hist["val_accuracy"][-1])
             trial.set_user_attr("engine_info", result.info)
+            trial.set_user_attr("rss_mb", resident_mb())
             return hist["val_loss"][-1]
         except optuna.TrialPruned:
             raise

@@ -18,12 +18,13 @@ DEFAULT_PRESET = "default"
 # Preset keys and their types; a command-line option of the same name (dashes for underscores) overrides each.
 KEYS = {"n_trials": int, "timeout": (int, float), "epochs": int, "sampler": str, "pruner": str, "val_size": int,
         "subset": int, "seed": int, "engine": str, "precision": str, "median_startup_trials": int,
-        "median_warmup_epochs": int}
+        "median_warmup_epochs": int, "trials_per_process": int}
 CHOICES = {"sampler": ("tpe", "random"), "pruner": ("hyperband", "median", "none"),
            "engine": ("auto", "keras", "fast"), "precision": ("float32", "bf16")}
 BUILT_IN = {"n_trials": 50, "timeout": None, "epochs": 10, "sampler": "tpe", "pruner": "hyperband",
             "val_size": 5000, "subset": None, "seed": 0, "engine": "auto", "precision": "float32",
-            "median_startup_trials": 3, "median_warmup_epochs": 1}  # the median pruner's patience
+            "median_startup_trials": 3, "median_warmup_epochs": 1,  # the median pruner's patience
+            "trials_per_process": 10}  # a worker replaces itself with a fresh process after this many trials
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class OptimizeSettings:
     precision: str
     median_startup_trials: int
     median_warmup_epochs: int
+    trials_per_process: int
     data: str | None = None
     jobs: int = 1
     heartbeat_interval: int | None = None

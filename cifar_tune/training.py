@@ -72,10 +72,14 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
     return model
 
 
-def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-          y_val: np.ndarray, *, epochs: int, seed: int = 0, callbacks: list | None = None, verbose: int = 0,
-          engine: str = "auto", precision: str = "float32") -> TrainResult:
-    """Build ``arch`` with ``config``, train it on uint8 arrays for ``epochs`` and validate after every epoch."""
+def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
+          y_val: np.ndarray | None = None, *, epochs: int, seed: int = 0, callbacks: list | None = None,
+          verbose: int = 0, engine: str = "auto", precision: str = "float32") -> TrainResult:
+    """Build ``arch`` with ``config``, train it on uint8 arrays for ``epochs`` and validate after every epoch.
+
+    Without ``x_val``/``y_val`` (``compare``'s final retraining on all training images) nothing is validated and
+    the history has no ``val_*`` entries.
+    """
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     engine = resolve_engine(engine)
@@ -83,6 +87,11 @@ def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_v
     if engine == "fast":
         from . import fast_engine  # backend-specific; imported only when asked for
 
+        if x_val is None:  # the fast engine always evaluates: give it a few training images, drop what it reports
+            result = fast_engine.train(arch, config, x_train, y_train, x_train[:256], y_train[:256], epochs=epochs,
+                                       seed=seed, callbacks=callbacks, verbose=verbose, precision=precision)
+            result.history = {k: v for k, v in result.history.items() if not k.startswith("val_")}
+            return result
         return fast_engine.train(arch, config, x_train, y_train, x_val, y_val, epochs=epochs, seed=seed,
                                  callbacks=callbacks, verbose=verbose, precision=precision)
     return _train_keras(arch, config, x_train, y_train, x_val, y_val, epochs=epochs, seed=seed,
@@ -95,9 +104,9 @@ def _train_keras(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, 
     try:
         model = compile_model(architectures.get(arch).build(config), config["learning_rate"])
         start = time.perf_counter()
+        validation = None if x_val is None else (scale(x_val), y_val)
         hist = model.fit(scale(x_train), y_train, batch_size=int(config["batch_size"]), epochs=epochs,
-                         validation_data=(scale(x_val), y_val), callbacks=list(callbacks or []),
-                         verbose=verbose, shuffle=True)
+                         validation_data=validation, callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
         seconds = time.perf_counter() - start
     finally:
         keras.mixed_precision.set_global_policy("float32")

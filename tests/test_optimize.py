@@ -164,25 +164,31 @@ def test_bad_data_creates_no_storage(tmp_path, capsys):
     assert not DB.exists()
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def test_memory_stays_flat_over_many_trials(tiny_npz, tmp_path):
-    """KerasTuner's known weakness: memory grows with every trial. Here each trial clears the Keras session,
-    so after a warm-up the resident memory must stay flat over many more trials (threshold: 2 MB a trial,
-    where a leaked model of this size with its optimizer state costs several)."""
+@pytest.mark.slow
+def test_memory_stays_bounded_over_many_trials(tiny_npz, tmp_path):
+    """KerasTuner's known weakness: memory grows with every trial. Keras's TensorFlow trainer keeps each fitted
+    model's variables alive even after `clear_session()` (an open TF/Keras issue), about 50 MB a trial for these
+    MLPs. A worker therefore replaces itself with a fresh process every --trials-per-process trials: the
+    resident memory recorded by the last trials must not exceed the first trials' by more than 200 MB, where
+    without that it grows by about a gigabyte over the 20 trials in between."""
+    space = write(tmp_path / "wide.toml", """
+        arch = "mlp_l2"
+        [params.units]
+        type = "categorical"
+        choices = [512, 2048]
+        baseline = 512
+        """)
     preset = write(tmp_path / "many.toml", 'sampler = "random"\npruner = "none"\nepochs = 1\n')
-    common = ["--arch", "mlp_l2", "--preset", str(preset), "--epochs", "1"]
-    assert cli.main(["optimize", "--data", str(tiny_npz), "--val-size", "100", *common, "--n-trials", "10"]) == 0
-    warm = rss_mb()
-    assert cli.main(["optimize", "--data", str(tiny_npz), "--val-size", "100", *common, "--n-trials", "40"]) == 0
-    grown = rss_mb() - warm
-    assert len(load("cifar10-mlp_l2").trials) == 50
-    assert grown < 80, f"resident memory grew {grown:.0f} MB over 40 trials"
+    cmd = [sys.executable, "-m", "cifar_tune", "optimize", "--arch", "mlp_l2", "--data", str(tiny_npz),
+           "--val-size", "100", "--preset", str(preset), "--space", str(space), "--n-trials", "28",
+           "--trials-per-process", "4"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    trials = optuna.load_study(study_name="cifar10-mlp_l2", storage=f"sqlite:///{tmp_path / DB}").trials
+    assert len(trials) == 28 and all(t.state == TrialState.COMPLETE for t in trials)
+    rss = [t.user_attrs["rss_mb"] for t in trials]
+    first, last = max(rss[:8]), max(rss[-8:])
+    assert last - first < 200, f"resident memory {first:.0f} MB over trials 0-7, {last:.0f} MB over 20-27"
 
 
 def test_ctrl_c_marks_the_running_trial_failed_and_says_how_to_resume(tiny_npz, tmp_path):

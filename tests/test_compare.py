@@ -1,0 +1,191 @@
+"""`cifar-tune compare` end to end on tiny data: two real studies in SQLite, two seeds, files, stored results."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from cifar_tune import cli, compare
+
+URL = "sqlite:///storage/cifar_tune.db"
+METRICS = ["Accuracy", "Precision", "Recall", "F1 Score"]
+PM = re.compile(r"^[+-]?\d\.\d{4} ± \d\.\d{4}$")
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """Two small studies (cnn, mlp_l2) and one `compare --seeds 2` over them (and a study-less mlp_bn)."""
+    from conftest import synthetic_cifar
+
+    root = tmp_path_factory.mktemp("compare")
+    data = root / "tiny.npz"
+    x_train, y_train, x_test, y_test = synthetic_cifar()
+    np.savez(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    before = Path.cwd()
+    os.chdir(root)
+    try:
+        tiny = ["--data", str(data), "--epochs", "1", "--val-size", "100"]
+        assert run_cli(["optimize", "--arch", "cnn", "--n-trials", "3", *tiny])[0] == 0
+        assert run_cli(["optimize", "--arch", "mlp_l2", "--n-trials", "2", *tiny])[0] == 0
+        optuna_dashboard_note(optuna.load_study(study_name="cifar10-cnn", storage=URL), "## My notes\n\nkeep me\n")
+        code, out, err = run_cli(["compare", "--seeds", "2", "--archs", "cnn,mlp_bn,mlp_l2", "--data", str(data),
+                                  "--out", "cmp"])
+        assert code == 0, err
+        yield {"root": root, "out": out, "err": err, "dir": root / "cmp"}
+    finally:
+        os.chdir(before)
+
+
+def optuna_dashboard_note(study: optuna.Study, body: str) -> None:
+    from optuna_dashboard import save_note
+
+    save_note(study, body)
+
+
+def test_table_has_baseline_tuned_and_difference_rows_per_arch(compared):
+    out = compared["out"]
+    table = out[out.index("Test-set macro metrics"):]
+    for label in ("Simple CNN", "MLP with L2"):
+        lines = [line for line in table.splitlines() if line.startswith(label)]
+        assert [line.split()[len(label.split())] for line in lines] == ["baseline", "tuned", "tuned"]
+        assert "tuned - baseline" in lines[2]
+        cells = re.findall(r"[+-]?\d\.\d{4} ± \d\.\d{4}", lines[2])
+        assert len(cells) == 4 and all(c.startswith(("+", "-")) for c in cells)  # differences are signed
+    assert "[cnn] baseline seed 1" in out and "[mlp_l2] tuned    seed 1" in out
+
+
+def test_arch_without_study_is_skipped_with_a_message(compared):
+    assert "skipping mlp_bn: no study" in compared["err"]
+    assert "mlp_bn" not in compared["out"].split("Test-set macro metrics")[1]
+
+
+def test_csv_rows_per_seed_and_aggregates_match(compared):
+    df = pd.read_csv(compared["dir"] / "compare.csv")
+    seeds = df[df["Seed"].isin(["0", "1"])]
+    assert len(seeds) == 2 * 2 * 2  # arch x variant x seed
+    assert set(map(tuple, seeds[["arch", "Variant"]].drop_duplicates().values)) == {
+        ("cnn", "baseline"), ("cnn", "tuned"), ("mlp_l2", "baseline"), ("mlp_l2", "tuned")}
+    for arch in ("cnn", "mlp_l2"):
+        mine = df[df["arch"] == arch]
+        per = {v: mine[(mine["Variant"] == v) & mine["Seed"].isin(["0", "1"])].sort_values("Seed")
+               for v in ("baseline", "tuned")}
+        agg = {(r["Variant"], r["Seed"]): r for _, r in mine[mine["Seed"].isin(["mean", "std"])].iterrows()}
+        assert len(agg) == 6
+        for m in METRICS:
+            for v in ("baseline", "tuned"):
+                assert agg[(v, "mean")][m] == pytest.approx(per[v][m].mean())
+                assert agg[(v, "std")][m] == pytest.approx(per[v][m].std(ddof=1), abs=1e-12)
+            diff = per["tuned"][m].to_numpy() - per["baseline"][m].to_numpy()
+            assert agg[("tuned - baseline", "mean")][m] == pytest.approx(diff.mean())
+            assert agg[("tuned - baseline", "std")][m] == pytest.approx(diff.std(ddof=1), abs=1e-12)
+            assert 0.0 <= per["tuned"][m].min() <= per["tuned"][m].max() <= 1.0
+        assert (per["tuned"]["Trial"].astype(int) >= 0).all() and (per["baseline"]["Trial"] == 0).all()
+
+
+def test_markdown_has_the_mean_pm_std_table(compared):
+    md = (compared["dir"] / "compare.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| Simple CNN") and "±" in line]
+    assert [r.split("|")[2].strip() for r in rows] == ["baseline", "tuned", "tuned - baseline"]
+    for r in rows:
+        assert all(PM.match(c.strip()) for c in r.split("|")[3:7])
+    assert "## Per seed" in md and "MLP with L2" in md
+
+
+def test_results_are_stored_with_the_study_and_the_note_keeps_other_text(compared):
+    from optuna_dashboard import get_note
+
+    for arch, label in (("cnn", "Simple CNN"), ("mlp_l2", "MLP with L2")):
+        study = optuna.load_study(study_name=f"cifar10-{arch}", storage=f"sqlite:///{compared['root']}/storage/"
+                                                                          "cifar_tune.db")
+        rec = study.user_attrs["compare"]
+        assert rec["seeds"] == [0, 1] and rec["epochs"] == 1 and rec["label"] == label
+        assert rec["best_trial"] == study.best_trial.number and rec["baseline_trial"] == 0
+        assert rec["train_images"] == 300 and rec["test_images"] == 100  # train + validation: all 300 images
+        assert [r["Variant"] for r in rec["table"]] == ["baseline", "tuned", "tuned - baseline"]
+        assert set(rec["table"][0]) == {"Variant", *METRICS}
+        for variant in ("baseline", "tuned"):
+            assert len(rec["confusion"][variant]) == 2
+            assert all(np.asarray(cm).shape == (10, 10) and np.asarray(cm).sum() == 100
+                       for cm in rec["confusion"][variant])
+        note = get_note(study)
+        assert note.count(compare.NOTE_HEADING) == 1 and "| tuned - baseline |" in note
+        assert f"best trial #{rec['best_trial']}" in note
+    assert "keep me" in get_note(optuna.load_study(study_name="cifar10-cnn",
+                                                   storage=f"sqlite:///{compared['root']}/storage/cifar_tune.db"))
+
+
+def test_models_are_saved_as_keras_files_that_load(compared):
+    import keras
+
+    from cifar_tune import training
+
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    for arch in ("cnn", "mlp_l2"):
+        folder = compared["root"] / "storage" / "models" / f"cifar10-{arch}"
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "baseline-seed0.keras", "baseline-seed1.keras", "tuned-seed0.keras", "tuned-seed1.keras"]
+        model = keras.saving.load_model(folder / "tuned-seed1.keras")
+        assert training.predict_classes(model, x).shape == (2,)
+
+
+def test_compare_and_dashboard_agree_on_the_note_heading():
+    from cifar_tune import dashboard
+
+    assert compare.NOTE_HEADING == dashboard.COMPARE_HEADING  # the dashboard keeps this section when it rewrites
+
+
+def test_no_storage_exits_2_in_one_line_and_writes_nothing(tiny_npz, capsys):
+    assert cli.main(["compare", "--data", str(tiny_npz)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cifar-tune: error: no storage")
+    assert not Path("storage").exists()
+
+
+def test_storage_without_studies_exits_2(tiny_npz, capsys):
+    Path("storage").mkdir()
+    optuna.storages.RDBStorage(URL)  # an empty database
+    assert cli.main(["compare", "--data", str(tiny_npz)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no studies" in err
+    assert not Path("storage/reports").exists() and not Path("storage/models").exists()
+
+
+def test_compare_follows_the_studys_subset(tiny_npz, capsys):
+    tiny = ["--data", str(tiny_npz), "--epochs", "1"]
+    assert cli.main(["optimize", "--arch", "mlp_l2", "--n-trials", "1", "--subset", "100", "--val-size", "20",
+                     *tiny]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", "--seeds", "1", "--data", str(tiny_npz)]) == 0
+    out = capsys.readouterr().out
+    assert "using the study's subset of 100 training images" in out
+    rec = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs["compare"]
+    assert rec["train_images"] == 100 and "subset 100" in rec["data"]
+    assert rec["table"][0]["Accuracy"]["std"] is None  # one seed: no spread
+    assert "± n/a" in out
+    assert len(list(Path("storage/reports").glob("compare-*/compare.csv"))) == 1  # the default output folder
+
+
+@pytest.mark.parametrize("engine", ["keras", "fast"])
+def test_training_without_validation_data(engine):
+    from conftest import synthetic_cifar
+
+    from cifar_tune import training
+
+    x, y, _, _ = synthetic_cifar(n_train=64, n_test=10)
+    result = training.train("mlp_l2", {"units": 16, "batch_size": 32}, x, y, epochs=1, engine=engine)
+    assert set(result.history) == {"loss", "accuracy"} and result.epochs_run == 1
