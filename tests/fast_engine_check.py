@@ -1,0 +1,202 @@
+"""Runs fast-engine checks under the JAX backend and prints one JSON object (used by test_fast_engine.py).
+
+The test session imports Keras with TensorFlow, and Keras fixes its backend at import, so the JAX parts run
+here, in a subprocess started with KERAS_BACKEND=jax:
+
+    KERAS_BACKEND=jax python tests/fast_engine_check.py '{"train_all": {}, "prune": {"epochs": 4}}'
+
+The argument maps check names (the functions in CHECKS) to their keyword arguments; they run in that order in
+one process (so later checks may reuse programs compiled by earlier ones, as trials in one study do), and the
+last line printed is ``RESULT {name: result, ...}``. Everything is real: real Keras models, real training, a
+real Optuna study; the output is plain data for the test to assert on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from conftest import synthetic_cifar  # noqa: E402
+from cifar_tune import architectures, fast_engine, training  # noqa: E402
+
+AUGMENTED = {"flip": True, "translate": 0.1}
+
+
+def _seed_draws(model: keras.Model) -> dict[str, int]:
+    """Per random layer (Dropout, RandomFlip, RandomTranslation): how many times its seed generator drew.
+
+    A Keras SeedGenerator starts at state [seed, 0] and adds 1 to the second entry per draw, so this counts the
+    draws that reached the model's variables, i.e. whether the RNG state was threaded through training.
+    """
+    draws = {}
+    for i, layer in enumerate(model.layers):  # keyed "RandomFlip:0" (class, position): names vary between builds
+        generators = getattr(layer, "_seed_generators", [])
+        if generators:
+            draws[f"{layer.__class__.__name__}:{i}"] = sum(int(np.asarray(g.state.value)[1]) for g in generators)
+    return draws
+
+
+def train_all(n_train: int = 64, n_val: int = 32, epochs: int = 2, batch_size: int = 16) -> dict:
+    """Every architecture trained by the fast engine on tiny data (augmentation on where the model has it)."""
+    x, y, xv, yv = synthetic_cifar(n_train, n_val)
+    out = {}
+    for arch in architectures.ARCH_KEYS:
+        config = {"batch_size": batch_size}
+        if "flip" in architectures.get(arch).baseline:
+            config.update(AUGMENTED)
+        result = training.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
+        predicted = training.predict_classes(result.model, xv)
+        out[arch] = {"history": result.history, "epochs_run": result.epochs_run, "engine": result.engine,
+                     "precision": result.precision, "info": result.info, "params": result.model.count_params(),
+                     "predicted_shape": list(predicted.shape), "predict_accuracy": float((predicted == yv).mean()),
+                     "seed_draws": _seed_draws(result.model), "steps_per_epoch": -(-n_train // batch_size)}
+    return out
+
+
+def bf16(arch: str = "cnn", n_train: int = 64, n_val: int = 32, epochs: int = 2) -> dict:
+    """One bf16 run: what it records and what dtypes the trained model computes and stores in."""
+    x, y, xv, yv = synthetic_cifar(n_train, n_val)
+    result = training.train(arch, {"batch_size": 16}, x, y, xv, yv, epochs=epochs, engine="fast", precision="bf16")
+    return {"history": result.history, "precision": result.precision,
+            "compute_dtype": result.model.layers[0].compute_dtype,
+            "variable_dtypes": sorted({v.dtype for v in result.model.trainable_variables}),
+            "predict_accuracy": float((training.predict_classes(result.model, xv) == yv).mean())}
+
+
+def prune(epochs: int = 4) -> dict:
+    """A real Optuna study whose pruner prunes at epoch 1, with optuna-integration's KerasPruningCallback."""
+    import optuna
+    from optuna_integration import KerasPruningCallback
+
+    x, y, xv, yv = synthetic_cifar(64, 32)
+    seen = {}
+
+    def objective(trial):
+        callback = KerasPruningCallback(trial, "val_loss")
+        result = training.train("mlp_l2", {"batch_size": 16}, x, y, xv, yv, epochs=epochs, engine="fast",
+                                callbacks=[callback])
+        seen["finished"] = result.epochs_run  # only reached if nothing was pruned
+        return result.history["val_loss"][-1]
+
+    # val_loss is always > 0, so from step 1 on (n_warmup_steps=1) every report is over the threshold.
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0, n_warmup_steps=1))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    return {"state": trial.state.name, "reported_steps": sorted(trial.intermediate_values),
+            "finished": seen.get("finished")}
+
+
+def reuse(arch: str = "mlp_l2", epochs: int = 2) -> dict:
+    """Program reuse: a config that differs in learning rate, dropout and L2 only runs the programs compiled for
+    another; its history must equal that of the same config compiled afresh (no stale constants)."""
+    x, y, xv, yv = synthetic_cifar(64, 32)
+    first = {"batch_size": 16, "learning_rate": 3e-3, "dropout": 0.5, "l2": 1e-2}
+    second = {"batch_size": 16, "learning_rate": 5e-4, "dropout": 0.1, "l2": 1e-4}
+    other_batch = {**second, "batch_size": 32}
+
+    def run(config):
+        r = training.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
+        return {"history": r.history, "reused": r.info["program_reused"], "compile_seconds": r.info["compile_seconds"]}
+
+    out = {"first": run(first), "second_reusing": run(second), "other_batch": run(other_batch)}
+    fast_engine._PROGRAMS.clear()  # forget every compiled program: the next run traces its own
+    out["second_fresh"] = run(second)
+    out["cache_files"] = len(list(fast_engine.CACHE_DIR.glob("*")))
+    return out
+
+
+def loop_modes(arch: str = "cnn_da", n_train: int = 64, n_val: int = 32, epochs: int = 2) -> dict:
+    """The same training as one compiled scan per epoch (the accelerator path) and as one call per batch (CPU)."""
+    x, y, xv, yv = synthetic_cifar(n_train, n_val)
+    out = {}
+    for mode in ("step", "epoch"):
+        os.environ["CIFAR_TUNE_FAST_LOOP"] = mode
+        try:
+            r = training.train(arch, {"batch_size": 16, **AUGMENTED}, x, y, xv, yv, epochs=epochs, engine="fast")
+        finally:
+            del os.environ["CIFAR_TUNE_FAST_LOOP"]
+        out[mode] = {"history": r.history, "loop": r.info["loop"], "seed_draws": _seed_draws(r.model)}
+    return out
+
+
+def full_batch(archs: list[str], n_train: int = 64, n_val: int = 32, epochs: int = 3) -> dict:
+    """Both engines with one batch per epoch and nothing random (no dropout, no augmentation): the same initial
+    weights (same seed) see the same full-batch gradient every step, whatever the shuffling, so the histories
+    must match up to float rounding. Checks loss, L2 penalty, BatchNorm, Adam and validation exactly."""
+    x, y, xv, yv = synthetic_cifar(n_train, n_val)
+    out: dict = {}
+    for arch in archs:
+        config = {"batch_size": n_train, "dropout": 0.0}
+        if arch == "mlp_l2":
+            config["l2"] = 1e-2  # a strong penalty, so a mistake in it shows in loss and val_loss
+        for engine in ("keras", "fast"):
+            r = training.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
+            out.setdefault(arch, {})[engine] = r.history
+    return out
+
+
+def equivalence(archs: list[str], seeds: list[int], n_train: int = 256, n_val: int = 200, epochs: int = 3,
+                batch_size: int = 32, data: str = "hard", npz: str | None = None) -> dict:
+    """Validation accuracy after training, per architecture, engine and seed (keras engine = stock fit on JAX)."""
+    if npz:  # a stratified subset of the real training images; the first n_val test images
+        from cifar_tune import data as data_mod
+
+        ds = data_mod.load(npz)
+        sub = data_mod.subset(ds, n_train, seed=0)
+        x, y, xv, yv = sub.x_train, sub.y_train, ds.x_test[:n_val], ds.y_test[:n_val]
+    else:
+        x, y, xv, yv = hard_synthetic(n_train, n_val)
+    out: dict = {}
+    for arch in archs:
+        for engine in ("keras", "fast"):
+            for seed in seeds:
+                start = time.perf_counter()
+                r = training.train(arch, {"batch_size": batch_size}, x, y, xv, yv, epochs=epochs, seed=seed,
+                                   engine=engine)
+                acc = float((training.predict_classes(r.model, xv) == yv).mean())
+                out.setdefault(arch, {}).setdefault(engine, []).append(
+                    {"seed": seed, "accuracy": acc, "val_accuracy": r.history["val_accuracy"][-1],
+                     "seconds": round(time.perf_counter() - start, 1)})
+    return out
+
+
+def hard_synthetic(n_train: int, n_val: int, seed: int = 0):
+    """Like conftest's synthetic data, but a fainter stripe and 20% random labels (right by chance a tenth of the
+    time): accuracy tops out near 0.82 and both engines must get there; a broken engine stays far below."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = np.arange(n) % 10
+        rng.shuffle(y)
+        x = rng.integers(0, 128, size=(n, 32, 32, 3), dtype=np.uint8)
+        for c in range(10):
+            x[y == c, 3 * c:3 * c + 3, :, c % 3] += 100
+        noisy = rng.random(n) < 0.2
+        y[noisy] = rng.integers(0, 10, noisy.sum())
+        return x, y.astype(np.uint8)
+
+    return (*make(n_train), *make(n_val))
+
+
+CHECKS = {f.__name__: f for f in (train_all, bf16, prune, reuse, loop_modes, full_batch, equivalence)}
+
+if __name__ == "__main__":
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    checks = json.loads(sys.argv[1])
+    results = {}
+    for name, kwargs in checks.items():
+        start = time.perf_counter()
+        results[name] = CHECKS[name](**kwargs)
+        print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print("RESULT " + json.dumps(results))
