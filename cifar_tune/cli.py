@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="study preset: a name in study/ (default, quick, seed) or a TOML path")
     p.add_argument("--space", help="search-space TOML (default: search_spaces/<arch>.toml)")
     p.add_argument("--n-trials", type=_positive, help="new trials this command runs (all workers together)")
+    p.add_argument("--total-trials", type=_positive,
+                   help="instead of --n-trials: run until the study holds this many trials, whoever runs them "
+                        "(for many machines sharing one study)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--epochs", type=_positive)
     p.add_argument("--val-size", type=_positive, help="validation images carved from train")

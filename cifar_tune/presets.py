@@ -54,6 +54,7 @@ class OptimizeSettings:
     heartbeat_interval: int | None = None
     grace_period: int | None = None
     verbose: bool = False
+    total_trials: int | None = None  # study-wide target (see studies.py); overrides n_trials when set
     worker: int = 0  # index among --jobs workers: offsets the sampler's seed so workers explore differently
 
     def to_dict(self) -> dict:
@@ -101,4 +102,5 @@ def settings_from_args(args) -> OptimizeSettings:
                             study_name=args.study_name or f"cifar10-{args.arch}", preset=args.preset or DEFAULT_PRESET,
                             data=args.data, jobs=args.jobs, heartbeat_interval=args.heartbeat_interval,
                             grace_period=args.grace_period, verbose=bool(args.verbose),
-                            worker=getattr(args, "worker", 0), **values)
+                            worker=getattr(args, "worker", 0), total_trials=getattr(args, "total_trials", None),
+                            **values)

@@ -1,0 +1,387 @@
+"""optuna-dashboard: serve it on a storage, and attach the story it shows to each study.
+
+What a user who only opens the dashboard sees, and where it comes from:
+
+* the study's **note** (Markdown): architecture, objective, data, search space with the baseline's values, the
+  results so far (baseline beside best), retries of dead workers' trials, the workers that ran trials, and the
+  compare section (``compare.py`` writes it under its own heading; :func:`write_study_note` keeps it);
+* two **plotly figures** on the study page: learning curves of the best trial against the baseline, and the
+  validation loss of every trial by epoch (where pruning stopped the weak ones);
+* each trial's **learning curves as an SVG artifact** (the dashboard previews it on the trial's page), kept in
+  the artifact store, a folder: ``storage/artifacts/`` (or ``$CIFAR_TUNE_ARTIFACTS``; many machines need a
+  shared folder for the dashboard to show every trial's artifact).
+
+``studies.py`` calls :func:`write_study_note` when it creates a study, :func:`refresh_story` as trials finish,
+and :func:`attach_trial_curves` at the end of each trial.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import socket
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+ARTIFACTS_ENV = "CIFAR_TUNE_ARTIFACTS"
+DEFAULT_ARTIFACTS = "storage/artifacts"
+NOTE_TAG = "(cifar-tune optimize)"  # ends the heading of the note section this module owns
+COMPARE_HEADING = "## Tuned vs baseline on the test set (cifar-tune compare)"  # the section compare.py owns
+FIGURE_CURVES = "best-vs-baseline"
+FIGURE_TRIALS = "val-loss-of-every-trial"
+
+
+# --- serving -------------------------------------------------------------------------------------------------
+
+
+def artifact_dir() -> Path:
+    """The artifact store's folder: ``$CIFAR_TUNE_ARTIFACTS`` or ``storage/artifacts`` (relative to here)."""
+    return Path(os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS)
+
+
+def artifact_store() -> optuna.artifacts.FileSystemArtifactStore:
+    """Optuna's file-system artifact store in :func:`artifact_dir` (created if missing)."""
+    path = artifact_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(str(path))
+
+
+def _check_port(host: str, port: int) -> None:
+    from .errors import UserError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+
+
+def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
+    """Serve optuna-dashboard on the storage (with the artifact store) until Ctrl-C; returns the exit status."""
+    import optuna_dashboard
+
+    from . import studies
+    from .errors import UserError
+
+    storage = studies.storage_for_reading(storage_url)  # a wrong URL or password ends here, in one line
+    _check_port(host, port)
+    store = artifact_store()
+    shown = f"[{host}]" if ":" in host else host
+    print(f"optuna-dashboard on {studies.mask_url(storage_url)} (artifacts in {artifact_dir()}/): "
+          f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)", flush=True)
+    try:
+        optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+    except OSError as e:  # the port was taken between our check and the server's bind
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# --- the study note ------------------------------------------------------------------------------------------
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _searched(p: dict) -> str:
+    kind = p.get("kind")
+    if kind == "categorical":
+        text = "one of " + ", ".join(_fmt(c) for c in p.get("choices", ()))
+    else:
+        text = f"{_fmt(p.get('low', 0))} … {_fmt(p.get('high', 0))}"
+        if p.get("log"):
+            text += " (log scale)"
+        if p.get("step"):
+            text += f", step {_fmt(p['step'])}"
+    if p.get("optional"):
+        text = f"off ({_fmt(p.get('off', 0.0))}), or {text}"
+    return text
+
+
+def _arch_label(arch: str) -> str:
+    try:
+        from . import architectures
+
+        return architectures.get(arch).label
+    except Exception:
+        return arch
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"`{k}={_fmt(v)}`" for k, v in params.items() if not k.startswith("use_") or not v)
+
+
+def _row(name: str, t: optuna.trial.FrozenTrial | None) -> str:
+    if t is None:
+        return f"| {name} | – | not finished yet | | |"
+    acc = t.user_attrs.get("val_accuracy")
+    return (f"| {name} | #{t.number} | {t.value:.4f} | {'' if acc is None else f'{acc:.4f}'} | "
+            f"{_params(t.params)} |")
+
+
+def study_note_section(study: optuna.Study) -> str:
+    """The note section this module owns: what the study is, its search space and its results so far."""
+    from . import studies
+
+    a = study.user_attrs
+    arch = a.get("arch", "?")
+    settings = a.get("settings", {})
+    epochs = a.get("epochs", settings.get("epochs", "?"))
+    pruner = settings.get("pruner", "?")
+    lines = [f"## {_arch_label(arch)} (`{arch}`): tuning around the seed baseline {NOTE_TAG}", "",
+             f"Objective: **validation loss after {epochs} epochs** (minimize), reported every epoch so that the "
+             f"{pruner} pruner can stop weak trials early. The first trial is the seed notebook's baseline, "
+             "enqueued before any other, so the study can only improve on it. Validation images are carved from "
+             "the training set; the test set is used only by `cifar-tune compare`.", "",
+             "| setting | value |", "|---|---|",
+             f"| data | {a.get('data', '?')} |",
+             f"| sampler / pruner | {settings.get('sampler', '?')} / {pruner} |",
+             f"| preset | {settings.get('preset', '?')} |", ""]
+    space = a.get("space") or {}
+    if space.get("params"):
+        where = Path(space.get("path", "")).name or f"{arch}.toml"
+        lines += [f"### Search space (`{where}`)", "", "| parameter | baseline | searched |", "|---|---|---|"]
+        for name, p in space["params"].items():
+            base = p.get("baseline")
+            shown = _fmt(base) + (" (off)" if p.get("optional") and base == p.get("off", 0.0) else "")
+            lines.append(f"| `{name}` | {shown} | {_searched(p)} |")
+        lines.append("")
+
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    counts = ", ".join(f"{states.count(s)} {s.name.lower()}" for s in
+                       (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
+                        TrialState.WAITING) if states.count(s))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines += [f"### Results so far ({stamp})", "", f"{len(trials)} trials: {counts or 'none yet'}."]
+    workers = sorted({t.user_attrs["worker"] for t in trials if t.user_attrs.get("worker")})
+    if workers:
+        hosts = sorted({w.rsplit(":", 1)[0] for w in workers})
+        lines[-1] += (f" Run by {len(workers)} worker process{'es' if len(workers) != 1 else ''} on "
+                      f"{len(hosts)} machine{'s' if len(hosts) != 1 else ''} ({', '.join(hosts)}).")
+    base = studies.baseline_trial(study)
+    try:
+        best = study.best_trial
+    except ValueError:
+        best = None
+    if base or best:
+        lines += ["", "| | trial | val_loss | val_accuracy | parameters |", "|---|---|---|---|---|",
+                  _row("baseline", base), _row("best", best)]
+        if base and best and best.number != base.number:
+            lines += ["", f"The best trial lowers the validation loss by {base.value - best.value:.4f} "
+                          f"({100 * (base.value - best.value) / base.value:.1f} %) against the baseline."]
+    retries = [t for t in trials if t.user_attrs.get(studies.RETRY_OF_ATTR) is not None]
+    if retries:
+        lines += ["", "Dead workers: " + "; ".join(
+            f"trial {t.user_attrs[studies.RETRY_OF_ATTR]} stopped beating its heartbeat and was failed; "
+            f"trial {t.number} retried it with the same parameters ({t.state.name.lower()})" for t in retries) + "."]
+    lines += ["", "On the study's main page: learning curves of the best trial against the baseline, and the "
+                  "validation loss of every trial by epoch. On each trial's page: its own learning curves (an "
+                  "artifact), and the worker (`host:pid`) that ran it.", "",
+              "_cifar-tune rewrites this section as trials finish: write your own notes under a `## ` heading "
+              "of your own._", ""]
+    return "\n".join(lines)
+
+
+def _replace_section(note: str, is_heading, section: str, first: bool) -> str:
+    """``note`` with the section whose heading line satisfies ``is_heading`` (up to the next ``## `` heading)
+    replaced by ``section``; a missing section goes first (``first``) or last."""
+    lines = note.splitlines()
+    start = next((i for i, line in enumerate(lines) if is_heading(line)), None)
+    if start is None:
+        rest = "\n".join(lines).strip()
+        if not rest:
+            return section
+        if first and not rest.startswith("## "):
+            rest = f"## Notes\n\n{rest}"  # under a heading of its own, so that our rewrites never touch it
+        return f"{section.rstrip()}\n\n{rest}\n" if first else f"{rest}\n\n{section}"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[:start] + section.rstrip().splitlines() + [""] + lines[end:]).rstrip() + "\n"
+
+
+def write_study_note(study: optuna.Study, compare_table_markdown: str | None = None) -> str:
+    """Write (or rewrite) the study's dashboard note; returns it.
+
+    Only this module's section is rewritten: other text in the note (the user's own, and the section
+    ``cifar-tune compare`` writes) stays. With ``compare_table_markdown`` the compare section is replaced by
+    that Markdown under the compare heading.
+    """
+    from optuna_dashboard import get_note, save_note
+
+    note = _replace_section(get_note(study), lambda line: line.startswith("## ") and line.endswith(NOTE_TAG),
+                            study_note_section(study), first=True)
+    if compare_table_markdown is not None:
+        body = compare_table_markdown.strip()
+        section = body if body.startswith(COMPARE_HEADING) else f"{COMPARE_HEADING}\n\n{body}\n"
+        note = _replace_section(note, lambda line: line == COMPARE_HEADING, section, first=False)
+    save_note(study, note)
+    return note
+
+
+# --- figures -------------------------------------------------------------------------------------------------
+
+
+def best_vs_baseline_figure(study: optuna.Study):
+    """Validation loss and accuracy by epoch: the best trial against the baseline (None before any result)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from . import studies
+
+    base = studies.baseline_trial(study)
+    try:
+        best = study.best_trial
+    except ValueError:
+        best = None
+    shown = [(f"baseline (trial {base.number})", base, "#7f7f7f")] if base else []
+    if best is not None and (base is None or best.number != base.number):
+        shown.append((f"best (trial {best.number})", best, "#d62728"))
+    if not shown:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("validation loss", "validation accuracy"))
+    for label, t, color in shown:
+        curves = t.user_attrs.get("curves") or {}
+        for col, key in ((1, "val_loss"), (2, "val_accuracy")):
+            values = curves.get(key) or []
+            fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers", name=label,
+                                     legendgroup=label, showlegend=col == 1, line={"color": color}),
+                          row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(title="Learning curves: best trial vs the seed baseline", template="plotly_white",
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def trials_figure(study: optuna.Study):
+    """Validation loss by epoch of every trial (pruned ones stop early), baseline and best highlighted."""
+    import plotly.graph_objects as go
+
+    from . import studies
+
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+              if (t.user_attrs.get("curves") or {}).get("val_loss")]
+    if not trials:
+        return None
+    base = studies.baseline_trial(study)
+    try:
+        best = study.best_trial.number
+    except ValueError:
+        best = None
+    fig = go.Figure()
+    for t in trials:
+        values = t.user_attrs["curves"]["val_loss"]
+        if base is not None and t.number == base.number:
+            style, name = {"color": "#7f7f7f", "width": 3}, f"baseline (trial {t.number})"
+        elif t.number == best:
+            style, name = {"color": "#d62728", "width": 3}, f"best (trial {t.number})"
+        else:
+            color = "rgba(31,119,180,0.45)" if t.state == TrialState.COMPLETE else "rgba(255,127,14,0.45)"
+            style, name = {"color": color, "width": 1}, f"trial {t.number} ({t.state.name.lower()})"
+        fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines", name=name, line=style,
+                                 showlegend=name.startswith(("baseline", "best")),
+                                 hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(title="Validation loss of every trial (orange: pruned)", xaxis_title="epoch",
+                      yaxis_title="validation loss", template="plotly_white", legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def write_study_figures(study: optuna.Study) -> list[str]:
+    """Store the study's figures where optuna-dashboard shows them (overwriting earlier versions); their ids."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    ids = []
+    for graph_id, make in ((FIGURE_CURVES, best_vs_baseline_figure), (FIGURE_TRIALS, trials_figure)):
+        fig = make(study)
+        if fig is not None:
+            ids.append(save_plotly_graph_object(study, fig, graph_object_id=graph_id))
+    return ids
+
+
+def refresh_story(study: optuna.Study, compare_table_markdown: str | None = None) -> None:
+    """Rewrite the study's note and figures from its current trials."""
+    write_study_note(study, compare_table_markdown)
+    write_study_figures(study)
+
+
+# --- one trial's learning curves as an artifact ---------------------------------------------------------------
+
+
+def curves_svg(curves: dict[str, list[float]], title: str) -> str:
+    """A small self-contained SVG: loss and accuracy by epoch, train (blue) and validation (orange)."""
+    width, height, pad = 400, 260, 44
+    panels = []
+    for i, (name, keys) in enumerate((("loss", ("loss", "val_loss")), ("accuracy", ("accuracy", "val_accuracy")))):
+        series = [(k, [v for v in curves.get(k) or [] if v == v]) for k in keys]  # drop NaN
+        values = [v for _, vs in series for v in vs]
+        x0 = i * width
+        parts = [f'<text x="{x0 + width / 2}" y="16" text-anchor="middle" font-size="18">{name}</text>',
+                 f'<rect x="{x0 + pad}" y="{pad - 12}" width="{width - 2 * pad + 12}" height="{height - 2 * pad}" '
+                 'fill="none" stroke="#ccc"/>']
+        if values:
+            lo, hi = min(values), max(values)
+            hi = hi if hi > lo else lo + 1e-9
+            n = max(len(vs) for _, vs in series)
+
+            def xy(j, v):
+                x = x0 + pad + (width - 2 * pad) * (j / max(n - 1, 1))
+                return x, pad - 12 + (height - 2 * pad) * (1 - (v - lo) / (hi - lo))
+
+            for key, vs in series:
+                color = "#ff7f0e" if key.startswith("val_") else "#1f77b4"
+                pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(j, v) for j, v in enumerate(vs)))
+                parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="3"/>')
+                parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>'
+                          for x, y in (xy(j, v) for j, v in enumerate(vs))]
+            parts += [f'<text x="{x0 + pad - 4}" y="{pad - 8}" text-anchor="end" font-size="14">{hi:.3g}</text>',
+                      f'<text x="{x0 + pad - 4}" y="{height - pad - 12}" text-anchor="end" font-size="14">{lo:.3g}'
+                      '</text>',
+                      f'<text x="{x0 + width / 2}" y="{height - pad + 8}" text-anchor="middle" font-size="14">'
+                      f'epoch 1 … {n}</text>']
+        panels.append("".join(parts))
+    legend = ('<text x="20" y="{y}" font-size="15"><tspan fill="#1f77b4">— train</tspan>  '
+              '<tspan fill="#ff7f0e">— validation</tspan>  {title}</text>').format(y=height - 6,
+                                                                                 title=html.escape(title))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height}" '
+            f'viewBox="0 0 {2 * width} {height}" font-family="sans-serif">'
+            f'<rect width="100%" height="100%" fill="white"/>{"".join(panels)}{legend}</svg>\n')
+
+
+def attach_trial_curves(trial: optuna.Trial, store=None) -> str | None:
+    """Upload the running trial's learning curves (from its ``curves`` user attr) as an SVG artifact.
+
+    Called while the trial still runs (Optuna refuses attributes on finished trials). Returns the artifact id,
+    or None when there is nothing to draw or the upload failed (a warning, never an exception: a figure must
+    not fail a trial).
+    """
+    try:
+        curves = trial.user_attrs.get("curves")
+        if not curves:
+            return None
+        store = store or artifact_store()
+        title = f"trial {trial.number} ({trial.study.study_name})"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"learning-curves-trial-{trial.number}.svg"
+            path.write_text(curves_svg(curves, title))
+            return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                                                    mimetype="image/svg+xml")
+    except Exception as e:
+        print(f"warning: trial {trial.number}: learning-curve artifact not stored: {type(e).__name__}: {e}",
+              file=sys.stderr, flush=True)
+        return None
