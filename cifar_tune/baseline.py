@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from datetime import datetime
 from pathlib import Path
 
 import keras
@@ -26,7 +25,6 @@ PROTOCOLS = {
                "is untouched until the final metrics)",
 }
 TABLE_COLUMNS = ("Model", *metrics.COLUMNS)
-REPORTS_DIR = Path("storage") / "reports"
 
 
 class EpochPrinter(keras.callbacks.Callback):
@@ -59,29 +57,6 @@ def protocol_split(ds: data.Dataset, protocol: str, val_size: int = 5000, seed: 
     raise UserError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
 
 
-def default_out_dir(root: str | Path = REPORTS_DIR, prefix: str = "baseline") -> Path:
-    """A new, not yet existing folder ``root/<prefix>-YYYYmmdd-HHMMSS`` (suffixed ``-2``, ``-3``... if taken)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate, n = Path(root) / f"{prefix}-{stamp}", 1
-    while candidate.exists():
-        n += 1
-        candidate = Path(root) / f"{prefix}-{stamp}-{n}"
-    return candidate
-
-
-def _make_out_dir(out_dir: str | Path | None) -> Path:
-    out = Path(out_dir).expanduser() if out_dir else default_out_dir()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from e
-    if not os.access(out, os.W_OK):
-        raise UserError(f"output folder {out} is not writable")
-    return out
-
-
 def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int = 32, protocol: str = "seed",
         val_size: int = 5000, out_dir: str | Path | None = None, seed: int = 0, verbose: int = 0,
         engine: str = "auto", precision: str = "float32") -> tuple[pd.DataFrame, Path]:
@@ -90,7 +65,7 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
     if not specs:
         raise UserError("no architectures given")
     split = protocol_split(ds, protocol, val_size, seed)
-    out = _make_out_dir(out_dir)
+    out = report.make_out_dir(out_dir, "baseline")
 
     fingerprint = ds.fingerprint()
     print(f"Protocol: {PROTOCOLS[protocol]}", flush=True)

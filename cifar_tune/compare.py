@@ -35,14 +35,13 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from . import architectures, data, metrics, spaces, studies
+from . import architectures, data, metrics, report, spaces, studies
 from .errors import UserError
 
 VARIANTS = ("baseline", "tuned")
 DIFF = "tuned - baseline"
 COMPARE_ATTR = "compare"
 MODELS_DIR = Path("storage") / "models"
-REPORTS_DIR = Path("storage") / "reports"
 NOTE_HEADING = "## Tuned vs baseline on the test set (cifar-tune compare)"
 
 
@@ -310,24 +309,6 @@ def store(target: Target, record: dict, agg: pd.DataFrame) -> None:
 # --- the command -----------------------------------------------------------------------------------------------
 
 
-def _out_dir(out_dir: str | Path | None) -> Path:
-    if out_dir:
-        out = Path(out_dir).expanduser()
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out, n = REPORTS_DIR / f"compare-{stamp}", 1
-        while out.exists():
-            n += 1
-            out = REPORTS_DIR / f"compare-{stamp}-{n}"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from None
-    return out
-
-
 def _record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, date: str, seeds: int, precision: str,
             out: Path) -> dict:
     """What the study keeps of one comparison (plain data; read back by ``cifar-tune report``)."""
@@ -362,7 +343,7 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
     targets, skipped = select_targets(ds, storage, archs, epochs)  # every user error before anything is written
     for message in skipped:
         print(f"cifar-tune: {message}", file=sys.stderr, flush=True)
-    out = _out_dir(out_dir)
+    out = report.make_out_dir(out_dir, "compare")
     rows, records = [], {}
     start_all = time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")

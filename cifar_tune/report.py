@@ -8,6 +8,7 @@ plotly.js embedded once, so the page needs no network.
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,34 @@ _CURVES = (("accuracy", "val_accuracy", "accuracy"), ("loss", "val_loss", "loss"
 
 
 # --- figures -------------------------------------------------------------------------------------------------
+
+
+REPORTS_DIR = Path("storage") / "reports"
+
+
+def make_out_dir(out_dir: str | Path | None, prefix: str) -> Path:
+    """Create the output folder: ``out_dir``, or a new ``storage/reports/<prefix>-YYYYmmdd-HHMMSS[-n]``."""
+    from datetime import datetime
+
+    from .errors import UserError
+
+    if out_dir:
+        out = Path(out_dir).expanduser()
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out, n = REPORTS_DIR / f"{prefix}-{stamp}", 1
+        while out.exists():
+            n += 1
+            out = REPORTS_DIR / f"{prefix}-{stamp}-{n}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"output folder {out} is not writable")
+    return out
 
 
 def learning_curves_figure(histories: dict[str, dict[str, list[float]]]) -> go.Figure:

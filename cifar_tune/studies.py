@@ -747,7 +747,7 @@ def run_jobs(settings: OptimizeSettings) -> int:
     if stop_code == 130:
         raise KeyboardInterrupt
     if deaths and not stop_code:
-        print(f"the other workers ran the lost trials: the command ran all its trials", file=sys.stderr,
+        print("the other workers ran the lost trials: the command ran all its trials", file=sys.stderr,
               flush=True)
     return stop_code
 
