@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive, default=None, help="default: the study's epochs")
     _add_storage(p)
     p.add_argument("--out", help="output folder (default: a new folder under storage/reports/)")
-    _add_data(p)
+    _add_data(p)  # default: the data the studies were tuned on (and their subset)
     _add_training(p)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of the stored studies")
@@ -207,13 +207,15 @@ def cmd_studies(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import data
+    from . import compare, data
 
-    ds = data.load_for_run(args.data, args.subset)
-    from . import compare
+    storage = args.storage or DEFAULT_STORAGE
+    # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
+    source = args.data or os.environ.get(data.ENV_VAR) or compare.recorded_source(storage, args.archs)
+    ds = data.load_for_run(source, args.subset)
 
     return compare.run_cli(ds, archs=args.archs, seeds=args.seeds, epochs=args.epochs,
-                           storage=args.storage or DEFAULT_STORAGE, out_dir=args.out,
+                           storage=storage, out_dir=args.out,
                            engine=args.engine or "auto", precision=args.precision or "float32",
                            verbose=int(args.verbose))
 

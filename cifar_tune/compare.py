@@ -87,6 +87,17 @@ def find_studies(storage: optuna.storages.BaseStorage) -> dict[str, str]:
             for arch, names in sorted(by_arch.items(), key=lambda kv: architectures.ARCH_KEYS.index(kv[0]))}
 
 
+def recorded_source(storage_url: str, archs: list[str] | None = None) -> str | None:
+    """The ``--data`` the studies were tuned on (as recorded by ``optimize``), so compare can default to it."""
+    storage = studies.storage_for_reading(storage_url)
+    for arch, name in find_studies(storage).items():
+        if archs is None or arch in archs:
+            source = (optuna.load_study(study_name=name, storage=storage).user_attrs.get("settings") or {}).get("data")
+            if source:
+                return source
+    return None
+
+
 def _recorded_fingerprint(study: optuna.Study) -> str | None:
     m = re.match(r"data ([0-9a-f]{16})\b", str(study.user_attrs.get("data", "")))
     return m.group(1) if m else None

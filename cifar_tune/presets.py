@@ -98,9 +98,12 @@ def settings_from_args(args) -> OptimizeSettings:
     spaces.load(args.arch, args.space)  # a bad space file fails now, before anything is stored
     storage = args.storage or studies.DEFAULT_STORAGE
     studies.check_url(storage)
+    data = args.data
+    if data and data != "keras":
+        data = str(Path(data).expanduser().resolve())  # recorded with the study: compare reuses it from anywhere
     return OptimizeSettings(arch=args.arch, space_path=args.space, storage=storage,
                             study_name=args.study_name or f"cifar10-{args.arch}", preset=args.preset or DEFAULT_PRESET,
-                            data=args.data, jobs=args.jobs, heartbeat_interval=args.heartbeat_interval,
+                            data=data, jobs=args.jobs, heartbeat_interval=args.heartbeat_interval,
                             grace_period=args.grace_period, verbose=bool(args.verbose),
                             worker=getattr(args, "worker", 0), total_trials=getattr(args, "total_trials", None),
                             **values)

@@ -189,3 +189,16 @@ def test_training_without_validation_data(engine):
     x, y, _, _ = synthetic_cifar(n_train=64, n_test=10)
     result = training.train("mlp_l2", {"units": 16, "batch_size": 32}, x, y, epochs=1, engine=engine)
     assert set(result.history) == {"loss", "accuracy"} and result.epochs_run == 1
+
+
+def test_compare_defaults_to_the_data_the_study_was_tuned_on(tiny_npz, tmp_path):
+    """Without --data (and $CIFAR_TUNE_DATA), compare takes the source optimize recorded: no download needed."""
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert run_cli(["optimize", "--arch", "mlp_l2", "--n-trials", "1", "--epochs", "1", "--val-size", "100",
+                    "--data", str(tiny_npz.relative_to(tmp_path))])[0] == 0
+    study = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL)
+    assert study.user_attrs["settings"]["data"] == str(tiny_npz.resolve())  # recorded as an absolute path
+    code, out, err = run_cli(["compare", "--seeds", "1", "--out", str(other / "cmp")])
+    assert code == 0, err
+    assert (other / "cmp" / "compare.csv").is_file() and "MLP with L2" in out
