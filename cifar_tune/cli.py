@@ -194,11 +194,11 @@ def cmd_optimize(args) -> int:
 
 
 def cmd_studies(args) -> int:
-    from . import studies
+    from . import database, studies
 
     rows = studies.summaries(args.storage or DEFAULT_STORAGE)
     if not rows:
-        print(f"No studies in {studies.mask_url(args.storage or DEFAULT_STORAGE)}")
+        print(f"No studies in {database.mask_url(args.storage or DEFAULT_STORAGE)}")
         return 0
     import pandas as pd
 

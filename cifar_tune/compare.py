@@ -35,7 +35,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from . import architectures, data, metrics, report, spaces, studies
+from . import architectures, data, database, metrics, report, spaces, studies
 from .errors import UserError
 
 VARIANTS = ("baseline", "tuned")
@@ -89,7 +89,7 @@ def find_studies(storage: optuna.storages.BaseStorage) -> dict[str, str]:
 
 def recorded_source(storage_url: str, archs: list[str] | None = None) -> str | None:
     """The ``--data`` the studies were tuned on (as recorded by ``optimize``), so compare can default to it."""
-    storage = studies.storage_for_reading(storage_url)
+    storage = database.storage_for_reading(storage_url)
     for arch, name in find_studies(storage).items():
         if archs is None or arch in archs:
             source = (optuna.load_study(study_name=name, storage=storage).user_attrs.get("settings") or {}).get("data")
@@ -137,9 +137,9 @@ def _tuned_config(arch: str, study: optuna.Study, trial: optuna.trial.FrozenTria
 def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None,
                    epochs: int | None) -> tuple[list[Target], list[str]]:
     """The architectures to compare and the skip messages; UserError when nothing is left to compare."""
-    storage = studies.storage_for_reading(storage_url)
+    storage = database.storage_for_reading(storage_url)
     found = find_studies(storage)
-    where = studies.mask_url(storage_url)
+    where = database.mask_url(storage_url)
     if not found:
         raise UserError(f"no studies in {where} (run `cifar-tune optimize --arch ...` first)")
     skipped, targets = [], []
@@ -346,7 +346,7 @@ def per_seed_engine(records: dict[str, dict[str, list[dict]]]) -> str:
 
 
 def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epochs: int | None = None,
-        storage: str = studies.DEFAULT_STORAGE, out_dir: str | Path | None = None, engine: str = "auto",
+        storage: str = database.DEFAULT_STORAGE, out_dir: str | Path | None = None, engine: str = "auto",
         precision: str = "float32", verbose: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder)."""
     if seeds < 1:
@@ -390,7 +390,7 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
 
     per_seed = pd.DataFrame(rows)
     agg = aggregate(per_seed)
-    facts = {"Date": date, "Storage": studies.mask_url(storage), "Seeds": ", ".join(map(str, range(seeds))),
+    facts = {"Date": date, "Storage": database.mask_url(storage), "Seeds": ", ".join(map(str, range(seeds))),
              "Engine / precision": f"{per_seed_engine(records)} / {precision}",
              "Wall time": f"{time.perf_counter() - start_all:.0f} s"}
     for t in targets:
@@ -418,5 +418,5 @@ def run_cli(ds: data.Dataset, *, archs: list[str] | None, seeds: int, epochs: in
     models = sorted({str(Path(p).parent) for p in per_seed["Model file"]})
     print(f"\nDone in {time.perf_counter() - start:.0f} s. Wrote {out}/compare.csv and compare.md; models in "
           f"{', '.join(models)}; results stored with the studies (user attribute '{COMPARE_ATTR}' and the study "
-          f"note).\nNext: cifar-tune report --storage '{studies.mask_url(storage)}'")
+          f"note).\nNext: cifar-tune report --storage '{database.mask_url(storage)}'")
     return 0

@@ -71,14 +71,14 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
     """Serve optuna-dashboard on the storage (with the artifact store) until Ctrl-C; returns the exit status."""
     import optuna_dashboard
 
-    from . import studies
+    from . import database
     from .errors import UserError
 
-    storage = studies.storage_for_reading(storage_url)  # a wrong URL or password ends here, in one line
+    storage = database.storage_for_reading(storage_url)  # a wrong URL or password ends here, in one line
     _check_port(host, port)
     store = artifact_store()
     shown = f"[{host}]" if ":" in host else host
-    print(f"optuna-dashboard on {studies.mask_url(storage_url)} (artifacts in {artifact_dir()}/): "
+    print(f"optuna-dashboard on {database.mask_url(storage_url)} (artifacts in {artifact_dir()}/): "
           f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)", flush=True)
     try:
         optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
@@ -138,7 +138,7 @@ def _row(name: str, t: optuna.trial.FrozenTrial | None) -> str:
 
 def study_note_section(study: optuna.Study) -> str:
     """The note section this module owns: what the study is, its search space and its results so far."""
-    from . import studies
+    from . import database, studies
 
     a = study.user_attrs
     arch = a.get("arch", "?")
@@ -187,10 +187,10 @@ def study_note_section(study: optuna.Study) -> str:
         if base and best and best.number != base.number:
             lines += ["", f"The best trial lowers the validation loss by {base.value - best.value:.4f} "
                           f"({100 * (base.value - best.value) / base.value:.1f} %) against the baseline."]
-    retries = [t for t in trials if t.user_attrs.get(studies.RETRY_OF_ATTR) is not None]
+    retries = [t for t in trials if t.user_attrs.get(database.RETRY_OF_ATTR) is not None]
     if retries:
         lines += ["", "Dead workers: " + "; ".join(
-            f"trial {t.user_attrs[studies.RETRY_OF_ATTR]} stopped beating its heartbeat and was failed; "
+            f"trial {t.user_attrs[database.RETRY_OF_ATTR]} stopped beating its heartbeat and was failed; "
             f"trial {t.number} retried it with the same parameters ({t.state.name.lower()})" for t in retries) + "."]
     lines += ["", "On the study's main page: learning curves of the best trial against the baseline, and the "
                   "validation loss of every trial by epoch. On each trial's page: its own learning curves (an "

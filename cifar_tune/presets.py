@@ -88,7 +88,7 @@ def load_preset(name_or_path: str) -> dict:
 
 def settings_from_args(args) -> OptimizeSettings:
     """Merge built-in defaults < preset < command-line options; validate the space and storage URL."""
-    from . import studies
+    from . import database
 
     values = {**BUILT_IN, **load_preset(args.preset or DEFAULT_PRESET)}
     for key in KEYS:
@@ -96,8 +96,8 @@ def settings_from_args(args) -> OptimizeSettings:
         if given is not None:
             values[key] = given
     spaces.load(args.arch, args.space)  # a bad space file fails now, before anything is stored
-    storage = args.storage or studies.DEFAULT_STORAGE
-    studies.check_url(storage)
+    storage = args.storage or database.DEFAULT_STORAGE
+    database.check_url(storage)
     data = args.data
     if data and data != "keras":
         data = str(Path(data).expanduser().resolve())  # recorded with the study: compare reuses it from anywhere

@@ -323,7 +323,7 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
     from . import data
     from .cli import ARCH_KEYS
     from .errors import UserError
-    from .studies import mask_url, storage_for_reading
+    from .database import mask_url, storage_for_reading
 
     storage = storage_for_reading(storage_url)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)

@@ -115,9 +115,9 @@ def test_dashboard_refuses_a_storage_that_is_not_there(tmp_path, capsys):
 def test_dashboard_refuses_a_busy_port(tiny_npz, tmp_path, capsys):
     import socket
 
-    from cifar_tune import studies
+    from cifar_tune import database
 
-    studies.open_storage("sqlite:///storage/cifar_tune.db", with_heartbeat=False)  # an empty storage
+    database.open_storage("sqlite:///storage/cifar_tune.db", with_heartbeat=False)  # an empty storage
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cifar_tune import cli, studies
+from cifar_tune import cli, database
 from pg import free_port, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.postgres
@@ -162,17 +162,17 @@ def test_unreachable_server_exits_2_in_one_line(pg_cluster, tmp_path):
 def test_libpq_style_url_and_masking(pg_url):
     """A `postgresql://` URL (as libpq and most hosting providers print it) means the installed psycopg 3."""
     plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
-    studies.check_url(plain)
-    storage = studies.storage_for_reading(plain)
+    database.check_url(plain)
+    storage = database.storage_for_reading(plain)
     assert isinstance(storage, optuna.storages.RDBStorage)
     password = plain.split("@")[0].rsplit(":", 1)[1]
-    assert password not in studies.mask_url(plain) and "***" in studies.mask_url(plain)
+    assert password not in database.mask_url(plain) and "***" in database.mask_url(plain)
 
 
 def test_workers_starting_at_once_on_an_empty_database(pg_url):
     """N machines started together all create Optuna's tables; plain RDBStorage lets all but one fail with a
     duplicate-key error. Every one of ours opens the storage."""
-    code = ("import sys\nfrom cifar_tune import studies\ntry:\n    studies.open_storage(sys.argv[1])\n"
+    code = ("import sys\nfrom cifar_tune import database\ntry:\n    database.open_storage(sys.argv[1])\n"
             "except Exception as e:\n    print(e)\n    sys.exit(3)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], stdout=subprocess.PIPE, text=True)
              for _ in range(6)]

@@ -1,0 +1,240 @@
+"""Optuna's RDB storage: URLs (masked when printed), opening with heartbeats and retry-once of dead workers'
+trials, and the per-study lock that workers take for the few steps they must not take at once."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+
+from .errors import UserError
+
+# Heartbeats and the retry callback are marked experimental; they are the documented way to do what we need,
+# so their warnings would only be noise in every command's output.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+DEFAULT_STORAGE = "sqlite:///storage/cifar_tune.db"
+DEFAULT_HEARTBEAT_INTERVAL = 30  # seconds; trials take minutes, so a beat every 30 s costs nothing
+DEFAULT_GRACE_PERIOD = 120  # four missed beats: a trial silent this long belongs to a dead worker
+SQLITE_TIMEOUT = 60  # seconds a SQLite writer waits for another process's lock before failing
+PG_CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL host fails fast instead of hanging
+BASELINE_ATTR = "baseline"
+RETRY_OF_ATTR = "retry_of"  # user attr of a retried trial: the number of the dead worker's trial it replaces
+
+
+def normalize_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (libpq style) mean the installed psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe to print or log."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable storage URL>"
+
+
+def _password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password
+    except Exception:
+        return None
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with the URL's password (if any) replaced by ***: driver messages must not leak it."""
+    password = _password(url)
+    return text.replace(password, "***") if password else text
+
+
+def check_url(url: str) -> None:
+    """Refuse a storage URL SQLAlchemy cannot parse or whose database driver is missing, without connecting."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        u = make_url(normalize_url(url))
+        u.get_dialect()
+    except ArgumentError:
+        raise UserError(f"invalid storage URL {mask_url(url)!r}: expected e.g. {DEFAULT_STORAGE} or "
+                        "postgresql+psycopg://user:password@host/db") from None
+    except (NoSuchModuleError, ImportError) as e:
+        hint = " (install cifar-tune[postgres])" if url.startswith("postgres") else ""
+        raise UserError(f"storage URL {mask_url(url)}: database driver not available{hint}: "
+                        f"{_scrub(str(e), url)}") from None
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Several local processes may write at once: wait for the lock instead of failing at once.
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT}}
+    kwargs: dict = {
+        # One worker runs one trial at a time: its main session, the heartbeat thread and the study lock need
+        # three connections at most; a few spare for the dashboard's writes. Pre-ping survives server restarts
+        # and connections a firewall dropped while a long trial ran.
+        "pool_pre_ping": True, "pool_size": 3, "max_overflow": 2, "pool_recycle": 3600}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT, "application_name": "cifar-tune"}
+    return kwargs
+
+
+class _RetryDeadWorkerTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a heartbeat-stale trial (same parameters, once), made visible.
+
+    The retry carries Optuna's system attrs ``failed_trial``/``retry_history`` and our user attr ``retry_of``
+    (which the dashboard shows); it does not inherit the dead trial's partial curves or results.
+    """
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial.user_attrs = {**{k: v for k, v in trial.user_attrs.items() if k == BASELINE_ATTR},
+                            RETRY_OF_ATTR: trial.number}
+        # Pruner bookkeeping (Hyperband's completed rungs) and artifacts belong to the dead run, not the retry.
+        trial.system_attrs = {k: v for k, v in trial.system_attrs.items()
+                              if not k.startswith(("completed_rung_", "artifacts:"))}
+        before = len(study._storage.get_all_trials(study._study_id, deepcopy=False))
+        super().__call__(study, trial)
+        added = study._storage.get_all_trials(study._study_id, deepcopy=False)[before:]
+        retry = next((t for t in added if t.user_attrs.get(RETRY_OF_ATTR) == trial.number), None)
+        then = f"retried as trial {retry.number}" if retry else "not retried again (it was a retry already)"
+        print(f"trial {trial.number:>3} fail     its worker stopped (no heartbeat); {then}", flush=True)
+
+
+def _heartbeat_kwargs(interval: int | None, grace: int | None) -> dict:
+    """Heartbeat settings, and retry-once of a dead worker's trial (Optuna's callback, renamed in 4.9)."""
+    interval = interval or DEFAULT_HEARTBEAT_INTERVAL
+    grace = grace or max(DEFAULT_GRACE_PERIOD, 4 * interval)
+    if grace <= interval:
+        raise UserError(f"--grace-period ({grace} s) must be longer than --heartbeat-interval ({interval} s), "
+                        "or every live trial would look dead")
+    return {"heartbeat_interval": interval, "grace_period": grace,
+            "heartbeat_stale_trial_callback": _RetryDeadWorkerTrial(max_retry=1)}
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 with_heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """Open (and for SQLite create) the storage; any trial run through it beats a heartbeat."""
+    check_url(url)
+    kwargs = _heartbeat_kwargs(heartbeat_interval, grace_period) if with_heartbeat else {}
+    real = normalize_url(url)
+    if real.startswith("sqlite:///") and real != "sqlite:///:memory:":
+        Path(real[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(6):
+        try:
+            with _quiet_sqlalchemy():
+                return optuna.storages.RDBStorage(real, engine_kwargs=_engine_kwargs(real), **kwargs)
+        except Exception as e:
+            text = str(getattr(e, "orig", None) or e)
+            if attempt < 5 and any(s in text for s in _CREATION_RACE):
+                # Workers starting at once on an empty database all create Optuna's tables; all but one lose
+                # that race. The tables exist now: open again.
+                time.sleep(0.2 + 0.3 * attempt)
+                continue
+            lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+            reason = " ".join(lines[:2])[:300] if lines else type(e).__name__
+            raise UserError(f"cannot open storage {mask_url(url)}: {_scrub(reason, url)}") from None
+    raise AssertionError("unreachable")
+
+
+_CREATION_RACE = ("already exists", "duplicate key value", "UniqueViolation", "database is locked")
+
+
+@contextlib.contextmanager
+def _quiet_sqlalchemy():
+    """Optuna logs a failed connection at ERROR with the driver's message; our one-line error replaces it."""
+    import logging
+
+    logger = logging.getLogger("optuna.storages._rdb.storage")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
+    """Open an existing storage without creating a SQLite file that is not there."""
+    real = normalize_url(url)
+    if real.startswith("sqlite:///") and real != "sqlite:///:memory:" and not Path(real[len("sqlite:///"):]).exists():
+        raise UserError(f"no storage at {url} (run `cifar-tune optimize` first, or pass --storage)")
+    return open_storage(url, with_heartbeat=False)
+
+
+def _rdb(storage) -> optuna.storages.RDBStorage | None:
+    """The RDBStorage under a study's storage (Optuna wraps it in a cache), if it is one."""
+    inner = getattr(storage, "_backend", storage)
+    return inner if isinstance(inner, optuna.storages.RDBStorage) else None
+
+
+class StudyLock:
+    """A lock shared by every worker of one study: PostgreSQL advisory lock, or a lock file beside SQLite.
+
+    Held only for moments (deciding whether to start a trial and creating it; rewriting the study's note and
+    figures). A worker that dies holding it releases it with its connection or file descriptor. Other
+    databases get no lock (workers may then overshoot a study-wide target by a trial or two).
+    """
+
+    _KEY = 0x63696661  # "cifa": the advisory-lock namespace; the study id is the second key
+
+    def __init__(self, storage, study_id: int):
+        self._rdb = _rdb(storage)
+        self._study_id = study_id
+        self._conn = None
+        self._file = None
+        self._held = False
+
+    def acquire(self) -> None:
+        if self._held or self._rdb is None:
+            return
+        from sqlalchemy import text
+
+        engine = self._rdb.engine
+        if engine.dialect.name == "postgresql":
+            self._conn = engine.connect()
+            self._conn.execute(text("SELECT pg_advisory_lock(:k, :s)"), {"k": self._KEY, "s": self._study_id})
+            self._conn.commit()
+        elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - not on POSIX
+                return
+            self._file = open(f"{engine.url.database}.lock", "a+")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        self._held = True
+
+    def release(self) -> None:
+        """Release if held (safe to call twice)."""
+        if not self._held:
+            return
+        self._held = False
+        if self._conn is not None:
+            from sqlalchemy import text
+
+            conn, self._conn = self._conn, None
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:k, :s)"), {"k": self._KEY, "s": self._study_id})
+                conn.commit()
+                conn.close()
+            except Exception:
+                conn.invalidate()  # never return a connection that may still hold the lock to the pool
+        if self._file is not None:
+            f, self._file = self._file, None
+            f.close()  # closing the descriptor releases the flock
+
+    def __enter__(self) -> "StudyLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
