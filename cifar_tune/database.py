@@ -135,7 +135,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
                 return optuna.storages.RDBStorage(real, engine_kwargs=_engine_kwargs(real), **kwargs)
         except Exception as e:
             text = str(getattr(e, "orig", None) or e)
-            if attempt < 5 and any(s in text for s in _CREATION_RACE):
+            # Optuna wraps some driver errors (StorageInternalError "... raised during the commit"): look at the
+            # whole chain of causes for the race's signature.
+            chain = " ".join(str(getattr(x, "orig", None) or x) for x in _causes(e))
+            if attempt < 5 and any(s in chain for s in _CREATION_RACE):
                 # Workers starting at once on an empty database all create Optuna's tables; all but one lose
                 # that race. The tables exist now: open again.
                 time.sleep(0.2 + 0.3 * attempt)
@@ -144,6 +147,14 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
             reason = " ".join(lines[:2])[:300] if lines else type(e).__name__
             raise UserError(f"cannot open storage {mask_url(url)}: {_scrub(reason, url)}") from None
     raise AssertionError("unreachable")
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while e is not None and e not in out and len(out) < 8:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
 
 
 _CREATION_RACE = ("already exists", "duplicate key value", "UniqueViolation", "database is locked")
