@@ -144,6 +144,7 @@ def test_without_randomness_both_engines_compute_the_same_training(jax_run):
     # same weights and take the same full-batch Adam steps, so their per-epoch numbers agree up to float32
     # rounding (fit sums the batch in its own shuffled order). This pins down the loss, the L2 penalty (in loss
     # and val_loss), BatchNorm in both modes, Adam and the validation loop, architecture by architecture.
+    assert {"mlp_bn", "mlp_l2", "cnn", "resnet"} <= set(jax_run[0]["full_batch"])  # never vacuously true
     for arch, by_engine in jax_run[0]["full_batch"].items():
         keras_h, fast_h = by_engine["keras"], by_engine["fast"]
         for key in ("loss", "val_loss"):
