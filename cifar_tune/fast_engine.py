@@ -76,7 +76,7 @@ import numpy as np
 from . import architectures, training
 
 CACHE_DIR = Path("storage") / "jax_cache"  # relative to the working directory, like the default database
-VALUE_PARAMS = ("learning_rate", "dropout", "l2")  # traced values, not part of the program key
+VALUE_PARAMS = ("learning_rate", "dropout", "l2", "optimizer", "weight_decay", "lr_schedule")  # traced values, not part of the program key
 EVAL_BATCH = 1024  # validation batch (smaller validation sets use one batch of their own size)
 
 
@@ -141,8 +141,7 @@ def _train_jax(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, ca
         # The trial's model is built first, right after seeding, so its initial weights and seeds do not depend
         # on whether the program cache was warm.
         model = architectures.get(arch).build(config)
-        optimizer = keras.optimizers.Adam(learning_rate=float(config["learning_rate"]))
-        optimizer.build(model.trainable_variables)
+        optimizer, _ = _optimizer(model)
         inject = _values_match_config(model, config)
         key = _program_key(arch, config, precision, inject)
         reused = key in _PROGRAMS
@@ -155,14 +154,17 @@ def _train_jax(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, ca
     data_start = time.perf_counter()
     xt, yt, xv, yv, mv = _device_data(x_train, y_train, x_val, y_val)
     upload_seconds = time.perf_counter() - data_start
-    hp = {"dropout": np.float32(config.get("dropout", 0.0)), "l2": np.float32(config.get("l2", 0.0))}
+    steps = math.ceil(len(x_train) / int(config["batch_size"]))
+    hp = {"dropout": np.float32(config.get("dropout", 0.0)), "l2": np.float32(config.get("l2", 0.0)),
+          "weight_decay": np.float32(config["weight_decay"] if config["optimizer"] == "adamw" else 0.0),
+          **{k: np.float32(v) for k, v in training.schedule_values(config, epochs * steps).items()}}
     state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
              [v.value for v in optimizer.variables])
     state = jax.tree.map(jax.numpy.copy, state)  # train_steps donates (consumes) its state: keep the model's own
     shuffle_key = jax.random.key(seed)
     platform = jax.devices()[0].platform
     mode = _loop_mode(platform)
-    steps, val_batches = math.ceil(len(x_train) / int(config["batch_size"])), xv.shape[0]
+    val_batches = xv.shape[0]
     k_train, k_val = (steps, val_batches) if mode == "epoch" else (1, 1)
 
     compile_start = time.perf_counter()
@@ -208,7 +210,7 @@ def _train_jax(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, ca
     for cb in callbacks:
         cb.on_train_end(dict(logs) if epochs_run else {})
     seconds = time.perf_counter() - start
-    training.compile_model(model, float(config["learning_rate"]))  # like the keras engine: evaluate() works too
+    training.compile_model(model, config)  # like the keras engine: evaluate() works too
     info = {"backend": "jax", "device": platform, "loop": mode, "compile_seconds": round(compile_seconds, 3),
             "program_reused": reused, "upload_seconds": round(upload_seconds, 3), "steps_per_epoch": steps,
             "ragged_batch": "padded by wrap-around"}
@@ -287,14 +289,37 @@ def _traced_hyperparameters(model: keras.Model, hp: dict, inject: bool):
             r.l2 = value
 
 
+def _optimizer(model: keras.Model) -> tuple[keras.optimizers.Optimizer, training.Schedule]:
+    """AdamW over a ``Schedule`` for every trial: Adam is AdamW with weight decay 0 (the update is identical)
+    and a constant rate is a schedule without warm-up or decay, so one program serves all (values traced)."""
+    schedule = training.Schedule(1e-3, 1)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.0)
+    optimizer.exclude_from_weight_decay(var_names=training.NO_DECAY)
+    optimizer.build(model.trainable_variables)
+    return optimizer, schedule
+
+
+@contextlib.contextmanager
+def _traced_optimizer(optimizer: keras.optimizers.Optimizer, schedule: training.Schedule, hp: dict):
+    """While tracing, the template optimizer's schedule and weight decay read the traced values in ``hp``."""
+    saved = dict(vars(schedule)), optimizer.weight_decay
+    for key in ("learning_rate", "total_steps", "warmup_steps", "cosine"):
+        setattr(schedule, key, hp[key])
+    optimizer.weight_decay = hp["weight_decay"]
+    try:
+        yield
+    finally:
+        vars(schedule).update(saved[0])
+        optimizer.weight_decay = saved[1]
+
+
 def _make_program(arch: str, config: dict, batch_size: int, inject: bool) -> _Program:
     """Build the template model and the jitted functions for one structure (compiled later, per shape)."""
     import jax
     import jax.numpy as jnp
 
     template = architectures.get(arch).build(config)
-    optimizer = keras.optimizers.Adam(learning_rate=float(config["learning_rate"]))
-    optimizer.build(template.trainable_variables)
+    optimizer, schedule = _optimizer(template)
 
     def scaled(x):
         return x.astype("float32") / 255.0
@@ -325,7 +350,7 @@ def _make_program(arch: str, config: dict, batch_size: int, inject: bool) -> _Pr
             trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
             return (trainable, non_trainable, opt_vars), (loss, accuracy)
 
-        with _traced_hyperparameters(template, hp, inject):
+        with _traced_hyperparameters(template, hp, inject), _traced_optimizer(optimizer, schedule, hp):
             state, (losses, accuracies) = _loop(step, state, jax.lax.dynamic_slice_in_dim(batches, first, k))
         return state, jnp.sum(losses), jnp.sum(accuracies)  # equal batches: fit's epoch mean = sum / steps
 
@@ -449,7 +474,7 @@ def _train_tensorflow(arch, config, x_train, y_train, x_val, y_val, *, epochs, s
                                     keras.layers.Rescaling(1 / 255.0, dtype="float32"), model])
         batch_size = int(config["batch_size"])
         steps = math.ceil(len(x_train) / batch_size)
-        wrapper.compile(optimizer=keras.optimizers.Adam(learning_rate=float(config["learning_rate"])),
+        wrapper.compile(optimizer=training.make_optimizer(config, epochs * steps),
                         loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=steps)
         start = time.perf_counter()
         hist = wrapper.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val),
@@ -457,7 +482,7 @@ def _train_tensorflow(arch, config, x_train, y_train, x_val, y_val, *, epochs, s
         seconds = time.perf_counter() - start
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    training.compile_model(model, float(config["learning_rate"]))
+    training.compile_model(model, config)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     info = {"backend": "tensorflow", "device": training.device_name(), "steps_per_execution": steps,
             "ragged_batch": "smaller last batch (fit)"}

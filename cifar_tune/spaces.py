@@ -4,8 +4,10 @@ A space file names its architecture and, under ``[params.<name>]``, every tuned 
 ``baseline`` (the seed's value) and either ``low``/``high`` (``type = "float"`` or ``"int"``, optional ``log`` and
 ``step``) or ``choices`` (``type = "categorical"``). ``optional = true`` on a float makes the value switchable
 off (``off`` value, default 0): Optuna then samples ``use_<name>`` first, so a baseline of 0 (no L2, say) stays
-reachable while the "on" range is searched on a log scale. Hyperparameters a space leaves out keep their
-baseline value.
+reachable while the "on" range is searched on a log scale. ``when = { optimizer = "adamw" }`` makes a parameter
+conditional (TPE's ``group`` handles such spaces): it is searched only in configs where the named, earlier
+parameter has that value (or one of a list), and keeps its baseline elsewhere, which may then lie outside the
+range. Hyperparameters a space leaves out keep their baseline value.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from . import resources
 from .errors import UserError
 
 KINDS = ("float", "int", "categorical")
-_FIELDS = {"type", "low", "high", "log", "step", "choices", "baseline", "optional", "off", "doc"}
+_FIELDS = {"type", "low", "high", "log", "step", "choices", "baseline", "optional", "off", "doc", "when"}
 
 
 class SpaceError(UserError):
@@ -45,6 +47,11 @@ class Param:
     choices: tuple = ()
     optional: bool = False
     off: float = 0.0
+    when: tuple = ()  # ((name, allowed values), ...): searched only where the config has these; else baseline
+
+    def applies(self, config: dict) -> bool:
+        """Whether this parameter is searched for ``config`` (its ``when`` conditions hold)."""
+        return all(config.get(name) in allowed for name, allowed in self.when)
 
     @property
     def switch(self) -> str:
@@ -66,6 +73,8 @@ class Space:
 
         config = dict(architectures.get(self.arch).baseline)
         for p in self.params.values():
+            if not p.applies(config):
+                continue
             if p.optional and not trial.suggest_categorical(p.switch, [False, True]):
                 config[p.name] = p.off
             elif p.kind == "categorical":
@@ -79,8 +88,12 @@ class Space:
 
     def baseline_params(self) -> dict:
         """Optuna parameters (as ``enqueue_trial`` takes them) of the seed's baseline point."""
-        out = {}
+        from . import architectures
+
+        out, config = {}, architectures.get(self.arch).config(self.baselines())
         for p in self.params.values():
+            if not p.applies(config):
+                continue
             if p.optional:
                 on = p.baseline != p.off
                 out[p.switch] = on
@@ -89,6 +102,10 @@ class Space:
             else:
                 out[p.name] = p.baseline
         return out
+
+    def baselines(self) -> dict:
+        """Each searched hyperparameter's baseline value."""
+        return {n: p.baseline for n, p in self.params.items()}
 
     def config_from_params(self, params: dict) -> dict:
         """The config a finished trial trained (its ``params`` as Optuna stored them)."""
@@ -105,7 +122,8 @@ class Space:
     def to_dict(self) -> dict:
         """Plain-data form (for study attributes and notes)."""
         return {"arch": self.arch, "path": self.path,
-                "params": {n: {k: v for k, v in vars(p).items() if v not in (None, (), False) or k == "baseline"}
+                "params": {n: {k: (dict(v) if k == "when" else v) for k, v in vars(p).items()
+                               if v not in (None, (), False) or k == "baseline"}
                            for n, p in self.params.items()}}
 
 
@@ -147,6 +165,9 @@ def load(arch: str, path: str | Path | None = None) -> Space:
         if not isinstance(spec, dict):
             fail(key, "must be a table")
         params[name] = _param(name, spec, lambda msg, key=key: fail(key, msg))
+        for other, _ in params[name].when:
+            if other not in params or other == name:
+                fail(f"{key}.when", f"{other!r} must be a parameter defined above {name!r}")
     return Space(arch, params, str(path))
 
 
@@ -158,6 +179,10 @@ def _param(name: str, spec: dict, fail) -> Param:
     unknown = set(spec) - _FIELDS
     if unknown:
         fail(f"unknown field {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(_FIELDS))})")
+    when = spec.get("when", {})
+    if not isinstance(when, dict) or not all(isinstance(v, (str, int, float, bool, list)) for v in when.values()):
+        fail("when must be a table of parameter = value (or list of values)")
+    when = tuple((k, tuple(v) if isinstance(v, list) else (v,)) for k, v in when.items())
     kind = spec.get("type")
     if kind not in KINDS:
         fail(f"type must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -172,7 +197,7 @@ def _param(name: str, spec: dict, fail) -> Param:
             fail(f"baseline {baseline!r} is not among the choices {choices}")
         if spec.get("optional"):
             fail("optional applies to float parameters only")
-        return Param(name, kind, baseline, choices=tuple(choices))
+        return Param(name, kind, baseline, choices=tuple(choices), when=when)
     low, high = spec.get("low"), spec.get("high")
     if not (_is_number(low) and _is_number(high)) or low > high:
         fail(f"needs numeric low <= high, got low={low!r} high={high!r}")
@@ -192,6 +217,7 @@ def _param(name: str, spec: dict, fail) -> Param:
         fail(f"baseline must be a number, got {baseline!r}")
     if kind == "int" and not isinstance(baseline, int):
         fail(f"baseline must be an integer, got {baseline!r}")
-    if not (low <= baseline <= high) and not (optional and baseline == off):
+    if not (low <= baseline <= high) and not (optional and baseline == off) and not when:
         fail(f"baseline {baseline} is outside [{low}, {high}]")
-    return Param(name, kind, baseline, low=low, high=high, log=log, step=step, optional=optional, off=off)
+    return Param(name, kind, baseline, low=low, high=high, log=log, step=step, optional=optional, off=off,
+                 when=when)

@@ -146,6 +146,24 @@ def full_batch(archs: list[str], n_train: int = 64, n_val: int = 32, epochs: int
     return out
 
 
+SCHEDULES = {"adam_cosine": {"lr_schedule": "cosine"},
+             "adamw_warmup_cosine": {"optimizer": "adamw", "weight_decay": 0.05, "lr_schedule": "warmup_cosine"},
+             "adamw_constant": {"optimizer": "adamw", "weight_decay": 0.05}}
+
+
+def schedules(arch: str = "mlp_bn", n_train: int = 64, n_val: int = 32, epochs: int = 10) -> dict:
+    """Learning-rate schedules and AdamW, full batch (nothing random) in both engines; on the fast engine each
+    variant after the first must run the programs compiled for the first (values traced, not constants)."""
+    x, y, xv, yv = synthetic_cifar(n_train, n_val)
+    out: dict = {}
+    for name, extra in SCHEDULES.items():
+        config = {"batch_size": n_train, "dropout": 0.0, "learning_rate": 3e-3, **extra}  # warm-up: 1 step of 10
+        for engine in ("keras", "fast"):
+            r = training.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
+            out.setdefault(name, {})[engine] = {"history": r.history, "reused": r.info.get("program_reused")}
+    return out
+
+
 def equivalence(archs: list[str], seeds: list[int], n_train: int = 256, n_val: int = 200, epochs: int = 3,
                 batch_size: int = 32, data: str = "hard", npz: str | None = None) -> dict:
     """Validation accuracy after training, per architecture, engine and seed (keras engine = stock fit on JAX)."""
@@ -189,7 +207,7 @@ def hard_synthetic(n_train: int, n_val: int, seed: int = 0):
     return (*make(n_train), *make(n_val))
 
 
-CHECKS = {f.__name__: f for f in (train_all, bf16, prune, reuse, loop_modes, full_batch, equivalence)}
+CHECKS = {f.__name__: f for f in (train_all, bf16, prune, reuse, loop_modes, full_batch, schedules, equivalence)}
 
 if __name__ == "__main__":
     assert keras.backend.backend() == "jax", keras.backend.backend()
