@@ -11,7 +11,7 @@ reported apart: the fast engine's ahead-of-time compile seconds, and stock fit's
 (first epoch minus a timed one; it traces and compiles inside its first epoch). A warm
 ``storage/jax_cache`` (JAX's persistent compilation cache, used by the fast engine) shortens compile seconds
 on a rerun. Note: engine keras on the JAX backend is stock ``fit`` on JAX; on TensorFlow the fast engine is
-``fit`` with ``steps_per_execution`` (see cifar_tune/fast_engine.py). Data are random uint8 images unless
+``fit`` with ``steps_per_execution`` (see cifar_tune/engines/fast.py). Data are random uint8 images unless
 ``--data`` names a CIFAR-10 source. The table is printed and saved as JSON (``--json``).
 """
 
@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cifar_tune import architectures, data, training  # noqa: E402
+from cifar_tune import architectures, data, engines  # noqa: E402
 
 BATCHES = (32, 512)
 
@@ -51,7 +51,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def machine() -> dict:
     """The machine and software the figures come from."""
-    info = {"backend": keras.backend.backend(), "device": training.device_name(), "cpu": platform.processor()
+    info = {"backend": keras.backend.backend(), "device": engines.device_name(), "cpu": platform.processor()
             or platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "keras": keras.__version__, "load_average_1m": round(os.getloadavg()[0], 2)}
     if info["backend"] == "jax":
@@ -69,7 +69,7 @@ def measure(arch: str, batch: int, precision: str, engine: str, arrays, epochs: 
     """Train once with ``engine`` and return its per-epoch timing."""
     x, y, xv, yv = arrays
     timer = EpochTimer()
-    result = training.train(arch, {"batch_size": batch}, x, y, xv, yv, epochs=1 + epochs, engine=engine,
+    result = engines.train(arch, {"batch_size": batch}, x, y, xv, yv, epochs=1 + epochs, engine=engine,
                             precision=precision, callbacks=[timer])
     timed = timer.seconds[1:]
     per_epoch = float(np.mean(timed))
@@ -85,10 +85,10 @@ def measure(arch: str, batch: int, precision: str, engine: str, arrays, epochs: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    device = training.device_name()
+    device = engines.device_name()
     on_gpu = device == "gpu"
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--archs", default=",".join(architectures.ARCH_KEYS), help="comma-separated (default: all)")
+    p.add_argument("--archs", default=",".join(architectures.ARCHITECTURES), help="comma-separated (default: all)")
     p.add_argument("--engines", default="keras,fast", help="comma-separated: keras, fast (default: both)")
     p.add_argument("--images", type=int, default=50_000 if on_gpu else 2_000,
                    help="training images per epoch (default: 50,000 on GPU, 2,000 on CPU)")

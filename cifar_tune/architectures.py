@@ -13,10 +13,11 @@ from typing import Callable
 import keras
 from keras import layers
 
+from .data import IMAGE_SHAPE as INPUT_SHAPE
+from .data import NUM_CLASSES
 from .errors import UserError
+from .names import ARCH_KEYS
 
-INPUT_SHAPE = (32, 32, 3)
-NUM_CLASSES = 10
 TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "weight_decay", "lr_schedule")
 # The seed trains every model with Adam at a constant 1e-3, batch 32 (L2, where a model has it, is in the loss).
 # "adamw" adds decoupled weight decay (``weight_decay``); ``lr_schedule`` may be "cosine" or "warmup_cosine".
@@ -122,7 +123,7 @@ def build_resnet(c: dict) -> keras.Model:
     return _sequential("resnet", stack + _head(c, c["dense_units"]))
 
 
-ARCHITECTURES: dict[str, Architecture] = {
+_BUILT: dict[str, Architecture] = {
     a.key: a
     for a in (
         Architecture("mlp_bn", "MLP with BatchNorm", build_mlp_bn,
@@ -139,7 +140,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                       "translate": 0.0, **SEED_TRAINING}, 437_674),
     )
 }
-ARCH_KEYS = tuple(ARCHITECTURES)
+ARCHITECTURES = {key: _BUILT[key] for key in ARCH_KEYS}  # names.ARCH_KEYS is the one list of keys (and order)
 
 
 def get(key: str) -> Architecture:

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from . import architectures, data, metrics, report, training
+from . import architectures, data, engines, metrics, report
 from .errors import UserError
 
 PROTOCOLS = {
@@ -76,10 +76,10 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
         print(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}", flush=True)
         # One line per epoch of our own, or (verbose) Keras's progress bar, which ends each epoch with its metrics.
         callbacks = [] if verbose else [EpochPrinter(spec.key, epochs)]
-        result = training.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train, split.x_val,
+        result = engines.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train, split.x_val,
                                 split.y_val, epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
                                 engine=engine, precision=precision)
-        y_pred = training.predict_classes(result.model, ds.x_test)
+        y_pred = engines.predict_classes(result.model, ds.x_test)
         row = {"Model": spec.label, **metrics.macro_row(ds.y_test, y_pred)}
         rows.append(row)
         histories[spec.label] = result.history
@@ -113,7 +113,7 @@ def _history_frame(histories: dict[str, dict], runs: list[dict]) -> pd.DataFrame
 
 def _machine() -> dict[str, str]:
     return {"Machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, computing on "
-                       f"{training.device_name()}",
+                       f"{engines.device_name()}",
             "Software": f"Keras {keras.__version__} ({keras.backend.backend()} backend), Python "
                         f"{platform.python_version()}"}
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 
 from .errors import UserError
-
-ARCH_KEYS = ("mlp_bn", "mlp_l2", "cnn", "cnn_da", "resnet")  # checked against architectures.ARCH_KEYS in tests
-DEFAULT_STORAGE = "sqlite:///storage/cifar_tune.db"
+from .names import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,37 +15,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence what TensorFlow's C++ runtime writes to fd 2 while it loads.
-
-    TF 2.21 prints oneDNN/CUDA notices on import that no environment variable turns off; without this every
-    command, even one that only reports a bad argument, would print them. Python-level errors still show.
-    """
-    if os.environ.get("CIFAR_TUNE_NATIVE_LOGS"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _import_keras() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_native_stderr():
-        from . import training  # loads Keras and its backend once, quietly
-
-        training.device_name()  # device discovery prints its own notices (CUDA probes)
 
 
 def _archs(value: str) -> list[str]:
@@ -127,7 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", choices=("hyperband", "median", "none"))
     p.add_argument("--seed", type=int)
     p.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine")
-    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # set by --jobs for each worker
     p.add_argument("--trials-per-process", type=_positive, default=None,
                    help="a worker replaces itself with a fresh process after this many trials (default 10): "
                         "bounds memory, which Keras's TensorFlow trainer does not fully release between trials")
@@ -187,16 +152,16 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_optimize(args) -> int:
-    from . import presets, studies
+    from . import presets, tuning
 
     settings = presets.settings_from_args(args)  # validates preset, space, storage URL: nothing stored yet
-    return studies.optimize_cli(settings)
+    return tuning.optimize(settings)
 
 
 def cmd_studies(args) -> int:
-    from . import database, studies
+    from . import database, records
 
-    rows = studies.summaries(args.storage or DEFAULT_STORAGE)
+    rows = records.study_rows(database.storage_for_reading(args.storage or DEFAULT_STORAGE))
     if not rows:
         print(f"No studies in {database.mask_url(args.storage or DEFAULT_STORAGE)}")
         return 0
@@ -207,23 +172,19 @@ def cmd_studies(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import compare, data
+    from . import compare
 
-    storage = args.storage or DEFAULT_STORAGE
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
-    source = args.data or os.environ.get(data.ENV_VAR) or compare.recorded_source(storage, args.archs)
-    ds = data.load_for_run(source, args.subset)
-
-    return compare.run_cli(ds, archs=args.archs, seeds=args.seeds, epochs=args.epochs,
-                           storage=storage, out_dir=args.out,
+    return compare.run_cli(args.data or os.environ.get(DATA_ENV), args.subset, archs=args.archs, seeds=args.seeds,
+                           epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE, out_dir=args.out,
                            engine=args.engine or "auto", precision=args.precision or "float32",
                            verbose=int(args.verbose))
 
 
 def cmd_report(args) -> int:
-    from . import report
+    from . import study_report
 
-    path = report.write_study_report(args.storage or DEFAULT_STORAGE, args.out)
+    path = study_report.write_study_report(args.storage or DEFAULT_STORAGE, args.out)
     print(f"Wrote {path}")
     return 0
 
@@ -247,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     try:
         if args.command in NEEDS_KERAS:
-            _import_keras()
+            from . import runtime
+
+            runtime.import_keras()
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"cifar-tune: error: {e}", file=sys.stderr)

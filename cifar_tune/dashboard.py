@@ -11,8 +11,10 @@ What a user who only opens the dashboard sees, and where it comes from:
   the artifact store, a folder: ``storage/artifacts/`` (or ``$CIFAR_TUNE_ARTIFACTS``; many machines need a
   shared folder for the dashboard to show every trial's artifact).
 
-``studies.py`` calls :func:`write_study_note` when it creates a study, :func:`refresh_story` as trials finish,
-and :func:`attach_trial_curves` at the end of each trial.
+A view: it reads the records (``records.py``) and writes only the note, figures and artifacts. The tuning loop
+(``tuning/story.py``) calls :func:`write_study_note` when it creates a study, :func:`refresh_story` as trials
+finish and :func:`attach_trial_curves` at the end of each trial; ``compare`` adds its section through
+:func:`write_study_note`.
 """
 
 from __future__ import annotations
@@ -28,20 +30,25 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-ARTIFACTS_ENV = "CIFAR_TUNE_ARTIFACTS"
-DEFAULT_ARTIFACTS = "storage/artifacts"
-NOTE_TAG = "(cifar-tune optimize)"  # ends the heading of the note section this module owns
-COMPARE_HEADING = "## Tuned vs baseline on the test set (cifar-tune compare)"  # the section compare.py owns
-FIGURE_CURVES = "best-vs-baseline"
-FIGURE_TRIALS = "val-loss-of-every-trial"
-
+from . import architectures, database, records
+from .errors import UserError
+from .names import (
+    ARTIFACTS_DIR,
+    ARTIFACTS_ENV,
+    COMPARE_HEADING,
+    FIGURE_CURVES,
+    FIGURE_TRIALS,
+    NOTE_TAG,
+    StudyAttr,
+    TrialAttr,
+)
 
 # --- serving -------------------------------------------------------------------------------------------------
 
 
 def artifact_dir() -> Path:
     """The artifact store's folder: ``$CIFAR_TUNE_ARTIFACTS`` or ``storage/artifacts`` (relative to here)."""
-    return Path(os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS)
+    return Path(os.environ.get(ARTIFACTS_ENV) or ARTIFACTS_DIR)
 
 
 def artifact_store() -> optuna.artifacts.FileSystemArtifactStore:
@@ -52,8 +59,8 @@ def artifact_store() -> optuna.artifacts.FileSystemArtifactStore:
 
 
 def _check_port(host: str, port: int) -> None:
-    from .errors import UserError
-
+    if not 0 < port < 65536:
+        raise UserError(f"--port must be in 1..65535, got {port}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
@@ -70,9 +77,6 @@ def _check_port(host: str, port: int) -> None:
 def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
     """Serve optuna-dashboard on the storage (with the artifact store) until Ctrl-C; returns the exit status."""
     import optuna_dashboard
-
-    from . import database
-    from .errors import UserError
 
     storage = database.storage_for_reading(storage_url)  # a wrong URL or password ends here, in one line
     _check_port(host, port)
@@ -116,12 +120,7 @@ def _searched(p: dict) -> str:
 
 
 def _arch_label(arch: str) -> str:
-    try:
-        from . import architectures
-
-        return architectures.get(arch).label
-    except Exception:
-        return arch
+    return architectures.ARCHITECTURES[arch].label if arch in architectures.ARCHITECTURES else arch
 
 
 def _params(params: dict) -> str:
@@ -131,19 +130,17 @@ def _params(params: dict) -> str:
 def _row(name: str, t: optuna.trial.FrozenTrial | None) -> str:
     if t is None:
         return f"| {name} | – | not finished yet | | |"
-    acc = t.user_attrs.get("val_accuracy")
+    acc = t.user_attrs.get(TrialAttr.VAL_ACCURACY)
     return (f"| {name} | #{t.number} | {t.value:.4f} | {'' if acc is None else f'{acc:.4f}'} | "
             f"{_params(t.params)} |")
 
 
 def study_note_section(study: optuna.Study) -> str:
     """The note section this module owns: what the study is, its search space and its results so far."""
-    from . import database, studies
-
     a = study.user_attrs
-    arch = a.get("arch", "?")
-    settings = a.get("settings", {})
-    epochs = a.get("epochs", settings.get("epochs", "?"))
+    arch = a.get(StudyAttr.ARCH, "?")
+    settings = a.get(StudyAttr.SETTINGS, {})
+    epochs = a.get(StudyAttr.EPOCHS, settings.get("epochs", "?"))
     pruner = settings.get("pruner", "?")
     lines = [f"## {_arch_label(arch)} (`{arch}`): tuning around the seed baseline {NOTE_TAG}", "",
              f"Objective: **validation loss after {epochs} epochs** (minimize), reported every epoch so that the "
@@ -151,10 +148,10 @@ def study_note_section(study: optuna.Study) -> str:
              "enqueued before any other, so the study can only improve on it. Validation images are carved from "
              "the training set; the test set is used only by `cifar-tune compare`.", "",
              "| setting | value |", "|---|---|",
-             f"| data | {a.get('data', '?')} |",
+             f"| data | {a.get(StudyAttr.DATA, '?')} |",
              f"| sampler / pruner | {settings.get('sampler', '?')} / {pruner} |",
              f"| preset | {settings.get('preset', '?')} |", ""]
-    space = a.get("space") or {}
+    space = a.get(StudyAttr.SPACE) or {}
     if space.get("params"):
         where = Path(space.get("path", "")).name or f"{arch}.toml"
         lines += [f"### Search space (`{where}`)", "", "| parameter | baseline | searched |", "|---|---|---|"]
@@ -165,32 +162,28 @@ def study_note_section(study: optuna.Study) -> str:
         lines.append("")
 
     trials = study.get_trials(deepcopy=False)
-    states = [t.state for t in trials]
-    counts = ", ".join(f"{states.count(s)} {s.name.lower()}" for s in
-                       (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
-                        TrialState.WAITING) if states.count(s))
+    counts = ", ".join(f"{n} {state}" for state, n in records.counts_by_state(trials).items())
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines += [f"### Results so far ({stamp})", "", f"{len(trials)} trials: {counts or 'none yet'}."]
-    workers = sorted({t.user_attrs["worker"] for t in trials if t.user_attrs.get("worker")})
+    workers = sorted({t.user_attrs[TrialAttr.WORKER] for t in trials if t.user_attrs.get(TrialAttr.WORKER)})
     if workers:
         hosts = sorted({w.rsplit(":", 1)[0] for w in workers})
         lines[-1] += (f" Run by {len(workers)} worker process{'es' if len(workers) != 1 else ''} on "
                       f"{len(hosts)} machine{'s' if len(hosts) != 1 else ''} ({', '.join(hosts)}).")
-    base = studies.baseline_trial(study)
-    try:
-        best = study.best_trial
-    except ValueError:
-        best = None
+    base, best = records.baseline_trial(study), records.best_trial(study)
     if base or best:
         lines += ["", "| | trial | val_loss | val_accuracy | parameters |", "|---|---|---|---|---|",
                   _row("baseline", base), _row("best", best)]
         if base and best and best.number != base.number:
             lines += ["", f"The best trial lowers the validation loss by {base.value - best.value:.4f} "
                           f"({100 * (base.value - best.value) / base.value:.1f} %) against the baseline."]
-    retries = [t for t in trials if t.user_attrs.get(database.RETRY_OF_ATTR) is not None]
+        warning = records.not_learned(study)
+        if warning:
+            lines += ["", f"**Warning — {warning}.** Do not take the best trial as a winner."]
+    retries = records.retried_trials(trials)
     if retries:
         lines += ["", "Dead workers: " + "; ".join(
-            f"trial {t.user_attrs[database.RETRY_OF_ATTR]} stopped beating its heartbeat and was failed; "
+            f"trial {t.user_attrs[TrialAttr.RETRY_OF]} stopped beating its heartbeat and was failed; "
             f"trial {t.number} retried it with the same parameters ({t.state.name.lower()})" for t in retries) + "."]
     lines += ["", "On the study's main page: learning curves of the best trial against the baseline, and the "
                   "validation loss of every trial by epoch. On each trial's page: its own learning curves (an "
@@ -243,13 +236,7 @@ def best_vs_baseline_figure(study: optuna.Study):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from . import studies
-
-    base = studies.baseline_trial(study)
-    try:
-        best = study.best_trial
-    except ValueError:
-        best = None
+    base, best = records.baseline_trial(study), records.best_trial(study)
     shown = [(f"baseline (trial {base.number})", base, "#7f7f7f")] if base else []
     if best is not None and (base is None or best.number != base.number):
         shown.append((f"best (trial {best.number})", best, "#d62728"))
@@ -257,7 +244,7 @@ def best_vs_baseline_figure(study: optuna.Study):
         return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation loss", "validation accuracy"))
     for label, t, color in shown:
-        curves = t.user_attrs.get("curves") or {}
+        curves = t.user_attrs.get(TrialAttr.CURVES) or {}
         for col, key in ((1, "val_loss"), (2, "val_accuracy")):
             values = curves.get(key) or []
             fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers", name=label,
@@ -273,20 +260,15 @@ def trials_figure(study: optuna.Study):
     """Validation loss by epoch of every trial (pruned ones stop early), baseline and best highlighted."""
     import plotly.graph_objects as go
 
-    from . import studies
-
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-              if (t.user_attrs.get("curves") or {}).get("val_loss")]
+              if (t.user_attrs.get(TrialAttr.CURVES) or {}).get("val_loss")]
     if not trials:
         return None
-    base = studies.baseline_trial(study)
-    try:
-        best = study.best_trial.number
-    except ValueError:
-        best = None
+    base, best_trial = records.baseline_trial(study), records.best_trial(study)
+    best = best_trial.number if best_trial is not None else None
     fig = go.Figure()
     for t in trials:
-        values = t.user_attrs["curves"]["val_loss"]
+        values = t.user_attrs[TrialAttr.CURVES]["val_loss"]
         if base is not None and t.number == base.number:
             style, name = {"color": "#7f7f7f", "width": 3}, f"baseline (trial {t.number})"
         elif t.number == best:
@@ -371,7 +353,7 @@ def attach_trial_curves(trial: optuna.Trial, store=None) -> str | None:
     not fail a trial).
     """
     try:
-        curves = trial.user_attrs.get("curves")
+        curves = trial.user_attrs.get(TrialAttr.CURVES)
         if not curves:
             return None
         store = store or artifact_store()

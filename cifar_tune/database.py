@@ -11,18 +11,16 @@ from pathlib import Path
 import optuna
 
 from .errors import UserError
+from .names import DEFAULT_STORAGE, TrialAttr
 
 # Heartbeats and the retry callback are marked experimental; they are the documented way to do what we need,
 # so their warnings would only be noise in every command's output.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-DEFAULT_STORAGE = "sqlite:///storage/cifar_tune.db"
 DEFAULT_HEARTBEAT_INTERVAL = 30  # seconds; trials take minutes, so a beat every 30 s costs nothing
 DEFAULT_GRACE_PERIOD = 120  # four missed beats: a trial silent this long belongs to a dead worker
 SQLITE_TIMEOUT = 60  # seconds a SQLite writer waits for another process's lock before failing
 PG_CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL host fails fast instead of hanging
-BASELINE_ATTR = "baseline"
-RETRY_OF_ATTR = "retry_of"  # user attr of a retried trial: the number of the dead worker's trial it replaces
 
 
 def normalize_url(url: str) -> str:
@@ -97,15 +95,15 @@ class _RetryDeadWorkerTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        trial.user_attrs = {**{k: v for k, v in trial.user_attrs.items() if k == BASELINE_ATTR},
-                            RETRY_OF_ATTR: trial.number}
+        trial.user_attrs = {**{k: v for k, v in trial.user_attrs.items() if k == TrialAttr.BASELINE},
+                            TrialAttr.RETRY_OF: trial.number}
         # Pruner bookkeeping (Hyperband's completed rungs) and artifacts belong to the dead run, not the retry.
         trial.system_attrs = {k: v for k, v in trial.system_attrs.items()
                               if not k.startswith(("completed_rung_", "artifacts:"))}
-        before = len(study._storage.get_all_trials(study._study_id, deepcopy=False))
+        before = len(study.get_trials(deepcopy=False))
         super().__call__(study, trial)
-        added = study._storage.get_all_trials(study._study_id, deepcopy=False)[before:]
-        retry = next((t for t in added if t.user_attrs.get(RETRY_OF_ATTR) == trial.number), None)
+        added = study.get_trials(deepcopy=False)[before:]
+        retry = next((t for t in added if t.user_attrs.get(TrialAttr.RETRY_OF) == trial.number), None)
         then = f"retried as trial {retry.number}" if retry else "not retried again (it was a retry already)"
         print(f"trial {trial.number:>3} fail     its worker stopped (no heartbeat); {then}", flush=True)
 
@@ -249,3 +247,12 @@ class StudyLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def study_lock(study: optuna.Study) -> StudyLock:
+    """The lock of ``study``.
+
+    The one place that reads Optuna's private ``Study._storage`` / ``_study_id``: Optuna has no public accessor
+    for a study's storage object or database id, and the lock is keyed by them.
+    """
+    return StudyLock(study._storage, study._study_id)

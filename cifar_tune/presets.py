@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import resources, spaces
+from . import names, resources, spaces
 from .errors import UserError
 
 DEFAULT_PRESET = "default"
@@ -21,8 +22,14 @@ KEYS = {"n_trials": int, "timeout": (int, float), "epochs": int, "sampler": str,
         "median_warmup_epochs": int, "trials_per_process": int}
 CHOICES = {"sampler": ("tpe", "random"), "pruner": ("hyperband", "median", "none"),
            "engine": ("auto", "keras", "fast"), "precision": ("float32", "bf16")}
+# What each numeric setting may be, wherever it comes from (preset, command line, a worker's JSON).
+RANGES = {"n_trials": (1, 10**6), "timeout": (1e-3, 1e9), "epochs": (1, 10**4), "val_size": (10, 10**7),
+          "subset": (20, 10**7), "seed": (0, 2**32 - 1), "median_startup_trials": (0, 10**6),
+          "median_warmup_epochs": (0, 10**4), "trials_per_process": (1, 10**6), "jobs": (1, 1024),
+          "total_trials": (1, 10**6), "heartbeat_interval": (1, 10**5), "grace_period": (2, 10**6)}
+OPTIONAL = {"timeout", "subset", "total_trials", "heartbeat_interval", "grace_period", "val_size"}
 BUILT_IN = {"n_trials": 50, "timeout": None, "epochs": 10, "sampler": "tpe", "pruner": "hyperband",
-            "val_size": 5000, "subset": None, "seed": 0, "engine": "auto", "precision": "float32",
+            "val_size": None, "subset": None, "seed": 0, "engine": "auto", "precision": "float32",
             "median_startup_trials": 3, "median_warmup_epochs": 1,  # the median pruner's patience
             "trials_per_process": 10}  # a worker replaces itself with a fresh process after this many trials
 
@@ -41,7 +48,7 @@ class OptimizeSettings:
     epochs: int
     sampler: str
     pruner: str
-    val_size: int
+    val_size: int | None  # None: data.default_val_size of the training images
     subset: int | None
     seed: int
     engine: str
@@ -54,11 +61,22 @@ class OptimizeSettings:
     heartbeat_interval: int | None = None
     grace_period: int | None = None
     verbose: bool = False
-    total_trials: int | None = None  # study-wide target (see studies.py); overrides n_trials when set
-    worker: int = 0  # index among --jobs workers: offsets the sampler's seed so workers explore differently
+    total_trials: int | None = None  # study-wide target (see tuning/loop.py); overrides n_trials when set
+
+    def __post_init__(self):
+        for key, (low, high) in RANGES.items():
+            value = getattr(self, key)
+            if value is None and key in OPTIONAL:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                raise UserError(f"{key.replace('_', '-')} must be a number in {low}..{high:g}, got {value!r}")
+        for key, choices in CHOICES.items():
+            if getattr(self, key) not in choices:
+                raise UserError(f"{key}: {getattr(self, key)!r} is not one of {', '.join(choices)}")
 
     def to_dict(self) -> dict:
-        """Plain-dict form."""
+        """Plain-dict form (JSON-able; ``OptimizeSettings(**d)`` rebuilds it)."""
         return asdict(self)
 
 
@@ -83,6 +101,8 @@ def load_preset(name_or_path: str) -> dict:
             raise UserError(f"{path}: {key}: expected {getattr(KEYS[key], '__name__', 'a number')}, got {value!r}")
         if key in CHOICES and value not in CHOICES[key]:
             raise UserError(f"{path}: {key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+        if key in RANGES and not RANGES[key][0] <= value <= RANGES[key][1]:
+            raise UserError(f"{path}: {key}: must be in {RANGES[key][0]}..{RANGES[key][1]:g}, got {value!r}")
     return raw
 
 
@@ -92,18 +112,18 @@ def settings_from_args(args) -> OptimizeSettings:
 
     values = {**BUILT_IN, **load_preset(args.preset or DEFAULT_PRESET)}
     for key in KEYS:
-        given = getattr(args, key, None)
+        given = getattr(args, key, None)  # some preset keys have no command-line option
         if given is not None:
             values[key] = given
     spaces.load(args.arch, args.space)  # a bad space file fails now, before anything is stored
-    storage = args.storage or database.DEFAULT_STORAGE
+    storage = args.storage or names.DEFAULT_STORAGE
     database.check_url(storage)
     data = args.data
     if data and data != "keras":
         data = str(Path(data).expanduser().resolve())  # recorded with the study: compare reuses it from anywhere
     return OptimizeSettings(arch=args.arch, space_path=args.space, storage=storage,
-                            study_name=args.study_name or f"cifar10-{args.arch}", preset=args.preset or DEFAULT_PRESET,
+                            study_name=args.study_name or names.study_name(args.arch),
+                            preset=args.preset or DEFAULT_PRESET,
                             data=data, jobs=args.jobs, heartbeat_interval=args.heartbeat_interval,
                             grace_period=args.grace_period, verbose=bool(args.verbose),
-                            worker=getattr(args, "worker", 0), total_trials=getattr(args, "total_trials", None),
-                            **values)
+                            total_trials=args.total_trials, **values)

@@ -15,7 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .errors import UserError
 from .metrics import COLUMNS as METRIC_COLUMNS
+from .names import REPORTS_DIR
 
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#ff7f0e"
@@ -26,14 +28,9 @@ _CURVES = (("accuracy", "val_accuracy", "accuracy"), ("loss", "val_loss", "loss"
 # --- figures -------------------------------------------------------------------------------------------------
 
 
-REPORTS_DIR = Path("storage") / "reports"
-
-
 def make_out_dir(out_dir: str | Path | None, prefix: str) -> Path:
     """Create the output folder: ``out_dir``, or a new ``storage/reports/<prefix>-YYYYmmdd-HHMMSS[-n]``."""
     from datetime import datetime
-
-    from .errors import UserError
 
     if out_dir:
         out = Path(out_dir).expanduser()
@@ -153,37 +150,6 @@ def write_html(figures: list[tuple[str, go.Figure]], path: str | Path, title: st
     return path
 
 
-# --- the study report (``cifar-tune report``): Optuna's own plots per study, the compare results across them ----
-
-STUDY_REPORT_NAME = "study-report.html"
-MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials says nothing
-
-
-def study_report_path(out: str | Path | None) -> Path:
-    """Where the study report goes: ``out`` if it names an .html file, else ``study-report.html`` inside it."""
-    if out is None:
-        return Path("storage") / "reports" / STUDY_REPORT_NAME
-    path = Path(out).expanduser()
-    if path.suffix.lower() in (".html", ".htm") and not path.is_dir():
-        return path
-    return path / STUDY_REPORT_NAME
-
-
-def _importance_blocker(study) -> str | None:
-    """Why hyperparameter importances cannot be computed for ``study`` yet (None: they can)."""
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
-        return f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials ({len(done)} so far)"
-    if len({t.value for t in done}) < 2:
-        return "every completed trial has the same value"
-    names = {name for t in done for name in t.params}
-    if not any(len({repr(t.params.get(n)) for t in done}) > 1 for n in names):
-        return "no hyperparameter varies among the completed trials"
-    return None
-
-
 def confusion_figure(matrices: dict[str, list[list[int]]], class_names: list[str] | tuple[str, ...]) -> go.Figure:
     """One heatmap per model (rows: true class, columns: predicted), counts written in the cells."""
     labels = list(matrices)
@@ -201,186 +167,3 @@ def confusion_figure(matrices: dict[str, list[list[int]]], class_names: list[str
         fig.update_yaxes(title_text="true", autorange="reversed", row=row, col=col)
     fig.update_layout(height=520 * rows + 60, template="plotly_white", margin={"t": 60, "b": 40})
     return fig
-
-
-def _study_title(study, label: str | None) -> str:
-    arch = study.user_attrs.get("arch", "?")
-    return f"{label} ({arch}, study {study.study_name})" if label else f"{arch} (study {study.study_name})"
-
-
-def _study_figures(study, title: str, notes: list[str]) -> list[tuple[str, go.Figure]]:
-    """Optuna's plots of one study and the best trial's learning curves beside the baseline trial's."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from .studies import baseline_trial
-
-    figures: list[tuple[str, go.Figure]] = []
-
-    def add(name: str, make) -> None:
-        try:
-            figures.append((f"{title}: {name}", make()))
-        except Exception as e:  # one plot that cannot be drawn must not cost the whole report
-            notes.append(f"{title}: {name} not drawn ({type(e).__name__}: {str(e)[:200]})")
-
-    vis = optuna.visualization
-    add("optimization history (final validation loss per trial)", lambda: vis.plot_optimization_history(study))
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        add("intermediate values (validation loss per epoch; pruned trials stop early)",
-            lambda: vis.plot_intermediate_values(study))
-    else:
-        notes.append(f"{title}: no trial has reported intermediate values yet")
-    blocker = _importance_blocker(study)
-    if blocker is None:
-        add("hyperparameter importances (fANOVA on the completed trials)",
-            lambda: vis.plot_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
-    else:
-        notes.append(f"{title}: hyperparameter importances skipped: {blocker}")
-    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        add("parallel coordinates (hyperparameters of the completed trials)",
-            lambda: vis.plot_parallel_coordinate(study))
-    try:
-        best = study.best_trial
-    except ValueError:
-        notes.append(f"{title}: no completed trial yet: no learning curves")
-        return figures
-    base = baseline_trial(study)
-    curves = {}
-    if base is not None and base.number != best.number and base.user_attrs.get("curves"):
-        curves[f"baseline (trial {base.number})"] = base.user_attrs["curves"]
-    if best.user_attrs.get("curves"):
-        tag = "best = baseline" if base is not None and base.number == best.number else "best"
-        curves[f"{tag} (trial {best.number})"] = best.user_attrs["curves"]
-    if curves:
-        add("learning curves of the baseline and the best trial (train vs validation)",
-            lambda: learning_curves_figure(curves))
-    return figures
-
-
-def _compare_rows(records: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """From stored compare records: a means table (one row per model and variant) and its standard deviations."""
-    means, stds = [], []
-    for study_name, rec in records.items():
-        label = rec.get("label") or rec.get("arch") or study_name
-        for row in rec.get("table", []):
-            variant = row.get("Variant")
-            if variant not in ("baseline", "tuned"):
-                continue
-            means.append({"Model": f"{label} — {variant}", **{m: row[m]["mean"] for m in METRIC_COLUMNS}})
-            stds.append({"Model": f"{label} — {variant}",
-                         **{m: (row[m]["std"] if row[m]["std"] is not None else 0.0) for m in METRIC_COLUMNS}})
-    return pd.DataFrame(means), pd.DataFrame(stds)
-
-
-def _compare_table_html(records: dict[str, dict]) -> str:
-    rows = []
-    for study_name, rec in records.items():
-        label = rec.get("label") or rec.get("arch") or study_name
-        for row in rec.get("table", []):
-            diff = row.get("Variant") not in ("baseline", "tuned")
-            cells = {"Model": label, "Variant": row.get("Variant")}
-            for m in METRIC_COLUMNS:
-                mean, std = row[m]["mean"], row[m]["std"]
-                head = f"{mean:+.4f}" if diff else f"{mean:.4f}"
-                cells[m] = f"{head} ± {std:.4f}" if std is not None else f"{head} ± n/a"
-            rows.append(cells)
-    return pd.DataFrame(rows).to_html(index=False, border=0, classes="metrics")
-
-
-def _study_rows(studies_: list) -> pd.DataFrame:
-    from optuna.trial import TrialState
-
-    from .studies import baseline_trial
-
-    rows = []
-    for study in studies_:
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        row = {"Study": study.study_name, "Arch": study.user_attrs.get("arch", "?"),
-               "Epochs": study.user_attrs.get("epochs", ""), "Trials": len(states),
-               **{s.name.lower(): states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
-        base = baseline_trial(study)
-        try:
-            best = study.best_trial
-        except ValueError:
-            best = None
-        for name, t in (("Baseline", base), ("Best", best)):
-            row[f"{name} val_loss"] = f"{t.value:.4f}" if t is not None else "—"
-            row[f"{name} val_acc"] = (f"{t.user_attrs['val_accuracy']:.4f}"
-                                      if t is not None and "val_accuracy" in t.user_attrs else "—")
-        row["Best trial"] = f"#{best.number}" if best is not None else "—"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
-    """One self-contained HTML page about every study in the storage, and the compare results stored with them."""
-    from datetime import datetime
-
-    import numpy as np
-    import optuna
-
-    from . import data
-    from .cli import ARCH_KEYS
-    from .errors import UserError
-    from .database import mask_url, storage_for_reading
-
-    storage = storage_for_reading(storage_url)
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    if not summaries:
-        raise UserError(f"no studies in {mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
-
-    def order(s):
-        arch = s.user_attrs.get("arch")
-        return (ARCH_KEYS.index(arch) if arch in ARCH_KEYS else len(ARCH_KEYS), s.study_name)
-
-    studies_ = [optuna.load_study(study_name=s.study_name, storage=storage) for s in sorted(summaries, key=order)]
-    records = {s.study_name: s.user_attrs["compare"] for s in studies_ if isinstance(s.user_attrs.get("compare"), dict)}
-
-    figures: list[tuple[str, go.Figure]] = []
-    notes: list[str] = []
-    for study in studies_:
-        label = (records.get(study.study_name) or {}).get("label")
-        figures += _study_figures(study, _study_title(study, label), notes)
-
-    compare_html = "<h2>Tuned vs baseline on the test set (cifar-tune compare)</h2>\n"
-    missing = [s.study_name for s in studies_ if s.study_name not in records]
-    if records:
-        means, stds = _compare_rows(records)
-        bars = metric_bars_figure(means)
-        for trace in bars.data:  # error bars: the standard deviation over seeds
-            if trace.name in stds.columns:
-                trace.error_y = {"type": "data", "array": list(stds[trace.name]), "visible": True}
-        figures.append(("Test metrics, baseline vs tuned (mean over seeds; error bars: std)", bars))
-        matrices = {}
-        for study_name, rec in records.items():
-            per_seed = (rec.get("confusion") or {}).get("tuned") or []
-            if per_seed:
-                label = rec.get("label") or rec.get("arch") or study_name
-                matrices[f"{label} — tuned (trial #{rec.get('best_trial')}), {len(per_seed)} seed(s) summed"] = (
-                    np.sum(np.asarray(per_seed), axis=0).tolist())
-        if matrices:
-            figures.append(("Confusion matrices of the tuned models (test set)",
-                            confusion_figure(matrices, data.CLASSES)))
-        dates = sorted({str(r.get("date", "?")) for r in records.values()})
-        compare_html += ("<p>Each best trial and the seed baseline retrained from scratch on all training images, "
-                         "each seed evaluated once on the test set; macro averages, mean ± std over seeds; the "
-                         "difference row holds the per-seed paired differences. Compared: "
-                         f"{html.escape(', '.join(dates))}.</p>\n" + _compare_table_html(records))
-    if missing:
-        compare_html += (f"<p><strong>Compare has not run yet</strong> for {html.escape(', '.join(missing))}: "
-                         f"run <code>cifar-tune compare</code> to retrain the best trials and the baselines and "
-                         f"evaluate them on the test set; the metric bars and confusion matrices appear here then."
-                         f"</p>\n")
-
-    facts = {"Storage": mask_url(storage_url), "Generated": datetime.now().astimezone().isoformat(timespec="seconds"),
-             "Studies": len(studies_)}
-    intro = (facts_html(facts) + "<h2>Studies</h2>\n"
-             + _study_rows(studies_).to_html(index=False, border=0, classes="metrics") + "\n" + compare_html)
-    if notes:
-        intro += "<h2>Notes</h2>\n<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>\n"
-    path = study_report_path(out)
-    try:
-        return write_html(figures, path, title="cifar-tune: study report", intro_html=intro)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None

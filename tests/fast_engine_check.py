@@ -27,7 +27,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from conftest import synthetic_cifar  # noqa: E402
-from cifar_tune import architectures, fast_engine, training  # noqa: E402
+from cifar_tune import architectures, engines
+from cifar_tune.engines import fast as fast_engine  # noqa: E402
 
 AUGMENTED = {"flip": True, "translate": 0.1}
 
@@ -50,12 +51,12 @@ def train_all(n_train: int = 64, n_val: int = 32, epochs: int = 2, batch_size: i
     """Every architecture trained by the fast engine on tiny data (augmentation on where the model has it)."""
     x, y, xv, yv = synthetic_cifar(n_train, n_val)
     out = {}
-    for arch in architectures.ARCH_KEYS:
+    for arch in architectures.ARCHITECTURES:
         config = {"batch_size": batch_size}
         if "flip" in architectures.get(arch).baseline:
             config.update(AUGMENTED)
-        result = training.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
-        predicted = training.predict_classes(result.model, xv)
+        result = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
+        predicted = engines.predict_classes(result.model, xv)
         out[arch] = {"history": result.history, "epochs_run": result.epochs_run, "engine": result.engine,
                      "precision": result.precision, "info": result.info, "params": result.model.count_params(),
                      "predicted_shape": list(predicted.shape), "predict_accuracy": float((predicted == yv).mean()),
@@ -66,11 +67,11 @@ def train_all(n_train: int = 64, n_val: int = 32, epochs: int = 2, batch_size: i
 def bf16(arch: str = "cnn", n_train: int = 64, n_val: int = 32, epochs: int = 2) -> dict:
     """One bf16 run: what it records and what dtypes the trained model computes and stores in."""
     x, y, xv, yv = synthetic_cifar(n_train, n_val)
-    result = training.train(arch, {"batch_size": 16}, x, y, xv, yv, epochs=epochs, engine="fast", precision="bf16")
+    result = engines.train(arch, {"batch_size": 16}, x, y, xv, yv, epochs=epochs, engine="fast", precision="bf16")
     return {"history": result.history, "precision": result.precision,
             "compute_dtype": result.model.layers[0].compute_dtype,
             "variable_dtypes": sorted({v.dtype for v in result.model.trainable_variables}),
-            "predict_accuracy": float((training.predict_classes(result.model, xv) == yv).mean())}
+            "predict_accuracy": float((engines.predict_classes(result.model, xv) == yv).mean())}
 
 
 def prune(epochs: int = 4) -> dict:
@@ -83,7 +84,7 @@ def prune(epochs: int = 4) -> dict:
 
     def objective(trial):
         callback = KerasPruningCallback(trial, "val_loss")
-        result = training.train("mlp_l2", {"batch_size": 16}, x, y, xv, yv, epochs=epochs, engine="fast",
+        result = engines.train("mlp_l2", {"batch_size": 16}, x, y, xv, yv, epochs=epochs, engine="fast",
                                 callbacks=[callback])
         seen["finished"] = result.epochs_run  # only reached if nothing was pruned
         return result.history["val_loss"][-1]
@@ -106,7 +107,7 @@ def reuse(arch: str = "mlp_l2", epochs: int = 2) -> dict:
     other_batch = {**second, "batch_size": 32}
 
     def run(config):
-        r = training.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
+        r = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
         return {"history": r.history, "reused": r.info["program_reused"], "compile_seconds": r.info["compile_seconds"]}
 
     out = {"first": run(first), "second_reusing": run(second), "other_batch": run(other_batch)}
@@ -123,7 +124,7 @@ def loop_modes(arch: str = "cnn_da", n_train: int = 64, n_val: int = 32, epochs:
     for mode in ("step", "epoch"):
         os.environ["CIFAR_TUNE_FAST_LOOP"] = mode
         try:
-            r = training.train(arch, {"batch_size": 16, **AUGMENTED}, x, y, xv, yv, epochs=epochs, engine="fast")
+            r = engines.train(arch, {"batch_size": 16, **AUGMENTED}, x, y, xv, yv, epochs=epochs, engine="fast")
         finally:
             del os.environ["CIFAR_TUNE_FAST_LOOP"]
         out[mode] = {"history": r.history, "loop": r.info["loop"], "seed_draws": _seed_draws(r.model)}
@@ -141,7 +142,7 @@ def full_batch(archs: list[str], n_train: int = 64, n_val: int = 32, epochs: int
         if arch == "mlp_l2":
             config["l2"] = 1e-2  # a strong penalty, so a mistake in it shows in loss and val_loss
         for engine in ("keras", "fast"):
-            r = training.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
+            r = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
             out.setdefault(arch, {})[engine] = r.history
     return out
 
@@ -159,7 +160,7 @@ def schedules(arch: str = "mlp_bn", n_train: int = 64, n_val: int = 32, epochs: 
     for name, extra in SCHEDULES.items():
         config = {"batch_size": n_train, "dropout": 0.0, "learning_rate": 3e-3, **extra}  # warm-up: 1 step of 10
         for engine in ("keras", "fast"):
-            r = training.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
+            r = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
             out.setdefault(name, {})[engine] = {"history": r.history, "reused": r.info.get("program_reused")}
     return out
 
@@ -180,9 +181,9 @@ def equivalence(archs: list[str], seeds: list[int], n_train: int = 256, n_val: i
         for engine in ("keras", "fast"):
             for seed in seeds:
                 start = time.perf_counter()
-                r = training.train(arch, {"batch_size": batch_size}, x, y, xv, yv, epochs=epochs, seed=seed,
+                r = engines.train(arch, {"batch_size": batch_size}, x, y, xv, yv, epochs=epochs, seed=seed,
                                    engine=engine)
-                acc = float((training.predict_classes(r.model, xv) == yv).mean())
+                acc = float((engines.predict_classes(r.model, xv) == yv).mean())
                 out.setdefault(arch, {}).setdefault(engine, []).append(
                     {"seed": seed, "accuracy": acc, "val_accuracy": r.history["val_accuracy"][-1],
                      "seconds": round(time.perf_counter() - start, 1)})

@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from cifar_tune import cli, compare
+from cifar_tune import cli, compare, names
 
 URL = "sqlite:///storage/cifar_tune.db"
 METRICS = ["Accuracy", "Precision", "Recall", "F1 Score"]
@@ -123,7 +123,7 @@ def test_results_are_stored_with_the_study_and_the_note_keeps_other_text(compare
             assert all(np.asarray(cm).shape == (10, 10) and np.asarray(cm).sum() == 100
                        for cm in rec["confusion"][variant])
         note = get_note(study)
-        assert note.count(compare.NOTE_HEADING) == 1 and "| tuned - baseline |" in note
+        assert note.count(names.COMPARE_HEADING) == 1 and "| tuned - baseline |" in note
         assert f"best trial #{rec['best_trial']}" in note
     assert "keep me" in get_note(optuna.load_study(study_name="cifar10-cnn",
                                                    storage=f"sqlite:///{compared['root']}/storage/cifar_tune.db"))
@@ -132,7 +132,7 @@ def test_results_are_stored_with_the_study_and_the_note_keeps_other_text(compare
 def test_models_are_saved_as_keras_files_that_load(compared):
     import keras
 
-    from cifar_tune import training
+    from cifar_tune import engines
 
     x = np.zeros((2, 32, 32, 3), np.uint8)
     for arch in ("cnn", "mlp_l2"):
@@ -140,13 +140,7 @@ def test_models_are_saved_as_keras_files_that_load(compared):
         assert sorted(p.name for p in folder.iterdir()) == [
             "baseline-seed0.keras", "baseline-seed1.keras", "tuned-seed0.keras", "tuned-seed1.keras"]
         model = keras.saving.load_model(folder / "tuned-seed1.keras")
-        assert training.predict_classes(model, x).shape == (2,)
-
-
-def test_compare_and_dashboard_agree_on_the_note_heading():
-    from cifar_tune import dashboard
-
-    assert compare.NOTE_HEADING == dashboard.COMPARE_HEADING  # the dashboard keeps this section when it rewrites
+        assert engines.predict_classes(model, x).shape == (2,)
 
 
 def test_no_storage_exits_2_in_one_line_and_writes_nothing(tiny_npz, capsys):
@@ -184,10 +178,10 @@ def test_compare_follows_the_studys_subset(tiny_npz, capsys):
 def test_training_without_validation_data(engine):
     from conftest import synthetic_cifar
 
-    from cifar_tune import training
+    from cifar_tune import engines
 
     x, y, _, _ = synthetic_cifar(n_train=64, n_test=10)
-    result = training.train("mlp_l2", {"units": 16, "batch_size": 32}, x, y, epochs=1, engine=engine)
+    result = engines.train("mlp_l2", {"units": 16, "batch_size": 32}, x, y, epochs=1, engine=engine)
     assert set(result.history) == {"loss", "accuracy"} and result.epochs_run == 1
 
 

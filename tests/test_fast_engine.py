@@ -1,4 +1,4 @@
-"""The fast engine (cifar_tune/fast_engine.py): trains, prunes, augments on the device, reuses compiled programs,
+"""The fast engine (cifar_tune/engines/fast.py): trains, prunes, augments on the device, reuses compiled programs,
 and reaches the accuracy stock ``fit`` reaches.
 
 Keras fixes its backend at import and this test session runs TensorFlow, so the JAX checks run in a subprocess
@@ -58,7 +58,7 @@ def test_fast_engine_trains_every_architecture(jax_run):
     from cifar_tune import architectures
 
     trained = jax_run[0]["train_all"]
-    assert sorted(trained) == sorted(architectures.ARCH_KEYS)
+    assert sorted(trained) == sorted(architectures.ARCHITECTURES)
     for arch, r in trained.items():
         assert (r["engine"], r["precision"], r["epochs_run"]) == ("fast", "float32", 2), arch
         assert r["info"]["backend"] == "jax" and r["info"]["device"] == "cpu"
@@ -95,7 +95,7 @@ def test_dropout_and_augmentation_draw_fresh_randomness_every_step(jax_run):
 
 @needs_jax
 def test_one_scan_per_epoch_trains_like_one_call_per_batch(jax_run):
-    # CPU runs one call per batch; accelerators run the epoch as one lax.scan (see fast_engine._loop_mode).
+    # CPU runs one call per batch; accelerators run the epoch as one lax.scan (see engines.fast._loop_mode).
     # Both are checked here on the CPU: same seed, same draws, same numbers up to float reassociation.
     modes = jax_run[0]["loop_modes"]
     assert (modes["step"]["loop"], modes["epoch"]["loop"]) == ("step", "epoch")
@@ -184,7 +184,7 @@ def test_engines_agree_on_the_real_data_for_every_architecture(real_npz, tmp_pat
     # size for both) to 0.05 (cnn).
     from cifar_tune import architectures
 
-    result = run_checks({"equivalence": {"archs": list(architectures.ARCH_KEYS), "seeds": [0, 1],
+    result = run_checks({"equivalence": {"archs": list(architectures.ARCHITECTURES), "seeds": [0, 1],
                                          "n_train": 2000, "n_val": 1000, "epochs": 3, "batch_size": 32,
                                          "npz": str(real_npz)}}, tmp_path, timeout=3000)["equivalence"]
     print(json.dumps(result))  # the figures, for `pytest -s`
@@ -199,25 +199,25 @@ def test_engines_agree_on_the_real_data_for_every_architecture(real_npz, tmp_pat
 def test_fast_engine_on_tensorflow_is_compiled_fit_returning_the_inner_model():
     import keras
 
-    from cifar_tune import training
+    from cifar_tune import engines
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("this test session's backend is not TensorFlow")
     x, y, xv, yv = synthetic_cifar(96, 40)
-    result = training.train("mlp_l2", {"batch_size": 32}, x, y, xv, yv, epochs=3, engine="fast")
+    result = engines.train("mlp_l2", {"batch_size": 32}, x, y, xv, yv, epochs=3, engine="fast")
     assert result.engine == "fast" and result.info["backend"] == "tensorflow"
     assert result.info["steps_per_execution"] == 3  # one host round trip per epoch
     assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert result.epochs_run == 3
     # the returned model is the seed's (no rescaling layer): it takes [0, 1] floats like the keras engine's
     assert result.model.count_params() == 1_578_506
-    predicted = training.predict_classes(result.model, xv)
+    predicted = engines.predict_classes(result.model, xv)
     assert (predicted == yv).mean() == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
     assert result.history["val_accuracy"][-1] >= 0.8
 
 
 def test_memory_share_env_splits_one_gpu_between_workers():
-    from cifar_tune.fast_engine import memory_share_env
+    from cifar_tune.engines.fast import memory_share_env
 
     assert memory_share_env(1) == {}
     env = memory_share_env(4)

@@ -219,9 +219,3 @@ def test_ctrl_c_marks_the_running_trial_failed_and_says_how_to_resume(tiny_npz, 
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL]
     assert study.trials[1].user_attrs["fail_reason"] == "interrupted by the user"
-
-
-def test_cli_default_storage_is_the_library_default():
-    from cifar_tune import database
-
-    assert cli.DEFAULT_STORAGE == database.DEFAULT_STORAGE == URL

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_tune import cli, report
+from cifar_tune import cli, report, study_report
 
 FIG_TITLES = {  # the section title we write and the title Optuna gives its own figure
     "optimization history": "Optimization History Plot",
@@ -73,10 +73,10 @@ def test_report_before_and_after_compare(tiny_npz, capsys):
 
 
 def test_report_path_choices(tmp_path):
-    assert report.study_report_path(None) == Path("storage/reports/study-report.html")
-    assert report.study_report_path("x/r.html") == Path("x/r.html")
-    assert report.study_report_path(tmp_path) == tmp_path / "study-report.html"
-    assert report.study_report_path("new-folder") == Path("new-folder/study-report.html")
+    assert study_report.study_report_path(None) == Path("storage/reports/study-report.html")
+    assert study_report.study_report_path("x/r.html") == Path("x/r.html")
+    assert study_report.study_report_path(tmp_path) == tmp_path / "study-report.html"
+    assert study_report.study_report_path("new-folder") == Path("new-folder/study-report.html")
 
 
 def test_report_without_storage_exits_2(capsys):

@@ -1,6 +1,6 @@
 """The fast engine: a device-resident training loop, one compiled program per epoch (JAX backend).
 
-Same inputs and outputs as ``training.train`` with ``engine="keras"`` (uint8 arrays in, ``TrainResult`` out,
+Same inputs and outputs as ``engines.train`` with ``engine="keras"`` (uint8 arrays in, ``TrainResult`` out,
 Keras callbacks called with ``loss, accuracy, val_loss, val_accuracy`` after every epoch), but on the JAX
 backend the work is done by compiled XLA programs instead of Keras's per-batch ``fit`` loop:
 
@@ -67,24 +67,25 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import keras
 import numpy as np
 
-from . import architectures, training
+from .. import architectures, names
+from . import base
 
-CACHE_DIR = Path("storage") / "jax_cache"  # relative to the working directory, like the default database
-VALUE_PARAMS = ("learning_rate", "dropout", "l2", "optimizer", "weight_decay", "lr_schedule")  # traced values, not part of the program key
+CACHE_DIR = names.JAX_CACHE_DIR
+# traced values, not part of the program key
+VALUE_PARAMS = ("learning_rate", "dropout", "l2", "optimizer", "weight_decay", "lr_schedule")
 EVAL_BATCH = 1024  # validation batch (smaller validation sets use one batch of their own size)
 
 
 def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
           y_val: np.ndarray, *, epochs: int, seed: int = 0, callbacks: list | None = None, verbose: int = 0,
-          precision: str = "float32") -> training.TrainResult:
-    """Train ``arch`` with ``config`` on uint8 arrays in the backend's fastest loop (``training.train``'s contract)."""
-    config = architectures.get(arch).config(config)
+          precision: str = "float32") -> base.TrainResult:
+    """Train ``arch`` with a complete ``config`` on uint8 arrays in the backend's fastest loop (the contract of
+    ``engines.train``, which completes the config)."""
     args = (arch, config, x_train, y_train, x_val, y_val)
     kwargs = dict(epochs=epochs, seed=seed, callbacks=list(callbacks or []), verbose=verbose, precision=precision)
     backend = keras.backend.backend()
@@ -93,7 +94,7 @@ def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_v
     if backend == "tensorflow":
         return _train_tensorflow(*args, **kwargs)
     print(f"cifar-tune: the fast engine has no {backend} loop; using the keras engine", file=sys.stderr)
-    return training._train_keras(*args, **kwargs)
+    return base.train_keras(*args, **kwargs)
 
 
 def memory_share_env(n_jobs: int) -> dict[str, str]:
@@ -136,8 +137,7 @@ def _train_jax(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, ca
     _enable_persistent_cache()
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
-    try:
+    with base.precision_policy(precision):
         # The trial's model is built first, right after seeding, so its initial weights and seeds do not depend
         # on whether the program cache was warm.
         model = architectures.get(arch).build(config)
@@ -147,8 +147,6 @@ def _train_jax(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, ca
         reused = key in _PROGRAMS
         if not reused:
             _PROGRAMS[key] = _make_program(arch, config, int(config["batch_size"]), inject)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     program = _PROGRAMS[key]
 
     data_start = time.perf_counter()
@@ -157,7 +155,7 @@ def _train_jax(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, ca
     steps = math.ceil(len(x_train) / int(config["batch_size"]))
     hp = {"dropout": np.float32(config.get("dropout", 0.0)), "l2": np.float32(config.get("l2", 0.0)),
           "weight_decay": np.float32(config["weight_decay"] if config["optimizer"] == "adamw" else 0.0),
-          **{k: np.float32(v) for k, v in training.schedule_values(config, epochs * steps).items()}}
+          **{k: np.float32(v) for k, v in base.schedule_values(config, epochs * steps).items()}}
     state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
              [v.value for v in optimizer.variables])
     state = jax.tree.map(jax.numpy.copy, state)  # train_steps donates (consumes) its state: keep the model's own
@@ -210,11 +208,11 @@ def _train_jax(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, ca
     for cb in callbacks:
         cb.on_train_end(dict(logs) if epochs_run else {})
     seconds = time.perf_counter() - start
-    training.compile_model(model, config)  # like the keras engine: evaluate() works too
+    base.compile_model(model, config)  # like the keras engine: evaluate() works too
     info = {"backend": "jax", "device": platform, "loop": mode, "compile_seconds": round(compile_seconds, 3),
             "program_reused": reused, "upload_seconds": round(upload_seconds, 3), "steps_per_epoch": steps,
             "ragged_batch": "padded by wrap-around"}
-    return training.TrainResult(model, history, seconds, epochs_run, engine="fast", precision=precision, info=info)
+    return base.TrainResult(model, history, seconds, epochs_run, engine="fast", precision=precision, info=info)
 
 
 def _enable_persistent_cache() -> None:
@@ -289,18 +287,18 @@ def _traced_hyperparameters(model: keras.Model, hp: dict, inject: bool):
             r.l2 = value
 
 
-def _optimizer(model: keras.Model) -> tuple[keras.optimizers.Optimizer, training.Schedule]:
+def _optimizer(model: keras.Model) -> tuple[keras.optimizers.Optimizer, base.Schedule]:
     """AdamW over a ``Schedule`` for every trial: Adam is AdamW with weight decay 0 (the update is identical)
     and a constant rate is a schedule without warm-up or decay, so one program serves all (values traced)."""
-    schedule = training.Schedule(1e-3, 1)
+    schedule = base.Schedule(1e-3, 1)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.0)
-    optimizer.exclude_from_weight_decay(var_names=training.NO_DECAY)
+    optimizer.exclude_from_weight_decay(var_names=base.NO_DECAY)
     optimizer.build(model.trainable_variables)
     return optimizer, schedule
 
 
 @contextlib.contextmanager
-def _traced_optimizer(optimizer: keras.optimizers.Optimizer, schedule: training.Schedule, hp: dict):
+def _traced_optimizer(optimizer: keras.optimizers.Optimizer, schedule: base.Schedule, hp: dict):
     """While tracing, the template optimizer's schedule and weight decay read the traced values in ``hp``."""
     saved = dict(vars(schedule)), optimizer.weight_decay
     for key in ("learning_rate", "total_steps", "warmup_steps", "cosine"):
@@ -465,8 +463,7 @@ def _write_back(model: keras.Model, state) -> None:
 def _train_tensorflow(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, callbacks, verbose,
                       precision):
     keras.utils.set_random_seed(seed)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
-    try:
+    with base.precision_policy(precision):
         model = architectures.get(arch).build(config)
         # uint8 in, scaled inside the compiled step: a quarter of the host-to-device traffic of float32 pixels.
         # The returned model is the inner one, which takes [0, 1] floats like the keras engine's.
@@ -474,17 +471,15 @@ def _train_tensorflow(arch, config, x_train, y_train, x_val, y_val, *, epochs, s
                                     keras.layers.Rescaling(1 / 255.0, dtype="float32"), model])
         batch_size = int(config["batch_size"])
         steps = math.ceil(len(x_train) / batch_size)
-        wrapper.compile(optimizer=training.make_optimizer(config, epochs * steps),
+        wrapper.compile(optimizer=base.make_optimizer(config, epochs * steps),
                         loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=steps)
         start = time.perf_counter()
         hist = wrapper.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val),
                            callbacks=callbacks, verbose=verbose, shuffle=True)
         seconds = time.perf_counter() - start
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    training.compile_model(model, config)
+    base.compile_model(model, config)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    info = {"backend": "tensorflow", "device": training.device_name(), "steps_per_execution": steps,
+    info = {"backend": "tensorflow", "device": base.device_name(), "steps_per_execution": steps,
             "ragged_batch": "smaller last batch (fit)"}
-    return training.TrainResult(model, history, seconds, len(history.get("loss", [])), engine="fast",
-                                precision=precision, info=info)
+    return base.TrainResult(model, history, seconds, len(history.get("loss", [])), engine="fast",
+                            precision=precision, info=info)

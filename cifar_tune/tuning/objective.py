@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import gc
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from . import training
-from .data import Split
-from .spaces import Space
+from .. import engines
+from ..data import Split
+from ..errors import UserError
+from ..names import TrialAttr
+from ..spaces import Space
+
+
+class TrialFailed(Exception):
+    """This trial failed (the reason is stored with it); the study goes on. The tuning loop catches only this:
+    anything else, a ``UserError`` above all, stops the study instead of failing trial after trial."""
 
 
 class Diverged(RuntimeError):
@@ -29,13 +36,13 @@ class TrialRecorder(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.model is not None:
-            self.trial.set_user_attr("params", int(self.model.count_params()))
+            self.trial.set_user_attr(TrialAttr.PARAMS, int(self.model.count_params()))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for key, value in (logs or {}).items():
             self.curves.setdefault(key, []).append(float(value))
-        self.trial.set_user_attr("curves", self.curves)
-        self.trial.set_user_attr("epochs_run", epoch + 1)
+        self.trial.set_user_attr(TrialAttr.CURVES, self.curves)
+        self.trial.set_user_attr(TrialAttr.EPOCHS_RUN, epoch + 1)
         bad = [k for k, v in (logs or {}).items() if not math.isfinite(float(v))]
         if bad:
             raise Diverged(f"non-finite {', '.join(sorted(bad))} at epoch {epoch + 1}")
@@ -57,38 +64,39 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
     Every trial trains with the same seed (common random numbers: configs are compared under the same
     initialisation and shuffling noise). The test set never enters here.
     """
-    engine = training.resolve_engine(engine)
-    static = {"arch": space.arch, "data": split.description, "backend": keras.backend.backend(),
-              "device": training.device_name(), "engine": engine, "precision": precision}
+    engine = engines.resolve_engine(engine)
+    static = {TrialAttr.ARCH: space.arch, TrialAttr.DATA: split.description,
+              TrialAttr.BACKEND: keras.backend.backend(), TrialAttr.DEVICE: engines.device_name(),
+              TrialAttr.ENGINE: engine, TrialAttr.PRECISION: precision}
 
     def objective(trial: optuna.Trial) -> float:
         config = space.suggest(trial)
-        for key, value in {**static, "config": config}.items():
+        for key, value in {**static, TrialAttr.CONFIG: config}.items():
             trial.set_user_attr(key, value)
         recorder = TrialRecorder(trial)
         callbacks = [keras.callbacks.TerminateOnNaN(), recorder, KerasPruningCallback(trial, "val_loss")]
         keras.backend.clear_session(free_memory=True)
         try:
-            result = training.train(space.arch, config, split.x_train, split.y_train, split.x_val, split.y_val,
+            result = engines.train(space.arch, config, split.x_train, split.y_train, split.x_val, split.y_val,
                                     epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
                                     engine=engine, precision=precision)
             hist = result.history
             if result.epochs_run < epochs:  # Keras's TerminateOnNaN stops fit inside an epoch
                 raise Diverged(f"training stopped at epoch {result.epochs_run} of {epochs} (non-finite loss)")
-            trial.set_user_attr("params", int(result.model.count_params()))
-            trial.set_user_attr("seconds", round(result.seconds, 3))
-            trial.set_user_attr("val_accuracy", hist["val_accuracy"][-1])
-            trial.set_user_attr("engine_info", result.info)
-            trial.set_user_attr("rss_mb", resident_mb())
+            trial.set_user_attr(TrialAttr.PARAMS, int(result.model.count_params()))
+            trial.set_user_attr(TrialAttr.SECONDS, round(result.seconds, 3))
+            trial.set_user_attr(TrialAttr.VAL_ACCURACY, hist["val_accuracy"][-1])
+            trial.set_user_attr(TrialAttr.ENGINE_INFO, result.info)
+            trial.set_user_attr(TrialAttr.RSS_MB, resident_mb())
             return hist["val_loss"][-1]
-        except optuna.TrialPruned:
+        except (optuna.TrialPruned, UserError):
             raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted by the user")
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (runtime.Terminated says so)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, str(e) or "interrupted by the user")
             raise
-        except Exception as e:  # any failure (out of memory included) fails this trial only; the study goes on
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:2000])
-            raise
+        except Exception as e:  # any other failure (out of memory included) fails this trial only
+            trial.set_user_attr(TrialAttr.FAIL_REASON, f"{type(e).__name__}: {e}"[:2000])
+            raise TrialFailed(f"{type(e).__name__}: {e}") from e
         finally:
             # Drop this trial's graph and weights before the next one: Keras keeps global state otherwise.
             keras.backend.clear_session(free_memory=True)

@@ -1,12 +1,15 @@
-"""Train one config on arrays -> trained model + per-epoch history.
+"""What every training engine shares, backend-neutral, and the reference engine: Keras's own ``model.fit``.
 
-The reference engine is Keras's own ``model.fit``; every engine takes the same inputs (uint8 arrays, a config,
-Keras callbacks whose ``on_epoch_end`` receives ``loss, accuracy, val_loss, val_accuracy``) and returns the
-same ``TrainResult``, so the Optuna objective and the comparison never care which engine ran.
+Every engine takes the same inputs (uint8 arrays, a complete config, Keras callbacks whose ``on_epoch_end``
+receives ``loss, accuracy, val_loss, val_accuracy``) and returns the same ``TrainResult``, so the Optuna
+objective and the comparison never care which engine ran. Here: ``TrainResult``, pixel scaling, the device
+query, the optimizer and learning-rate schedule a config asks for, and ``train_keras``. Nothing here imports a
+backend at module level or knows the fast engine (``engines/fast.py``); ``engines/__init__.py`` chooses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,10 +17,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from . import architectures
-from .errors import UserError
+from .. import architectures
+from ..errors import UserError
 
-ENGINES = ("auto", "keras", "fast")
 PRECISIONS = ("float32", "bf16")
 
 
@@ -55,15 +57,6 @@ def device_name() -> str:
 
         return "gpu" if torch.cuda.is_available() else "cpu"
     return "cpu"
-
-
-def resolve_engine(engine: str) -> str:
-    """'auto' becomes 'fast' when an accelerator and the fast engine's backend are present, else 'keras'."""
-    if engine not in ENGINES:
-        raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    if engine != "auto":
-        return engine
-    return "fast" if keras.backend.backend() == "jax" and device_name() == "gpu" else "keras"
 
 
 OPTIMIZERS = ("adam", "adamw")
@@ -136,36 +129,15 @@ def compile_model(model: keras.Model, config: dict, total_steps: int = 1) -> ker
     return model
 
 
-def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
-          y_val: np.ndarray | None = None, *, epochs: int, seed: int = 0, callbacks: list | None = None,
-          verbose: int = 0, engine: str = "auto", precision: str = "float32") -> TrainResult:
-    """Build ``arch`` with ``config``, train it on uint8 arrays for ``epochs`` and validate after every epoch.
+def train_keras(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+                y_val: np.ndarray | None, *, epochs: int, seed: int, callbacks: list, verbose: int,
+                precision: str) -> TrainResult:
+    """The stock-fit engine: Keras's own ``model.fit`` on [0, 1] floats (the reference every engine matches).
 
-    Without ``x_val``/``y_val`` (``compare``'s final retraining on all training images) nothing is validated and
-    the history has no ``val_*`` entries.
+    ``config`` is complete (``engines.train`` normalised it). Without validation arrays nothing is validated.
     """
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    engine = resolve_engine(engine)
-    config = architectures.get(arch).config(config)
-    if engine == "fast":
-        from . import fast_engine  # backend-specific; imported only when asked for
-
-        if x_val is None:  # the fast engine always evaluates: give it a few training images, drop what it reports
-            result = fast_engine.train(arch, config, x_train, y_train, x_train[:256], y_train[:256], epochs=epochs,
-                                       seed=seed, callbacks=callbacks, verbose=verbose, precision=precision)
-            result.history = {k: v for k, v in result.history.items() if not k.startswith("val_")}
-            return result
-        return fast_engine.train(arch, config, x_train, y_train, x_val, y_val, epochs=epochs, seed=seed,
-                                 callbacks=callbacks, verbose=verbose, precision=precision)
-    return _train_keras(arch, config, x_train, y_train, x_val, y_val, epochs=epochs, seed=seed,
-                        callbacks=callbacks, verbose=verbose, precision=precision)
-
-
-def _train_keras(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, callbacks, verbose, precision):
     keras.utils.set_random_seed(seed)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
-    try:
+    with precision_policy(precision):
         batch_size = int(config["batch_size"])
         model = compile_model(architectures.get(arch).build(config), config,
                               epochs * steps_per_epoch(len(x_train), batch_size))
@@ -174,8 +146,6 @@ def _train_keras(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, 
         hist = model.fit(scale(x_train), y_train, batch_size=batch_size, epochs=epochs,
                          validation_data=validation, callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
         seconds = time.perf_counter() - start
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return TrainResult(model, history, seconds, len(history.get("loss", [])), engine="keras", precision=precision)
 
@@ -183,3 +153,15 @@ def _train_keras(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, 
 def predict_classes(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Predicted class per uint8 image."""
     return np.asarray(model.predict(scale(x), batch_size=batch_size, verbose=0)).argmax(axis=1)
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Build models under Keras's ``mixed_bfloat16`` policy for ``bf16`` (float32 weights), else float32."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,64 @@
+"""Training engines behind one call: ``train(arch, config, arrays, ...) -> TrainResult``.
+
+The selector: the only place a config is completed (the architecture's baseline overlaid with it) and an
+engine chosen. ``keras`` is stock ``fit`` (``base.train_keras``, every backend); ``fast`` is the compiled
+device loop (``fast.py``: JAX; compiled ``fit`` on TensorFlow); ``auto`` takes ``fast`` on JAX with a GPU.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from .. import architectures
+from ..errors import UserError
+from . import base
+from .base import (
+    PRECISIONS,
+    TrainResult,
+    compile_model,
+    device_name,
+    make_optimizer,
+    precision_policy,
+    predict_classes,
+    scale,
+    steps_per_epoch,
+)
+
+ENGINES = ("auto", "keras", "fast")
+__all__ = ["ENGINES", "PRECISIONS", "TrainResult", "compile_model", "device_name", "make_optimizer",
+           "precision_policy", "predict_classes", "resolve_engine", "scale", "steps_per_epoch", "train"]
+
+
+def resolve_engine(engine: str) -> str:
+    """'auto' becomes 'fast' when an accelerator and the fast engine's backend are present, else 'keras'."""
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    return "fast" if keras.backend.backend() == "jax" and device_name() == "gpu" else "keras"
+
+
+def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
+          y_val: np.ndarray | None = None, *, epochs: int, seed: int = 0, callbacks: list | None = None,
+          verbose: int = 0, engine: str = "auto", precision: str = "float32") -> TrainResult:
+    """Build ``arch`` with ``config``, train it on uint8 arrays for ``epochs`` and validate after every epoch.
+
+    Without ``x_val``/``y_val`` (``compare``'s final retraining on all training images) nothing is validated and
+    the history has no ``val_*`` entries.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    engine = resolve_engine(engine)
+    config = architectures.get(arch).config(config)
+    kwargs = dict(epochs=epochs, seed=seed, callbacks=list(callbacks or []), verbose=verbose, precision=precision)
+    if engine == "keras":
+        return base.train_keras(arch, config, x_train, y_train, x_val, y_val, **kwargs)
+    from . import fast  # backend-specific; imported only when asked for
+
+    if x_val is None:  # the fast engine always evaluates: give it a few training images, drop what it reports
+        result = fast.train(arch, config, x_train, y_train, x_train[:256], y_train[:256], **kwargs)
+        result.history = {k: v for k, v in result.history.items() if not k.startswith("val_")}
+        return result
+    return fast.train(arch, config, x_train, y_train, x_val, y_val, **kwargs)
+

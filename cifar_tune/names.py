@@ -1,0 +1,72 @@
+"""Every name the modules share, defined once: architecture keys, default places, environment variables, and the
+keys under which studies and trials keep their records in Optuna's storage.
+
+Plain constants only (no imports of the package): any module may import this one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The seed notebook's five classifiers, in its order (architectures.py builds them under these keys).
+ARCH_KEYS = ("mlp_bn", "mlp_l2", "cnn", "cnn_da", "resnet")
+
+# --- places (relative to the working directory, like the default database) -----------------------------------
+STORAGE_DIR = Path("storage")
+DEFAULT_STORAGE = f"sqlite:///{STORAGE_DIR}/cifar_tune.db"
+REPORTS_DIR = STORAGE_DIR / "reports"
+MODELS_DIR = STORAGE_DIR / "models"
+ARTIFACTS_DIR = STORAGE_DIR / "artifacts"
+JAX_CACHE_DIR = STORAGE_DIR / "jax_cache"
+
+# --- environment variables -----------------------------------------------------------------------------------
+DATA_ENV = "CIFAR_TUNE_DATA"  # the data source when --data is not given
+ARTIFACTS_ENV = "CIFAR_TUNE_ARTIFACTS"  # the artifact store's folder (shared by many machines)
+TOTAL_TRIALS_ENV = "CIFAR_TUNE_TOTAL_TRIALS"  # a study-wide trial target (optimize --total-trials)
+
+
+def study_name(arch: str) -> str:
+    """The default study name of an architecture."""
+    return f"cifar10-{arch}"
+
+
+class StudyAttr:
+    """Study user attributes (written when a study is created, and by compare)."""
+
+    ARCH = "arch"
+    EPOCHS = "epochs"
+    DATA = "data"  # the split's description: data fingerprint, validation size, seed
+    SPACE = "space"
+    BASELINE_PARAMS = "baseline_params"
+    SETTINGS = "settings"  # the optimize settings (storage URL left out)
+    COMPARE = "compare"  # compare's record: tables, per-seed runs, confusion matrices
+
+
+class TrialAttr:
+    """Trial user attributes (written by the objective, the tuning loop and the retry callback)."""
+
+    BASELINE = "baseline"  # True on the enqueued seed baseline
+    RETRY_OF = "retry_of"  # number of the dead worker's trial this one retries
+    WORKER = "worker"  # "host:pid" of the process that ran the trial
+    CONFIG = "config"  # the full config trained (baseline overlaid with the sampled values)
+    ARCH = "arch"
+    DATA = "data"
+    BACKEND = "backend"
+    DEVICE = "device"
+    ENGINE = "engine"
+    PRECISION = "precision"
+    CURVES = "curves"  # per-epoch loss, accuracy, val_loss, val_accuracy
+    EPOCHS_RUN = "epochs_run"
+    VAL_ACCURACY = "val_accuracy"  # of the final epoch
+    PARAMS = "params"  # parameter count of the model
+    SECONDS = "seconds"
+    ENGINE_INFO = "engine_info"
+    RSS_MB = "rss_mb"
+    FAIL_REASON = "fail_reason"
+
+
+# --- the study note optuna-dashboard shows: sections and who owns them ---------------------------------------
+NOTE_TAG = "(cifar-tune optimize)"  # ends the heading of the section the tuning loop rewrites
+COMPARE_HEADING = "## Tuned vs baseline on the test set (cifar-tune compare)"  # the section compare writes
+FIGURE_CURVES = "best-vs-baseline"
+FIGURE_TRIALS = "val-loss-of-every-trial"

@@ -1,0 +1,109 @@
+"""Queries on what Optuna stored: the baseline trial, the best trial (or none), retries, counts by state, and
+whether a study has learned anything. Read-only; plain Optuna objects in, plain data out."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .names import ARCH_KEYS, StudyAttr, TrialAttr
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+CHANCE_ACCURACY = 0.1  # ten balanced classes
+LEARNED_MARGIN = 0.05  # a best trial within 5 points of chance has learned nothing worth crowning
+
+
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's completed baseline trial, if any."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return next((t for t in done if t.user_attrs.get(TrialAttr.BASELINE)), None)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best completed trial, or None while no trial has completed."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def replaced_trials(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of dead workers' trials for which a retry exists (they do not count towards a target)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def started_trials(study: optuna.Study) -> int:
+    """Trials that count towards a study-wide target: every trial that started (running or finished),
+    except a dead worker's trial whose retry exists (the retry counts instead, once it starts)."""
+    trials = study.get_trials(deepcopy=False)
+    gone = replaced_trials(trials)
+    return sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in gone)
+
+
+def retried_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that retry a dead worker's trial."""
+    return [t for t in trials if t.user_attrs.get(TrialAttr.RETRY_OF) is not None]
+
+
+def counts_by_state(trials: list[FrozenTrial]) -> dict[str, int]:
+    """{'complete': n, 'pruned': n, ...} for the states present, in Optuna's order."""
+    states = [t.state for t in trials]
+    return {s.name.lower(): states.count(s) for s in TrialState if states.count(s)}
+
+
+def live_trials(study: optuna.Study, workers: set[str] | None = None) -> list[FrozenTrial]:
+    """Running trials started by cifar-tune workers (all of them beat a heartbeat), optionally only ``workers``'."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if TrialAttr.WORKER in t.user_attrs and (workers is None or t.user_attrs[TrialAttr.WORKER] in workers)]
+
+
+def study_arch(name: str, user_attrs: dict) -> str | None:
+    """The architecture a study tunes: its ``arch`` attribute, else its default name ``cifar10-<arch>``."""
+    arch = user_attrs.get(StudyAttr.ARCH)
+    if arch in ARCH_KEYS:
+        return arch
+    m = re.fullmatch(r"cifar10-(\w+)", name)
+    return m.group(1) if m and m.group(1) in ARCH_KEYS else None
+
+
+def not_learned(study: optuna.Study) -> str | None:
+    """Why the study's best trial should not be trusted as a winner (None when it looks sound).
+
+    Two signs that the budget was too small to learn: the best trial is within a few points of chance (a model
+    predicting the uniform distribution scores loss ln 10 = 2.303 and accuracy .10), or it has a lower loss
+    but a lower accuracy than the baseline trial (the loss ranks near-chance models by calibration, not skill).
+    """
+    best = best_trial(study)
+    if best is None:
+        return None
+    acc = best.user_attrs.get(TrialAttr.VAL_ACCURACY)
+    base = baseline_trial(study)
+    base_acc = base.user_attrs.get(TrialAttr.VAL_ACCURACY) if base is not None else None
+    hint = "the budget (epochs, training images) is likely too small for this architecture to learn"
+    if acc is not None and acc < CHANCE_ACCURACY + LEARNED_MARGIN:
+        return (f"not learned: the best trial #{best.number} reaches validation accuracy {acc:.3f}, within "
+                f"{LEARNED_MARGIN:.2f} of chance ({CHANCE_ACCURACY:.2f}); {hint}")
+    if base is not None and best.number != base.number and acc is not None and base_acc is not None \
+            and acc < base_acc:
+        return (f"not learned: the best trial #{best.number} has a lower validation loss but a lower accuracy "
+                f"({acc:.3f}) than the baseline #{base.number} ({base_acc:.3f}); {hint}")
+    return None
+
+
+def study_rows(storage) -> list[dict]:
+    """One row per study in ``storage``: name, arch, trials by state, best value and accuracy."""
+    rows = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        counts = counts_by_state(trials)
+        best = best_trial(study)
+        rows.append({"study": s.study_name, "arch": study_arch(s.study_name, s.user_attrs) or "?",
+                     "trials": len(trials),
+                     **{k: counts.get(k, 0) for k in ("complete", "pruned", "fail", "running", "waiting")},
+                     "best_val_loss": round(best.value, 4) if best else None,
+                     "best_val_acc": round(best.user_attrs.get(TrialAttr.VAL_ACCURACY, float("nan")), 4)
+                     if best else None})
+    return rows

@@ -1,0 +1,218 @@
+"""The study report (``cifar-tune report``): one self-contained HTML page with Optuna's own plots per study and
+the compare results stored with the studies (tables, metric bars, confusion matrices). Reads records only."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+
+from . import data, records
+from .database import mask_url, storage_for_reading
+from .errors import UserError
+from .metrics import COLUMNS as METRIC_COLUMNS
+from .names import ARCH_KEYS, REPORTS_DIR, StudyAttr, TrialAttr
+from .report import confusion_figure, facts_html, learning_curves_figure, metric_bars_figure, write_html
+
+STUDY_REPORT_NAME = "study-report.html"
+MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials says nothing
+
+
+def study_report_path(out: str | Path | None) -> Path:
+    """Where the study report goes: ``out`` if it names an .html file, else ``study-report.html`` inside it."""
+    if out is None:
+        return REPORTS_DIR / STUDY_REPORT_NAME
+    path = Path(out).expanduser()
+    if path.suffix.lower() in (".html", ".htm") and not path.is_dir():
+        return path
+    return path / STUDY_REPORT_NAME
+
+
+def _importance_blocker(study) -> str | None:
+    """Why hyperparameter importances cannot be computed for ``study`` yet (None: they can)."""
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+        return f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials ({len(done)} so far)"
+    if len({t.value for t in done}) < 2:
+        return "every completed trial has the same value"
+    names = {name for t in done for name in t.params}
+    if not any(len({repr(t.params.get(n)) for t in done}) > 1 for n in names):
+        return "no hyperparameter varies among the completed trials"
+    return None
+
+
+def _study_title(study, label: str | None) -> str:
+    arch = study.user_attrs.get(StudyAttr.ARCH, "?")
+    return f"{label} ({arch}, study {study.study_name})" if label else f"{arch} (study {study.study_name})"
+
+
+def _study_figures(study, title: str, notes: list[str]) -> list[tuple[str, go.Figure]]:
+    """Optuna's plots of one study and the best trial's learning curves beside the baseline trial's."""
+
+    figures: list[tuple[str, go.Figure]] = []
+
+    def add(name: str, make) -> None:
+        try:
+            figures.append((f"{title}: {name}", make()))
+        except Exception as e:  # one plot that cannot be drawn must not cost the whole report
+            notes.append(f"{title}: {name} not drawn ({type(e).__name__}: {str(e)[:200]})")
+
+    vis = optuna.visualization
+    add("optimization history (final validation loss per trial)", lambda: vis.plot_optimization_history(study))
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        add("intermediate values (validation loss per epoch; pruned trials stop early)",
+            lambda: vis.plot_intermediate_values(study))
+    else:
+        notes.append(f"{title}: no trial has reported intermediate values yet")
+    blocker = _importance_blocker(study)
+    if blocker is None:
+        add("hyperparameter importances (fANOVA on the completed trials)",
+            lambda: vis.plot_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+    else:
+        notes.append(f"{title}: hyperparameter importances skipped: {blocker}")
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        add("parallel coordinates (hyperparameters of the completed trials)",
+            lambda: vis.plot_parallel_coordinate(study))
+    best = records.best_trial(study)
+    if best is None:
+        notes.append(f"{title}: no completed trial yet: no learning curves")
+        return figures
+    base = records.baseline_trial(study)
+    curves = {}
+    if base is not None and base.number != best.number and base.user_attrs.get(TrialAttr.CURVES):
+        curves[f"baseline (trial {base.number})"] = base.user_attrs[TrialAttr.CURVES]
+    if best.user_attrs.get(TrialAttr.CURVES):
+        tag = "best = baseline" if base is not None and base.number == best.number else "best"
+        curves[f"{tag} (trial {best.number})"] = best.user_attrs[TrialAttr.CURVES]
+    if curves:
+        add("learning curves of the baseline and the best trial (train vs validation)",
+            lambda: learning_curves_figure(curves))
+    return figures
+
+
+def _compare_rows(compared: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From stored compare records: a means table (one row per model and variant) and its standard deviations."""
+    means, stds = [], []
+    for study_name, rec in compared.items():
+        label = rec.get("label") or rec.get("arch") or study_name
+        for row in rec.get("table", []):
+            variant = row.get("Variant")
+            if variant not in ("baseline", "tuned"):
+                continue
+            means.append({"Model": f"{label} — {variant}", **{m: row[m]["mean"] for m in METRIC_COLUMNS}})
+            stds.append({"Model": f"{label} — {variant}",
+                         **{m: (row[m]["std"] if row[m]["std"] is not None else 0.0) for m in METRIC_COLUMNS}})
+    return pd.DataFrame(means), pd.DataFrame(stds)
+
+
+def _compare_table_html(compared: dict[str, dict]) -> str:
+    rows = []
+    for study_name, rec in compared.items():
+        label = rec.get("label") or rec.get("arch") or study_name
+        for row in rec.get("table", []):
+            diff = row.get("Variant") not in ("baseline", "tuned")
+            cells = {"Model": label, "Variant": row.get("Variant")}
+            for m in METRIC_COLUMNS:
+                mean, std = row[m]["mean"], row[m]["std"]
+                head = f"{mean:+.4f}" if diff else f"{mean:.4f}"
+                cells[m] = f"{head} ± {std:.4f}" if std is not None else f"{head} ± n/a"
+                if diff and row[m].get("low") is not None:
+                    cells[m] += f" [{row[m]['low']:+.4f}, {row[m]['high']:+.4f}]"
+            cells["Verdict"] = row.get("verdict", "")
+            rows.append(cells)
+    return pd.DataFrame(rows).to_html(index=False, border=0, classes="metrics")
+
+
+def _study_rows(studies_: list) -> pd.DataFrame:
+    rows = []
+    for study in studies_:
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        row = {"Study": study.study_name, "Arch": study.user_attrs.get(StudyAttr.ARCH, "?"),
+               "Epochs": study.user_attrs.get(StudyAttr.EPOCHS, ""), "Trials": len(states),
+               **{s.name.lower(): states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
+        base, best = records.baseline_trial(study), records.best_trial(study)
+        for name, t in (("Baseline", base), ("Best", best)):
+            row[f"{name} val_loss"] = f"{t.value:.4f}" if t is not None else "—"
+            row[f"{name} val_acc"] = (f"{t.user_attrs[TrialAttr.VAL_ACCURACY]:.4f}"
+                                      if t is not None and TrialAttr.VAL_ACCURACY in t.user_attrs else "—")
+        row["Best trial"] = f"#{best.number}" if best is not None else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _compare_section(studies_: list, compared: dict[str, dict]) -> tuple[str, list[tuple[str, go.Figure]]]:
+    """The compare results stored with the studies: an HTML table and the metric bars and confusion matrices."""
+    section = "<h2>Tuned vs baseline on the test set (cifar-tune compare)</h2>\n"
+    figures: list[tuple[str, go.Figure]] = []
+    missing = [s.study_name for s in studies_ if s.study_name not in compared]
+    if compared:
+        means, stds = _compare_rows(compared)
+        bars = metric_bars_figure(means)
+        for trace in bars.data:  # error bars: the standard deviation over seeds
+            if trace.name in stds.columns:
+                trace.error_y = {"type": "data", "array": list(stds[trace.name]), "visible": True}
+        figures.append(("Test metrics, baseline vs tuned (mean over seeds; error bars: std)", bars))
+        matrices = {}
+        for study_name, rec in compared.items():
+            per_seed = (rec.get("confusion") or {}).get("tuned") or []
+            if per_seed:
+                label = rec.get("label") or rec.get("arch") or study_name
+                matrices[f"{label} — tuned (trial #{rec.get('best_trial')}), {len(per_seed)} seed(s) summed"] = (
+                    np.sum(np.asarray(per_seed), axis=0).tolist())
+        if matrices:
+            figures.append(("Confusion matrices of the tuned models (test set)",
+                            confusion_figure(matrices, data.CLASSES)))
+        dates = sorted({str(r.get("date", "?")) for r in compared.values()})
+        section += ("<p>Each best trial and the seed baseline retrained from scratch on all training images, on "
+                    "seeds the studies never trained with, each evaluated once on the test set; macro averages, "
+                    "mean ± std over seeds; the difference row holds the per-seed paired differences with their 95% "
+                    f"interval. Compared: {html.escape(', '.join(dates))}.</p>\n" + _compare_table_html(compared))
+    if missing:
+        section += (f"<p><strong>Compare has not run yet</strong> for {html.escape(', '.join(missing))}: "
+                    f"run <code>cifar-tune compare</code> to retrain the best trials and the baselines and "
+                    f"evaluate them on the test set; the metric bars and confusion matrices appear here then.</p>\n")
+    return section, figures
+
+
+def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
+    """One self-contained HTML page about every study in the storage, and the compare results stored with them."""
+    storage = storage_for_reading(storage_url)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    if not summaries:
+        raise UserError(f"no studies in {mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
+
+    def order(s):
+        arch = records.study_arch(s.study_name, s.user_attrs)
+        return (ARCH_KEYS.index(arch) if arch in ARCH_KEYS else len(ARCH_KEYS), s.study_name)
+
+    studies_ = [optuna.load_study(study_name=s.study_name, storage=storage) for s in sorted(summaries, key=order)]
+    compared = {s.study_name: s.user_attrs[StudyAttr.COMPARE] for s in studies_
+                if isinstance(s.user_attrs.get(StudyAttr.COMPARE), dict)}
+    figures: list[tuple[str, go.Figure]] = []
+    notes: list[str] = []
+    for study in studies_:
+        label = (compared.get(study.study_name) or {}).get("label")
+        figures += _study_figures(study, _study_title(study, label), notes)
+        warning = records.not_learned(study)
+        if warning:
+            notes.insert(0, f"{study.study_name}: {warning}")
+    compare_html, compare_figures = _compare_section(studies_, compared)
+    facts = {"Storage": mask_url(storage_url), "Generated": datetime.now().astimezone().isoformat(timespec="seconds"),
+             "Studies": len(studies_)}
+    intro = (facts_html(facts) + "<h2>Studies</h2>\n"
+             + _study_rows(studies_).to_html(index=False, border=0, classes="metrics") + "\n" + compare_html)
+    if notes:
+        intro += "<h2>Notes</h2>\n<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>\n"
+    path = study_report_path(out)
+    try:
+        return write_html(figures + compare_figures, path, title="cifar-tune: study report", intro_html=intro)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,0 +1,57 @@
+"""What the tuning loop shows in optuna-dashboard as trials finish: the study note and figures, each trial's
+worker and learning-curve artifact. Never allowed to fail a trial or a study: a failure costs one warning."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from .. import dashboard
+from ..database import study_lock
+from ..names import TrialAttr
+
+REFRESH_EVERY = 20.0  # seconds between refreshes of a study's note and figures while trials finish
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+_state = {"last": 0.0, "warned": False}
+
+
+def tell(study: optuna.Study, what: str = "all") -> None:
+    """Rewrite the study's dashboard note (``what="note"``) or note and figures, under the study lock."""
+    try:
+        with study_lock(study):  # two workers writing at once would interleave the note's chunks
+            if what == "note":
+                dashboard.write_study_note(study)
+            else:
+                dashboard.refresh_story(study)
+        _state["last"] = time.monotonic()
+    except Exception as e:  # the dashboard story is a view: a failure here must not stop the trials
+        if not _state["warned"]:
+            _state["warned"] = True
+            print(f"warning: could not update the study's dashboard note/figures: {type(e).__name__}: "
+                  f"{str(e).splitlines()[0][:200] if str(e) else ''}", file=sys.stderr, flush=True)
+
+
+def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """An ``optimize`` callback: refresh the note and figures at most every ``REFRESH_EVERY`` seconds."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and time.monotonic() - _state["last"] >= REFRESH_EVERY:
+        tell(study)
+
+
+def recorded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+    """The objective, plus: which worker ran the trial, and its learning-curve figure as a trial artifact."""
+    store = dashboard.artifact_store()
+
+    def run(trial: optuna.Trial) -> float:
+        trial.set_user_attr(TrialAttr.WORKER, WORKER_ID)
+        try:
+            return objective(trial)
+        finally:  # the trial is still running here (Optuna tells the result after we return): artifacts attach
+            dashboard.attach_trial_curves(trial, store)
+
+    return run

@@ -1,0 +1,37 @@
+"""A supervised worker process: ``python -m cifar_tune.tuning.worker`` with a job as JSON on standard input:
+``{"settings": {...OptimizeSettings...}, "n_trials": N, "worker": slot}``. Exit status 0, 2 (a user error: the
+supervisor stops) or 130 (interrupted; its trial was failed with the reason)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main() -> int:
+    """Run the job read from standard input."""
+    from .. import runtime
+    from ..errors import UserError
+    from ..presets import OptimizeSettings
+
+    runtime.stop_on_sigterm()
+    job = json.loads(sys.stdin.read())
+    settings = OptimizeSettings(**job["settings"])
+    runtime.import_keras()
+    import optuna
+
+    from .loop import run_worker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        run_worker(settings, job["n_trials"], worker=job["worker"])
+    except UserError as e:
+        print(f"cifar-tune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
