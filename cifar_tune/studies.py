@@ -42,7 +42,7 @@ from . import data, spaces
 from .errors import UserError
 from .presets import OptimizeSettings
 from .database import (BASELINE_ATTR, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_STORAGE, RETRY_OF_ATTR, StudyLock,
-                       mask_url, normalize_url, open_storage, storage_for_reading)
+                       mask_url, normalize_url, open_storage, split_password, storage_for_reading)
 
 WORKER_ATTR = "worker"  # user attr: "host:pid" of the process that ran the trial
 TOTAL_TRIALS_ENV = "CIFAR_TUNE_TOTAL_TRIALS"
@@ -375,16 +375,6 @@ def _print_header(settings: OptimizeSettings, study: optuna.Study, created: bool
           f"{settings.pruner} pruner, preset {settings.preset}, {workers}", flush=True)
 
 
-def _without_password(url: str) -> tuple[str, str | None]:
-    """A PostgreSQL URL without its password, and the password (for $PGPASSWORD): keeps it off `ps` output."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(normalize_url(url))
-    if u.password is None or u.get_backend_name() != "postgresql":
-        return url, None
-    return u.set(password=None).render_as_string(hide_password=False), str(u.password)
-
-
 def _worker_command(settings: OptimizeSettings, storage_url: str, worker: int, n_trials: int,
                     timeout: float | None) -> list[str]:
     cmd = [sys.executable, "-m", "cifar_tune", "optimize", "--arch", settings.arch, "--storage", storage_url,
@@ -445,7 +435,7 @@ def run_jobs(settings: OptimizeSettings) -> int:
     recycle = getattr(settings, "trials_per_process", None)
     per_process = recycle or max(settings.n_trials, total or 0, 1)
     _print_header(settings, study, created, total, recycle)
-    url, password = _without_password(settings.storage)
+    url, password = split_password(settings.storage)
     env = dict(os.environ)
     if total is not None:
         env[TOTAL_TRIALS_ENV] = str(total)
