@@ -4,6 +4,7 @@ trials, and the per-study lock that workers take for the few steps they must not
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ DEFAULT_HEARTBEAT_INTERVAL = 30  # seconds; trials take minutes, so a beat every
 DEFAULT_GRACE_PERIOD = 120  # four missed beats: a trial silent this long belongs to a dead worker
 SQLITE_TIMEOUT = 60  # seconds a SQLite writer waits for another process's lock before failing
 PG_CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL host fails fast instead of hanging
+OPTUNA_TABLES = {"version_info", "studies", "trials"}  # in every Optuna schema since 1.0
 
 
 def normalize_url(url: str) -> str:
@@ -32,28 +34,35 @@ def normalize_url(url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, safe to print or log."""
+    """The URL with any password (user part or ``?password=``) replaced by ***, safe to print or log."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+        u = make_url(url)
+        if "password" in u.query:
+            u = u.update_query_dict({"password": "***"})
+        return u.render_as_string(hide_password=True).replace("password=%2A%2A%2A", "password=***")
+    except (ArgumentError, ValueError):
         return "<unparsable storage URL>"
 
 
-def _password(url: str) -> str | None:
+def _passwords(url: str) -> list[str]:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).password
-    except Exception:
-        return None
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return []
+    return [str(p) for p in (u.password, u.query.get("password")) if p]
 
 
 def _scrub(text: str, url: str) -> str:
-    """``text`` with the URL's password (if any) replaced by ***: driver messages must not leak it."""
-    password = _password(url)
-    return text.replace(password, "***") if password else text
+    """``text`` with the URL's passwords (if any) replaced by ***: driver messages must not leak them."""
+    for password in _passwords(url):
+        text = text.replace(password, "***")
+    return text
 
 
 def check_url(url: str) -> None:
@@ -71,6 +80,10 @@ def check_url(url: str) -> None:
         hint = " (install cifar-tune[postgres])" if url.startswith("postgres") else ""
         raise UserError(f"storage URL {mask_url(url)}: database driver not available{hint}: "
                         f"{_scrub(str(e), url)}") from None
+    if u.get_backend_name() == "sqlite" and (u.database in (None, "", ":memory:") or u.query.get("mode") == "memory"
+                                             or u.database.startswith("file::memory:")):
+        raise UserError(f"storage URL {url}: an in-memory database would lose the study when the "
+                        f"command ends; give a file, e.g. {DEFAULT_STORAGE}")
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -119,20 +132,47 @@ def _heartbeat_kwargs(interval: int | None, grace: int | None) -> dict:
             "heartbeat_stale_trial_callback": _RetryDeadWorkerTrial(max_retry=1)}
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (check_url refused in-memory ones); None for a server URL."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(normalize_url(url))
+    return Path(u.database) if u.get_backend_name() == "sqlite" else None
+
+
+def _check_writable_sqlite(url: str, path: Path) -> None:
+    """Create the SQLite file's folder; refuse a file or folder SQLite could not write (it needs the folder for
+    its journal). ``os.access`` sees what permissions, read-only mounts and immutable files allow, even to root."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"storage {mask_url(url)}: {folder} is not a folder") from None
+    except OSError as e:
+        raise UserError(f"storage {mask_url(url)}: cannot create the folder {folder}: {e.strerror}") from None
+    for p in (path, folder):
+        if p.exists() and not os.access(p, os.W_OK):
+            raise UserError(f"storage {mask_url(url)}: {p} is read-only; optimize needs to write to it")
+
+
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  with_heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """Open (and for SQLite create) the storage; any trial run through it beats a heartbeat."""
+    """Open (and for SQLite create) the storage for writing; any trial run through it beats a heartbeat."""
     check_url(url)
     kwargs = _heartbeat_kwargs(heartbeat_interval, grace_period) if with_heartbeat else {}
+    path = _sqlite_path(url)
+    if path is not None:
+        _check_writable_sqlite(url, path)
+    return _open(url, kwargs)
+
+
+def _open(url: str, kwargs: dict) -> optuna.storages.RDBStorage:
     real = normalize_url(url)
-    if real.startswith("sqlite:///") and real != "sqlite:///:memory:":
-        Path(real[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(6):
         try:
             with _quiet_sqlalchemy():
                 return optuna.storages.RDBStorage(real, engine_kwargs=_engine_kwargs(real), **kwargs)
-        except Exception as e:
-            text = str(getattr(e, "orig", None) or e)
+        except Exception as e:  # noqa: BLE001 - drivers and Optuna raise many types: each becomes one line
             # Optuna wraps some driver errors (StorageInternalError "... raised during the commit"): look at the
             # whole chain of causes for the race's signature.
             chain = " ".join(str(getattr(x, "orig", None) or x) for x in _causes(e))
@@ -141,10 +181,15 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
                 # that race. The tables exist now: open again.
                 time.sleep(0.2 + 0.3 * attempt)
                 continue
-            lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-            reason = " ".join(lines[:2])[:300] if lines else type(e).__name__
-            raise UserError(f"cannot open storage {mask_url(url)}: {_scrub(reason, url)}") from None
+            raise _cannot_open(url, e) from None
     raise AssertionError("unreachable")
+
+
+def _cannot_open(url: str, e: Exception) -> UserError:
+    """One line from the driver's message, with any password masked."""
+    lines = [ln.strip() for ln in str(getattr(e, "orig", None) or e).splitlines() if ln.strip()]
+    reason = " ".join(lines[:2])[:300] if lines else type(e).__name__
+    return UserError(f"cannot open storage {mask_url(url)}: {_scrub(reason, url)}")
 
 
 def _causes(e: BaseException) -> list[BaseException]:
@@ -173,11 +218,27 @@ def _quiet_sqlalchemy():
 
 
 def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
-    """Open an existing storage without creating a SQLite file that is not there."""
+    """Open an existing storage, writing nothing: no SQLite file that is not there, and no Optuna tables in a
+    database that lacks them (RDBStorage would create them, e.g. in another application's database)."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    check_url(url)
+    path = _sqlite_path(url)
+    if path is not None and not path.exists():
+        raise UserError(f"no storage at {mask_url(url)} (run `cifar-tune optimize` first, or pass --storage)")
     real = normalize_url(url)
-    if real.startswith("sqlite:///") and real != "sqlite:///:memory:" and not Path(real[len("sqlite:///"):]).exists():
-        raise UserError(f"no storage at {url} (run `cifar-tune optimize` first, or pass --storage)")
-    return open_storage(url, with_heartbeat=False)
+    engine = create_engine(real, **_engine_kwargs(real))
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as e:
+        raise _cannot_open(url, e) from None
+    finally:
+        engine.dispose()
+    if not OPTUNA_TABLES <= tables:
+        raise UserError(f"storage {mask_url(url)} holds no Optuna studies (it lacks Optuna's tables; run "
+                        "`cifar-tune optimize` on it first, or check --storage)")
+    return _open(url, {})
 
 
 def _rdb(storage) -> optuna.storages.RDBStorage | None:
@@ -218,7 +279,7 @@ class StudyLock:
                 import fcntl
             except ImportError:  # pragma: no cover - not on POSIX
                 return
-            self._file = open(f"{engine.url.database}.lock", "a+")
+            self._file = open(f"{engine.url.database}.lock", "a+")  # noqa: SIM115 - held until release()
             fcntl.flock(self._file, fcntl.LOCK_EX)
         self._held = True
 
@@ -235,13 +296,13 @@ class StudyLock:
                 conn.execute(text("SELECT pg_advisory_unlock(:k, :s)"), {"k": self._KEY, "s": self._study_id})
                 conn.commit()
                 conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - whatever went wrong, the connection must not go back
                 conn.invalidate()  # never return a connection that may still hold the lock to the pool
         if self._file is not None:
             f, self._file = self._file, None
             f.close()  # closing the descriptor releases the flock
 
-    def __enter__(self) -> "StudyLock":
+    def __enter__(self) -> StudyLock:  # noqa: PYI034 - typing.Self needs Python 3.11
         self.acquire()
         return self
 

@@ -163,7 +163,7 @@ def test_libpq_style_url_and_masking(pg_url):
     """A `postgresql://` URL (as libpq and most hosting providers print it) means the installed psycopg 3."""
     plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
     database.check_url(plain)
-    storage = database.storage_for_reading(plain)
+    storage = database.open_storage(plain, with_heartbeat=False)
     assert isinstance(storage, optuna.storages.RDBStorage)
     password = plain.split("@")[0].rsplit(":", 1)[1]
     assert password not in database.mask_url(plain) and "***" in database.mask_url(plain)
