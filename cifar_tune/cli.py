@@ -56,6 +56,28 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
                    help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql+psycopg://... to share)")
 
 
+def _add_study(p: argparse.ArgumentParser) -> None:
+    """The options optimize and run share: preset, budget, sampling, pruning, workers, data, training."""
+    p.add_argument("--preset", help="study preset: a name in study/ (default, quick, seed) or a TOML path")
+    p.add_argument("--epochs", type=_positive)
+    p.add_argument("--val-size", type=_positive, help="validation images carved from train "
+                                                      "(default: a tenth of them, at most 5,000)")
+    _add_storage(p)
+    p.add_argument("--sampler", choices=("tpe", "random"))
+    p.add_argument("--pruner", choices=("hyperband", "median", "none"))
+    p.add_argument("--seed", type=int, help="the trials' seed, 0 .. 4294967295 (default 0)")
+    p.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine")
+    p.add_argument("--trials-per-process", type=_positive, default=None,
+                   help="a worker replaces itself with a fresh process after this many trials (default 10): "
+                        "bounds memory, which Keras's TensorFlow trainer does not fully release between trials")
+    p.add_argument("--heartbeat-interval", type=_positive, default=None,
+                   help="seconds between a running trial's heartbeats (RDB storage)")
+    p.add_argument("--grace-period", type=_positive, default=None,
+                   help="seconds without heartbeat after which a trial counts as dead and is retried once")
+    _add_data(p)
+    _add_training(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(prog="cifar-tune", description="Optuna studies around the seed notebook's five "
@@ -70,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--protocol", choices=("seed", "holdout"), default="seed",
                    help="seed: validate on the test set as the notebook did; holdout: on a split of train")
-    p.add_argument("--val-size", type=_positive, default=5000, help="holdout validation images")
+    p.add_argument("--val-size", type=_positive, default=None,
+                   help="holdout validation images (default: a tenth of the training images, at most 5,000)")
     p.add_argument("--out", help="output folder (default: a new folder under storage/reports/)")
     p.add_argument("--seed", type=int, default=0)
     _add_data(p)
@@ -78,33 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("optimize", help="run (or resume) an Optuna study for one architecture")
     p.add_argument("--arch", required=True, choices=ARCH_KEYS)
-    p.add_argument("--preset", help="study preset: a name in study/ (default, quick, seed) or a TOML path")
     p.add_argument("--space", help="search-space TOML (default: search_spaces/<arch>.toml)")
     p.add_argument("--n-trials", type=_positive, help="new trials this command runs (all workers together)")
     p.add_argument("--total-trials", type=_positive,
                    help="instead of --n-trials: run until the study holds this many trials, whoever runs them "
                         "(for many machines sharing one study)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
-    p.add_argument("--epochs", type=_positive)
-    p.add_argument("--val-size", type=_positive, help="validation images carved from train")
-    _add_storage(p)
     p.add_argument("--study-name", help="default: cifar10-<arch>")
-    p.add_argument("--sampler", choices=("tpe", "random"))
-    p.add_argument("--pruner", choices=("hyperband", "median", "none"))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine")
-    p.add_argument("--trials-per-process", type=_positive, default=None,
-                   help="a worker replaces itself with a fresh process after this many trials (default 10): "
-                        "bounds memory, which Keras's TensorFlow trainer does not fully release between trials")
-    p.add_argument("--heartbeat-interval", type=_positive, default=None,
-                   help="seconds between a running trial's heartbeats (RDB storage)")
-    p.add_argument("--grace-period", type=_positive, default=None,
-                   help="seconds without heartbeat after which a trial counts as dead and is retried once")
-    _add_data(p)
-    _add_training(p)
+    _add_study(p)
+
+    p = sub.add_parser("run", help="the whole job: a study per architecture, compare, report (resumes)")
+    p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
+    p.add_argument("--n-trials", type=_positive, help="trials per study (a study-wide total; default: the preset's)")
+    p.add_argument("--timeout", type=float, help="seconds the studies may start trials in, shared among the "
+                                                 "architectures in turn (compare and report are not limited)")
+    p.add_argument("--seeds", type=_positive, default=3, help="compare's seeds per architecture")
+    p.add_argument("--out", help="folder for the compare tables and the report (default: under storage/reports/)")
+    _add_study(p)
+
+    p = sub.add_parser("doctor", help="print backend, device, versions, data source and storage (for bug reports)")
+    _add_storage(p)
+    p.add_argument("--data", help="the data source to check (default: $CIFAR_TUNE_DATA, else the download)")
 
     p = sub.add_parser("studies", help="list the studies in a storage")
     _add_storage(p)
+
+    p.add_argument("--pruner", choices=("hyperband", "median", "none"))
 
     p = sub.add_parser("compare", help="retrain each study's best trial and the baseline; compare on test")
     p.add_argument("--archs", type=_archs, default=None, help="comma-separated (default: every arch with a study)")
@@ -139,8 +161,9 @@ def cmd_baseline(args) -> int:
     from . import data
 
     ds = data.load_for_run(args.data, args.subset, args.seed)  # bad data fails here, before Keras loads
-    from . import baseline
+    from . import baseline, engines
 
+    print(engines.describe(args.engine or "auto", args.precision or "float32"), flush=True)
     table, out_dir = baseline.run(ds, args.archs, epochs=args.epochs, batch_size=args.batch_size,
                                   protocol=args.protocol, val_size=args.val_size, out_dir=args.out,
                                   seed=args.seed, verbose=int(args.verbose), engine=args.engine or "auto",
@@ -152,10 +175,28 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_optimize(args) -> int:
-    from . import presets, tuning
+    from . import engines, presets, tuning
 
     settings = presets.settings_from_args(args)  # validates preset, space, storage URL: nothing stored yet
+    print(engines.describe(settings.engine, settings.precision), flush=True)
     return tuning.optimize(settings)
+
+
+def cmd_run(args) -> int:
+    from . import engines, job, presets
+
+    args.arch, args.space, args.study_name, args.total_trials = args.archs[0], None, None, None
+    settings = presets.settings_from_args(args)
+    print(engines.describe(settings.engine, settings.precision), flush=True)
+    return job.run(settings, args.archs, seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
+
+
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    for key, value in doctor.facts(args.storage or DEFAULT_STORAGE, args.data).items():
+        print(f"{key + ':':<14} {value}")
+    return 0
 
 
 def cmd_studies(args) -> int:
@@ -172,8 +213,9 @@ def cmd_studies(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import compare
+    from . import compare, engines
 
+    print(engines.describe(args.engine or "auto", args.precision or "float32"), flush=True)
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
     return compare.run_cli(args.data or os.environ.get(DATA_ENV), args.subset, archs=args.archs, seeds=args.seeds,
                            epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE, out_dir=args.out,
@@ -195,9 +237,10 @@ def cmd_dashboard(args) -> int:
     return dashboard.serve(args.storage or DEFAULT_STORAGE, host=args.host, port=args.port)
 
 
-NEEDS_KERAS = {"archs", "baseline", "optimize", "compare"}
-COMMANDS = {"archs": cmd_archs, "baseline": cmd_baseline, "optimize": cmd_optimize, "studies": cmd_studies,
-            "compare": cmd_compare, "report": cmd_report, "dashboard": cmd_dashboard}
+NEEDS_KERAS = {"archs", "baseline", "optimize", "run", "compare", "doctor"}
+COMMANDS = {"archs": cmd_archs, "baseline": cmd_baseline, "optimize": cmd_optimize, "run": cmd_run,
+            "doctor": cmd_doctor, "studies": cmd_studies, "compare": cmd_compare, "report": cmd_report,
+            "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

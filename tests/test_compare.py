@@ -12,8 +12,9 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from scipy import stats
 
-from cifar_tune import cli, compare, names
+from cifar_tune import cli, compare, compare_table, names
 
 URL = "sqlite:///storage/cifar_tune.db"
 METRICS = ["Accuracy", "Precision", "Recall", "F1 Score"]
@@ -66,7 +67,11 @@ def test_table_has_baseline_tuned_and_difference_rows_per_arch(compared):
         assert "tuned - baseline" in lines[2]
         cells = re.findall(r"[+-]?\d\.\d{4} ± \d\.\d{4}", lines[2])
         assert len(cells) == 4 and all(c.startswith(("+", "-")) for c in cells)  # differences are signed
-    assert "[cnn] baseline seed 1" in out and "[mlp_l2] tuned    seed 1" in out
+        # two seeds give a 95% interval per metric, and a verdict on accuracy
+        assert len(re.findall(r"\[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]", lines[2])) in (0, 4)
+        assert "within noise" in lines[2] or "better" in lines[2] or "worse" in lines[2]
+    # the seeds are ones the studies never trained with (their trials all used seed 0)
+    assert "[cnn] baseline seed 1001" in out and "[mlp_l2] tuned    seed 1001" in out and " seed 0:" not in out
 
 
 def test_arch_without_study_is_skipped_with_a_message(compared):
@@ -76,16 +81,16 @@ def test_arch_without_study_is_skipped_with_a_message(compared):
 
 def test_csv_rows_per_seed_and_aggregates_match(compared):
     df = pd.read_csv(compared["dir"] / "compare.csv")
-    seeds = df[df["Seed"].isin(["0", "1"])]
+    seeds = df[df["Seed"].isin(["1000", "1001"])]
     assert len(seeds) == 2 * 2 * 2  # arch x variant x seed
     assert set(map(tuple, seeds[["arch", "Variant"]].drop_duplicates().values)) == {
         ("cnn", "baseline"), ("cnn", "tuned"), ("mlp_l2", "baseline"), ("mlp_l2", "tuned")}
     for arch in ("cnn", "mlp_l2"):
         mine = df[df["arch"] == arch]
-        per = {v: mine[(mine["Variant"] == v) & mine["Seed"].isin(["0", "1"])].sort_values("Seed")
+        per = {v: mine[(mine["Variant"] == v) & mine["Seed"].isin(["1000", "1001"])].sort_values("Seed")
                for v in ("baseline", "tuned")}
-        agg = {(r["Variant"], r["Seed"]): r for _, r in mine[mine["Seed"].isin(["mean", "std"])].iterrows()}
-        assert len(agg) == 6
+        agg = {(r["Variant"], r["Seed"]): r for _, r in mine[~mine["Seed"].isin(["1000", "1001"])].iterrows()}
+        assert len(agg) == 9  # mean and std of each variant; the difference adds ci95_low, ci95_high and p
         for m in METRICS:
             for v in ("baseline", "tuned"):
                 assert agg[(v, "mean")][m] == pytest.approx(per[v][m].mean())
@@ -93,6 +98,12 @@ def test_csv_rows_per_seed_and_aggregates_match(compared):
             diff = per["tuned"][m].to_numpy() - per["baseline"][m].to_numpy()
             assert agg[("tuned - baseline", "mean")][m] == pytest.approx(diff.mean())
             assert agg[("tuned - baseline", "std")][m] == pytest.approx(diff.std(ddof=1), abs=1e-12)
+            if diff.std(ddof=1) > 0:  # the paired t interval, as scipy computes it
+                low, high = stats.t.interval(0.95, 1, loc=diff.mean(), scale=diff.std(ddof=1) / np.sqrt(2))
+                assert agg[("tuned - baseline", "ci95_low")][m] == pytest.approx(low)
+                assert agg[("tuned - baseline", "ci95_high")][m] == pytest.approx(high)
+                assert agg[("tuned - baseline", "p")][m] == pytest.approx(stats.ttest_rel(
+                    per["tuned"][m].to_numpy(), per["baseline"][m].to_numpy()).pvalue)
             assert 0.0 <= per["tuned"][m].min() <= per["tuned"][m].max() <= 1.0
         assert (per["tuned"]["Trial"].astype(int) >= 0).all() and (per["baseline"]["Trial"] == 0).all()
 
@@ -102,7 +113,7 @@ def test_markdown_has_the_mean_pm_std_table(compared):
     rows = [line for line in md.splitlines() if line.startswith("| Simple CNN") and "±" in line]
     assert [r.split("|")[2].strip() for r in rows] == ["baseline", "tuned", "tuned - baseline"]
     for r in rows:
-        assert all(PM.match(c.strip()) for c in r.split("|")[3:7])
+        assert all(PM.match(c.strip().split(" [")[0]) for c in r.split("|")[3:7])
     assert "## Per seed" in md and "MLP with L2" in md
 
 
@@ -113,7 +124,7 @@ def test_results_are_stored_with_the_study_and_the_note_keeps_other_text(compare
         study = optuna.load_study(study_name=f"cifar10-{arch}", storage=f"sqlite:///{compared['root']}/storage/"
                                                                           "cifar_tune.db")
         rec = study.user_attrs["compare"]
-        assert rec["seeds"] == [0, 1] and rec["epochs"] == 1 and rec["label"] == label
+        assert rec["seeds"] == [1000, 1001] and rec["epochs"] == 1 and rec["label"] == label
         assert rec["best_trial"] == study.best_trial.number and rec["baseline_trial"] == 0
         assert rec["train_images"] == 300 and rec["test_images"] == 100  # train + validation: all 300 images
         assert [r["Variant"] for r in rec["table"]] == ["baseline", "tuned", "tuned - baseline"]
@@ -138,8 +149,8 @@ def test_models_are_saved_as_keras_files_that_load(compared):
     for arch in ("cnn", "mlp_l2"):
         folder = compared["root"] / "storage" / "models" / f"cifar10-{arch}"
         assert sorted(p.name for p in folder.iterdir()) == [
-            "baseline-seed0.keras", "baseline-seed1.keras", "tuned-seed0.keras", "tuned-seed1.keras"]
-        model = keras.saving.load_model(folder / "tuned-seed1.keras")
+            "baseline-seed1000.keras", "baseline-seed1001.keras", "tuned-seed1000.keras", "tuned-seed1001.keras"]
+        model = keras.saving.load_model(folder / "tuned-seed1001.keras")
         assert engines.predict_classes(model, x).shape == (2,)
 
 
@@ -196,3 +207,29 @@ def test_compare_defaults_to_the_data_the_study_was_tuned_on(tiny_npz, tmp_path)
     code, out, err = run_cli(["compare", "--seeds", "1", "--out", str(other / "cmp")])
     assert code == 0, err
     assert (other / "cmp" / "compare.csv").is_file() and "MLP with L2" in out
+
+
+def test_compare_seeds_skip_the_seed_the_study_trained_with():
+    class Study:
+        user_attrs = {"settings": {"seed": 1001}}
+
+    assert compare.compare_seeds(Study(), 3) == [1000, 1002, 1003]
+    Study.user_attrs = {"settings": {"seed": 0}}
+    assert compare.compare_seeds(Study(), 2) == [1000, 1001]
+
+
+@pytest.mark.parametrize("diffs, verdict", [([0.02, 0.03, 0.025, 0.028], "better"),
+                                            ([-0.02, -0.03, -0.025], "worse"),
+                                            ([0.02, -0.01, 0.005], "within noise"),
+                                            ([0.02], "within noise (too few seeds")])
+def test_the_difference_row_says_within_noise_when_its_interval_holds_zero(diffs, verdict):
+    base = [0.5] * len(diffs)
+    per_seed = pd.DataFrame([{"arch": "cnn", "Model": "Simple CNN", "Variant": v, "Seed": k,
+                              **{m: b + (d if v == "tuned" else 0.0) for m in METRICS}}
+                             for k, (b, d) in enumerate(zip(base, diffs)) for v in ("baseline", "tuned")])
+    agg = compare_table.aggregate(per_seed)
+    row = agg[agg["Variant"] == compare_table.DIFF].iloc[0]
+    assert compare_table.verdict(row).startswith(verdict)
+    shown = compare_table.display_table(agg)
+    assert shown.iloc[2]["Verdict"].startswith(verdict)
+

@@ -17,6 +17,7 @@ from .base import (
     PRECISIONS,
     TrainResult,
     compile_model,
+    device_description,
     device_name,
     make_optimizer,
     precision_policy,
@@ -26,8 +27,9 @@ from .base import (
 )
 
 ENGINES = ("auto", "keras", "fast")
-__all__ = ["ENGINES", "PRECISIONS", "TrainResult", "compile_model", "device_name", "make_optimizer",
-           "precision_policy", "predict_classes", "resolve_engine", "scale", "steps_per_epoch", "train"]
+__all__ = ["ENGINES", "PRECISIONS", "TrainResult", "compile_model", "describe", "device_description",
+           "device_name", "make_optimizer", "precision_policy", "predict_classes", "resolve_engine", "scale",
+           "steps_per_epoch", "train"]
 
 
 def resolve_engine(engine: str) -> str:
@@ -37,6 +39,18 @@ def resolve_engine(engine: str) -> str:
     if engine != "auto":
         return engine
     return "fast" if keras.backend.backend() == "jax" and device_name() == "gpu" else "keras"
+
+
+def describe(engine: str = "auto", precision: str = "float32") -> str:
+    """The line every training command prints before its first epoch (plus a warning line when a GPU is idle)."""
+    line = (f"Training on: {keras.backend.backend()} backend, {device_description()}, engine "
+            f"{resolve_engine(engine)}, precision {precision}")
+    gpus = base.nvidia_gpus()
+    if gpus and device_name() == "cpu":
+        line += (f"\nWARNING: nvidia-smi lists {gpus[0]} but training runs on the CPU: this "
+                 f"{keras.backend.backend()} has no CUDA support here. Install the GPU extra (pip install "
+                 "'cifar-tune[gpu]': JAX with CUDA) and leave KERAS_BACKEND unset, or set KERAS_BACKEND=jax.")
+    return line
 
 
 def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -39,6 +42,33 @@ class TrainResult:
 def scale(x: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1], as the seed does."""
     return x.astype("float32") / 255.0
+
+
+def nvidia_gpus() -> list[str]:
+    """The GPUs nvidia-smi lists, as ``NAME, N GiB`` (empty without nvidia-smi or GPUs)."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = []
+    for line in out.stdout.splitlines():
+        name, _, mib = line.rpartition(",")
+        if name.strip() and mib.strip().isdigit():
+            gpus.append(f"{name.strip()}, {int(mib) / 1024:.0f} GiB")
+    return gpus
+
+
+def device_description() -> str:
+    """Where training computes, for people: ``NVIDIA H200, 140 GiB`` or ``CPU, 2 cores``."""
+    if device_name() == "gpu":
+        gpus = nvidia_gpus()
+        if gpus:
+            return f"{gpus[0]}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "")
+        return "GPU"
+    return f"CPU, {os.cpu_count()} cores"
 
 
 def device_name() -> str:

@@ -1,0 +1,63 @@
+"""``cifar-tune doctor``: the facts a bug report needs, as plain text pairs (what the CLI prints)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+from . import data, database, engines
+from .errors import UserError
+from .names import DATA_ENV
+
+PACKAGES = ("cifar-tune", "keras", "tensorflow", "jax", "jaxlib", "optuna", "optuna-dashboard", "sqlalchemy",
+            "scikit-learn", "numpy")
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+def data_fact(source: str | None) -> str:
+    """Which source a training command would read, and whether it can be read (the download is not tried)."""
+    source = source or os.environ.get(DATA_ENV)
+    if not source or source == "keras":
+        cached = Path.home() / ".keras" / "datasets" / "cifar-10-batches-py"
+        state = "cached, readable" if cached.is_dir() else "not cached: the first run downloads about 170 MB"
+        return f"the official download through Keras ({state}); --data PATH or ${DATA_ENV} for local data"
+    try:
+        ds = data.load(source)
+    except UserError as e:
+        return f"{source}: NOT READABLE: {e}"
+    return f"{ds.source}: readable, {len(ds.y_train):,} training and {len(ds.y_test):,} test images"
+
+
+def storage_fact(url: str) -> str:
+    """The storage URL (password masked) and whether it holds studies."""
+    try:
+        database.check_url(url)
+        storage = database.storage_for_reading(url)
+    except UserError as e:
+        return f"{database.mask_url(url)}: {e}"
+    import optuna
+
+    return f"{database.mask_url(url)}: {len(optuna.get_all_study_summaries(storage))} studies"
+
+
+def facts(storage_url: str, source: str | None) -> dict[str, str]:
+    """Backend, device, engine, GPUs, versions, data source and storage."""
+    out = {"training": engines.describe(),
+           "backend rule": "KERAS_BACKEND or ~/.keras/keras.json if set, else jax when a CUDA-enabled JAX sees a "
+                           "GPU, else tensorflow" + (" (KERAS_BACKEND is set)" if os.environ.get("KERAS_BACKEND")
+                                                     else ""),
+           "nvidia-smi": ", ".join(engines.base.nvidia_gpus()) or "no GPU listed",
+           "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python "
+                      f"{platform.python_version()}",
+           "versions": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),
+           "data": data_fact(source),
+           "storage": storage_fact(storage_url)}
+    return out
