@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="where to save the JSON (default: storage/benchmarks/...)")
     a = p.parse_args(argv)
     archs = [s for s in a.archs.split(",") if s]
-    engines = [s for s in a.engines.split(",") if s]
+    chosen = [s for s in a.engines.split(",") if s]
     batches = [int(s) for s in a.batches.split(",") if s]
     for arch in archs:
         architectures.get(arch)
@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     for arch in archs:
         for batch, precision in settings:
             row = {"arch": arch, "batch": batch, "precision": precision}
-            for engine in engines:
+            for engine in chosen:
                 row[engine] = measure(arch, batch, precision, engine, arrays, a.epochs)
                 print(f"  {arch} batch {batch} {precision} {engine}: "
                       f"{row[engine]['seconds_per_epoch']:.3f} s/epoch", flush=True)
             if "keras" in row and "fast" in row:
                 row["speedup"] = row["keras"]["seconds_per_epoch"] / row["fast"]["seconds_per_epoch"]
             rows.append(row)
-    table = format_table(rows, engines)
+    table = format_table(rows, chosen)
     print(table)
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     result = {"machine": start_machine, "load_average_1m_at_end": round(os.getloadavg()[0], 2),

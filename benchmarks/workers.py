@@ -95,9 +95,10 @@ def drill(url: str, data: Path, args) -> str:
     return (f"trial {victim.number} killed after epoch {len(victim.intermediate_values)} of {args.kill_epochs}: "
             f"marked {dead.state.name} {(dead.datetime_complete - killed).total_seconds():.1f} s after the kill "
             f"(heartbeat 1 s, grace 4 s); retry = trial {retry.number} (retry_of={retry.user_attrs.get('retry_of')},"
-            f" same params: {retry.params == dead.params}), started {(retry.datetime_start - killed).total_seconds():.1f}"
-            f" s after the kill, {retry.state.name} {(retry.datetime_complete - killed).total_seconds():.1f} s after "
-            f"it; study: {done} complete of 6 requested, {len(trials)} trials in all; command exit {proc.returncode}")
+            f" same params: {retry.params == dead.params}), started "
+            f"{(retry.datetime_start - killed).total_seconds():.1f} s after the kill, {retry.state.name} "
+            f"{(retry.datetime_complete - killed).total_seconds():.1f} s after it; study: {done} complete of 6 "
+            f"requested, {len(trials)} trials in all; command exit {proc.returncode}")
 
 
 def main() -> None:

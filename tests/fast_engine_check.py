@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from conftest import synthetic_cifar  # noqa: E402
+
 from cifar_tune import architectures, engines
 from cifar_tune.engines import fast as fast_engine  # noqa: E402
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_cifar
 
-from cifar_tune import architectures, cli, names
+from cifar_tune import architectures, names
 from cifar_tune.errors import UserError
 
 SEED_PARAMS = {"mlp_bn": 1_710_346, "mlp_l2": 1_578_506, "cnn": 167_562, "cnn_da": 315_722, "resnet": 437_674}

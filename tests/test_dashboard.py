@@ -1,6 +1,7 @@
 """`cifar-tune dashboard` in a real headless Chromium: the study, its note, its figures and a trial's artifact.
 
-The browser test is marked `browser`; the others need no browser. The screenshots are kept in tests/artifacts/ (git-ignored) for a person to look at.
+The browser test is marked `browser`; the others need no browser. The screenshots are kept in tests/artifacts/
+(git-ignored) for a person to look at.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import optuna
+import pytest
 from optuna.trial import TrialState
+from pg import free_port
 
 from cifar_tune import cli, dashboard
-from pg import free_port
 
 CHROMIUM = os.environ.get("CIFAR_TUNE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_cifar
 
 HELPER = Path(__file__).with_name("fast_engine_check.py")
@@ -46,7 +45,8 @@ def jax_run(tmp_path_factory) -> tuple[dict, Path]:
     cwd = tmp_path_factory.mktemp("jax")
     checks = {"train_all": {"n_train": 64, "n_val": 32, "epochs": 2, "batch_size": 16},
               "prune": {"epochs": 4}, "reuse": {}, "bf16": {"arch": "mlp_l2"}, "loop_modes": {},
-              "full_batch": {"archs": ["mlp_bn", "mlp_l2", "cnn", "resnet"], "n_train": 64, "epochs": 3}}
+              "full_batch": {"archs": ["mlp_bn", "mlp_l2", "cnn", "resnet"], "n_train": 64, "epochs": 3},
+              "schedules": {}}
     return run_checks(checks, cwd), cwd
 
 
@@ -151,6 +151,23 @@ def test_without_randomness_both_engines_compute_the_same_training(jax_run):
             np.testing.assert_allclose(fast_h[key], keras_h[key], rtol=1e-3, atol=1e-4, err_msg=f"{arch} {key}")
         for key in ("accuracy", "val_accuracy"):  # a rounding difference may flip one borderline image
             np.testing.assert_allclose(fast_h[key], keras_h[key], atol=1 / 32 + 1e-6, err_msg=f"{arch} {key}")
+
+
+@needs_jax
+def test_schedules_and_adamw_train_alike_in_both_engines_and_reuse_one_program(jax_run):
+    # Cosine decay, warm-up + cosine, AdamW with decoupled weight decay: full batch, nothing random, so stock
+    # fit (Keras's optimizer with our Schedule) and the fast engine must agree step for step; the fast engine
+    # traces the schedule and the decay as values, so every variant after the first runs the same programs.
+    runs = jax_run[0]["schedules"]
+    assert set(runs) == {"adam_cosine", "adamw_warmup_cosine", "adamw_constant"}
+    for name, by_engine in runs.items():
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(by_engine["fast"]["history"][key], by_engine["keras"]["history"][key],
+                                       rtol=1e-3, atol=1e-4, err_msg=f"{name} {key}")
+    assert runs["adamw_warmup_cosine"]["fast"]["reused"] and runs["adamw_constant"]["fast"]["reused"]
+    # the variants really differ (the values are not ignored)
+    losses = {name: r["keras"]["history"]["loss"][-1] for name, r in runs.items()}
+    assert len({round(v, 4) for v in losses.values()}) == 3, losses
 
 
 @needs_jax

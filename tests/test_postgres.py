@@ -16,9 +16,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from pg import free_port
 
 from cifar_tune import cli, database
-from pg import free_port, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.postgres
 
@@ -80,8 +80,8 @@ def test_a_killed_worker_trial_is_failed_by_the_heartbeat_and_retried(pg_url, ti
     grace period passed, retried with the same parameters (linked to it), and the study still ends with the
     requested number of finished trials."""
     n, epochs = 3, 5
-    cmd = optimize_cmd(pg_url, tiny_npz, "--jobs", "2", "--n-trials", str(n), "--epochs", str(epochs), "--pruner", "none",
-                       "--heartbeat-interval", "1", "--grace-period", "4")
+    cmd = optimize_cmd(pg_url, tiny_npz, "--jobs", "2", "--n-trials", str(n), "--epochs", str(epochs),
+                       "--pruner", "none", "--heartbeat-interval", "1", "--grace-period", "4")
     parent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                               env=env(), start_new_session=True)  # its own process group: cleanup kills all
     try:

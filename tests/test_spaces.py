@@ -131,3 +131,52 @@ def test_builtin_files_ship_in_a_plain_wheel(tmp_path):
         assert f"cifar_tune/_data/search_spaces/{arch}.toml" in names
     for preset in ("default", "quick", "seed"):
         assert f"cifar_tune/_data/study/{preset}.toml" in names
+
+
+def test_conditional_parameters_are_searched_only_where_their_condition_holds():
+    import optuna
+
+    space = spaces.load("cnn")
+    assert space.params["weight_decay"].when == (("optimizer", ("adamw",)),)
+    assert "weight_decay" not in space.baseline_params()  # the seed's Adam: no decay to search
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        config = space.suggest(trial)
+        seen.add(config["optimizer"])
+        assert ("weight_decay" in trial.params) == (config["optimizer"] == "adamw")
+        if config["optimizer"] == "adam":
+            assert config["weight_decay"] == 0.0
+        assert config["lr_schedule"] in ("constant", "cosine", "warmup_cosine")
+        study.tell(trial, 1.0)
+    assert seen == {"adam", "adamw"}
+
+
+def test_a_condition_must_name_an_earlier_parameter(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('arch = "cnn"\n[params.weight_decay]\ntype = "float"\nlow = 1e-5\nhigh = 1e-1\nlog = true\n'
+                   'baseline = 0.0\nwhen = { optimizer = "adamw" }\n')
+    with pytest.raises(spaces.SpaceError, match="params.weight_decay.when: 'optimizer' must be a parameter"):
+        spaces.load("cnn", bad)
+
+
+def test_schedule_matches_keras_cosine_decay_and_adamw_decays_kernels_only():
+    import keras
+
+    from cifar_tune.engines import base
+
+    ours = base.Schedule(1e-3, 100, warmup_steps=10, cosine=1)
+    theirs = keras.optimizers.schedules.CosineDecay(0.0, 90, warmup_target=1e-3, warmup_steps=10)
+    for step in (0, 5, 10, 40, 99, 100):
+        assert float(ours(step)) == pytest.approx(float(theirs(step)), rel=1e-5, abs=1e-9)
+    assert float(base.Schedule(1e-3, 100, 0, 0)(57)) == pytest.approx(1e-3)  # constant
+    config = {"learning_rate": 1e-3, "optimizer": "adamw", "weight_decay": 0.1, "lr_schedule": "cosine"}
+    optimizer = base.make_optimizer(config, 100)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == pytest.approx(0.1)
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    assert optimizer._use_weight_decay(dense.kernel) and not optimizer._use_weight_decay(dense.bias)
+    assert isinstance(base.make_optimizer({**config, "optimizer": "adam", "lr_schedule": "constant"}, 1),
+                      keras.optimizers.Adam)
+

@@ -13,13 +13,10 @@ import time
 from pathlib import Path
 
 import optuna
-import pg
 import pytest
 
 from cifar_tune import cli, database
 from cifar_tune.errors import UserError
-
-pg_cluster, pg_url = pg.pg_cluster, pg.pg_url  # the fixtures, found by name
 
 # --- passwords --------------------------------------------------------------------------------------------------
 
