@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from conftest import synthetic_cifar  # noqa: E402
 
 from cifar_tune import architectures, engines
-from cifar_tune.engines import fast as fast_engine  # noqa: E402
+from cifar_tune.engines import jax_loop  # noqa: E402
 
 AUGMENTED = {"flip": True, "translate": 0.1}
 
@@ -111,9 +111,9 @@ def reuse(arch: str = "mlp_l2", epochs: int = 2) -> dict:
         return {"history": r.history, "reused": r.info["program_reused"], "compile_seconds": r.info["compile_seconds"]}
 
     out = {"first": run(first), "second_reusing": run(second), "other_batch": run(other_batch)}
-    fast_engine._PROGRAMS.clear()  # forget every compiled program: the next run traces its own
+    jax_loop._PROGRAMS.clear()  # forget every compiled program: the next run traces its own
     out["second_fresh"] = run(second)
-    out["cache_files"] = len(list(fast_engine.CACHE_DIR.glob("*")))
+    out["cache_files"] = len(list(jax_loop.CACHE_DIR.glob("*")))
     return out
 
 
