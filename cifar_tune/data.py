@@ -5,14 +5,31 @@ Sources (``load(source)``; the CLI's ``--data PATH`` or ``$CIFAR_TUNE_DATA``, el
 - ``cifar-10-python.tar.gz``: the official archive, checked against its published SHA-256;
 - a ``cifar-10-batches-py/`` directory (or a directory that contains one);
 - an ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``.
-"""
 
+Every file is opened only if it is a regular file (no FIFO, device or directory: nothing can block), and
+everything that is not CIFAR-10 ends as one ``DataError``, before anything large is allocated:
+- a batch pickle may be at most ``MAX_BATCH_BYTES`` (64 MiB; official batches are ~31 MB) and must be a dict
+  with ``b"data"``, a native uint8 array (N, 3072), and ``b"labels"``, N ints as a list or 1-D integer array;
+  ``restricted_unpickle`` builds nothing else, runs at most ``MAX_PICKLE_OPCODES`` opcodes and creates at most
+  twice the pickle's size in arrays and bytes;
+- an ``.npz`` array may claim at most ``MAX_IMAGES`` (1,000,000) CIFAR images' worth of bytes, and no more
+  bytes than its archive member holds (read from its .npy header before loading).
+
+Validation split: ``split_validation`` carves ``val_size`` images out of the training set; by default
+``default_val_size(n)``: a tenth of the n training images, at most 5,000 (so 5,000 of the full 50,000), at least
+NUM_CLASSES, so that ``--subset N`` works without ``--val-size``.
+"""
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
+import pickletools
+import reprlib
+import stat
+import sys
 import tarfile
 import zipfile
 import zlib
@@ -31,6 +48,10 @@ IMAGE_SHAPE = (32, 32, 3)
 OFFICIAL_TARBALL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 BATCH_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
+MAX_BATCH_BYTES = 64 << 20  # a batch pickle's size limit: official ones are ~31 MB (10,000 images of 3,072 bytes)
+MAX_IMAGES = 1_000_000  # an .npz array may hold at most this many CIFAR images' bytes (~2.9 GiB; CIFAR-10: 60,000)
+MAX_PICKLE_OPCODES = 1_000_000  # a batch needs ~10 per image (label, file name): ~220,000 in 64 MiB of images
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class DataError(UserError):
@@ -77,8 +98,12 @@ def load(source: str | os.PathLike | None = None) -> Dataset:
     if source is None or str(source) == "keras":
         return _validated(*_load_keras(), source="keras.datasets.cifar10")
     path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(f"data path not found: {path}")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise DataError(f"data path not found: {path}") from None
+    except OSError as e:  # a symlink loop, a path through a file, ...
+        raise DataError(f"cannot use data path {path}: {e.strerror}") from None
     try:
         if path.is_dir():
             arrays = _load_batches_dir(_find_batches_dir(path))
@@ -95,108 +120,339 @@ def load(source: str | os.PathLike | None = None) -> Dataset:
             zlib.error) as e:
         if isinstance(e, DataError):
             raise
-        raise DataError(f"cannot read {path}: {e}") from e
+        raise DataError(f"cannot read {path}: {_one_line(e)}") from e
     return _validated(*arrays, source=str(path))
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message cut to one line of at most 300 characters (the CLI prints errors as one line)."""
+    lines = str(e).splitlines() or [type(e).__name__]
+    return lines[0][:300]
 
 
 def _load_keras():
     import keras
 
-    (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as e:  # offline, keras.utils.get_file raises a bare Exception("URL fetch failure on ...")
+        raise DataError(f"the default source keras.datasets.cifar10 could not download or read CIFAR-10 "
+                        f"({_one_line(e)}); point at local data with --data PATH or ${ENV_VAR} "
+                        "(.npz, cifar-10-python.tar.gz or cifar-10-batches-py/)") from e
     return x_train, y_train.reshape(-1), x_test, y_test.reshape(-1)
 
 
+def _open_regular(path: Path):
+    """Open ``path`` for binary reading, refusing anything but a regular file (checked on the opened file).
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; for regular files it changes
+    nothing. A device such as /dev/zero opens but is refused before a single byte is read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"{path} is not a regular file (a FIFO, device or directory cannot hold CIFAR-10)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _load_npz(path: Path):
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-        if missing:
-            raise DataError(f"{path}: missing arrays {', '.join(missing)} (expected x_train, y_train, x_test, y_test)")
-        return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    with _open_regular(path) as f:
+        if f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
+            raise DataError(f"{path} is a single .npy array, not an .npz archive of {', '.join(NPZ_KEYS)}")
+        f.seek(0)
+        with zipfile.ZipFile(f) as z:
+            names = set(z.namelist())
+            missing = [k for k in NPZ_KEYS if f"{k}.npy" not in names]
+            if missing:
+                raise DataError(f"{path}: missing arrays {', '.join(missing)} (expected {', '.join(NPZ_KEYS)})")
+            return tuple(_read_npz_member(z, k) for k in NPZ_KEYS)
+
+
+def _read_npz_member(z: zipfile.ZipFile, key: str) -> np.ndarray:
+    """One array of an .npz, its .npy header checked first: numpy would allocate whatever shape it claims."""
+    info = z.getinfo(f"{key}.npy")
+    with z.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"{key}: .npy format version {version} is not supported (1.0 or 2.0)")
+    if dtype.hasobject:
+        raise ValueError(f"{key} has dtype {dtype}: Python objects are not CIFAR-10 data")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_IMAGES * 3072:
+        raise ValueError(f"{key} claims shape {shape} of {dtype} ({nbytes:,} bytes): more than {MAX_IMAGES:,} "
+                         "CIFAR images")
+    if nbytes > info.file_size:
+        raise ValueError(f"{key} claims shape {shape} of {dtype} ({nbytes:,} bytes) but its archive member holds "
+                         f"{info.file_size:,} bytes")
+    with z.open(info) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 def _find_batches_dir(path: Path) -> Path:
     for candidate in (path, path / "cifar-10-batches-py"):
-        if (candidate / BATCH_FILES[0]).is_file():
+        if (candidate / BATCH_FILES[0]).exists():
             return candidate
     raise DataError(f"{path}: no cifar-10-batches-py/ layout found (expected data_batch_1..5 and test_batch)")
 
 
+def _check_batch_size(size: int, where: str) -> None:
+    if size > MAX_BATCH_BYTES:
+        raise DataError(f"{where}: {size:,} bytes, more than a CIFAR-10 batch can be ({MAX_BATCH_BYTES:,})")
+
+
 def _load_batches_dir(d: Path):
-    def read(name: str) -> dict:
+    def read(name: str):
         f = d / name
-        if not f.is_file():
+        if not f.exists():
             raise DataError(f"{d}: missing {name}")
-        return restricted_unpickle(f.read_bytes(), where=str(f))
+        with _open_regular(f) as fh:
+            _check_batch_size(os.fstat(fh.fileno()).st_size, str(f))  # before reading anything
+            blob = fh.read(MAX_BATCH_BYTES + 1)  # + 1: a file that grew since fstat is still refused
+        return _batch_xy(restricted_unpickle(blob, where=str(f)), where=str(f))
 
     return _arrays_from_batches([read(n) for n in BATCH_FILES], read(TEST_FILE))
 
 
 def _load_tarball(path: Path, expected_sha256: str = OFFICIAL_TARBALL_SHA256):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
+        digest = hashlib.sha256()
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    if digest.hexdigest() != expected_sha256:
-        raise DataError(f"{path} is not the official cifar-10-python.tar.gz (SHA-256 {digest.hexdigest()[:12]}… "
-                        f"!= {expected_sha256[:12]}…)")
-    members: dict[str, dict] = {}
-    with tarfile.open(path, "r:gz") as tar:
-        for m in tar.getmembers():  # read members in memory: nothing is extracted to disk
-            name = Path(m.name).name
-            if m.isfile() and (name in BATCH_FILES or name == TEST_FILE):
-                members[name] = restricted_unpickle(tar.extractfile(m).read(), where=f"{path}:{m.name}")
+        if digest.hexdigest() != expected_sha256:
+            raise DataError(f"{path} is not the official cifar-10-python.tar.gz (SHA-256 {digest.hexdigest()[:12]}… "
+                            f"!= {expected_sha256[:12]}…)")
+        f.seek(0)
+        members: dict[str, tuple] = {}
+        with tarfile.open(fileobj=f, mode="r:gz") as tar:
+            for m in tar.getmembers():  # read members in memory: nothing is extracted to disk
+                name = Path(m.name).name
+                if m.isfile() and (name in BATCH_FILES or name == TEST_FILE):
+                    where = f"{path}:{m.name}"
+                    _check_batch_size(m.size, where)
+                    members[name] = _batch_xy(restricted_unpickle(tar.extractfile(m).read(), where), where)
     missing = [n for n in (*BATCH_FILES, TEST_FILE) if n not in members]
     if missing:
         raise DataError(f"{path}: archive lacks {', '.join(missing)}")
     return _arrays_from_batches([members[n] for n in BATCH_FILES], members[TEST_FILE])
 
 
-def _arrays_from_batches(train_batches: list[dict], test_batch: dict):
-    def xy(batch: dict):
-        try:
-            data, labels = batch[b"data"], batch[b"labels"]
-        except (KeyError, TypeError) as e:
-            raise DataError("a CIFAR-10 batch lacks its 'data' or 'labels' entry") from e
-        data = np.asarray(data)
-        if data.ndim != 2 or data.shape[1] != 3072:
-            raise DataError(f"a CIFAR-10 batch has data of shape {data.shape}, expected (N, 3072)")
-        # Official layout: each row holds 1024 red, then 1024 green, then 1024 blue values.
-        return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels)
+def _batch_xy(batch: object, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 32, 32, 3) and labels (N,) of one unpickled batch, which must be a dict holding ``b"data"``, a
+    uint8 array (N, 3072), and ``b"labels"``, N ints as a list or a 1-D integer array. Anything else is refused:
+    in particular data as a list, which numpy would expand to (N, 3072) whatever it holds."""
+    if not isinstance(batch, dict):
+        raise DataError(f"{where}: a CIFAR-10 batch is a dict, this pickle holds {_describe(batch)}")
+    if b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{where}: a CIFAR-10 batch lacks its 'data' or 'labels' entry")
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise DataError(f"{where}: a CIFAR-10 batch's data must be a uint8 array (N, 3072), not {_describe(data)}")
+    # ints beyond 64 bits make an object or float array, refused with the rest
+    y = np.array(labels) if isinstance(labels, list) and all(type(v) is int for v in labels) else labels
+    if not (isinstance(y, np.ndarray) and y.shape == (len(data),) and y.dtype.kind in "iu"):
+        raise DataError(f"{where}: a CIFAR-10 batch's labels must be {len(data)} ints, as a list or a 1-D integer "
+                        f"array, not {_describe(labels)}")
+    # Official layout: each row holds 1024 red, then 1024 green, then 1024 blue values.
+    return np.asarray(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(y)
 
-    train = [xy(b) for b in train_batches]
-    x_test, y_test = xy(test_batch)
-    return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test)
+
+def _describe(v: object) -> str:
+    if isinstance(v, np.ndarray):
+        return f"an array of shape {v.shape} and dtype {v.dtype}"
+    return f"a list of {len(v)} items" if isinstance(v, list) else f"a {type(v).__name__}"
 
 
-# Only what a pickled numpy array needs; everything else (os.system, builtins.eval, ...) is refused.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+def _arrays_from_batches(train: list[tuple], test: tuple):
+    """x_train, y_train, x_test, y_test from the (images, labels) pairs of ``_batch_xy``."""
+    return np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), *test
+
+
+# --- the restricted unpickler --------------------------------------------------------------------------------
+#
+# A batch pickle is a dict of bytes keys holding ints, bytes, lists and numpy arrays. Numpy arrays unpickle by
+# calling numpy functions, and numpy trusts its arguments: a dtype with an object field over raw bytes turns
+# those bytes into pointers (a segfault), and `_codecs.encode` chains can grow a tiny pickle to gigabytes. So
+# find_class hands out none of numpy's own functions, only the checking stand-ins below; each refuses anything a
+# CIFAR-10 batch does not need before numpy sees it, and together they may create at most twice as many bytes as
+# the pickle holds (a real batch stores each array's bytes once; protocol 2 makes them a bytes object first).
+
+_NATIVE_ORDERS = ("|", "=", "<" if sys.byteorder == "little" else ">")
+_ALLOWED_DTYPES = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8")  # uint8 pixels, integer labels
+_ALLOWED_GLOBALS = {  # (module, name) in the pickle -> the _RestrictedUnpickler method standing in for it
+    ("numpy._core.multiarray", "_reconstruct"): "_reconstruct",  # arrays, protocols 0-4
+    ("numpy.core.multiarray", "_reconstruct"): "_reconstruct",  # the same, pickled by numpy < 2
+    ("numpy", "ndarray"): "_ndarray",  # only as the first argument of _reconstruct
+    ("numpy._core.numeric", "_frombuffer"): "_frombuffer",  # arrays, protocol 5
+    ("numpy.core.numeric", "_frombuffer"): "_frombuffer",
+    ("numpy", "dtype"): "_dtype",
+    ("_codecs", "encode"): "_encode",  # how Python 3 pickles bytes at protocol 2
 }
+# Opcodes that create objects other than by calling what find_class returned, or that a file cannot satisfy.
+_REFUSED_OPCODES = {"INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID",
+                    "NEXT_BUFFER", "READONLY_BUFFER"}
+
+
+def _text(v):
+    """Python 2 pickles (the official batches) hold numpy's strings as bytes: read those as text."""
+    return v.decode("latin1") if isinstance(v, bytes) else v
+
+
+def _refuse(message: str):
+    raise pickle.UnpicklingError(message)
+
+
+def _refuse_global(module: str, name: str):
+    _refuse(f"refusing to unpickle {module}.{name} (only numpy arrays are allowed)")
+
+
+class _DtypeSpec:
+    """What the pickle's ``numpy.dtype(name, ...)`` gets: an allowed name, and a state (applied by the pickle's
+    BUILD) that may not add fields, a sub-array or a foreign byte order. Arrays use ``np.dtype(name)``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __setstate__(self, state):  # numpy writes (3, byte order, sub-array, names, fields, size, align, flags)
+        if not isinstance(state, tuple) or len(state) < 5 or any(v is not None for v in state[2:5]):
+            _refuse(f"refusing dtype {self.name} with fields or a sub-array (only plain integers are allowed)")
+        order = _text(state[1])
+        if not isinstance(order, str) or order not in _NATIVE_ORDERS:
+            _refuse(f"refusing dtype {self.name} in byte order {reprlib.repr(order)} (only native order)")
+
+    @staticmethod
+    def real(spec) -> np.dtype:
+        if not isinstance(spec, _DtypeSpec):
+            _refuse(f"refusing an array whose dtype is {reprlib.repr(spec)} (not a numpy.dtype)")
+        return np.dtype(spec.name)
+
+
+class _ByteBudget:
+    """Bytes the pickle's arrays and bytes objects may still take: twice the pickle's own size to start with."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def charge(self, n: int):
+        self.left -= n
+        if self.left < 0:
+            _refuse("refusing a pickle that builds more bytes than it holds (repeated or chained constructors)")
+
+
+def _check_buffer(buf, shape, dtype: np.dtype, budget: _ByteBudget):
+    if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
+        _refuse(f"refusing an array of shape {reprlib.repr(shape)}")
+    if not isinstance(buf, (bytes, bytearray)) or len(buf) != math.prod(shape) * dtype.itemsize:
+        _refuse(f"refusing an array of shape {reprlib.repr(shape)} and dtype {dtype} whose data is not its "
+                f"{math.prod(shape) * dtype.itemsize} bytes")
+    budget.charge(len(buf))
+
+
+class _PickledArray(np.ndarray):
+    """What the pickle's ``_reconstruct`` gets: an empty array whose state, applied by the pickle's BUILD, is
+    checked here (version 1: shape, dtype, Fortran order, raw bytes) before numpy's own __setstate__ runs.
+    Arrays read this way stay of this subclass; ``np.asarray`` gives the plain ndarray."""
+
+    budget: _ByteBudget
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and type(state[3]) is bool
+                and type(state[4]) is bytes):
+            _refuse("refusing an array state that numpy does not write")
+        version, shape, dtype, fortran, raw = state
+        dtype = _DtypeSpec.real(dtype)
+        _check_buffer(raw, shape, dtype, self.budget)
+        super().__setstate__((version, shape, dtype, fortran, raw))
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    _ndarray = object()  # what "numpy.ndarray" unpickles to: a token _reconstruct wants, nothing callable
+
+    def __init__(self, file, budget: _ByteBudget):
+        super().__init__(file, encoding="bytes")
+        self._budget = budget
+
     def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} (only numpy arrays are allowed)")
+        if (module, name) not in _ALLOWED_GLOBALS:
+            _refuse_global(module, name)
+        return getattr(self, _ALLOWED_GLOBALS[module, name])
+
+    def _dtype(self, name, align=False, copy=False):
+        name = _text(name)
+        if not isinstance(name, str) or name not in _ALLOWED_DTYPES:
+            _refuse(f"refusing dtype {reprlib.repr(name)} (only uint8 pixels and integer labels are allowed)")
+        return _DtypeSpec(name)
+
+    def _reconstruct(self, subtype, shape, typecode):
+        if subtype is not self._ndarray:
+            _refuse("refusing numpy _reconstruct of anything but numpy.ndarray")
+        array = np.ndarray.__new__(_PickledArray, (0,), np.uint8)
+        array.budget = self._budget
+        return array
+
+    def _frombuffer(self, buf, dtype, shape, order):
+        dtype = _DtypeSpec.real(dtype)
+        _check_buffer(buf, shape, dtype, self._budget)
+        if order not in ("C", "F"):
+            _refuse(f"refusing array order {reprlib.repr(order)}")
+        return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+    def _encode(self, obj, encoding="utf-8", errors="strict"):
+        # Only str -> latin1 bytes: output as long as the input, and bytes cannot be encoded again (no chains).
+        if type(obj) is not str or encoding not in ("latin1", "latin-1"):
+            _refuse(f"refusing _codecs.encode of {type(obj).__name__} to {reprlib.repr(encoding)} (only latin1)")
+        self._budget.charge(len(obj))
+        return obj.encode("latin1")
+
+
+def _check_opcodes(blob: bytes) -> None:
+    """Decode every opcode without running any (``pickletools.genops``) before the real unpickler starts.
+
+    genops fails on unknown opcodes and on lengths that run past the end; here refused opcodes and GLOBALs
+    outside the allow-list (STACK_GLOBAL names come from the stack: find_class checks those) stop the load, as
+    do more than MAX_PICKLE_OPCODES opcodes (which bounds the objects, hence the memory, of what is built), and
+    memo indices must count up as picklers number them: a jump to 2**32 would make the C unpickler allocate a
+    memo table of tens of GB from a ten-byte pickle.
+    """
+    memo = 0
+    for count, (op, arg, pos) in enumerate(pickletools.genops(blob)):
+        if count == MAX_PICKLE_OPCODES:
+            _refuse(f"refusing a pickle of more than {MAX_PICKLE_OPCODES:,} opcodes (a CIFAR-10 batch needs far "
+                    "fewer)")
+        if op.name in _REFUSED_OPCODES:
+            _refuse(f"refusing pickle opcode {op.name} at byte {pos}")
+        if op.name == "GLOBAL":
+            module, _, name = arg.partition(" ")
+            if (module, name) not in _ALLOWED_GLOBALS:
+                _refuse_global(module, name)
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if op.name != "MEMOIZE" and arg > memo:
+                _refuse(f"refusing memo index {arg} at byte {pos} (a pickle numbers its memo 0, 1, 2, ...)")
+            memo += 1
 
 
 def restricted_unpickle(blob: bytes, where: str = "pickle") -> object:
-    """Unpickle CIFAR-10 batch bytes, allowing nothing but numpy array reconstruction."""
+    """Unpickle CIFAR-10 batch bytes: dicts, lists, ints, bytes and plain uint8/integer numpy arrays, nothing else.
+
+    At most ``MAX_BATCH_BYTES`` long; everything refused or unreadable is a ``DataError`` naming ``where``.
+    """
+    _check_batch_size(len(blob), where)
     try:
-        return _RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()
+        try:
+            _check_opcodes(blob)
+        except ValueError as e:  # genops: unknown opcode, data cut short
+            raise pickle.UnpicklingError(f"not a readable pickle (truncated or damaged: {_one_line(e)})") from e
+        return _RestrictedUnpickler(io.BytesIO(blob), _ByteBudget(2 * len(blob))).load()
     except pickle.UnpicklingError as e:
-        raise DataError(f"{where}: {e}") from e
+        raise DataError(f"{where}: {_one_line(e)}") from e
     except Exception as e:  # truncated or garbage bytes raise all sorts of errors
-        raise DataError(f"{where}: not a readable pickle ({type(e).__name__}: {e})") from e
+        raise DataError(f"{where}: not a readable pickle ({type(e).__name__}: {_one_line(e)})") from e
 
 
 def _validated(x_train, y_train, x_test, y_test, source: str) -> Dataset:
@@ -254,9 +510,18 @@ def subset(ds: Dataset, n_train: int, seed: int = 0) -> Dataset:
                    source=f"{ds.source} (subset {n_train}/{n_test}, seed {seed})")
 
 
-def split_validation(ds: Dataset, val_size: int = 5000, seed: int = 0) -> Split:
-    """Carve a stratified, seeded validation set of ``val_size`` images out of the training set."""
+def default_val_size(n_train: int) -> int:
+    """Validation images to carve from ``n_train`` training images when none is asked for: a tenth, at most 5,000
+    (the full 50,000 give 5,000), at least NUM_CLASSES (one per class)."""
+    return max(NUM_CLASSES, min(5000, n_train // 10))
+
+
+def split_validation(ds: Dataset, val_size: int | None = None, seed: int = 0) -> Split:
+    """Carve a stratified, seeded validation set of ``val_size`` images (None: ``default_val_size``) out of the
+    training set."""
     n = len(ds.y_train)
+    if val_size is None:
+        val_size = default_val_size(n)
     if val_size < NUM_CLASSES or val_size > n - NUM_CLASSES:
         raise UserError(f"validation size {val_size} does not fit {n} training images "
                         f"(needs {NUM_CLASSES}..{n - NUM_CLASSES})")
