@@ -48,7 +48,7 @@ class EpochPrinter(keras.callbacks.Callback):
               f"({time.perf_counter() - self._start:.1f}s)", flush=True)
 
 
-def protocol_split(ds: data.Dataset, protocol: str, val_size: int = 5000, seed: int = 0) -> data.Split:
+def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None, seed: int = 0) -> data.Split:
     """The training/validation arrays of ``protocol`` (``seed``: validate on test; ``holdout``: split of train)."""
     if protocol == "seed":
         return data.test_as_validation(ds)
@@ -58,7 +58,7 @@ def protocol_split(ds: data.Dataset, protocol: str, val_size: int = 5000, seed: 
 
 
 def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int = 32, protocol: str = "seed",
-        val_size: int = 5000, out_dir: str | Path | None = None, seed: int = 0, verbose: int = 0,
+        val_size: int | None = None, out_dir: str | Path | None = None, seed: int = 0, verbose: int = 0,
         engine: str = "auto", precision: str = "float32") -> tuple[pd.DataFrame, Path]:
     """Train each arch at its seed config, evaluate on test; write the table and report; return (table, folder)."""
     specs = [architectures.get(a) for a in archs]  # unknown keys fail here, before anything is written

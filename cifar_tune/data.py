@@ -22,14 +22,10 @@ NUM_CLASSES, so that ``--subset N`` works without ``--val-size``.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import pickle
-import pickletools
-import reprlib
 import stat
-import sys
 import tarfile
 import zipfile
 import zlib
@@ -38,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import DataError, UserError, one_line
+from .names import DATA_ENV
+from .safe_pickle import MAX_BATCH_BYTES, check_batch_size, restricted_unpickle
 
-ENV_VAR = "CIFAR_TUNE_DATA"
+ENV_VAR = DATA_ENV  # the data source when --data is not given
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
@@ -48,14 +46,8 @@ IMAGE_SHAPE = (32, 32, 3)
 OFFICIAL_TARBALL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 BATCH_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
-MAX_BATCH_BYTES = 64 << 20  # a batch pickle's size limit: official ones are ~31 MB (10,000 images of 3,072 bytes)
 MAX_IMAGES = 1_000_000  # an .npz array may hold at most this many CIFAR images' bytes (~2.9 GiB; CIFAR-10: 60,000)
-MAX_PICKLE_OPCODES = 1_000_000  # a batch needs ~10 per image (label, file name): ~220,000 in 64 MiB of images
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-class DataError(UserError):
-    """The data source is missing, unreadable or not CIFAR-10."""
 
 
 @dataclass(frozen=True)
@@ -120,14 +112,8 @@ def load(source: str | os.PathLike | None = None) -> Dataset:
             zlib.error) as e:
         if isinstance(e, DataError):
             raise
-        raise DataError(f"cannot read {path}: {_one_line(e)}") from e
+        raise DataError(f"cannot read {path}: {one_line(e)}") from e
     return _validated(*arrays, source=str(path))
-
-
-def _one_line(e: BaseException) -> str:
-    """An exception's message cut to one line of at most 300 characters (the CLI prints errors as one line)."""
-    lines = str(e).splitlines() or [type(e).__name__]
-    return lines[0][:300]
 
 
 def _load_keras():
@@ -137,7 +123,7 @@ def _load_keras():
         (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
     except Exception as e:  # offline, keras.utils.get_file raises a bare Exception("URL fetch failure on ...")
         raise DataError(f"the default source keras.datasets.cifar10 could not download or read CIFAR-10 "
-                        f"({_one_line(e)}); point at local data with --data PATH or ${ENV_VAR} "
+                        f"({one_line(e)}); point at local data with --data PATH or ${ENV_VAR} "
                         "(.npz, cifar-10-python.tar.gz or cifar-10-batches-py/)") from e
     return x_train, y_train.reshape(-1), x_test, y_test.reshape(-1)
 
@@ -202,18 +188,13 @@ def _find_batches_dir(path: Path) -> Path:
     raise DataError(f"{path}: no cifar-10-batches-py/ layout found (expected data_batch_1..5 and test_batch)")
 
 
-def _check_batch_size(size: int, where: str) -> None:
-    if size > MAX_BATCH_BYTES:
-        raise DataError(f"{where}: {size:,} bytes, more than a CIFAR-10 batch can be ({MAX_BATCH_BYTES:,})")
-
-
 def _load_batches_dir(d: Path):
     def read(name: str):
         f = d / name
         if not f.exists():
             raise DataError(f"{d}: missing {name}")
         with _open_regular(f) as fh:
-            _check_batch_size(os.fstat(fh.fileno()).st_size, str(f))  # before reading anything
+            check_batch_size(os.fstat(fh.fileno()).st_size, str(f))  # before reading anything
             blob = fh.read(MAX_BATCH_BYTES + 1)  # + 1: a file that grew since fstat is still refused
         return _batch_xy(restricted_unpickle(blob, where=str(f)), where=str(f))
 
@@ -235,7 +216,7 @@ def _load_tarball(path: Path, expected_sha256: str = OFFICIAL_TARBALL_SHA256):
                 name = Path(m.name).name
                 if m.isfile() and (name in BATCH_FILES or name == TEST_FILE):
                     where = f"{path}:{m.name}"
-                    _check_batch_size(m.size, where)
+                    check_batch_size(m.size, where)
                     members[name] = _batch_xy(restricted_unpickle(tar.extractfile(m).read(), where), where)
     missing = [n for n in (*BATCH_FILES, TEST_FILE) if n not in members]
     if missing:
@@ -272,187 +253,6 @@ def _describe(v: object) -> str:
 def _arrays_from_batches(train: list[tuple], test: tuple):
     """x_train, y_train, x_test, y_test from the (images, labels) pairs of ``_batch_xy``."""
     return np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), *test
-
-
-# --- the restricted unpickler --------------------------------------------------------------------------------
-#
-# A batch pickle is a dict of bytes keys holding ints, bytes, lists and numpy arrays. Numpy arrays unpickle by
-# calling numpy functions, and numpy trusts its arguments: a dtype with an object field over raw bytes turns
-# those bytes into pointers (a segfault), and `_codecs.encode` chains can grow a tiny pickle to gigabytes. So
-# find_class hands out none of numpy's own functions, only the checking stand-ins below; each refuses anything a
-# CIFAR-10 batch does not need before numpy sees it, and together they may create at most twice as many bytes as
-# the pickle holds (a real batch stores each array's bytes once; protocol 2 makes them a bytes object first).
-
-_NATIVE_ORDERS = ("|", "=", "<" if sys.byteorder == "little" else ">")
-_ALLOWED_DTYPES = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8")  # uint8 pixels, integer labels
-_ALLOWED_GLOBALS = {  # (module, name) in the pickle -> the _RestrictedUnpickler method standing in for it
-    ("numpy._core.multiarray", "_reconstruct"): "_reconstruct",  # arrays, protocols 0-4
-    ("numpy.core.multiarray", "_reconstruct"): "_reconstruct",  # the same, pickled by numpy < 2
-    ("numpy", "ndarray"): "_ndarray",  # only as the first argument of _reconstruct
-    ("numpy._core.numeric", "_frombuffer"): "_frombuffer",  # arrays, protocol 5
-    ("numpy.core.numeric", "_frombuffer"): "_frombuffer",
-    ("numpy", "dtype"): "_dtype",
-    ("_codecs", "encode"): "_encode",  # how Python 3 pickles bytes at protocol 2
-}
-# Opcodes that create objects other than by calling what find_class returned, or that a file cannot satisfy.
-_REFUSED_OPCODES = {"INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID",
-                    "NEXT_BUFFER", "READONLY_BUFFER"}
-
-
-def _text(v):
-    """Python 2 pickles (the official batches) hold numpy's strings as bytes: read those as text."""
-    return v.decode("latin1") if isinstance(v, bytes) else v
-
-
-def _refuse(message: str):
-    raise pickle.UnpicklingError(message)
-
-
-def _refuse_global(module: str, name: str):
-    _refuse(f"refusing to unpickle {module}.{name} (only numpy arrays are allowed)")
-
-
-class _DtypeSpec:
-    """What the pickle's ``numpy.dtype(name, ...)`` gets: an allowed name, and a state (applied by the pickle's
-    BUILD) that may not add fields, a sub-array or a foreign byte order. Arrays use ``np.dtype(name)``."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __setstate__(self, state):  # numpy writes (3, byte order, sub-array, names, fields, size, align, flags)
-        if not isinstance(state, tuple) or len(state) < 5 or any(v is not None for v in state[2:5]):
-            _refuse(f"refusing dtype {self.name} with fields or a sub-array (only plain integers are allowed)")
-        order = _text(state[1])
-        if not isinstance(order, str) or order not in _NATIVE_ORDERS:
-            _refuse(f"refusing dtype {self.name} in byte order {reprlib.repr(order)} (only native order)")
-
-    @staticmethod
-    def real(spec) -> np.dtype:
-        if not isinstance(spec, _DtypeSpec):
-            _refuse(f"refusing an array whose dtype is {reprlib.repr(spec)} (not a numpy.dtype)")
-        return np.dtype(spec.name)
-
-
-class _ByteBudget:
-    """Bytes the pickle's arrays and bytes objects may still take: twice the pickle's own size to start with."""
-
-    def __init__(self, n: int):
-        self.left = n
-
-    def charge(self, n: int):
-        self.left -= n
-        if self.left < 0:
-            _refuse("refusing a pickle that builds more bytes than it holds (repeated or chained constructors)")
-
-
-def _check_buffer(buf, shape, dtype: np.dtype, budget: _ByteBudget):
-    if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
-        _refuse(f"refusing an array of shape {reprlib.repr(shape)}")
-    if not isinstance(buf, (bytes, bytearray)) or len(buf) != math.prod(shape) * dtype.itemsize:
-        _refuse(f"refusing an array of shape {reprlib.repr(shape)} and dtype {dtype} whose data is not its "
-                f"{math.prod(shape) * dtype.itemsize} bytes")
-    budget.charge(len(buf))
-
-
-class _PickledArray(np.ndarray):
-    """What the pickle's ``_reconstruct`` gets: an empty array whose state, applied by the pickle's BUILD, is
-    checked here (version 1: shape, dtype, Fortran order, raw bytes) before numpy's own __setstate__ runs.
-    Arrays read this way stay of this subclass; ``np.asarray`` gives the plain ndarray."""
-
-    budget: _ByteBudget
-
-    def __setstate__(self, state):
-        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and type(state[3]) is bool
-                and type(state[4]) is bytes):
-            _refuse("refusing an array state that numpy does not write")
-        version, shape, dtype, fortran, raw = state
-        dtype = _DtypeSpec.real(dtype)
-        _check_buffer(raw, shape, dtype, self.budget)
-        super().__setstate__((version, shape, dtype, fortran, raw))
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    _ndarray = object()  # what "numpy.ndarray" unpickles to: a token _reconstruct wants, nothing callable
-
-    def __init__(self, file, budget: _ByteBudget):
-        super().__init__(file, encoding="bytes")
-        self._budget = budget
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            _refuse_global(module, name)
-        return getattr(self, _ALLOWED_GLOBALS[module, name])
-
-    def _dtype(self, name, align=False, copy=False):
-        name = _text(name)
-        if not isinstance(name, str) or name not in _ALLOWED_DTYPES:
-            _refuse(f"refusing dtype {reprlib.repr(name)} (only uint8 pixels and integer labels are allowed)")
-        return _DtypeSpec(name)
-
-    def _reconstruct(self, subtype, shape, typecode):
-        if subtype is not self._ndarray:
-            _refuse("refusing numpy _reconstruct of anything but numpy.ndarray")
-        array = np.ndarray.__new__(_PickledArray, (0,), np.uint8)
-        array.budget = self._budget
-        return array
-
-    def _frombuffer(self, buf, dtype, shape, order):
-        dtype = _DtypeSpec.real(dtype)
-        _check_buffer(buf, shape, dtype, self._budget)
-        if order not in ("C", "F"):
-            _refuse(f"refusing array order {reprlib.repr(order)}")
-        return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
-
-    def _encode(self, obj, encoding="utf-8", errors="strict"):
-        # Only str -> latin1 bytes: output as long as the input, and bytes cannot be encoded again (no chains).
-        if type(obj) is not str or encoding not in ("latin1", "latin-1"):
-            _refuse(f"refusing _codecs.encode of {type(obj).__name__} to {reprlib.repr(encoding)} (only latin1)")
-        self._budget.charge(len(obj))
-        return obj.encode("latin1")
-
-
-def _check_opcodes(blob: bytes) -> None:
-    """Decode every opcode without running any (``pickletools.genops``) before the real unpickler starts.
-
-    genops fails on unknown opcodes and on lengths that run past the end; here refused opcodes and GLOBALs
-    outside the allow-list (STACK_GLOBAL names come from the stack: find_class checks those) stop the load, as
-    do more than MAX_PICKLE_OPCODES opcodes (which bounds the objects, hence the memory, of what is built), and
-    memo indices must count up as picklers number them: a jump to 2**32 would make the C unpickler allocate a
-    memo table of tens of GB from a ten-byte pickle.
-    """
-    memo = 0
-    for count, (op, arg, pos) in enumerate(pickletools.genops(blob)):
-        if count == MAX_PICKLE_OPCODES:
-            _refuse(f"refusing a pickle of more than {MAX_PICKLE_OPCODES:,} opcodes (a CIFAR-10 batch needs far "
-                    "fewer)")
-        if op.name in _REFUSED_OPCODES:
-            _refuse(f"refusing pickle opcode {op.name} at byte {pos}")
-        if op.name == "GLOBAL":
-            module, _, name = arg.partition(" ")
-            if (module, name) not in _ALLOWED_GLOBALS:
-                _refuse_global(module, name)
-        if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            if op.name != "MEMOIZE" and arg > memo:
-                _refuse(f"refusing memo index {arg} at byte {pos} (a pickle numbers its memo 0, 1, 2, ...)")
-            memo += 1
-
-
-def restricted_unpickle(blob: bytes, where: str = "pickle") -> object:
-    """Unpickle CIFAR-10 batch bytes: dicts, lists, ints, bytes and plain uint8/integer numpy arrays, nothing else.
-
-    At most ``MAX_BATCH_BYTES`` long; everything refused or unreadable is a ``DataError`` naming ``where``.
-    """
-    _check_batch_size(len(blob), where)
-    try:
-        try:
-            _check_opcodes(blob)
-        except ValueError as e:  # genops: unknown opcode, data cut short
-            raise pickle.UnpicklingError(f"not a readable pickle (truncated or damaged: {_one_line(e)})") from e
-        return _RestrictedUnpickler(io.BytesIO(blob), _ByteBudget(2 * len(blob))).load()
-    except pickle.UnpicklingError as e:
-        raise DataError(f"{where}: {_one_line(e)}") from e
-    except Exception as e:  # truncated or garbage bytes raise all sorts of errors
-        raise DataError(f"{where}: not a readable pickle ({type(e).__name__}: {_one_line(e)})") from e
 
 
 def _validated(x_train, y_train, x_test, y_test, source: str) -> Dataset:

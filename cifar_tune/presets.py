@@ -120,7 +120,10 @@ def settings_from_args(args) -> OptimizeSettings:
     database.check_url(storage)
     data = args.data
     if data and data != "keras":
-        data = str(Path(data).expanduser().resolve())  # recorded with the study: compare reuses it from anywhere
+        try:  # recorded with the study as an absolute path: compare reuses it from anywhere
+            data = str(Path(data).expanduser().resolve())
+        except (OSError, RuntimeError) as e:  # a symlink loop
+            raise UserError(f"cannot use data path {data}: {e}") from None
     return OptimizeSettings(arch=args.arch, space_path=args.space, storage=storage,
                             study_name=args.study_name or names.study_name(args.arch),
                             preset=args.preset or DEFAULT_PRESET,
