@@ -67,11 +67,17 @@ def _augmentation(c: dict) -> list:
     return out
 
 
+def _output() -> layers.Layer:
+    """Dense10 softmax, always computed in float32: under ``mixed_bfloat16`` the softmax and the loss stay exact
+    (Keras's advice for mixed precision); under float32 it is the seed's layer."""
+    return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32")
+
+
 def _head(c: dict, units: int) -> list:
     out = [layers.Flatten(), layers.Dense(units, activation="relu", kernel_regularizer=_l2(c["l2"]))]
     if c["dropout"] > 0:
         out.append(layers.Dropout(c["dropout"]))
-    return out + [layers.Dense(NUM_CLASSES, activation="softmax")]
+    return out + [_output()]
 
 
 def _sequential(name: str, stack: list) -> keras.Model:
@@ -86,7 +92,7 @@ def build_mlp_bn(c: dict) -> keras.Model:
                   layers.Activation("relu")]
         if c["dropout"] > 0:
             stack.append(layers.Dropout(c["dropout"]))
-    return _sequential("mlp_bn", stack + [layers.Dense(NUM_CLASSES, activation="softmax")])
+    return _sequential("mlp_bn", stack + [_output()])
 
 
 def build_mlp_l2(c: dict) -> keras.Model:

@@ -23,12 +23,48 @@ class Terminated(KeyboardInterrupt):
     with its reason and the process exits without a traceback."""
 
 
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into ``Terminated`` in this process."""
-    def handler(signum, frame):
-        raise Terminated("terminated (SIGTERM)")
+INTERRUPTED, TERMINATED = "interrupted by the user", "terminated (SIGTERM)"
+_stop = {"reason": None, "deferred": False}
 
+
+def stop_on_signals(always_deferred: bool = False) -> None:
+    """Ctrl-C and SIGTERM stop this process: outside training at once (KeyboardInterrupt, ``Terminated``);
+    while a model trains (``signals_deferred``) at the next batch, where the trial's callback calls
+    ``raise_if_stopping``. Raised at an arbitrary point inside TensorFlow, the exception can be swallowed (seen:
+    in a weakref callback) or turned into another error (seen: a TypeError while a model was traced).
+    ``always_deferred`` (a supervised worker): never raise from the handler; the worker stops at the next batch
+    or trial, and its supervisor kills it if that takes too long."""
+    def handler(signum, frame):
+        _stop["reason"] = TERMINATED if signum == signal.SIGTERM else INTERRUPTED
+        if not (_stop["deferred"] or always_deferred):
+            raise_if_stopping()
+
+    signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def stopping() -> str | None:
+    """Why this process was asked to stop (None: it was not)."""
+    return _stop["reason"]
+
+
+def raise_if_stopping() -> None:
+    """Raise ``Terminated`` or KeyboardInterrupt if a signal asked this process to stop."""
+    if _stop["reason"] == TERMINATED:
+        raise Terminated(TERMINATED)
+    if _stop["reason"]:
+        raise KeyboardInterrupt(INTERRUPTED)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Within: a signal only records itself; the training loop's callback raises at the next batch."""
+    _stop["deferred"] = True
+    try:
+        yield
+    finally:
+        _stop["deferred"] = False
+    raise_if_stopping()
 
 
 def _configured_backend() -> str | None:
@@ -92,6 +128,9 @@ def quiet_native_stderr():
 def import_keras() -> None:
     """Choose the backend, then load Keras and discover the device once, quietly."""
     choose_backend()
+    # JAX would reserve 75% of the GPU when it first looks at the device, also in a process that trains
+    # nothing (the CLI of a supervisor): allocate on demand instead; --jobs workers get their share explicitly.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet_native_stderr():
         from . import engines  # loads Keras and its backend

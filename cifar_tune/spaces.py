@@ -23,9 +23,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import resources
+from .engines.base import OPTIMIZERS, SCHEDULES
 from .errors import UserError
 
 KINDS = ("float", "int", "categorical")
+# What a model and its training accept for each hyperparameter: (type, low, high) or a tuple of choices. A space
+# whose range, choices or baseline steps outside is refused when it loads, before anything is stored.
+LIMITS = {"units": (int, 1, 16384), "units1": (int, 1, 16384), "units2": (int, 1, 16384),
+          "dense_units": (int, 1, 16384), "width": (float, 0.05, 8.0), "dropout": (float, 0.0, 0.95),
+          "l2": (float, 0.0, 1.0), "flip": (bool, False, True), "translate": (float, 0.0, 0.5),
+          "learning_rate": (float, 1e-7, 1.0), "batch_size": (int, 1, 65536), "weight_decay": (float, 0.0, 1.0),
+          "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES}
 _FIELDS = {"type", "low", "high", "log", "step", "choices", "baseline", "optional", "off", "doc", "when"}
 
 
@@ -165,10 +173,34 @@ def load(arch: str, path: str | Path | None = None) -> Space:
         if not isinstance(spec, dict):
             fail(key, "must be a table")
         params[name] = _param(name, spec, lambda msg, key=key: fail(key, msg))
+        _within_limits(params[name], lambda msg, key=key: fail(key, msg))
         for other, _ in params[name].when:
             if other not in params or other == name:
                 fail(f"{key}.when", f"{other!r} must be a parameter defined above {name!r}")
     return Space(arch, params, str(path))
+
+
+def _within_limits(p: Param, fail) -> None:
+    """Refuse values the model cannot take (LIMITS): a string learning rate, a negative batch size, ..."""
+    limit = LIMITS.get(p.name)
+    if limit is None:
+        return
+    values = list(p.choices) if p.kind == "categorical" else [p.low, p.high]
+    values += [] if p.optional or p.when else [p.baseline]
+    if isinstance(limit[0], str):  # a choice among names
+        bad = [v for v in values if v not in limit]
+        if bad:
+            fail(f"{bad[0]!r} is not one of {', '.join(limit)}")
+        return
+    kind, low, high = limit
+    for v in values:
+        if kind is bool and not isinstance(v, bool):
+            fail(f"must be true or false, got {v!r}")
+        if kind is not bool and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                 or (kind is int and not float(v).is_integer())):
+            fail(f"must be {'an integer' if kind is int else 'a number'}, got {v!r}")
+        if kind is not bool and not low <= v <= high:
+            fail(f"{v!r} is outside what the model accepts ({low} .. {high})")
 
 
 def _is_number(v) -> bool:

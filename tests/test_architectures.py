@@ -124,3 +124,21 @@ def test_augmentation_acts_in_training_only():
     # in training mode the same weights see flipped/shifted images, so the outputs differ
     assert not np.allclose(np.asarray(augmented(x, training=True)), np.asarray(plain(x, training=True)),
                            atol=1e-4)
+
+
+@pytest.mark.parametrize("key", list(SEED_PARAMS))
+def test_bf16_computes_in_bfloat16_but_the_softmax_output_in_float32(key):
+    import keras
+
+    from cifar_tune import engines
+
+    with engines.precision_policy("bf16"):
+        model = architectures.get(key).build()
+    assert model.layers[-1].compute_dtype == "float32"
+    inner = [layer for layer in model.layers[:-1] if layer.weights]
+    assert inner and all(layer.compute_dtype == "bfloat16" for layer in inner)
+    assert all(w.dtype == "float32" for w in model.weights)  # float32 master weights
+    assert model.count_params() == SEED_PARAMS[key]
+    probs = model(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32))
+    assert keras.backend.standardize_dtype(probs.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.sum(probs, axis=-1)), 1.0, rtol=1e-5)

@@ -3,6 +3,7 @@ Printing only: nothing here decides or stores."""
 
 from __future__ import annotations
 
+import logging
 import shlex
 
 import optuna
@@ -94,3 +95,20 @@ def resume_command(settings: OptimizeSettings) -> str:
         if value is not None:
             parts += [flag, str(value)]
     return shlex.join(parts)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; for Ctrl-C / SIGTERM our one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info = None
+        return True
+
+
+def quiet_optuna() -> None:
+    """Our one line per trial replaces Optuna's INFO lines; interruptions lose their traceback."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").addFilter(_NoInterruptTraceback())
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_NoInterruptTraceback())

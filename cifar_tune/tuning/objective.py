@@ -10,7 +10,7 @@ import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from .. import engines
+from .. import engines, runtime
 from ..data import Split
 from ..errors import UserError
 from ..names import TrialAttr
@@ -38,11 +38,15 @@ class TrialRecorder(keras.callbacks.Callback):
         if self.model is not None:
             self.trial.set_user_attr(TrialAttr.PARAMS, int(self.model.count_params()))
 
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        runtime.raise_if_stopping()  # Ctrl-C or SIGTERM during training (see runtime.stop_on_signals)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for key, value in (logs or {}).items():
             self.curves.setdefault(key, []).append(float(value))
         self.trial.set_user_attr(TrialAttr.CURVES, self.curves)
         self.trial.set_user_attr(TrialAttr.EPOCHS_RUN, epoch + 1)
+        runtime.raise_if_stopping()
         bad = [k for k, v in (logs or {}).items() if not math.isfinite(float(v))]
         if bad:
             raise Diverged(f"non-finite {', '.join(sorted(bad))} at epoch {epoch + 1}")
@@ -77,9 +81,11 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
         callbacks = [keras.callbacks.TerminateOnNaN(), recorder, KerasPruningCallback(trial, "val_loss")]
         keras.backend.clear_session(free_memory=True)
         try:
-            result = engines.train(space.arch, config, split.x_train, split.y_train, split.x_val, split.y_val,
-                                    epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
-                                    engine=engine, precision=precision)
+            runtime.raise_if_stopping()  # a signal that arrived between trials
+            with runtime.signals_deferred():
+                result = engines.train(space.arch, config, split.x_train, split.y_train, split.x_val,
+                                       split.y_val, epochs=epochs, seed=seed, callbacks=callbacks,
+                                       verbose=verbose, engine=engine, precision=precision)
             hist = result.history
             if result.epochs_run < epochs:  # Keras's TerminateOnNaN stops fit inside an epoch
                 raise Diverged(f"training stopped at epoch {result.epochs_run} of {epochs} (non-finite loss)")
@@ -94,7 +100,10 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (runtime.Terminated says so)
             trial.set_user_attr(TrialAttr.FAIL_REASON, str(e) or "interrupted by the user")
             raise
-        except Exception as e:  # any other failure (out of memory included) fails this trial only
+        except Exception as e:  # any other failure (out of memory included) fails this trial only ...
+            if runtime.stopping():  # ... unless it is a signal that TensorFlow turned into another error
+                trial.set_user_attr(TrialAttr.FAIL_REASON, runtime.stopping())
+                raise KeyboardInterrupt(runtime.stopping()) from e
             trial.set_user_attr(TrialAttr.FAIL_REASON, f"{type(e).__name__}: {e}"[:2000])
             raise TrialFailed(f"{type(e).__name__}: {e}") from e
         finally:

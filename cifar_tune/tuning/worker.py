@@ -11,18 +11,18 @@ import sys
 def main() -> int:
     """Run the job read from standard input."""
     from .. import runtime
+
+    runtime.stop_on_signals(always_deferred=True)
+    job = json.loads(sys.stdin.read())
+    runtime.import_keras()  # first: the imports below load Keras, whose native logs are silenced here
+
     from ..errors import UserError
     from ..presets import OptimizeSettings
-
-    runtime.stop_on_sigterm()
-    job = json.loads(sys.stdin.read())
-    settings = OptimizeSettings(**job["settings"])
-    runtime.import_keras()
-    import optuna
-
+    from . import display
     from .loop import run_worker
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    display.quiet_optuna()
+    settings = OptimizeSettings(**job["settings"])
     try:
         run_worker(settings, job["n_trials"], worker=job["worker"])
     except UserError as e:
