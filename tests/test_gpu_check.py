@@ -1,0 +1,151 @@
+"""benchmarks/gpu_check.py: the smoke run end to end, a part over its time limit, failing commands, bad arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+PARTS = ("throughput", "agreement", "jobs", "e2e")
+
+
+@pytest.fixture
+def gpu_check(monkeypatch):
+    """The script as a module (benchmarks/ is no package); registered first, as its dataclasses need."""
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def tables_per_part(md: str) -> dict[str, list[str]]:
+    """The Markdown table lines under each '## part' heading."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in md.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+        elif current and line.startswith("|"):
+            sections[current].append(line)
+    return sections
+
+
+@pytest.mark.slow
+def test_smoke_run_measures_every_part(tmp_path: Path):
+    out = tmp_path / "smoke"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], check=False,
+                          capture_output=True, text=True, timeout=1500)
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    print(f"smoke run: {seconds:.0f} s")
+    parts = results["parts"]
+    for name in PARTS:
+        assert parts[name]["status"] == "ok", (name, parts[name].get("reason"))
+
+    rows = parts["throughput"]["rows"]
+    assert {r["arch"] for r in rows} == {"mlp_bn", "mlp_l2"}
+    for r in rows:
+        for engine in ("keras", "fast"):
+            assert positive(r[engine]["seconds_per_epoch"]) and positive(r[engine]["images_per_second"]), r
+            assert r[engine]["compile_seconds"] is not None and r[engine]["compile_seconds"] >= 0, r
+        assert positive(r["ratio"]), r
+
+    for r in parts["agreement"]["rows"]:
+        assert 0 <= r["keras_accuracy"] <= 1 and 0 <= r["fast_accuracy"] <= 1, r
+        assert r["keras_seeds"] == r["fast_seeds"] == [0, 1], r
+        assert isinstance(r["within_1.5_points"], bool), r
+    assert {r["arch"] for r in parts["agreement"]["rows"]} == {"mlp_bn", "mlp_l2"}
+
+    jobs = parts["jobs"]["rows"]
+    assert [r["jobs"] for r in jobs] == [1, 2]
+    for r in jobs:
+        assert positive(r["seconds"]) and positive(r["trials_per_hour"]), r
+        assert sum(r["trials_finished"].values()) == r["trials"], r
+
+    e2e = parts["e2e"]
+    assert positive(e2e["seconds"]) and isinstance(e2e["within_target"], bool)
+    assert [s["step"] for s in e2e["steps"]] == ["optimize mlp_l2", "compare"]
+    assert all(positive(s["seconds"]) for s in e2e["steps"])
+    assert (out / "compare" / "compare.csv").is_file()
+
+    machine = results["machine"]
+    assert machine["cpu_count"] >= 1 and machine["backend"] in ("jax", "tensorflow")
+    assert machine["versions"]["keras"]
+
+    tables = tables_per_part((out / "results.md").read_text())
+    for name in PARTS:
+        assert len(tables.get(name, [])) >= 3, (name, tables.get(name))  # head, rule, at least one row
+        assert "not reached" not in "\n".join(tables[name])
+
+
+def test_part_over_its_limit_is_not_reached_and_later_parts_run(gpu_check, tmp_path: Path, monkeypatch):
+    """Throughput gets 1 s (its real command is killed); the later parts, stand-ins here, still run."""
+    ran = []
+
+    def stand_in(name, result):
+        def part(ctx, deadline):
+            ran.append(name)
+            assert deadline > time.monotonic()
+            return {"status": "ok", **result}
+        return part
+
+    monkeypatch.setitem(gpu_check.PARTS, "agreement", stand_in("agreement", {"rows": [
+        {"arch": "mlp_bn", "keras_accuracy": 0.5, "fast_accuracy": 0.51, "difference_points": 1.0,
+         "within_1.5_points": True}]}))
+    monkeypatch.setitem(gpu_check.PARTS, "jobs", stand_in("jobs", {"rows": [
+        {"jobs": 1, "trials": 2, "seconds": 10.0, "trials_per_hour": 720.0, "status": "ok"}]}))
+    monkeypatch.setitem(gpu_check.PARTS, "e2e", stand_in("e2e", {"steps": [], "seconds": 1.0}))
+    out = tmp_path / "limited"
+    start = time.monotonic()
+    assert gpu_check.main(["--smoke", "--out", str(out), "--throughput-limit", "1"]) == 0
+    assert time.monotonic() - start < 60
+    assert ran == ["agreement", "jobs", "e2e"]
+    results = json.loads((out / "results.json").read_text())
+    throughput = results["parts"]["throughput"]
+    assert throughput["status"] == "not reached"
+    assert throughput["reason"].startswith("timeout") and "throughput" in throughput["reason"]
+    assert throughput["limit_seconds"] == 1 and throughput["wall_seconds"] < 20
+    assert [results["parts"][n]["status"] for n in PARTS[1:]] == ["ok"] * 3
+    md = (out / "results.md").read_text()
+    assert "Status: **not reached** — timeout" in md
+    assert set(tables_per_part(md)) == set(PARTS)
+
+
+def test_a_failing_command_is_not_reached_with_its_last_stderr_line(gpu_check, tmp_path: Path):
+    ctx = gpu_check.Context(plan=gpu_check.SMOKE_PLAN, data=tmp_path / "d.npz", out=tmp_path,
+                            env={"PATH": "/usr/bin:/bin"}, parallel=1)
+    argv = [sys.executable, "-c", "import sys; print('noise', file=sys.stderr); sys.exit('the real reason')"]
+    res = gpu_check.run_one(ctx, "fails", argv, time.monotonic() + 60)
+    assert res.returncode == 1
+    assert res.reason() == "`fails` exited with status 1: the real reason"
+    slow = gpu_check.run_one(ctx, "sleeps", [sys.executable, "-c", "import time; time.sleep(60)"],
+                             time.monotonic() + 1)
+    assert slow.returncode is None and slow.reason().startswith("timeout") and slow.seconds < 15
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--parts", "nope"], "unknown part"),
+    (["--data", "missing.npz"], "not an .npz file"),
+    (["--jobs-limit", "0"], "must be positive"),
+])
+def test_bad_arguments_exit_2_without_results(gpu_check, tmp_path: Path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        gpu_check.main(["--smoke", "--out", str(tmp_path / "bad"), *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
