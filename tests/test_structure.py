@@ -1,0 +1,102 @@
+"""The package's structure as its design promises: imports run one way, small modules and functions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cifar_tune"
+# Views read records; they never call orchestration. The library never imports the CLI.
+VIEWS = {"cifar_tune.dashboard", "cifar_tune.study_report", "cifar_tune.report", "cifar_tune.records",
+         "cifar_tune.compare_table", "cifar_tune.tuning.display"}
+ORCHESTRATION = {"cifar_tune.tuning", "cifar_tune.compare", "cifar_tune.job", "cifar_tune.baseline"}
+MAX_MODULE_LINES = 420  # "no module over ~400 lines"
+MAX_FUNCTION_LINES = 70  # "no function over ~60" (argparse's parser builder included)
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules ``name`` imports, at module level or inside functions alike."""
+    base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            stem = base[: len(base) - node.level + 1] if node.level else []
+            mod = ".".join(stem + ([node.module] if node.module else []))
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name and not (path.name == "__init__.py" and t.startswith(name + ".")):
+                out.add(t)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {n: imports(n, p, set(mods)) for n, p in mods.items()}
+
+
+def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (as a path that returns to its start), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(n: str, path: list[str]) -> list[str] | None:
+        state[n] = 1
+        for m in sorted(g[n]):
+            if state.get(m) == 1:
+                return path[path.index(m):] + [m]
+            if m not in state and (found := visit(m, path + [m])):
+                return found
+        state[n] = 2
+        return None
+
+    for n in sorted(g):
+        if n not in state and (found := visit(n, [n])):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_in_the_package():
+    g = graph()
+    assert len(g) > 20 and "cifar_tune.tuning.loop" in g
+    assert find_cycle(g) is None, " -> ".join(find_cycle(g))
+
+
+def test_imports_run_one_way():
+    g = graph()
+    users_of_cli = sorted(n for n, deps in g.items() if "cifar_tune.cli" in deps and n != "cifar_tune.__main__")
+    assert users_of_cli == [], f"the library imports the CLI: {users_of_cli}"
+    for view in VIEWS:
+        called = {d for d in g[view] for o in ORCHESTRATION if d == o or d.startswith(o + ".")}
+        assert not called, f"{view} (a view) imports orchestration: {sorted(called)}"
+    # the backend-neutral engine base knows neither the fast engine nor the selector above it
+    assert not {d for d in g["cifar_tune.engines.base"] if d.startswith("cifar_tune.engines")}
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_modules_and_functions_stay_small(name):
+    path = modules()[name]
+    source = path.read_text()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert node.end_lineno - node.lineno + 1 <= MAX_FUNCTION_LINES, f"{name}.{node.name}"
