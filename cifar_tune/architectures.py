@@ -16,7 +16,7 @@ from keras import layers
 from .data import IMAGE_SHAPE as INPUT_SHAPE
 from .data import NUM_CLASSES
 from .errors import UserError
-from .names import ARCH_KEYS
+from .names import ARCH_KEYS, ARCH_LABELS
 
 TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "weight_decay", "lr_schedule")
 # The seed trains every model with Adam at a constant 1e-3, batch 32 (L2, where a model has it, is in the loss).
@@ -132,16 +132,16 @@ def build_resnet(c: dict) -> keras.Model:
 _BUILT: dict[str, Architecture] = {
     a.key: a
     for a in (
-        Architecture("mlp_bn", "MLP with BatchNorm", build_mlp_bn,
+        Architecture("mlp_bn", ARCH_LABELS["mlp_bn"], build_mlp_bn,
                      {"units1": 512, "units2": 256, "dropout": 0.2, "l2": 0.0, **SEED_TRAINING}, 1_710_346),
-        Architecture("mlp_l2", "MLP with L2", build_mlp_l2,
+        Architecture("mlp_l2", ARCH_LABELS["mlp_l2"], build_mlp_l2,
                      {"units": 512, "dropout": 0.2, "l2": 1e-3, **SEED_TRAINING}, 1_578_506),
-        Architecture("cnn", "Simple CNN", build_cnn,
+        Architecture("cnn", ARCH_LABELS["cnn"], build_cnn,
                      {"width": 1.0, "dense_units": 64, "dropout": 0.0, "l2": 0.0, **SEED_TRAINING}, 167_562),
-        Architecture("cnn_da", "CNN with DA and Dropout", build_cnn_da,
+        Architecture("cnn_da", ARCH_LABELS["cnn_da"], build_cnn_da,
                      {"width": 1.0, "dense_units": 128, "dropout": 0.5, "l2": 0.0, "flip": False,
                       "translate": 0.0, **SEED_TRAINING}, 315_722),
-        Architecture("resnet", "ResNet", build_resnet,
+        Architecture("resnet", ARCH_LABELS["resnet"], build_resnet,
                      {"width": 1.0, "dense_units": 128, "dropout": 0.5, "l2": 0.0, "flip": False,
                       "translate": 0.0, **SEED_TRAINING}, 437_674),
     )

@@ -68,6 +68,7 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
     out = report.make_out_dir(out_dir, "baseline")
 
     fingerprint = ds.fingerprint()
+    print(engines.describe(engine, precision), flush=True)
     print(f"Protocol: {PROTOCOLS[protocol]}", flush=True)
     print(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
           f"{len(split.y_val):,}, test {len(ds.y_test):,}", flush=True)

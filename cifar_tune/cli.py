@@ -161,9 +161,8 @@ def cmd_baseline(args) -> int:
     from . import data
 
     ds = data.load_for_run(args.data, args.subset, args.seed)  # bad data fails here, before Keras loads
-    from . import baseline, engines
+    from . import baseline
 
-    print(engines.describe(args.engine or "auto", args.precision or "float32"), flush=True)
     table, out_dir = baseline.run(ds, args.archs, epochs=args.epochs, batch_size=args.batch_size,
                                   protocol=args.protocol, val_size=args.val_size, out_dir=args.out,
                                   seed=args.seed, verbose=int(args.verbose), engine=args.engine or "auto",
@@ -175,20 +174,21 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_optimize(args) -> int:
-    from . import engines, presets, tuning
+    from . import presets, tuning
 
     settings = presets.settings_from_args(args)  # validates preset, space, storage URL: nothing stored yet
-    print(engines.describe(settings.engine, settings.precision), flush=True)
     return tuning.optimize(settings)
 
 
 def cmd_run(args) -> int:
-    from . import engines, job, presets
+    from . import job, presets
 
-    args.arch, args.space, args.study_name, args.total_trials = args.archs[0], None, None, None
-    settings = presets.settings_from_args(args)
-    print(engines.describe(settings.engine, settings.precision), flush=True)
-    return job.run(settings, args.archs, seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
+    args.space, args.study_name, args.total_trials = None, None, None
+    plan = []
+    for arch in args.archs:  # each architecture's settings: the preset (and its [archs.<arch>] table), the flags
+        args.arch = arch
+        plan.append(presets.settings_from_args(args))
+    return job.run(plan, seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
 
 
 def cmd_doctor(args) -> int:
@@ -213,9 +213,8 @@ def cmd_studies(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import compare, engines
+    from . import compare
 
-    print(engines.describe(args.engine or "auto", args.precision or "float32"), flush=True)
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
     return compare.run_cli(args.data or os.environ.get(DATA_ENV), args.subset, archs=args.archs, seeds=args.seeds,
                            epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE, out_dir=args.out,

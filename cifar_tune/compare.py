@@ -318,6 +318,7 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
     for message in skipped:
         print(f"cifar-tune: {message}", file=sys.stderr, flush=True)
     out = report.make_out_dir(out_dir, "compare")
+    print(engines.describe(engine, precision), flush=True)
     rows, start_all = [], time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(storage)}

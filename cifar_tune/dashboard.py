@@ -30,9 +30,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from . import architectures, database, records
+from . import database, records
 from .errors import UserError
 from .names import (
+    ARCH_LABELS,
     ARTIFACTS_DIR,
     ARTIFACTS_ENV,
     COMPARE_HEADING,
@@ -120,7 +121,7 @@ def _searched(p: dict) -> str:
 
 
 def _arch_label(arch: str) -> str:
-    return architectures.ARCHITECTURES[arch].label if arch in architectures.ARCHITECTURES else arch
+    return ARCH_LABELS.get(arch, arch)
 
 
 def _params(params: dict) -> str:

@@ -86,10 +86,15 @@ def check_url(url: str) -> None:
                         f"command ends; give a file, e.g. {DEFAULT_STORAGE}")
 
 
-def _engine_kwargs(url: str) -> dict:
+def _engine_kwargs(url: str, pooled: bool = True) -> dict:
     if url.startswith("sqlite"):
         # Several local processes may write at once: wait for the lock instead of failing at once.
         return {"connect_args": {"timeout": SQLITE_TIMEOUT}}
+    if not pooled:  # a reader (studies, report, compare's look-ups): no idle connections held on the server
+        from sqlalchemy.pool import NullPool
+
+        return {"poolclass": NullPool, "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT,
+                                                        "application_name": "cifar-tune"}}
     kwargs: dict = {
         # One worker runs one trial at a time: its main session, the heartbeat thread and the study lock need
         # three connections at most; a few spare for the dashboard's writes. Pre-ping survives server restarts
@@ -166,12 +171,12 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     return _open(url, kwargs)
 
 
-def _open(url: str, kwargs: dict) -> optuna.storages.RDBStorage:
+def _open(url: str, kwargs: dict, pooled: bool = True) -> optuna.storages.RDBStorage:
     real = normalize_url(url)
     for attempt in range(6):
         try:
             with _quiet_sqlalchemy():
-                return optuna.storages.RDBStorage(real, engine_kwargs=_engine_kwargs(real), **kwargs)
+                return optuna.storages.RDBStorage(real, engine_kwargs=_engine_kwargs(real, pooled), **kwargs)
         except Exception as e:  # noqa: BLE001 - drivers and Optuna raise many types: each becomes one line
             # Optuna wraps some driver errors (StorageInternalError "... raised during the commit"): look at the
             # whole chain of causes for the race's signature.
@@ -228,7 +233,7 @@ def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
     if path is not None and not path.exists():
         raise UserError(f"no storage at {mask_url(url)} (run `cifar-tune optimize` first, or pass --storage)")
     real = normalize_url(url)
-    engine = create_engine(real, **_engine_kwargs(real))
+    engine = create_engine(real, **_engine_kwargs(real, pooled=False))
     try:
         tables = set(inspect(engine).get_table_names())
     except SQLAlchemyError as e:
@@ -238,7 +243,7 @@ def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
     if not OPTUNA_TABLES <= tables:
         raise UserError(f"storage {mask_url(url)} holds no Optuna studies (it lacks Optuna's tables; run "
                         "`cifar-tune optimize` on it first, or check --storage)")
-    return _open(url, {})
+    return _open(url, {}, pooled=False)
 
 
 def _rdb(storage) -> optuna.storages.RDBStorage | None:

@@ -31,27 +31,27 @@ from .names import StudyAttr
 from .presets import OptimizeSettings
 
 
-def study_settings(base: OptimizeSettings, arch: str, share: float | None) -> OptimizeSettings:
-    """The optimize settings of one architecture in the job: the preset's trials as a study-wide total."""
-    return replace(base, arch=arch, study_name=f"cifar10-{arch}", space_path=None, timeout=share,
-                   total_trials=base.total_trials or base.n_trials)
+def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeSettings:
+    """One architecture's optimize settings in the job: its trials as a study-wide total, its share of time."""
+    return replace(settings, timeout=share, total_trials=settings.total_trials or settings.n_trials)
 
 
-def run_studies(base: OptimizeSettings, archs: list[str], timeout: float | None) -> None:
+def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> None:
     """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring)."""
     start = time.monotonic()
-    for i, arch in enumerate(archs):
+    for i, settings in enumerate(plan):
         share = None
         if timeout is not None:
             left = timeout - (time.monotonic() - start)
             if left <= 0:
-                print(f"\n== {arch}: the job's --timeout is spent; its study gets no new trials", flush=True)
+                print(f"\n== {settings.arch}: the job's --timeout is spent; its study gets no new trials", flush=True)
                 continue
-            share = left / (len(archs) - i)
-        print(f"\n== {arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""), flush=True)
-        code = tuning.optimize(study_settings(base, arch, share))
+            share = left / (len(plan) - i)
+        print(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""),
+              flush=True)
+        code = tuning.optimize(study_settings(settings, share))
         if code:
-            raise UserError(f"the {arch} study stopped (exit status {code}); rerun the command to resume")
+            raise UserError(f"the {settings.arch} study stopped (exit status {code}); rerun the command to resume")
 
 
 def to_compare(storage_url: str, archs: list[str], seeds: int) -> list[str]:
@@ -92,23 +92,25 @@ def stored_table(storage_url: str, archs: list[str]) -> tuple[pd.DataFrame, list
     return (aggregate(pd.DataFrame(rows)) if rows else pd.DataFrame()), warnings
 
 
-def run(base: OptimizeSettings, archs: list[str], *, seeds: int, timeout: float | None,
-        out_dir: str | None) -> int:
+def run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None) -> int:
     """``cifar-tune run``: studies, compare, report; prints the table and the report's path."""
     start = time.perf_counter()
-    data.load_for_run(base.data, base.subset, base.seed)  # bad data end here, before any storage is touched
-    run_studies(base, archs, timeout)
-    todo = to_compare(base.storage, archs, seeds)
+    first, archs = plan[0], [s.arch for s in plan]
+    for source, subset, seed in {(s.data, s.subset, s.seed) for s in plan}:  # bad data end here, before any
+        data.load_for_run(source, subset, seed)  # storage is touched
+    run_studies(plan, timeout)
+    todo = to_compare(first.storage, archs, seeds)
     out = Path(out_dir) if out_dir else None
     if todo:
         print(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)", flush=True)
-        compare.run_cli(base.data, base.subset, archs=todo, seeds=seeds, epochs=None, storage=base.storage,
-                        out_dir=str(out / "compare") if out else None, engine=base.engine,
-                        precision=base.precision, verbose=int(base.verbose))
+        # without --data, compare takes each study's recorded data and subset
+        compare.run_cli(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
+                        out_dir=str(out / "compare") if out else None, engine=first.engine,
+                        precision=first.precision, verbose=int(first.verbose))
     else:
         print("\n== compare: every architecture's comparison is up to date", flush=True)
-    path = study_report.write_study_report(base.storage, out)
-    agg, warnings = stored_table(base.storage, archs)
+    path = study_report.write_study_report(first.storage, out)
+    agg, warnings = stored_table(first.storage, archs)
     print(f"\nThe job is done in {time.perf_counter() - start:.0f} s. Test-set macro metrics (mean ± std over "
           f"seeds; tuned - baseline: paired differences [95% interval]):")
     if not agg.empty:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The seed notebook's five classifiers, in its order (architectures.py builds them under these keys).
-ARCH_KEYS = ("mlp_bn", "mlp_l2", "cnn", "cnn_da", "resnet")
+# The seed notebook's five classifiers, in its order (architectures.py builds them under these keys), and the
+# labels its table gives them.
+ARCH_LABELS = {"mlp_bn": "MLP with BatchNorm", "mlp_l2": "MLP with L2", "cnn": "Simple CNN",
+               "cnn_da": "CNN with DA and Dropout", "resnet": "ResNet"}
+ARCH_KEYS = tuple(ARCH_LABELS)
 
 # --- places (relative to the working directory, like the default database) -----------------------------------
 STORAGE_DIR = Path("storage")

@@ -80,8 +80,12 @@ class OptimizeSettings:
         return asdict(self)
 
 
-def load_preset(name_or_path: str) -> dict:
-    """A preset's values: a built-in name (``default``, ``quick``, ``seed``) or a path to a TOML file."""
+def load_preset(name_or_path: str, arch: str | None = None) -> dict:
+    """A preset's values for ``arch``: a built-in name (``default``, ``quick``, ``seed``) or a path to a TOML file.
+
+    A table ``[archs.<arch>]`` in the preset overrides its values for that architecture alone (``quick`` gives
+    the MLPs more images than the ResNet, say).
+    """
     path = Path(name_or_path)
     if not (path.suffix == ".toml" or path.exists()):
         path = resources.path("study", f"{name_or_path}.toml")
@@ -94,23 +98,32 @@ def load_preset(name_or_path: str) -> dict:
         raise UserError(f"preset file not found: {path}") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"cannot read preset {path}: {e}") from None
-    for key, value in raw.items():
-        if key not in KEYS:
-            raise UserError(f"{path}: {key}: unknown preset key (known: {', '.join(KEYS)})")
-        if isinstance(value, bool) or not isinstance(value, KEYS[key]):
-            raise UserError(f"{path}: {key}: expected {getattr(KEYS[key], '__name__', 'a number')}, got {value!r}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise UserError(f"{path}: {key}: {value!r} is not one of {', '.join(CHOICES[key])}")
-        if key in RANGES and not RANGES[key][0] <= value <= RANGES[key][1]:
-            raise UserError(f"{path}: {key}: must be in {RANGES[key][0]}..{RANGES[key][1]:g}, got {value!r}")
-    return raw
+    per_arch = raw.pop("archs", {})
+    if not isinstance(per_arch, dict) or not all(k in names.ARCH_KEYS and isinstance(v, dict)
+                                                 for k, v in per_arch.items()):
+        raise UserError(f"{path}: archs: expected tables [archs.<arch>] for {', '.join(names.ARCH_KEYS)}")
+    for where, table in (("", raw), *((f"archs.{k}.", v) for k, v in per_arch.items())):
+        for key, value in table.items():
+            _check_preset_value(path, where + key, key, value)
+    return {**raw, **per_arch.get(arch, {})}
+
+
+def _check_preset_value(path: Path, shown: str, key: str, value) -> None:
+    if key not in KEYS:
+        raise UserError(f"{path}: {shown}: unknown preset key (known: {', '.join(KEYS)})")
+    if isinstance(value, bool) or not isinstance(value, KEYS[key]):
+        raise UserError(f"{path}: {shown}: expected {getattr(KEYS[key], '__name__', 'a number')}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise UserError(f"{path}: {shown}: {value!r} is not one of {', '.join(CHOICES[key])}")
+    if key in RANGES and not RANGES[key][0] <= value <= RANGES[key][1]:
+        raise UserError(f"{path}: {shown}: must be in {RANGES[key][0]}..{RANGES[key][1]:g}, got {value!r}")
 
 
 def settings_from_args(args) -> OptimizeSettings:
     """Merge built-in defaults < preset < command-line options; validate the space and storage URL."""
     from . import database
 
-    values = {**BUILT_IN, **load_preset(args.preset or DEFAULT_PRESET)}
+    values = {**BUILT_IN, **load_preset(args.preset or DEFAULT_PRESET, args.arch)}
     for key in KEYS:
         given = getattr(args, key, None)  # some preset keys have no command-line option
         if given is not None:

@@ -32,7 +32,7 @@ KINDS = ("float", "int", "categorical")
 LIMITS = {"units": (int, 1, 16384), "units1": (int, 1, 16384), "units2": (int, 1, 16384),
           "dense_units": (int, 1, 16384), "width": (float, 0.05, 8.0), "dropout": (float, 0.0, 0.95),
           "l2": (float, 0.0, 1.0), "flip": (bool, False, True), "translate": (float, 0.0, 0.5),
-          "learning_rate": (float, 1e-7, 1.0), "batch_size": (int, 1, 65536), "weight_decay": (float, 0.0, 1.0),
+          "learning_rate": (float, 1e-12, math.inf), "batch_size": (int, 1, 65536), "weight_decay": (float, 0.0, 1.0),
           "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES}
 _FIELDS = {"type", "low", "high", "log", "step", "choices", "baseline", "optional", "off", "doc", "when"}
 

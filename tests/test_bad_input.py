@@ -32,6 +32,7 @@ SPACE = 'arch = "mlp_l2"\n[params.{name}]\ntype = "{kind}"\n{body}\n'
     ("learning_rate", "categorical", 'choices = ["fast", "slow"]\nbaseline = "fast"', "must be a number, got 'fast'"),
     ("batch_size", "int", "low = -32\nhigh = 64\nbaseline = 32", "-32 is outside what the model accepts"),
     ("dropout", "float", "low = 0.0\nhigh = 1.5\nbaseline = 0.2", "1.5 is outside what the model accepts"),
+    ("learning_rate", "float", "low = 0.0\nhigh = 0.1\nbaseline = 0.001", "0.0 is outside what the model accepts"),
     ("units", "categorical", "choices = [256, 512.5]\nbaseline = 256", "must be an integer, got 512.5"),
     ("optimizer", "categorical", 'choices = ["adam", "sgd"]\nbaseline = "adam"', "'sgd' is not one of adam, adamw"),
 ])

@@ -29,7 +29,7 @@ def test_run_does_studies_compare_and_report_and_resumes_without_redoing(tiny_np
             "--data", str(tiny_npz), "--out", "job"]
     code, out, err = run_cli(argv)
     assert code == 0, err
-    table = out[out.index("Test-set macro metrics"):]
+    table = out[out.rindex("Test-set macro metrics"):]  # the job's final table (compare printed its own)
     for label in ("MLP with L2", "Simple CNN"):
         rows = [line for line in table.splitlines() if line.startswith(label)]
         assert [r.split()[len(label.split())] for r in rows] == ["baseline", "tuned", "tuned"], rows
@@ -50,7 +50,7 @@ def test_run_does_studies_compare_and_report_and_resumes_without_redoing(tiny_np
         study = optuna.load_study(study_name=f"cifar10-{arch}", storage=storage)
         assert len(study.trials) == 2
         assert study.user_attrs[StudyAttr.COMPARE]["date"] == first[arch]["date"]
-    assert "MLP with L2" in out[out.index("Test-set macro metrics"):]
+    assert "MLP with L2" in out[out.rindex("Test-set macro metrics"):]
 
 
 def test_run_with_bad_data_touches_no_storage(tmp_path):

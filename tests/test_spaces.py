@@ -180,3 +180,18 @@ def test_schedule_matches_keras_cosine_decay_and_adamw_decays_kernels_only():
     assert isinstance(base.make_optimizer({**config, "optimizer": "adam", "lr_schedule": "constant"}, 1),
                       keras.optimizers.Adam)
 
+
+
+def test_a_preset_can_differ_per_architecture(tmp_path):
+    from cifar_tune import presets
+    from cifar_tune.errors import UserError
+
+    assert presets.load_preset("quick", "mlp_l2")["subset"] == 20000
+    assert presets.load_preset("quick", "resnet")["subset"] == 10000
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = 3\n[archs.resnet]\nepochs = 0\n")
+    with pytest.raises(UserError, match=r"archs.resnet.epochs: must be in 1..10000, got 0"):
+        presets.load_preset(str(bad), "cnn")
+    bad.write_text("[archs.vgg]\nepochs = 3\n")
+    with pytest.raises(UserError, match="archs: expected tables"):
+        presets.load_preset(str(bad), "cnn")

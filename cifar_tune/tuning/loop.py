@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import optuna
 
-from .. import records
+from .. import engines, records
 from ..database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading, study_lock
 from ..errors import UserError
 from ..names import TOTAL_TRIALS_ENV
@@ -78,6 +78,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
     study, created = create_or_load(settings, storage, space, split, worker)
     total = total_trials(settings)
     if worker == 0:
+        print(engines.describe(settings.engine, settings.precision), flush=True)
         print(display.header(settings, study, created, total), flush=True)
     objective = story.recorded(make_objective(space, split, epochs=settings.epochs, seed=settings.seed,
                                               engine=settings.engine, precision=settings.precision,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import optuna
 from optuna.trial import TrialState
 
-from .. import records
+from .. import engines, records
 from ..names import TrialAttr
 from ..presets import OptimizeSettings
 from . import display, story
@@ -169,6 +169,7 @@ def run_jobs(settings: OptimizeSettings) -> int:
     del split  # the workers load their own copy
     total = total_trials(settings)
     sup = Supervisor(settings, study, total, settings.trials_per_process)
+    print(engines.describe(settings.engine, settings.precision), flush=True)
     print(display.header(settings, study, created, total, settings.trials_per_process), flush=True)
     poll, start = poll_seconds(storage), time.monotonic()
     try:
