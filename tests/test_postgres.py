@@ -35,8 +35,8 @@ def env(**extra: str) -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def load(url: str) -> optuna.Study:
-    return optuna.load_study(study_name=STUDY, storage=url)
+def load(storage) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=storage)
 
 
 def assert_distinct_numbers(trials) -> None:
@@ -87,10 +87,11 @@ def test_a_killed_worker_trial_is_failed_by_the_heartbeat_and_retried(pg_url, ti
     try:
         victim = None
         deadline = time.time() + 180
+        watcher = optuna.storages.RDBStorage(pg_url)  # one engine for every look (each load_study(url) pools its own)
         while victim is None and time.time() < deadline and parent.poll() is None:
             time.sleep(0.5)
             try:
-                running = load(pg_url).get_trials(states=(TrialState.RUNNING,))
+                running = load(watcher).get_trials(states=(TrialState.RUNNING,))
             except KeyError:  # the study does not exist yet
                 continue
             # In the middle of a trial: at least one epoch reported, more to come.
