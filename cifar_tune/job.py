@@ -32,8 +32,11 @@ from .presets import OptimizeSettings
 
 
 def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeSettings:
-    """One architecture's optimize settings in the job: its trials as a study-wide total, its share of time."""
-    return replace(settings, timeout=share, total_trials=settings.total_trials or settings.n_trials)
+    """One architecture's optimize settings in the job: its trials as a study-wide total, and the shorter of its
+    preset's timeout and its share of the job's."""
+    limits = [t for t in (settings.timeout, share) if t is not None]
+    return replace(settings, timeout=min(limits) if limits else None,
+                   total_trials=settings.total_trials or settings.n_trials)
 
 
 def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> None:
