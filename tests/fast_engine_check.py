@@ -99,20 +99,25 @@ def prune(epochs: int = 4) -> dict:
 
 
 def reuse(arch: str = "mlp_l2", epochs: int = 2) -> dict:
-    """Program reuse: a config that differs in learning rate, dropout and L2 only runs the programs compiled for
-    another; its history must equal that of the same config compiled afresh (no stale constants)."""
+    """Program reuse: a config that differs in every traced value only (learning rate, dropout, L2, optimizer and
+    weight decay, schedule, and the number of steps it spans) runs the programs compiled for another; its history
+    must equal that of the same config compiled afresh (no value baked in from the first trial)."""
     x, y, xv, yv = synthetic_cifar(64, 32)
-    first = {"batch_size": 16, "learning_rate": 3e-3, "dropout": 0.5, "l2": 1e-2}
-    second = {"batch_size": 16, "learning_rate": 5e-4, "dropout": 0.1, "l2": 1e-4}
+    # first: Adam at a constant rate over `epochs` epochs; second: AdamW with a strong decay, warm-up + cosine over
+    # one epoch more (12 steps: 1 of warm-up), so each value, were it the first's, would change the second's run
+    first = {"batch_size": 16, "learning_rate": 5e-4, "dropout": 0.5, "l2": 1e-2}
+    second = {"batch_size": 16, "learning_rate": 3e-3, "dropout": 0.1, "l2": 1e-4, "optimizer": "adamw",
+              "weight_decay": 0.5, "lr_schedule": "warmup_cosine"}
     other_batch = {**second, "batch_size": 32}
 
-    def run(config):
+    def run(config, epochs):
         r = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
         return {"history": r.history, "reused": r.info["program_reused"], "compile_seconds": r.info["compile_seconds"]}
 
-    out = {"first": run(first), "second_reusing": run(second), "other_batch": run(other_batch)}
+    out = {"first": run(first, epochs), "second_reusing": run(second, epochs + 1),
+           "other_batch": run(other_batch, epochs + 1)}
     jax_loop._PROGRAMS.clear()  # forget every compiled program: the next run traces its own
-    out["second_fresh"] = run(second)
+    out["second_fresh"] = run(second, epochs + 1)
     out["cache_files"] = len(list(jax_loop.CACHE_DIR.glob("*")))
     return out
 
@@ -144,6 +149,54 @@ def full_batch(archs: list[str], n_train: int = 64, n_val: int = 32, epochs: int
         for engine in ("keras", "fast"):
             r = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
             out.setdefault(arch, {})[engine] = r.history
+    return out
+
+
+def _engine_batches(arch: str, config: dict, seed: int, epoch: int, y: np.ndarray) -> np.ndarray:
+    """The batches of image indices the fast engine trains on in ``epoch``, drawn by its own compiled shuffle
+    (the program the engine keeps for this configuration in ``jax_loop._PROGRAMS``)."""
+    import jax
+
+    from cifar_tune.engines import jax_program
+
+    key = jax_program.program_key(arch, architectures.get(arch).config(config), "float32", True)
+    shuffle = jax_loop._PROGRAMS[key].shuffle
+    return np.asarray(shuffle(jax.random.key(seed), np.int32(epoch), np.asarray(y, np.int32)))
+
+
+def replay(runs: list[dict], epochs: int = 2, seed: int = 0) -> dict:
+    """The fast engine's training, and the same training stepped through Keras by hand.
+
+    Each run (``arch``, ``config``, ``n_train``, ``n_val``) trains with the fast engine; then a Keras model built
+    from the same seed (same initial weights, same seed-generator states) takes ``train_on_batch`` steps on the
+    batches the engine's shuffle drew for each epoch and is ``evaluate``d after each epoch. Dropout, augmentation
+    and BatchNorm draw and update exactly as in the engine, so the histories must agree up to float rounding.
+    Also: the returned model, evaluated by Keras, and the engine's last val_loss / val_accuracy.
+    """
+    out = {}
+    for run in runs:
+        arch, config = run["arch"], run["config"]
+        x, y, xv, yv = synthetic_cifar(run["n_train"], run["n_val"])
+        fast = engines.train(arch, config, x, y, xv, yv, epochs=epochs, seed=seed, engine="fast")
+        batches = [_engine_batches(arch, config, seed, epoch, y) for epoch in range(epochs)]
+        returned = fast.model.evaluate(engines.scale(xv), yv, verbose=0, return_dict=True)
+
+        keras.utils.set_random_seed(seed)
+        full = architectures.get(arch).config(config)
+        model = engines.compile_model(architectures.get(arch).build(full), full, epochs * len(batches[0]))
+        history: dict = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        for epoch in range(epochs):
+            steps = [model.train_on_batch(engines.scale(x[idx]), y[idx], return_dict=True) for idx in batches[epoch]]
+            history["loss"].append(float(np.mean([s["loss"] for s in steps])))
+            history["accuracy"].append(float(np.mean([s["accuracy"] for s in steps])))
+            logs = model.evaluate(engines.scale(xv), yv, verbose=0, return_dict=True)
+            history["val_loss"].append(float(logs["loss"]))
+            history["val_accuracy"].append(float(logs["accuracy"]))
+        out[arch] = {
+            "fast": fast.history, "replay": history, "n_train": run["n_train"], "n_val": run["n_val"],
+            "batch_size": int(full["batch_size"]), "batches": [b.tolist() for b in batches],
+            "steps_per_epoch": fast.info["steps_per_epoch"],
+            "returned": {"val_loss": float(returned["loss"]), "val_accuracy": float(returned["accuracy"])}}
     return out
 
 
@@ -183,10 +236,14 @@ def equivalence(archs: list[str], seeds: list[int], n_train: int = 256, n_val: i
                 start = time.perf_counter()
                 r = engines.train(arch, {"batch_size": batch_size}, x, y, xv, yv, epochs=epochs, seed=seed,
                                    engine=engine)
+                seconds = round(time.perf_counter() - start, 1)
                 acc = float((engines.predict_classes(r.model, xv) == yv).mean())
+                evaluated = r.model.evaluate(engines.scale(xv), yv, verbose=0, return_dict=True)
                 out.setdefault(arch, {}).setdefault(engine, []).append(
                     {"seed": seed, "accuracy": acc, "val_accuracy": r.history["val_accuracy"][-1],
-                     "seconds": round(time.perf_counter() - start, 1)})
+                     "val_loss": r.history["val_loss"][-1], "train_accuracy": r.history["accuracy"][-1],
+                     "evaluated_loss": float(evaluated["loss"]), "evaluated_accuracy": float(evaluated["accuracy"]),
+                     "seconds": seconds})
     return out
 
 
@@ -208,7 +265,8 @@ def hard_synthetic(n_train: int, n_val: int, seed: int = 0):
     return (*make(n_train), *make(n_val))
 
 
-CHECKS = {f.__name__: f for f in (train_all, bf16, prune, reuse, loop_modes, full_batch, schedules, equivalence)}
+CHECKS = {f.__name__: f for f in (train_all, bf16, prune, reuse, loop_modes, full_batch, replay, schedules,
+                                  equivalence)}
 
 if __name__ == "__main__":
     assert keras.backend.backend() == "jax", keras.backend.backend()
