@@ -35,7 +35,7 @@ def stop_on_signals(always_deferred: bool = False) -> None:
     ``always_deferred`` (a supervised worker): never raise from the handler; the worker stops at the next batch
     or trial, and its supervisor kills it if that takes too long."""
     def handler(signum, frame):
-        _stop["reason"] = TERMINATED if signum == signal.SIGTERM else INTERRUPTED
+        _stop["reason"] = _stop["reason"] or (TERMINATED if signum == signal.SIGTERM else INTERRUPTED)  # the first
         if not (_stop["deferred"] or always_deferred):
             raise_if_stopping()
 

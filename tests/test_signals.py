@@ -78,21 +78,29 @@ def test_a_signal_fails_the_running_trial_and_the_printed_command_resumes(tiny_n
     assert [t.state for t in study.trials][-1] == TrialState.COMPLETE and len(study.trials) == 3
 
 
-def test_sigterm_to_a_supervisor_stops_its_workers_and_fails_their_trials(tiny_npz, tmp_path):
+@pytest.mark.parametrize("to_group, sig, code, reason", [
+    (False, signal.SIGTERM, 143, "terminated (SIGTERM)"),  # a scheduler or `docker stop`: the supervisor only
+    (True, signal.SIGINT, 130, "interrupted by the user"),  # Ctrl-C in a terminal: every process of the group
+])
+def test_a_signal_to_a_supervisor_stops_its_workers_and_fails_their_trials(tiny_npz, tmp_path, to_group, sig, code,
+                                                                           reason):
     proc = start(tiny_npz, tmp_path, "--jobs", "2")
     try:
         wait_for(tmp_path, lambda s: s.count("RUNNING") == 2)
         workers = descendants(proc.pid)
         assert len(workers) >= 2
-        proc.send_signal(signal.SIGTERM)  # as a scheduler or `docker stop` does: to the supervisor only
+        if to_group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err, err
     time.sleep(1)
     assert not [p for p in workers if Path(f"/proc/{p}").exists()], "a worker outlived its supervisor"
     study = optuna.load_study(study_name="cifar10-cnn", storage=f"sqlite:///{tmp_path / DB}")
     assert TrialState.RUNNING not in [t.state for t in study.trials]
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(failed) == 2 and all(t.user_attrs.get("fail_reason") == "terminated (SIGTERM)" for t in failed)
+    assert len(failed) == 2 and all(t.user_attrs.get("fail_reason") == reason for t in failed)
