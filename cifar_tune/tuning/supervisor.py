@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import optuna
 from optuna.trial import TrialState
 
-from .. import engines, records
+from .. import engines, records, runtime
 from ..names import TrialAttr
 from ..presets import OptimizeSettings
 from . import display, story
@@ -173,15 +173,18 @@ def run_jobs(settings: OptimizeSettings) -> int:
     print(display.header(settings, study, created, total, settings.trials_per_process), flush=True)
     poll, start = poll_seconds(storage), time.monotonic()
     try:
-        while True:
-            sup.reap()
-            optuna.storages.fail_stale_trials(study)  # the watchdog: dead workers' trials become retries
-            remaining = None if settings.timeout is None else settings.timeout - (time.monotonic() - start)
-            if not sup.stop_code and (remaining is None or remaining > 0):
-                sup.spawn(remaining)
-            if sup.finished(remaining is not None and remaining <= 0):
-                break
-            time.sleep(poll)
+        # A signal is seen at the next poll, never raised inside a library call (where it could be swallowed
+        # or leave a just-started worker unrecorded); leaving the block raises it.
+        with runtime.signals_deferred():
+            while not runtime.stopping():
+                sup.reap()
+                optuna.storages.fail_stale_trials(study)  # the watchdog: dead workers' trials become retries
+                remaining = None if settings.timeout is None else settings.timeout - (time.monotonic() - start)
+                if not sup.stop_code and (remaining is None or remaining > 0):
+                    sup.spawn(remaining)
+                if sup.finished(remaining is not None and remaining <= 0):
+                    break
+                time.sleep(poll)
     except KeyboardInterrupt:  # Ctrl-C (the workers got it too) or SIGTERM (they did not): stop them all
         sup.stop_children()
         raise
