@@ -17,11 +17,14 @@ CONFIDENCE = 0.95
 
 def paired_interval(diffs: pd.Series) -> tuple[float, float, float]:
     """(low, high, p) of the mean paired difference: a t interval at CONFIDENCE and the two-sided p-value of
-    "no difference" (NaN with fewer than two seeds, or when every seed gave the same difference)."""
+    "no difference" (NaN with fewer than two seeds; a zero-width interval when every seed gave the same one)."""
     values = diffs.astype(float)
     n, sd = len(values), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-    if n < 2 or not sd > 0:
+    if n < 2:
         return float("nan"), float("nan"), float("nan")
+    if sd == 0:  # every seed gave the same difference (0 when the best trial is the baseline): no spread
+        mean = float(values.mean())
+        return mean, mean, 1.0 if mean == 0 else 0.0
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
     p = float(stats.ttest_1samp(values, 0.0).pvalue)
     return float(values.mean()) - half, float(values.mean()) + half, p
@@ -48,10 +51,13 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict(row) -> str:
-    """For a difference row: 'better', 'worse' or 'within noise' (the 95% interval of accuracy holds 0)."""
+    """For a difference row: 'better', 'worse', 'within noise' (the 95% interval of accuracy holds 0), or 'no
+    difference' when every seed trained the same configuration (the best trial is the baseline)."""
     low, high = row.get("Accuracy low"), row.get("Accuracy high")
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return "within noise (too few seeds for an interval)"
+    if low == high == 0:
+        return "no difference (the same configuration)"
     if low > 0:
         return f"better (p = {row['Accuracy p']:.3g})"
     if high < 0:

@@ -221,7 +221,8 @@ def test_compare_seeds_skip_the_seed_the_study_trained_with():
 @pytest.mark.parametrize("diffs, verdict", [([0.02, 0.03, 0.025, 0.028], "better"),
                                             ([-0.02, -0.03, -0.025], "worse"),
                                             ([0.02, -0.01, 0.005], "within noise"),
-                                            ([0.02], "within noise (too few seeds")])
+                                            ([0.02], "within noise (too few seeds"),
+                                            ([0.0, 0.0, 0.0], "no difference (the same configuration)")])
 def test_the_difference_row_says_within_noise_when_its_interval_holds_zero(diffs, verdict):
     base = [0.5] * len(diffs)
     per_seed = pd.DataFrame([{"arch": "cnn", "Model": "Simple CNN", "Variant": v, "Seed": k,
