@@ -17,6 +17,7 @@ short would leave a comparison on fewer seeds than asked.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,6 @@ import pandas as pd
 
 from . import compare, data, database, records, study_report, tuning
 from .compare_table import aggregate, display_table
-from .errors import UserError
 from .names import StudyAttr
 from .presets import OptimizeSettings
 
@@ -39,8 +39,9 @@ def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeS
                    total_trials=settings.total_trials or settings.n_trials)
 
 
-def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> None:
-    """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring)."""
+def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> int:
+    """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring); returns 0, or
+    the exit status of a study that stopped (interrupted: 130 or 143)."""
     start = time.monotonic()
     for i, settings in enumerate(plan):
         share = None
@@ -54,7 +55,10 @@ def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> None:
               flush=True)
         code = tuning.optimize(study_settings(settings, share))
         if code:
-            raise UserError(f"the {settings.arch} study stopped (exit status {code}); rerun the command to resume")
+            print(f"cifar-tune run: the {settings.arch} study stopped; the same `cifar-tune run` command resumes "
+                  "the job", file=sys.stderr)
+            return code
+    return 0
 
 
 def to_compare(storage_url: str, archs: list[str], seeds: int) -> list[str]:
@@ -101,7 +105,9 @@ def run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_
     first, archs = plan[0], [s.arch for s in plan]
     for source, subset, seed in {(s.data, s.subset, s.seed) for s in plan}:  # bad data end here, before any
         data.load_for_run(source, subset, seed)  # storage is touched
-    run_studies(plan, timeout)
+    code = run_studies(plan, timeout)
+    if code:
+        return code
     todo = to_compare(first.storage, archs, seeds)
     out = Path(out_dir) if out_dir else None
     if todo:

@@ -39,6 +39,7 @@ def stop_on_signals(always_deferred: bool = False) -> None:
         if not (_stop["deferred"] or always_deferred):
             raise_if_stopping()
 
+    _stop["reason"] = None  # a new command
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 
