@@ -91,6 +91,7 @@ def resume_command(settings: OptimizeSettings) -> str:
                         ("--data", settings.data), ("--subset", settings.subset), ("--space", settings.space_path),
                         ("--sampler", settings.sampler), ("--pruner", settings.pruner),
                         ("--engine", settings.engine), ("--precision", settings.precision),
+                        ("--total-trials", settings.total_trials),
                         ("--jobs", settings.jobs if settings.jobs > 1 else None)):
         if value is not None:
             parts += [flag, str(value)]
