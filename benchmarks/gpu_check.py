@@ -458,20 +458,11 @@ def machine_facts(env: dict[str, str]) -> dict:
 
 
 def synthetic_npz(path: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:
-    """CIFAR-shaped uint8 data whose class is visible (a bright class-specific stripe over noise), as
-    tests/conftest.py's ``synthetic_cifar``."""
-    rng = np.random.default_rng(seed)
+    """The tests' tiny learnable CIFAR-shaped data (tests/synthetic.py, numpy only) as an .npz."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from synthetic import synthetic_cifar
 
-    def make(n):
-        y = np.arange(n) % 10
-        rng.shuffle(y)
-        x = rng.integers(0, 96, size=(n, 32, 32, 3), dtype=np.uint8)
-        for c in range(10):
-            x[y == c, 3 * c:3 * c + 3, :, c % 3] = 255
-        return x, y.astype(np.uint8)
-
-    x_train, y_train = make(n_train)
-    x_test, y_test = make(n_test)
+    x_train, y_train, x_test, y_test = synthetic_cifar(n_train, n_test, seed)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
 

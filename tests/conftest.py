@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import synthetic_cifar  # noqa: F401  (re-exported: tests import it from here)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -14,24 +15,6 @@ pytest_plugins = ("pg",)  # the PostgreSQL fixtures (pg_cluster, pg_url) for eve
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "cifar10"
-
-
-def synthetic_cifar(n_train: int = 300, n_test: int = 100, seed: int = 0):
-    """CIFAR-shaped uint8 data whose class is visible (a bright class-specific stripe over noise)."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = np.arange(n) % 10
-        rng.shuffle(y)
-        x = rng.integers(0, 96, size=(n, 32, 32, 3), dtype=np.uint8)
-        for c in range(10):
-            rows = slice(3 * c, 3 * c + 3)
-            x[y == c, rows, :, c % 3] = 255
-        return x, y.astype(np.uint8)
-
-    x_train, y_train = make(n_train)
-    x_test, y_test = make(n_test)
-    return x_train, y_train, x_test, y_test
 
 
 @pytest.fixture
