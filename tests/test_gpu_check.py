@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,7 +60,7 @@ def test_smoke_run_measures_every_part(tmp_path: Path):
         assert parts[name]["status"] == "ok", (name, parts[name].get("reason"))
 
     rows = parts["throughput"]["rows"]
-    assert {r["arch"] for r in rows} == {"mlp_bn", "mlp_l2"}
+    assert {r["arch"] for r in rows} == {"mlp_l2"}
     for r in rows:
         for engine in ("keras", "fast"):
             assert positive(r[engine]["seconds_per_epoch"]) and positive(r[engine]["images_per_second"]), r
@@ -67,9 +69,9 @@ def test_smoke_run_measures_every_part(tmp_path: Path):
 
     for r in parts["agreement"]["rows"]:
         assert 0 <= r["keras_accuracy"] <= 1 and 0 <= r["fast_accuracy"] <= 1, r
-        assert r["keras_seeds"] == r["fast_seeds"] == [0, 1], r
+        assert r["keras_seeds"] == r["fast_seeds"] == [0], r
         assert isinstance(r["within_1.5_points"], bool), r
-    assert {r["arch"] for r in parts["agreement"]["rows"]} == {"mlp_bn", "mlp_l2"}
+    assert {r["arch"] for r in parts["agreement"]["rows"]} == {"mlp_l2"}
 
     jobs = parts["jobs"]["rows"]
     assert [r["jobs"] for r in jobs] == [1, 2]
@@ -114,7 +116,7 @@ def test_part_over_its_limit_is_not_reached_and_later_parts_run(gpu_check, tmp_p
     start = time.monotonic()
     assert gpu_check.main(["--smoke", "--out", str(out), "--throughput-limit", "1"]) == 0
     assert time.monotonic() - start < 60
-    assert ran == ["agreement", "jobs", "e2e"]
+    assert sorted(ran) == ["agreement", "e2e", "jobs"]  # the smoke runs its parts at once
     results = json.loads((out / "results.json").read_text())
     throughput = results["parts"]["throughput"]
     assert throughput["status"] == "not reached"
@@ -124,6 +126,38 @@ def test_part_over_its_limit_is_not_reached_and_later_parts_run(gpu_check, tmp_p
     md = (out / "results.md").read_text()
     assert "Status: **not reached** — timeout" in md
     assert set(tables_per_part(md)) == set(PARTS)
+
+
+def test_ctrl_c_ends_every_running_part_and_keeps_the_record(gpu_check, tmp_path: Path, monkeypatch):
+    """The smoke runs its parts in threads: Ctrl-C reaches only the main thread, which must end the others'
+    commands (they run in sessions of their own) and still write results.json, each part 'interrupted'."""
+    pids = []
+
+    def interrupts(ctx, deadline):
+        os.kill(os.getpid(), signal.SIGINT)  # the main thread gets KeyboardInterrupt while it waits
+        ctx.stop.wait(30)
+        return {"status": "not reached", "reason": "stand-in"}
+
+    def sleeps(ctx, deadline):
+        argv = [sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(120)"]
+        res = gpu_check.run_one(ctx, "sleeps", argv, deadline)
+        pids.append(int(res.stdout.split()[0]) if res.stdout.strip() else None)
+        return {"status": "ok" if res.ok else "not reached", "reason": res.reason()}
+
+    monkeypatch.setitem(gpu_check.PARTS, "throughput", interrupts)
+    monkeypatch.setitem(gpu_check.PARTS, "agreement", sleeps)
+    out = tmp_path / "interrupted"
+    start = time.monotonic()
+    assert gpu_check.main(["--smoke", "--out", str(out), "--parts", "throughput,agreement"]) == 130
+    assert time.monotonic() - start < 60  # the sleeping command was killed, not waited for
+    results = json.loads((out / "results.json").read_text())
+    for name in ("throughput", "agreement"):
+        assert results["parts"][name]["status"] == "not reached"
+        assert results["parts"][name]["reason"] == "interrupted by the user"
+    assert results["parts"]["jobs"]["reason"] == "not selected (--parts)"
+    if pids and pids[0]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pids[0], 0)
 
 
 def test_a_failing_command_is_not_reached_with_its_last_stderr_line(gpu_check, tmp_path: Path):
