@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import optuna
 
 from .. import runtime
 from ..database import mask_url, storage_for_reading
-from ..presets import OptimizeSettings
-from . import display
-from .loop import needs_supervisor, run_worker
-from .supervisor import run_jobs
+
+if TYPE_CHECKING:
+    from ..presets import OptimizeSettings
 
 __all__ = ["optimize"]
 
 
 def optimize(settings: OptimizeSettings) -> int:
     """The ``optimize`` command: run the study, print a line per trial and the best trial beside the baseline."""
+    # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.tuning.worker``) runs this
+    # package's __init__ before its own first line, which loads Keras with TensorFlow's native logs silenced.
+    from . import display
+    from .loop import needs_supervisor, run_worker
+    from .supervisor import run_jobs
+
     display.quiet_optuna()
     runtime.stop_on_signals()
     start = time.perf_counter()
