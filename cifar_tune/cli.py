@@ -202,13 +202,18 @@ def cmd_doctor(args) -> int:
 def cmd_studies(args) -> int:
     from . import database, records
 
-    rows = records.study_rows(database.storage_for_reading(args.storage or DEFAULT_STORAGE))
+    storage = database.storage_for_reading(args.storage or DEFAULT_STORAGE)
+    rows = records.study_rows(storage)
     if not rows:
         print(f"No studies in {database.mask_url(args.storage or DEFAULT_STORAGE)}")
         return 0
     import pandas as pd
 
     print(pd.DataFrame(rows).to_string(index=False))
+    compared = records.compared_rows(storage)
+    if compared:
+        print("\nCompared on the test set (cifar-tune compare; accuracy, mean over the seeds):")
+        print(pd.DataFrame(compared).round(4).to_string(index=False))
     return 0
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 from scipy import stats
 
 from . import metrics
+from .names import COMPARE_DIFF as DIFF
+from .names import COMPARE_VARIANTS as VARIANTS
 
-VARIANTS = ("baseline", "tuned")
-DIFF = "tuned - baseline"
 CONFIDENCE = 0.95
 
 

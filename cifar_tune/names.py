@@ -71,5 +71,7 @@ class TrialAttr:
 # --- the study note optuna-dashboard shows: sections and who owns them ---------------------------------------
 NOTE_TAG = "(cifar-tune optimize)"  # ends the heading of the section the tuning loop rewrites
 COMPARE_HEADING = "## Tuned vs baseline on the test set (cifar-tune compare)"  # the section compare writes
+COMPARE_VARIANTS = ("baseline", "tuned")  # the rows of compare's table, then the paired difference:
+COMPARE_DIFF = "tuned - baseline"
 FIGURE_CURVES = "best-vs-baseline"
 FIGURE_TRIALS = "val-loss-of-every-trial"

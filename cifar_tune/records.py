@@ -1,5 +1,6 @@
-"""Queries on what Optuna stored: the baseline trial, the best trial (or none), retries, counts by state, and
-whether a study has learned anything. Read-only; plain Optuna objects in, plain data out."""
+"""Queries on what Optuna stored: the baseline trial, the best trial (or none), retries, counts by state,
+whether a study has learned anything, and what ``compare`` stored. Read-only; plain Optuna objects in, plain
+data out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .names import ARCH_KEYS, StudyAttr, TrialAttr
+from .names import ARCH_KEYS, COMPARE_DIFF, StudyAttr, TrialAttr
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHANCE_ACCURACY = 0.1  # ten balanced classes
@@ -106,4 +107,26 @@ def study_rows(storage) -> list[dict]:
                      "best_val_loss": round(best.value, 4) if best else None,
                      "best_val_acc": round(best.user_attrs.get(TrialAttr.VAL_ACCURACY, float("nan")), 4)
                      if best else None})
+    return rows
+
+
+def compared_rows(storage) -> list[dict]:
+    """One row per study that ``compare`` has run on: test accuracy of baseline and tuned (mean and std over the
+    seeds), the paired difference with its 95% interval, and the verdict, as compare stored them."""
+    rows = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        record = s.user_attrs.get(StudyAttr.COMPARE)
+        if not record:
+            continue
+        table = {r["Variant"]: r for r in record["table"]}
+        diff = table[COMPARE_DIFF]
+        rows.append({"study": s.study_name, "arch": record["arch"], "epochs": record["epochs"],
+                     "train_images": record["train_images"], "test_images": record["test_images"],
+                     "seeds": len(record["seeds"]), "best_trial": record["best_trial"],
+                     "baseline_acc": table["baseline"]["Accuracy"]["mean"],
+                     "baseline_std": table["baseline"]["Accuracy"]["std"],
+                     "tuned_acc": table["tuned"]["Accuracy"]["mean"], "tuned_std": table["tuned"]["Accuracy"]["std"],
+                     "difference": diff["Accuracy"]["mean"], "ci95_low": diff["Accuracy"].get("low"),
+                     "ci95_high": diff["Accuracy"].get("high"), "tuned_f1": table["tuned"]["F1 Score"]["mean"],
+                     "verdict": diff.get("verdict", "")})
     return rows

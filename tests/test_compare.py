@@ -140,6 +140,26 @@ def test_results_are_stored_with_the_study_and_the_note_keeps_other_text(compare
                                                    storage=f"sqlite:///{compared['root']}/storage/cifar_tune.db"))
 
 
+def test_studies_lists_what_compare_stored(compared):
+    """`cifar-tune studies` adds compare's results: the rows records.compared_rows reads back from the studies,
+    equal to compare.csv's aggregates."""
+    from cifar_tune import database, records
+
+    url = f"sqlite:///{compared['root']}/storage/cifar_tune.db"
+    rows = {r["arch"]: r for r in records.compared_rows(database.storage_for_reading(url))}
+    assert set(rows) == {"cnn", "mlp_l2"}
+    csv = pd.read_csv(compared["dir"] / "compare.csv")
+    for arch, r in rows.items():
+        mine = csv[(csv["arch"] == arch) & (csv["Seed"] == "mean")].set_index("Variant")
+        assert r["baseline_acc"] == pytest.approx(mine.loc["baseline", "Accuracy"])
+        assert r["tuned_acc"] == pytest.approx(mine.loc["tuned", "Accuracy"])
+        assert r["difference"] == pytest.approx(r["tuned_acc"] - r["baseline_acc"])
+        assert r["seeds"] == 2 and r["epochs"] == 1 and r["test_images"] == 100
+        assert r["verdict"].split(" (")[0] in ("better", "worse", "within noise", "no difference")
+    code, out, _ = run_cli(["studies", "--storage", url])
+    assert code == 0 and "Compared on the test set" in out and "cifar10-mlp_l2" in out.split("Compared")[1]
+
+
 def test_models_are_saved_as_keras_files_that_load(compared):
     import keras
 
