@@ -27,7 +27,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
-def wait_until_serving(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+def wait_until_serving(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:  # a busy CPU is slow
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
