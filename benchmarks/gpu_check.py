@@ -31,10 +31,10 @@ runs a subset (the others are recorded as not reached); ``--no-preallocate`` set
 learnable class stripe): ``mlp_l2`` at batch 32 for throughput and agreement (1 epoch, seed 0), ``--jobs`` 1 and 2
 on ``mlp_l2``, and a two-trial ``mlp_l2`` study with ``compare --seeds 1``; the four parts at once (see
 ``run_parts``). That is ten product commands, each of which imports TensorFlow (about 7 CPU-seconds), so two cores
-cannot do it much faster: 53 s on an idle 2-core Xeon. Its backend, unless
-``KERAS_BACKEND`` says otherwise, is TensorFlow where installed (faster here, see ``smoke_backend``), else JAX. With
-JAX it hides an installed TensorFlow from the subprocesses, as on the GPU machine (which has none): otherwise
-``keras.utils.set_random_seed`` imports TensorFlow in every process just to seed it, several seconds each.
+cannot do it much faster: 53 s on an idle 2-core Xeon. Its backend, unless ``KERAS_BACKEND`` says otherwise, is
+TensorFlow where installed (faster here, see ``smoke_backend``), else JAX. With JAX it hides an installed TensorFlow
+from the subprocesses, as on the GPU machine (which has none): otherwise ``keras.utils.set_random_seed`` imports
+TensorFlow in every process just to seed it, several seconds each.
 """
 
 from __future__ import annotations
@@ -479,9 +479,9 @@ def synthetic_npz(path: Path, n_train: int = 300, n_test: int = 100, seed: int =
 def smoke_backend() -> str:
     """The smoke run's Keras backend when the caller names none: TensorFlow where installed, else JAX.
 
-    Measured on a busy 2-core CPU (the whole smoke, load average 4-6): TensorFlow 176-194 s, JAX 222-260 s
-    (TensorFlow hidden). JAX imports faster (4 s against 10 s) but compiles every stock-fit step with XLA, which
-    costs more on a CPU than TensorFlow's graph tracing.
+    Measured on a 2-core CPU, the whole smoke beside a training study: TensorFlow 78 s, JAX 99 s (TensorFlow
+    hidden; 120 user-s against 85). JAX imports faster (3 s against 7 s) but compiles every stock-fit step with
+    XLA, which costs more on a CPU than TensorFlow's graph tracing.
     """
     return "tensorflow" if importlib.util.find_spec("tensorflow") else "jax"
 
@@ -621,7 +621,7 @@ def run_parts(ctx: Context, selected: list[str], limits: dict[str, float], *, at
 
     On the GPU the parts run one after another (they would compete for the card and spoil each other's timings).
     The smoke runs them all at once: its figures mean nothing, it only checks that every part still runs end to
-    end, and on a 2-core CPU four lanes take half the time of one.
+    end, and most of its time is single-threaded process start-up that overlaps well.
     """
     names = [n for n in PART_NAMES if n in selected]
     results = {n: {"status": NOT_REACHED, "reason": "not selected (--parts)", "limit_seconds": limits[n]}
