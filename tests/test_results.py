@@ -87,7 +87,7 @@ def test_report_and_dashboard_open_the_committed_database(db, tmp_path):
     names = {r["study"] for r in records.study_rows(database.storage_for_reading(url))}
     assert cli.main(["report", "--storage", url, "--out", str(tmp_path / "report.html")]) == 0
     html = (tmp_path / "report.html").read_text()
-    assert all(name in html for name in names)
+    assert names and all(name in html for name in names)
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cifar_tune", "dashboard", "--storage", url, "--port", str(port)],
