@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(p)
     p.add_argument("--out", help="output folder (default: a new folder under storage/reports/)")
     _add_data(p)  # default: the data the studies were tuned on (and their subset)
+    p.add_argument("--full-data", action="store_true",
+                   help="retrain on every training image and test on the whole test set, also where a study was "
+                        "tuned on a --subset (the final verdict)")
     _add_training(p)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of the stored studies")
@@ -220,11 +223,13 @@ def cmd_studies(args) -> int:
 def cmd_compare(args) -> int:
     from . import compare
 
+    if args.full_data and args.subset:
+        raise UserError("--full-data compares on every image; it does not go with --subset")
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
     return compare.run_cli(args.data or os.environ.get(DATA_ENV), args.subset, archs=args.archs, seeds=args.seeds,
                            epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE, out_dir=args.out,
                            engine=args.engine or "auto", precision=args.precision or "float32",
-                           verbose=int(args.verbose))
+                           verbose=int(args.verbose), full_data=args.full_data)
 
 
 def cmd_report(args) -> int:

@@ -19,8 +19,10 @@ optuna-dashboard shows), and the trained models to ``storage/models/<study>/<var
 
 Data: a study records the fingerprint of the data it was tuned on and, in its settings, the ``--subset`` it used.
 When the data given to compare are not a subset (no ``--subset``) but the study was tuned on one, compare takes
-the study's subset (same size and seed) of the given data; ``--subset`` overrides. Other mismatches are reported
-and the comparison runs on the data given.
+the study's subset (same size and seed) of the given data, so a quick study gets a quick comparison; ``--subset``
+overrides, and ``--full-data`` compares on every training image and the whole test set (the final verdict on a
+study that was tuned on a subset to save time). Other mismatches are reported and the comparison runs on the data
+given.
 """
 
 from __future__ import annotations
@@ -97,13 +99,17 @@ def _recorded_fingerprint(study: optuna.Study) -> str | None:
     return m.group(1) if m else None
 
 
-def dataset_for_study(ds: data.Dataset, study: optuna.Study) -> tuple[data.Dataset, list[str]]:
+def dataset_for_study(ds: data.Dataset, study: optuna.Study,
+                      full_data: bool = False) -> tuple[data.Dataset, list[str]]:
     """The data to compare ``study`` on: ``ds``, or the study's recorded subset of it (see the module doc)."""
     recorded = _recorded_fingerprint(study)
     if recorded is None or ds.fingerprint() == recorded:
         return ds, []
     settings = study.user_attrs.get(StudyAttr.SETTINGS) or {}
     n, seed = settings.get("subset"), int(settings.get("seed") or 0)
+    if full_data and n:
+        return ds, [f"the study was tuned on a subset of {int(n):,} training images; comparing on all "
+                    f"{len(ds.y_train):,} and {len(ds.y_test):,} test images (--full-data)"]
     if n and "(subset " not in ds.source:  # the user gave no --subset: follow the study
         try:
             sub = data.subset(ds, int(n), seed)
@@ -128,8 +134,8 @@ def _tuned_config(arch: str, study: optuna.Study, trial: optuna.trial.FrozenTria
     return space.config_from_params(trial.params)
 
 
-def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None,
-                   epochs: int | None) -> tuple[list[Target], list[str]]:
+def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, epochs: int | None,
+                   full_data: bool = False) -> tuple[list[Target], list[str]]:
     """The architectures to compare and the skip messages; UserError when nothing is left to compare."""
     storage = database.storage_for_reading(storage_url)
     found = find_studies(storage)
@@ -147,7 +153,7 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None,
         if best is None:
             skipped.append(f"skipping {arch}: study {found[arch]} has no completed trial yet")
             continue
-        target_ds, notes = dataset_for_study(ds, study)
+        target_ds, notes = dataset_for_study(ds, study, full_data)
         warning = records.not_learned(study)
         if warning:
             notes.append(f"WARNING: {warning}")
@@ -310,11 +316,14 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
 
 def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epochs: int | None = None,
         storage: str = DEFAULT_STORAGE, out_dir: str | Path | None = None, engine: str = "auto",
-        precision: str = "float32", verbose: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder)."""
+        precision: str = "float32", verbose: int = 0,
+        full_data: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder).
+    ``full_data``: compare on ``ds`` itself even where a study was tuned on a subset (see the module doc)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
-    targets, skipped = select_targets(ds, storage, archs, epochs)  # every user error before anything is written
+    # every user error before anything is written
+    targets, skipped = select_targets(ds, storage, archs, epochs, full_data)
     for message in skipped:
         print(f"cifar-tune: {message}", file=sys.stderr, flush=True)
     out = report.make_out_dir(out_dir, "compare")
@@ -349,7 +358,8 @@ def check_studies(storage_url: str, archs: list[str] | None) -> None:
 
 
 def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int, epochs: int | None,
-            storage: str, out_dir: str | None, engine: str, precision: str, verbose: int) -> int:
+            storage: str, out_dir: str | None, engine: str, precision: str, verbose: int,
+            full_data: bool = False) -> int:
     """The ``compare`` command: check the studies, load the data (default: what the studies were tuned on), run,
     print the table and say where everything went."""
     import logging
@@ -361,7 +371,7 @@ def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, 
     check_studies(storage, archs)
     ds = data.load_for_run(source or recorded_source(storage, archs), subset)
     per_seed, agg, out = run(ds, archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir,
-                             engine=engine, precision=precision, verbose=verbose)
+                             engine=engine, precision=precision, verbose=verbose, full_data=full_data)
     print(f"\nTest-set macro metrics, mean ± std over {seeds} seed(s); '{DIFF}' = paired per-seed differences "
           f"[95% interval]:")
     print(display_table(agg).to_markdown(index=False, tablefmt="simple", disable_numparse=True))

@@ -204,6 +204,18 @@ def test_compare_follows_the_studys_subset(tiny_npz, capsys):
     assert "± n/a" in out
     assert len(list(Path("storage/reports").glob("compare-*/compare.csv"))) == 1  # the default output folder
 
+    # --full-data: the final verdict on all 300 training and all 100 test images, whatever the study was tuned on
+    assert cli.main(["compare", "--seeds", "1", "--data", str(tiny_npz), "--full-data"]) == 0
+    out = capsys.readouterr().out
+    assert "tuned on a subset of 100 training images; comparing on all 300 and 100 test images" in out
+    rec = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs["compare"]
+    assert (rec["train_images"], rec["test_images"]) == (300, 100) and "subset" not in rec["data"]
+    # ... and it does not go with --subset: one line, status 2, the stored comparison kept
+    assert cli.main(["compare", "--data", str(tiny_npz), "--full-data", "--subset", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--full-data" in err
+    assert optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs["compare"] == rec
+
 
 @pytest.mark.parametrize("engine", ["keras", "fast"])
 def test_training_without_validation_data(engine):
