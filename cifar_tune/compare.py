@@ -243,6 +243,7 @@ def store(target: Target, record: dict, agg: pd.DataFrame) -> None:
     not the results: those are in the attribute and the files already.
     """
     target.study.set_user_attr(StudyAttr.COMPARE, _jsonable(record))
+    target.study.set_user_attr(StudyAttr.COMPARE_RUNS, {})  # done: the next compare trains afresh
     try:
         with database.study_lock(target.study):
             dashboard.write_study_note(target.study, compare_table_markdown=note_section(target, agg, record))
@@ -285,9 +286,35 @@ def _record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, date: 
     }
 
 
+# A comparison at the seed's budget trains for hours on a CPU, and compare stores its record only at the end. So
+# each finished run is also kept in the study (StudyAttr.COMPARE_RUNS) under what determines it (config, seed,
+# epochs, data, engine, precision); a compare that is interrupted and started again reuses the runs that match
+# and trains the rest. Optuna keeps trials, not these runs, so this small ledger is ours. It is dropped once the
+# record is stored: a finished compare run again trains afresh.
+
+
+def _run_key(t: Target, config: dict, seed: int, engine: str, precision: str) -> dict:
+    return _jsonable({"config": config, "seed": seed, "epochs": t.epochs, "data": t.ds.fingerprint(),
+                      "engine": engines.resolve_engine(engine), "precision": precision})
+
+
+def _kept_run(t: Target, variant: str, key: dict) -> dict | None:
+    kept = (t.study.user_attrs.get(StudyAttr.COMPARE_RUNS) or {}).get(f"{variant} seed {key['seed']}")
+    if kept and kept["key"] == key and Path(kept["run"]["model"]).exists():
+        return kept["run"]
+    return None
+
+
+def _keep_run(t: Target, variant: str, key: dict, run: dict) -> None:
+    runs = t.study.user_attrs.get(StudyAttr.COMPARE_RUNS) or {}
+    runs[f"{variant} seed {key['seed']}"] = {"key": key, "run": _jsonable(run)}
+    t.study.set_user_attr(StudyAttr.COMPARE_RUNS, runs)
+
+
 def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
                    verbose: int) -> tuple[list[dict], dict[str, list[dict]]]:
-    """Train and test baseline and tuned on each seed (the tuned run is copied when it is the baseline)."""
+    """Train and test baseline and tuned on each seed (the tuned run is copied when it is the baseline; runs kept
+    from an interrupted compare of the same target are reused)."""
     same = t.tuned_config == t.baseline_config
     print(f"\n== {t.label} ({t.arch}), study {t.study.study_name}: best trial #{t.best.number} vs the baseline; "
           f"{t.epochs} epochs on {len(t.ds.y_train):,} training images, seeds {', '.join(map(str, seeds))}, test "
@@ -298,15 +325,19 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
     rows, runs = [], {v: [] for v in VARIANTS}
     for seed in seeds:
         for variant, config in (("baseline", t.baseline_config), ("tuned", t.tuned_config)):
+            key, kept = _run_key(t, config, seed, engine, precision), ""
             if variant == "tuned" and same:
                 run_ = {**runs["baseline"][-1],
                         "model": _copy_model(runs["baseline"][-1]["model"], t.study.study_name, "tuned", seed)}
+            elif run_ := _kept_run(t, variant, key):
+                kept = ", kept from the interrupted compare"
             else:
                 run_ = _train_and_test(t, variant, config, seed, engine=engine, precision=precision, verbose=verbose)
+                _keep_run(t, variant, key, run_)
             runs[variant].append(run_)
             m = run_["metrics"]
             print(f"[{t.arch}] {variant:<8} seed {seed}: test accuracy {m['Accuracy']:.4f}, macro F1 "
-                  f"{m['F1 Score']:.4f} ({run_['seconds']:.1f} s training)", flush=True)
+                  f"{m['F1 Score']:.4f} ({run_['seconds']:.1f} s training{kept})", flush=True)
             trial = t.best.number if variant == "tuned" else (t.baseline_trial.number if t.baseline_trial else None)
             rows.append({"arch": t.arch, "Model": t.label, "Variant": variant, "Seed": seed, **m, "Trial": trial,
                          "Epochs": t.epochs, "Seconds": run_["seconds"], "Model file": run_["model"],

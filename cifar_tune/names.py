@@ -43,6 +43,7 @@ class StudyAttr:
     BASELINE_PARAMS = "baseline_params"
     SETTINGS = "settings"  # the optimize settings (storage URL left out)
     COMPARE = "compare"  # compare's record: tables, per-seed runs, confusion matrices
+    COMPARE_RUNS = "compare_runs"  # the runs of a compare still under way, so an interrupted one resumes
 
 
 class TrialAttr:

@@ -266,3 +266,46 @@ def test_the_difference_row_says_within_noise_when_its_interval_holds_zero(diffs
     shown = compare_table.display_table(agg)
     assert shown.iloc[2]["Verdict"].startswith(verdict)
 
+
+
+def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monkeypatch, capsys):
+    """Ctrl-C in the third of four trainings; the next compare trains only the two it lacks, and its record holds
+    the two finished runs as they were measured. Once stored, the ledger is empty: a new compare trains afresh."""
+    from cifar_tune import architectures
+
+    tiny = ["--data", str(tiny_npz), "--epochs", "1"]
+    assert cli.main(["optimize", "--arch", "mlp_l2", "--n-trials", "1", "--val-size", "50", *tiny]) == 0
+    # whichever trial wins on tiny data, the tuned model differs from the baseline (else it is not trained)
+    monkeypatch.setattr(compare, "_tuned_config",
+                        lambda arch, study, best: architectures.get(arch).config({"units": 32}))
+    real, trained = compare._train_and_test, []
+
+    def train(t, variant, config, seed, **kw):
+        trained.append((variant, seed))
+        if len(trained) == 3 and fail:
+            raise KeyboardInterrupt
+        return real(t, variant, config, seed, **kw)
+
+    monkeypatch.setattr(compare, "_train_and_test", train)
+    fail = True
+    assert cli.main(["compare", "--seeds", "2", *tiny]) == 130
+    study = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL)
+    assert "compare" not in study.user_attrs
+    ledger = study.user_attrs["compare_runs"]
+    assert sorted(ledger) == ["baseline seed 1000", "tuned seed 1000"]
+    first = {k: v["run"]["metrics"]["Accuracy"] for k, v in ledger.items()}
+    capsys.readouterr()
+
+    fail, trained[:] = False, []
+    assert cli.main(["compare", "--seeds", "2", *tiny]) == 0
+    out = capsys.readouterr().out
+    assert trained == [("baseline", 1001), ("tuned", 1001)]
+    assert out.count("kept from the interrupted compare") == 2
+    rec = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs["compare"]
+    assert {f"{v} seed {r['seed']}": r["Accuracy"] for v in ("baseline", "tuned") for r in rec["runs"][v]
+            if r["seed"] == 1000} == first
+    assert optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs["compare_runs"] == {}
+
+    trained[:] = []
+    assert cli.main(["compare", "--seeds", "1", *tiny]) == 0
+    assert trained == [("baseline", 1000), ("tuned", 1000)]
