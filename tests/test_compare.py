@@ -267,7 +267,6 @@ def test_the_difference_row_says_within_noise_when_its_interval_holds_zero(diffs
     assert shown.iloc[2]["Verdict"].startswith(verdict)
 
 
-
 def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monkeypatch, capsys):
     """Ctrl-C in the third of four trainings; the next compare trains only the two it lacks, and its record holds
     the two finished runs as they were measured. Once stored, the ledger is empty: a new compare trains afresh."""
@@ -278,7 +277,7 @@ def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monk
     # whichever trial wins on tiny data, the tuned model differs from the baseline (else it is not trained)
     monkeypatch.setattr(compare, "_tuned_config",
                         lambda arch, study, best: architectures.get(arch).config({"units": 32}))
-    real, trained = compare._train_and_test, []
+    real, trained, fail = compare._train_and_test, [], True
 
     def train(t, variant, config, seed, **kw):
         trained.append((variant, seed))
@@ -287,7 +286,6 @@ def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monk
         return real(t, variant, config, seed, **kw)
 
     monkeypatch.setattr(compare, "_train_and_test", train)
-    fail = True
     assert cli.main(["compare", "--seeds", "2", *tiny]) == 130
     study = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL)
     assert "compare" not in study.user_attrs
