@@ -135,9 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(p)
     p.add_argument("--out", help="output folder (default: a new folder under storage/reports/)")
     _add_data(p)  # default: the data the studies were tuned on (and their subset)
-    p.add_argument("--full-data", action="store_true",
-                   help="retrain on every training image and test on the whole test set, also where a study was "
-                        "tuned on a --subset (the final verdict)")
+    p.add_argument("--full-data", action="store_true", help="retrain on every training image and test on all test "
+                   "images, also where a study was tuned on a --subset (the final verdict)")
     _add_training(p)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of the stored studies")
