@@ -293,21 +293,16 @@ def _record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, date: 
 # record is stored: a finished compare run again trains afresh.
 
 
-def _run_key(t: Target, config: dict, seed: int, engine: str, precision: str) -> dict:
-    return _jsonable({"config": config, "seed": seed, "epochs": t.epochs, "data": t.ds.fingerprint(),
-                      "engine": engines.resolve_engine(engine), "precision": precision})
-
-
-def _kept_run(t: Target, variant: str, key: dict) -> dict | None:
-    kept = (t.study.user_attrs.get(StudyAttr.COMPARE_RUNS) or {}).get(f"{variant} seed {key['seed']}")
+def _kept_run(t: Target, name: str, key: dict) -> dict | None:
+    kept = (t.study.user_attrs.get(StudyAttr.COMPARE_RUNS) or {}).get(name)
     if kept and kept["key"] == key and Path(kept["run"]["model"]).exists():
         return kept["run"]
     return None
 
 
-def _keep_run(t: Target, variant: str, key: dict, run: dict) -> None:
+def _keep_run(t: Target, name: str, key: dict, run: dict) -> None:
     runs = t.study.user_attrs.get(StudyAttr.COMPARE_RUNS) or {}
-    runs[f"{variant} seed {key['seed']}"] = {"key": key, "run": _jsonable(run)}
+    runs[name] = {"key": key, "run": _jsonable(run)}
     t.study.set_user_attr(StudyAttr.COMPARE_RUNS, runs)
 
 
@@ -323,17 +318,20 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
     for note in t.notes:
         print(f"[{t.arch}] {note}", flush=True)
     rows, runs = [], {v: [] for v in VARIANTS}
+    # what, besides config and seed, decides a run (the ledger's key; the data's hash is taken once, not per run)
+    fixed = {"epochs": t.epochs, "data": t.ds.fingerprint(), "engine": engines.resolve_engine(engine),
+             "precision": precision}
     for seed in seeds:
         for variant, config in (("baseline", t.baseline_config), ("tuned", t.tuned_config)):
-            key, kept = _run_key(t, config, seed, engine, precision), ""
+            name, key, kept = f"{variant} seed {seed}", _jsonable({"config": config, "seed": seed, **fixed}), ""
             if variant == "tuned" and same:
                 run_ = {**runs["baseline"][-1],
                         "model": _copy_model(runs["baseline"][-1]["model"], t.study.study_name, "tuned", seed)}
-            elif run_ := _kept_run(t, variant, key):
+            elif run_ := _kept_run(t, name, key):
                 kept = ", kept from the interrupted compare"
             else:
                 run_ = _train_and_test(t, variant, config, seed, engine=engine, precision=precision, verbose=verbose)
-                _keep_run(t, variant, key, run_)
+                _keep_run(t, name, key, run_)
             runs[variant].append(run_)
             m = run_["metrics"]
             print(f"[{t.arch}] {variant:<8} seed {seed}: test accuracy {m['Accuracy']:.4f}, macro F1 "
