@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import sys
 
 import optuna
 from optuna.trial import TrialState
@@ -44,6 +45,21 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
 def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """An ``optimize`` callback: the trial's line."""
     print(trial_line(study, trial), flush=True)
+
+
+def taken_over_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, value: float | None) -> str:
+    """One line for a trial another worker declared dead (its heartbeat came late) while this worker ran it."""
+    retry = next((t.number for t in study.get_trials(deepcopy=False)
+                  if t.user_attrs.get(TrialAttr.RETRY_OF) == trial.number), None)
+    again = f"retried as trial {retry}" if retry is not None else "not retried"
+    result = f" (val_loss {value:.4f})" if value is not None else ""
+    return (f"trial {trial.number:>3} taken over: another worker failed it as dead (no heartbeat within the grace "
+            f"period) and it was {again}; this worker's result{result} is not kept, and it goes on")
+
+
+def print_taken_over(study: optuna.Study, trial: optuna.trial.FrozenTrial, value: float | None) -> None:
+    """Print ``taken_over_line`` (to standard error: the trial ended in a state this worker did not choose)."""
+    print(taken_over_line(study, trial, value), file=sys.stderr, flush=True)
 
 
 def header(settings: OptimizeSettings, study: optuna.Study, created: bool, total: int | None = None,

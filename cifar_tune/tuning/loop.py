@@ -12,15 +12,26 @@ How many trials a command runs:
   retry those of dead workers).
 * Up to ``trials_per_process`` of them (and with ``--jobs 1``) run in this process; otherwise a supervisor runs
   them in worker processes (``supervisor.py``).
+
+Each trial runs through Optuna's ask-and-tell interface (``run_trial``) rather than ``study.optimize``: a worker
+whose heartbeat came late may find, when it tells its result, that another worker already failed its trial as
+dead and queued a retry. ``study.optimize`` then raises (``Cannot tell a FAIL trial``); ``tell`` with
+``skip_if_finished`` keeps the stored state, and this worker says so in one line and goes on. Such a trial does
+not count towards this command's ``--n-trials`` (its retry counts for whoever runs it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import math
 import os
+import threading
 import time
 from collections.abc import Callable
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from .. import engines, records
 from ..database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading, study_lock
@@ -30,6 +41,8 @@ from ..presets import OptimizeSettings
 from . import display, story
 from .objective import TrialFailed, make_objective
 from .study import create_or_load, open_and_prepare
+
+MAX_TAKEN_OVER = 3  # trials in a row another worker declared dead: this worker's heartbeat cannot keep up
 
 
 def total_trials(settings: OptimizeSettings) -> int | None:
@@ -75,7 +88,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
     that many trials, at most ``n_trials`` of them here when this process is a supervisor's worker (``worker`` > 0).
     """
     storage, space, split = open_and_prepare(settings)
-    study, created = create_or_load(settings, storage, space, split, worker)
+    study, created = create_or_load(settings, storage, space, split)
     total = total_trials(settings)
     if worker == 0:
         print(engines.describe(settings.engine, settings.precision), flush=True)
@@ -86,8 +99,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
     callbacks = [display.print_trial, story.callback]
     try:
         if total is None:
-            study.optimize(objective, n_trials=n_trials, timeout=settings.timeout, callbacks=callbacks,
-                           catch=(TrialFailed,), gc_after_trial=True)
+            run_trials(study, objective, n_trials, timeout=settings.timeout, callbacks=callbacks)
         else:
             supervised = worker > 0
             run_until_total(study, objective, total, max_trials=n_trials if supervised else None,
@@ -119,9 +131,8 @@ def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], flo
         try:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry first
             if records.started_trials(study) < total:
-                study.optimize(released_first, n_trials=1, callbacks=list(callbacks), catch=(TrialFailed,),
-                               gc_after_trial=True)
-                ran += 1
+                run_trial(study, released_first, callbacks)  # a trial taken over still counts: its retry
+                ran += 1                                        # is one of the study's trials
                 continue
             running = records.live_trials(study)
         finally:
@@ -130,3 +141,90 @@ def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], flo
             break
         time.sleep(poll)
     return ran
+
+
+def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int, *,
+               timeout: float | None = None, callbacks=()) -> int:
+    """Run ``n_trials`` trials of this process (trials another worker took over do not count), or until
+    ``timeout`` seconds have passed; returns how many finished here.
+
+    Raises ``UserError`` after ``MAX_TAKEN_OVER`` take-overs in a row: this worker's heartbeat is too late for
+    the study's grace period, and every further trial would be lost the same way.
+    """
+    start, done, taken_in_a_row = time.monotonic(), 0, 0
+    while done < n_trials and (timeout is None or time.monotonic() - start < timeout):
+        if run_trial(study, objective, callbacks) is None:
+            taken_in_a_row += 1
+            if taken_in_a_row >= MAX_TAKEN_OVER:
+                raise UserError(f"{MAX_TAKEN_OVER} trials in a row of this worker were declared dead by other "
+                                "workers (its heartbeat came late): give the study a longer --grace-period")
+            continue
+        done, taken_in_a_row = done + 1, 0
+    return done
+
+
+def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], callbacks=()) -> FrozenTrial | None:
+    """One trial through Optuna's ask-and-tell, as ``study.optimize`` runs it (dead workers' trials failed and
+    retried first, a heartbeat while it runs, the callbacks after it); returns the finished trial, or None when
+    another worker took it over.
+
+    States: the objective's value -> COMPLETE (a non-finite value: FAIL, Optuna's rule); ``optuna.TrialPruned``
+    -> PRUNED; ``TrialFailed`` -> FAIL, and the study goes on. Anything else (Ctrl-C, a ``UserError``) fails the
+    trial and propagates: it would repeat in every trial.
+    """
+    optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry first
+    trial = study.ask()
+    state, value, taken = TrialState.FAIL, None, False
+    try:
+        with _heartbeat(study, trial):
+            try:
+                value, state = objective(trial), TrialState.COMPLETE
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except TrialFailed:
+                pass
+            except optuna.exceptions.UpdateFinishedTrialError:  # TakenOver, or a write Optuna refused
+                taken = True
+    finally:  # also on Ctrl-C: the trial never stays RUNNING; a trial already ended keeps its stored state
+        frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+        gc.collect()
+    # Told a result Optuna would have stored, yet the stored trial failed: it had ended before our tell.
+    kept = state == TrialState.PRUNED or (state == TrialState.COMPLETE and math.isfinite(value))
+    if taken or (kept and frozen.state == TrialState.FAIL):
+        display.print_taken_over(study, frozen, value if kept else None)
+        return None
+    for callback in callbacks:
+        callback(study, frozen)
+    return frozen
+
+
+@contextlib.contextmanager
+def _heartbeat(study: optuna.Study, trial: optuna.Trial):
+    """Beat the trial's heartbeat while it runs, as ``study.optimize`` does (ask-and-tell has no heartbeat of its
+    own): a daemon thread of this process records it through the storage every heartbeat interval.
+
+    Unlike Optuna's thread, one failed beat (a dropped connection, a locked SQLite file) does not end the beating:
+    a worker that lost its heartbeat thread would look dead while it trains on. The one place that reads Optuna's
+    private ``Study._storage`` / ``Trial._trial_id`` besides ``database.study_lock``: heartbeats are keyed by them.
+    """
+    storage = study._storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # the next beat may get through; a dead storage ends the trial
+                storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

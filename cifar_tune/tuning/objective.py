@@ -22,34 +22,58 @@ class TrialFailed(Exception):
     anything else, a ``UserError`` above all, stops the study instead of failing trial after trial."""
 
 
-class Diverged(RuntimeError):
-    """Training produced a non-finite loss: the trial fails with this as its recorded reason."""
+class TakenOver(optuna.exceptions.UpdateFinishedTrialError):
+    """Another worker failed this trial as dead (its heartbeat came late) while it trained: stop training it.
+    Optuna's own error for a write to a finished trial, named for what it means here."""
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss, an expected outcome of a search: the trial fails with this one-line
+    reason (``diverged at epoch k: loss nan``) and the study goes on."""
+
+    def __init__(self, epoch: int, name: str, value: float):
+        super().__init__(f"diverged at epoch {epoch}: {name} {value}")
 
 
 class TrialRecorder(keras.callbacks.Callback):
-    """Stores the per-epoch curves in the trial as they grow (pruned trials keep theirs) and stops divergence."""
+    """Stores the per-epoch curves in the trial as they grow (pruned trials keep theirs), stops a diverged
+    training (at the batch with stock fit, at the epoch with the fast engine, which calls epoch callbacks only),
+    and stops training a trial that another worker has ended meanwhile (``TakenOver``)."""
 
     def __init__(self, trial: optuna.Trial):
         super().__init__()
         self.trial = trial
         self.curves: dict[str, list[float]] = {}
+        self.epoch = 0
+
+    def _set(self, key: str, value) -> None:
+        try:
+            self.trial.set_user_attr(key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:  # Optuna refuses writes to a finished trial
+            raise TakenOver(f"trial {self.trial.number} was ended by another worker") from None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.model is not None:
-            self.trial.set_user_attr(TrialAttr.PARAMS, int(self.model.count_params()))
+            self._set(TrialAttr.PARAMS, int(self.model.count_params()))
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         runtime.raise_if_stopping()  # Ctrl-C or SIGTERM during training (see runtime.stop_on_signals)
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise Diverged(self.epoch + 1, "loss", float(loss))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for key, value in (logs or {}).items():
             self.curves.setdefault(key, []).append(float(value))
-        self.trial.set_user_attr(TrialAttr.CURVES, self.curves)
-        self.trial.set_user_attr(TrialAttr.EPOCHS_RUN, epoch + 1)
+        self._set(TrialAttr.CURVES, self.curves)
+        self._set(TrialAttr.EPOCHS_RUN, epoch + 1)
         runtime.raise_if_stopping()
-        bad = [k for k, v in (logs or {}).items() if not math.isfinite(float(v))]
+        bad = sorted((k, float(v)) for k, v in (logs or {}).items() if not math.isfinite(float(v)))
         if bad:
-            raise Diverged(f"non-finite {', '.join(sorted(bad))} at epoch {epoch + 1}")
+            raise Diverged(epoch + 1, *next(((k, v) for k, v in bad if k == "loss"), bad[0]))
 
 
 def resident_mb() -> float | None:
@@ -78,7 +102,7 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
         for key, value in {**static, TrialAttr.CONFIG: config}.items():
             trial.set_user_attr(key, value)
         recorder = TrialRecorder(trial)
-        callbacks = [keras.callbacks.TerminateOnNaN(), recorder, KerasPruningCallback(trial, "val_loss")]
+        callbacks = [recorder, KerasPruningCallback(trial, "val_loss")]
         keras.backend.clear_session(free_memory=True)
         try:
             runtime.raise_if_stopping()  # a signal that arrived between trials
@@ -87,16 +111,17 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
                                        split.y_val, epochs=epochs, seed=seed, callbacks=callbacks,
                                        verbose=verbose, engine=engine, precision=precision)
             hist = result.history
-            if result.epochs_run < epochs:  # Keras's TerminateOnNaN stops fit inside an epoch
-                raise Diverged(f"training stopped at epoch {result.epochs_run} of {epochs} (non-finite loss)")
             trial.set_user_attr(TrialAttr.PARAMS, int(result.model.count_params()))
             trial.set_user_attr(TrialAttr.SECONDS, round(result.seconds, 3))
             trial.set_user_attr(TrialAttr.VAL_ACCURACY, hist["val_accuracy"][-1])
             trial.set_user_attr(TrialAttr.ENGINE_INFO, result.info)
             trial.set_user_attr(TrialAttr.RSS_MB, resident_mb())
             return hist["val_loss"][-1]
-        except (optuna.TrialPruned, UserError):
+        except (optuna.TrialPruned, UserError, optuna.exceptions.UpdateFinishedTrialError):  # TakenOver too
             raise
+        except Diverged as e:  # expected in a search: the one-line reason, no traceback
+            trial.set_user_attr(TrialAttr.FAIL_REASON, str(e))
+            raise TrialFailed(str(e)) from None
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (runtime.Terminated says so)
             trial.set_user_attr(TrialAttr.FAIL_REASON, str(e) or "interrupted by the user")
             raise

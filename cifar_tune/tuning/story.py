@@ -49,9 +49,14 @@ def recorded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Tri
 
     def run(trial: optuna.Trial) -> float:
         trial.set_user_attr(TrialAttr.WORKER, WORKER_ID)
+        ours = True
         try:
             return objective(trial)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            ours = False  # another worker ended the trial: it takes no more writes (see loop.run_trial)
+            raise
         finally:  # the trial is still running here (Optuna tells the result after we return): artifacts attach
-            dashboard.attach_trial_curves(trial, store)
+            if ours:
+                dashboard.attach_trial_curves(trial, store)
 
     return run

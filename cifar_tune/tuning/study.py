@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from .. import data, spaces
+from .. import data, runtime, spaces
 from ..database import open_storage, study_lock
 from ..errors import UserError
 from ..names import StudyAttr, TrialAttr
@@ -23,14 +25,55 @@ CREATOR_WAIT = 10.0  # seconds a worker waits for the study's creator to store t
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """TPE (multivariate, grouped for the optional and conditional parameters, constant liar) or random."""
-    if name == "tpe":
-        # constant_liar: a trial another worker is still running counts as a poor result, so parallel workers
-        # do not all sample next to the same promising point. With one worker it changes nothing.
-        return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed)
-    if name == "random":
+    """TPE (multivariate, grouped for the optional and conditional parameters, constant liar) or random, its
+    draws seeded per trial (``TrialSeeded``) when ``seed`` is given."""
+    if name not in ("tpe", "random"):
+        raise UserError(f"unknown sampler {name!r}")
+
+    def build(seed: int | None) -> optuna.samplers.BaseSampler:
+        if name == "tpe":
+            # constant_liar: a trial another worker is still running counts as a poor result, so parallel
+            # workers do not all sample next to the same promising point. With one worker it changes nothing.
+            return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed)
         return optuna.samplers.RandomSampler(seed=seed)
-    raise UserError(f"unknown sampler {name!r}")
+
+    return build(None) if seed is None else TrialSeeded(build, seed)
+
+
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """A seeded Optuna sampler whose random state is drawn afresh for every trial from (seed, trial number).
+
+    Optuna's seeded samplers are reproducible within one process, but processes that ask at the same moment
+    with the same seed and the same history (commands started together on one study) draw the same sample, and
+    a third of a budget was seen wasted on duplicates. The storage hands out every trial number once, so seeding
+    by it makes concurrent workers draw different samples while one process with one seed stays reproducible
+    (and a resumed study does not replay its first suggestions). Optuna has no such option; this wrapper only
+    rebuilds the sampler in ``before_trial`` and delegates everything else.
+    """
+
+    def __init__(self, build, seed: int):
+        self._build, self._seed = build, seed
+        self._inner = build(seed)
+
+    def before_trial(self, study, trial) -> None:
+        state = np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]
+        self._inner = self._build(int(state))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
 
 
 def make_pruner(name: str, epochs: int, startup_trials: int = 3, warmup_epochs: int = 1) -> optuna.pruners.BasePruner:
@@ -59,10 +102,14 @@ def open_and_prepare(settings: OptimizeSettings):
     return storage, space, split
 
 
-def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space, split: data.Split,
-                   worker: int = 0) -> tuple[optuna.Study, bool]:
-    """Create the study (enqueueing the baseline as its first trial) or load it to resume; True if created."""
-    sampler = make_sampler(settings.sampler, None if settings.seed is None else settings.seed + worker)
+def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space,
+                   split: data.Split) -> tuple[optuna.Study, bool]:
+    """Create the study (enqueueing the baseline as its first trial) or load it to resume; True if created.
+
+    Raises ``UserError``, storing nothing, when the study of that name was not made by cifar-tune or does not
+    minimize, or when this command's settings differ from those the study was created with (``_check_resume``).
+    """
+    sampler = make_sampler(settings.sampler, settings.seed)
     pruner = make_pruner(settings.pruner, settings.epochs, settings.median_startup_trials,
                          settings.median_warmup_epochs)
     try:
@@ -73,10 +120,8 @@ def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space, spl
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner)
         _wait_for_creator(study)
-        _check_compatible(study, settings, split)
-        # A seeded sampler restarted on a resumed study would replay the same first suggestions: move the seed on
-        # by the trials already there (still reproducible for the same history; kept within numpy's range).
-        study.sampler = make_sampler(settings.sampler, (settings.seed + worker + 1000 * len(study.trials)) % 2**32)
+        _check_ours(study, settings.study_name)
+        _check_resume(study, settings, space, split)
         with study_lock(study):  # workers resuming at once re-enqueue it only once
             _requeue_lost_baseline(study, space)
         return study, False
@@ -103,18 +148,82 @@ def _wait_for_creator(study: optuna.Study, timeout: float = CREATOR_WAIT) -> Non
         time.sleep(0.2)
 
 
-def _check_compatible(study: optuna.Study, settings: OptimizeSettings, split: data.Split) -> None:
-    """A resumed study must keep its arch, epochs and data: otherwise its trials are not comparable."""
+def _check_ours(study: optuna.Study, name: str) -> None:
+    """Refuse a study of that name that another program made (no cifar-tune record) or that does not minimize
+    one objective: its trials would be joined silently, no baseline queued, and the worst trial crowned best."""
+    if len(study.directions) != 1 or study.direction != optuna.study.StudyDirection.MINIMIZE:
+        shown = ", ".join(d.name.lower() for d in study.directions)
+        raise UserError(f"study {name!r} in this storage is a {shown} study; cifar-tune's studies minimize the "
+                        "validation loss: choose another --study-name")
+    if StudyAttr.ARCH not in study.user_attrs:
+        raise UserError(f"study {name!r} in this storage was not created by cifar-tune (it has no cifar-tune "
+                        "record): choose another --study-name")
+
+
+# What a study keeps for life: a resume (or another worker) with any of these changed would mix trials that are
+# not comparable. The data are compared by their description (fingerprint, validation size, seed), not by path:
+# machines sharing a study keep the same data in different places.
+RESUME_KEEPS = ("arch", "preset", "epochs", "data", "subset", "space", "engine", "precision", "pruner")
+
+
+def study_record(settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> dict:
+    """The values of ``RESUME_KEEPS`` for this command, as the study stores them (JSON types)."""
+    from .. import engines
+
+    now = {"arch": settings.arch, "preset": settings.preset, "epochs": settings.epochs, "data": split.description,
+           "subset": settings.subset, "space": space.to_dict()["params"],
+           "engine": engines.resolve_engine(settings.engine), "precision": settings.precision,
+           "pruner": settings.pruner}
+    return json.loads(json.dumps(now))
+
+
+def stored_record(study: optuna.Study) -> dict:
+    """The values of ``RESUME_KEEPS`` the study was created with (those an older cifar-tune did not store are
+    left out, and not checked)."""
+    from .. import engines
+
     attrs = study.user_attrs
-    for key, now in ((StudyAttr.ARCH, settings.arch), (StudyAttr.EPOCHS, settings.epochs),
-                     (StudyAttr.DATA, split.description)):
-        if key in attrs and attrs[key] != now:
-            raise UserError(f"study {settings.study_name!r} was run with {key} {attrs[key]!r}, this run has "
-                            f"{now!r}; resume with the same settings or choose another --study-name")
+    settings = attrs.get(StudyAttr.SETTINGS) if isinstance(attrs.get(StudyAttr.SETTINGS), dict) else {}
+    space = attrs.get(StudyAttr.SPACE)
+    stored = {"arch": attrs.get(StudyAttr.ARCH), "epochs": attrs.get(StudyAttr.EPOCHS),
+              "data": attrs.get(StudyAttr.DATA), "space": space.get("params") if isinstance(space, dict) else None,
+              **{k: settings[k] for k in ("preset", "subset", "engine", "precision", "pruner") if k in settings}}
+    if stored.get("engine") in engines.ENGINES:
+        stored["engine"] = engines.resolve_engine(stored["engine"])
+    return {k: v for k, v in stored.items() if k in attrs or k in settings or (k == "space" and v is not None)}
+
+
+def _check_resume(study: optuna.Study, settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> None:
+    """Refuse, in one line, a command whose ``RESUME_KEEPS`` differ from the study's: say what changed and what
+    to do. Runs before any trial is asked for, so nothing is stored."""
+    now, then = study_record(settings, space, split), stored_record(study)
+    for key in RESUME_KEEPS:
+        if key in then and then[key] != now[key]:
+            change = _space_change(then[key], now[key]) if key == "space" else \
+                f"{key} {then[key]!r} in the study, {now[key]!r} now"
+            raise UserError(f"study {settings.study_name!r} was created with other settings ({change}); resume it "
+                            "with the settings it was created with, or start a new study with --study-name NAME")
+
+
+def _space_change(then: dict, now: dict) -> str:
+    """The first difference between two stored spaces, in words: which parameter, which field, before and now."""
+    for name in sorted(set(then) | set(now)):
+        if name not in now:
+            return f"search space: {name} is no longer searched"
+        if name not in then:
+            return f"search space: {name} is searched now"
+        for field in sorted(set(then[name]) | set(now[name])):
+            if then[name].get(field) != now[name].get(field):
+                return f"search space: {name}.{field} {then[name].get(field)!r} in the study, " \
+                       f"{now[name].get(field)!r} now"
+    return "search space"
 
 
 def _requeue_lost_baseline(study: optuna.Study, space: spaces.Space) -> None:
-    """If the baseline trial failed (e.g. Ctrl-C during trial 0) and none is pending, enqueue it once more."""
+    """If the baseline trial was interrupted (Ctrl-C or SIGTERM during trial 0) and none is pending, enqueue it
+    once more. A baseline that failed by itself (diverged, say) would fail again: it is not queued."""
     baseline = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TrialAttr.BASELINE)]
-    if baseline and all(t.state == TrialState.FAIL for t in baseline):
+    interrupted = (runtime.INTERRUPTED, runtime.TERMINATED)
+    if baseline and all(t.state == TrialState.FAIL for t in baseline) \
+            and baseline[-1].user_attrs.get(TrialAttr.FAIL_REASON) in interrupted:
         study.enqueue_trial(space.baseline_params(), user_attrs={TrialAttr.BASELINE: True})
