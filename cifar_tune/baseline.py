@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from . import architectures, data, engines, metrics, report
+from . import architectures, data, engines, metrics, report, validate
 from .errors import UserError
 
 PROTOCOLS = {
@@ -61,6 +61,7 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
         val_size: int | None = None, out_dir: str | Path | None = None, seed: int = 0, verbose: int = 0,
         engine: str = "auto", precision: str = "float32") -> tuple[pd.DataFrame, Path]:
     """Train each arch at its seed config, evaluate on test; write the table and report; return (table, folder)."""
+    validate.check_args(archs=archs, epochs=epochs, batch_size=batch_size, val_size=val_size, seed=seed)  # as the CLI
     specs = [architectures.get(a) for a in archs]  # unknown keys fail here, before anything is written
     if not specs:
         raise UserError("no architectures given")

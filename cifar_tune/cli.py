@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from . import validate
 from .errors import UserError
 from .names import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
 
@@ -17,29 +18,37 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _archs(value: str) -> list[str]:
-    keys = [k.strip() for k in value.split(",") if k.strip()]
-    bad = [k for k in keys if k not in ARCH_KEYS]
-    if bad or not keys:
-        raise argparse.ArgumentTypeError(f"unknown architecture {bad[0] if bad else value!r}; "
-                                         f"choose from {', '.join(ARCH_KEYS)}")
-    return keys
+def _checked(check, name: str):
+    """An argparse type running one of validate.py's checks: the same rule for a flag, a preset key and the Python
+    API; argparse prints its ``rule`` after the flag's name, as one line."""
+    def parse(value: str):
+        try:
+            return check(name, value)
+        except validate.InvalidValue as e:
+            raise argparse.ArgumentTypeError(e.rule) from None
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
+def _number(name: str):
+    """A number flag within ``validate.RANGES[name]`` (--epochs, --batch-size, --seed, --seeds, --subset, ...)."""
+    return _checked(validate.parse_number, name)
+
+
+def _text(name: str):
+    """A string flag that may not be empty (--storage '' would silently mean the default database)."""
+    return _checked(validate.check_nonempty, name)
+
+
+_archs = _checked(lambda name, value: validate.check_unique_list(name, validate.split_list(value), ARCH_KEYS),
+                  "archs")
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="CIFAR-10 source: .npz, cifar-10-python.tar.gz or cifar-10-batches-py/ "
-                                  "(default: $CIFAR_TUNE_DATA, else the official download via Keras)")
-    p.add_argument("--subset", type=_positive, help="use a stratified subset of N training images "
+    p.add_argument("--data", type=_text("data"), help="CIFAR-10 source: .npz, cifar-10-python.tar.gz or "
+                   "cifar-10-batches-py/ (default: $CIFAR_TUNE_DATA, else the official download via Keras)")
+    p.add_argument("--subset", type=_number("subset"), help="use a stratified subset of N training images "
                                                     "(the test set is scaled alike, N/5)")
 
 
@@ -52,29 +61,58 @@ def _add_training(p: argparse.ArgumentParser) -> None:
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", default=None,
+    p.add_argument("--storage", type=_text("storage"), default=None,
                    help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql+psycopg://... to share)")
 
 
 def _add_study(p: argparse.ArgumentParser) -> None:
     """The options optimize and run share: preset, budget, sampling, pruning, workers, data, training."""
-    p.add_argument("--preset", help="study preset: a name in study/ (default, quick, seed) or a TOML path")
-    p.add_argument("--epochs", type=_positive)
-    p.add_argument("--val-size", type=_positive, help="validation images carved from train "
+    p.add_argument("--preset", type=_text("preset"),
+                   help="study preset: a name in study/ (default, quick, seed) or a TOML path")
+    p.add_argument("--epochs", type=_number("epochs"))
+    p.add_argument("--val-size", type=_number("val_size"), help="validation images carved from train "
                                                       "(default: a tenth of them, at most 5,000)")
     _add_storage(p)
     p.add_argument("--sampler", choices=("tpe", "random"))
     p.add_argument("--pruner", choices=("hyperband", "median", "none"))
-    p.add_argument("--seed", type=int, help="the trials' seed, 0 .. 4294967295 (default 0)")
-    p.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine")
-    p.add_argument("--trials-per-process", type=_positive, default=None,
+    p.add_argument("--seed", type=_number("seed"), help="the trials' seed, 0 .. 4294967295 (default 0)")
+    p.add_argument("--jobs", type=_number("jobs"), default=1, help="worker processes on this machine")
+    p.add_argument("--trials-per-process", type=_number("trials_per_process"), default=None,
                    help="a worker replaces itself with a fresh process after this many trials (default 10): "
                         "bounds memory, which Keras's TensorFlow trainer does not fully release between trials")
-    p.add_argument("--heartbeat-interval", type=_positive, default=None,
+    p.add_argument("--heartbeat-interval", type=_number("heartbeat_interval"), default=None,
                    help="seconds between a running trial's heartbeats (RDB storage)")
-    p.add_argument("--grace-period", type=_positive, default=None,
+    p.add_argument("--grace-period", type=_number("grace_period"), default=None,
                    help="seconds without heartbeat after which a trial counts as dead and is retried once")
     _add_data(p)
+    _add_training(p)
+
+
+def _add_baseline(sub) -> None:
+    p = sub.add_parser("baseline", help="reproduce the notebook's fixed-baseline comparison table")
+    p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
+    p.add_argument("--epochs", type=_number("epochs"), default=10)
+    p.add_argument("--batch-size", type=_number("batch_size"), default=32)
+    p.add_argument("--protocol", choices=("seed", "holdout"), default="seed",
+                   help="seed: validate on the test set as the notebook did; holdout: on a split of train")
+    p.add_argument("--val-size", type=_number("val_size"), default=None,
+                   help="holdout validation images (default: a tenth of the training images, at most 5,000)")
+    p.add_argument("--out", type=_text("out"), help="output folder (default: a new folder under storage/reports/)")
+    p.add_argument("--seed", type=_number("seed"), default=0, help="0 .. 4294967295")
+    _add_data(p)
+    _add_training(p)
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="retrain each study's best trial and the baseline; compare on test")
+    p.add_argument("--archs", type=_archs, default=None, help="comma-separated (default: every arch with a study)")
+    p.add_argument("--seeds", type=_number("seeds"), default=3, help="seeds per architecture (1..100)")
+    p.add_argument("--epochs", type=_number("epochs"), default=None, help="default: the study's epochs")
+    _add_storage(p)
+    p.add_argument("--out", type=_text("out"), help="output folder (default: a new folder under storage/reports/)")
+    _add_data(p)  # default: the data the studies were tuned on (and their subset)
+    p.add_argument("--full-data", action="store_true", help="retrain on every training image and test on all test "
+                   "images, also where a study was tuned on a --subset (the final verdict)")
     _add_training(p)
 
 
@@ -86,67 +124,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("archs", help="list the architectures and their baseline parameter counts")
 
-    p = sub.add_parser("baseline", help="reproduce the notebook's fixed-baseline comparison table")
-    p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
-    p.add_argument("--epochs", type=_positive, default=10)
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--protocol", choices=("seed", "holdout"), default="seed",
-                   help="seed: validate on the test set as the notebook did; holdout: on a split of train")
-    p.add_argument("--val-size", type=_positive, default=None,
-                   help="holdout validation images (default: a tenth of the training images, at most 5,000)")
-    p.add_argument("--out", help="output folder (default: a new folder under storage/reports/)")
-    p.add_argument("--seed", type=int, default=0)
-    _add_data(p)
-    _add_training(p)
+    _add_baseline(sub)
 
     p = sub.add_parser("optimize", help="run (or resume) an Optuna study for one architecture")
     p.add_argument("--arch", required=True, choices=ARCH_KEYS)
-    p.add_argument("--space", help="search-space TOML (default: search_spaces/<arch>.toml)")
-    p.add_argument("--n-trials", type=_positive, help="new trials this command runs (all workers together)")
-    p.add_argument("--total-trials", type=_positive,
+    p.add_argument("--space", type=_text("space"), help="search-space TOML (default: search_spaces/<arch>.toml)")
+    p.add_argument("--n-trials", type=_number("n_trials"), help="new trials this command runs (all workers together)")
+    p.add_argument("--total-trials", type=_number("total_trials"),
                    help="instead of --n-trials: run until the study holds this many trials, whoever runs them "
                         "(for many machines sharing one study)")
-    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
-    p.add_argument("--study-name", help="default: cifar10-<arch>")
+    p.add_argument("--timeout", type=_number("timeout"), help="stop starting new trials after this many seconds")
+    p.add_argument("--study-name", type=_text("study_name"), help="default: cifar10-<arch>")
     _add_study(p)
 
     p = sub.add_parser("run", help="the whole job: a study per architecture, compare, report (resumes)")
     p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
-    p.add_argument("--n-trials", type=_positive, help="trials per study (a study-wide total; default: the preset's)")
-    p.add_argument("--timeout", type=float, help="seconds the studies may start trials in, shared among the "
-                                                 "architectures in turn (compare and report are not limited)")
-    p.add_argument("--seeds", type=_positive, default=3, help="compare's seeds per architecture")
-    p.add_argument("--out", help="folder for the compare tables and the report (default: under storage/reports/)")
+    p.add_argument("--n-trials", type=_number("n_trials"),
+                   help="trials per study (a study-wide total; default: the preset's)")
+    p.add_argument("--timeout", type=_number("timeout"), help="seconds the studies may start trials in, shared among "
+                   "the architectures in turn (compare and report are not limited)")
+    p.add_argument("--seeds", type=_number("seeds"), default=3, help="compare's seeds per architecture (1..100)")
+    p.add_argument("--out", type=_text("out"),
+                   help="folder for the compare tables and the report (default: under storage/reports/)")
     _add_study(p)
 
     p = sub.add_parser("doctor", help="print backend, device, versions, data source and storage (for bug reports)")
     _add_storage(p)
-    p.add_argument("--data", help="the data source to check (default: $CIFAR_TUNE_DATA, else the download)")
+    p.add_argument("--data", type=_text("data"),
+                   help="the data source to check (default: $CIFAR_TUNE_DATA, else the download)")
 
     p = sub.add_parser("studies", help="list the studies in a storage")
     _add_storage(p)
 
-    p.add_argument("--pruner", choices=("hyperband", "median", "none"))
-
-    p = sub.add_parser("compare", help="retrain each study's best trial and the baseline; compare on test")
-    p.add_argument("--archs", type=_archs, default=None, help="comma-separated (default: every arch with a study)")
-    p.add_argument("--seeds", type=_positive, default=3)
-    p.add_argument("--epochs", type=_positive, default=None, help="default: the study's epochs")
-    _add_storage(p)
-    p.add_argument("--out", help="output folder (default: a new folder under storage/reports/)")
-    _add_data(p)  # default: the data the studies were tuned on (and their subset)
-    p.add_argument("--full-data", action="store_true", help="retrain on every training image and test on all test "
-                   "images, also where a study was tuned on a --subset (the final verdict)")
-    _add_training(p)
+    _add_compare(sub)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of the stored studies")
     _add_storage(p)
-    p.add_argument("--out", help="output folder or .html path (default: storage/reports/)")
+    p.add_argument("--out", type=_text("out"), help="output folder or .html path (default: storage/reports/)")
 
     p = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage")
     _add_storage(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_positive, default=8080)
+    p.add_argument("--host", type=_text("host"), default="127.0.0.1")
+    p.add_argument("--port", type=_number("port"), default=8080)
     return parser
 
 
@@ -162,6 +181,9 @@ def cmd_archs(args) -> int:
 def cmd_baseline(args) -> int:
     from . import data
 
+    if args.val_size is not None and args.protocol != "holdout":
+        raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
+    validate.check_val_size(args.val_size, args.subset, "--val-size", "--subset")
     ds = data.load_for_run(args.data, args.subset, args.seed)  # bad data fails here, before Keras loads
     from . import baseline
 

@@ -40,7 +40,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from . import architectures, dashboard, data, database, engines, metrics, records, report, spaces
+from . import architectures, dashboard, data, database, engines, metrics, records, report, spaces, validate
 from .compare_table import DIFF, VARIANTS, aggregate, csv_frame, display_table, markdown, verdict
 from .errors import UserError
 from .names import ARCH_KEYS, COMPARE_HEADING, DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr, study_name
@@ -393,6 +393,7 @@ def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, 
     print the table and say where everything went."""
     import logging
 
+    validate.check_args(archs=archs, seeds=seeds, epochs=epochs, subset=subset, storage=storage)  # as the CLI does
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Every retrained model is a new model: TensorFlow warns about "retracing" predict for each one. Expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

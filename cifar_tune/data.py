@@ -25,7 +25,6 @@ import hashlib
 import math
 import os
 import pickle
-import stat
 import tarfile
 import zipfile
 import zlib
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import safe_files
 from .errors import DataError, UserError, one_line
 from .names import DATA_ENV
 from .safe_pickle import MAX_BATCH_BYTES, check_batch_size, restricted_unpickle
@@ -129,19 +129,8 @@ def _load_keras():
 
 
 def _open_regular(path: Path):
-    """Open ``path`` for binary reading, refusing anything but a regular file (checked on the opened file).
-
-    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; for regular files it changes
-    nothing. A device such as /dev/zero opens but is refused before a single byte is read.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DataError(f"{path} is not a regular file (a FIFO, device or directory cannot hold CIFAR-10)")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    """Open ``path`` for binary reading, refusing anything but a regular file (``safe_files.open_regular``)."""
+    return safe_files.open_regular(path, error=DataError)
 
 
 def _load_npz(path: Path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,8 +11,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import names, resources, spaces
+from . import names, resources, safe_files, spaces, validate
 from .errors import UserError
+from .validate import RANGES  # noqa: F401  (re-exported: presets.RANGES was its first home)
 
 DEFAULT_PRESET = "default"
 # Preset keys and their types; a command-line option of the same name (dashes for underscores) overrides each.
@@ -22,11 +22,10 @@ KEYS = {"n_trials": int, "timeout": (int, float), "epochs": int, "sampler": str,
         "median_warmup_epochs": int, "trials_per_process": int}
 CHOICES = {"sampler": ("tpe", "random"), "pruner": ("hyperband", "median", "none"),
            "engine": ("auto", "keras", "fast"), "precision": ("float32", "bf16")}
-# What each numeric setting may be, wherever it comes from (preset, command line, a worker's JSON).
-RANGES = {"n_trials": (1, 10**6), "timeout": (1e-3, 1e9), "epochs": (1, 10**4), "val_size": (10, 10**7),
-          "subset": (20, 10**7), "seed": (0, 2**32 - 1), "median_startup_trials": (0, 10**6),
-          "median_warmup_epochs": (0, 10**4), "trials_per_process": (1, 10**6), "jobs": (1, 1024),
-          "total_trials": (1, 10**6), "heartbeat_interval": (1, 10**5), "grace_period": (2, 10**6)}
+# What each numeric setting may be, wherever it comes from (preset, command line, a worker's JSON): RANGES, in
+# validate.py, the one table every command's flags share.
+RANGED = ("n_trials", "timeout", "epochs", "val_size", "subset", "seed", "median_startup_trials",
+          "median_warmup_epochs", "trials_per_process", "jobs", "total_trials", "heartbeat_interval", "grace_period")
 OPTIONAL = {"timeout", "subset", "total_trials", "heartbeat_interval", "grace_period", "val_size"}
 BUILT_IN = {"n_trials": 50, "timeout": None, "epochs": 10, "sampler": "tpe", "pruner": "hyperband",
             "val_size": None, "subset": None, "seed": 0, "engine": "auto", "precision": "float32",
@@ -64,16 +63,18 @@ class OptimizeSettings:
     total_trials: int | None = None  # study-wide target (see tuning/loop.py); overrides n_trials when set
 
     def __post_init__(self):
-        for key, (low, high) in RANGES.items():
-            value = getattr(self, key)
-            if value is None and key in OPTIONAL:
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                    or not low <= value <= high:
-                raise UserError(f"{key.replace('_', '-')} must be a number in {low}..{high:g}, got {value!r}")
+        """The same checks as the command line's (validate.py), for the Python API and a worker's JSON."""
+        validate.check_choice("arch", self.arch, names.ARCH_KEYS)
+        for key in RANGED:
+            (validate.check_optional if key in OPTIONAL else validate.check_number)(key, getattr(self, key))
         for key, choices in CHOICES.items():
-            if getattr(self, key) not in choices:
-                raise UserError(f"{key}: {getattr(self, key)!r} is not one of {', '.join(choices)}")
+            validate.check_choice(key, getattr(self, key), choices)
+        for key in ("storage", "study_name", "preset"):
+            validate.check_nonempty(key, getattr(self, key))
+        for key in ("space_path", "data"):
+            if getattr(self, key) is not None:
+                validate.check_nonempty(key, getattr(self, key))
+        validate.check_val_size(self.val_size, self.subset)
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-able; ``OptimizeSettings(**d)`` rebuilds it)."""
@@ -92,11 +93,10 @@ def load_preset(name_or_path: str, arch: str | None = None) -> dict:
         if not path.is_file():
             raise UserError(f"unknown preset {name_or_path!r}; built-in: {', '.join(resources.names('study'))}, "
                             "or give a path to a .toml file")
+    text = safe_files.read_text(path, "preset file")  # no FIFO, device or huge file
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"preset file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise UserError(f"cannot read preset {path}: {e}") from None
     per_arch = raw.pop("archs", {})
     if not isinstance(per_arch, dict) or not all(k in names.ARCH_KEYS and isinstance(v, dict)
@@ -111,25 +111,41 @@ def load_preset(name_or_path: str, arch: str | None = None) -> dict:
 def _check_preset_value(path: Path, shown: str, key: str, value) -> None:
     if key not in KEYS:
         raise UserError(f"{path}: {shown}: unknown preset key (known: {', '.join(KEYS)})")
-    if isinstance(value, bool) or not isinstance(value, KEYS[key]):
-        raise UserError(f"{path}: {shown}: expected {getattr(KEYS[key], '__name__', 'a number')}, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise UserError(f"{path}: {shown}: {value!r} is not one of {', '.join(CHOICES[key])}")
-    if key in RANGES and not RANGES[key][0] <= value <= RANGES[key][1]:
-        raise UserError(f"{path}: {shown}: must be in {RANGES[key][0]}..{RANGES[key][1]:g}, got {value!r}")
+    if key in CHOICES:
+        validate.check_choice(key, value, CHOICES[key], shown=f"{path}: {shown}:")
+    else:
+        validate.check_number(key, value, shown=f"{path}: {shown}:")
+
+
+def merge(preset: dict, flags: dict, preset_name: str) -> dict:
+    """Built-in defaults < the preset's values < the command line's ``flags``, checked as a whole.
+
+    A preset's ``val_size`` belongs to its ``subset``: when the command line gives ``--subset`` but not
+    ``--val-size``, the preset's ``val_size`` is dropped and the default split applies to the user's subset (a
+    tenth of it, at most 5,000: ``data.default_val_size``), so ``--preset quick --subset 2000`` validates on 200
+    images instead of failing on the preset's 2,000. A split that still does not fit its subset is refused in one
+    line naming the flag or preset key each number came from.
+    """
+    if "subset" in flags and "val_size" not in flags:
+        preset = {k: v for k, v in preset.items() if k != "val_size"}
+    values = {**BUILT_IN, **preset, **flags}
+
+    def origin(key: str) -> str:
+        return f"--{validate.label(key)}" if key in flags else f"{key} of preset {preset_name}"
+
+    validate.check_val_size(values["val_size"], values["subset"], origin("val_size"), origin("subset"))
+    return values
 
 
 def settings_from_args(args) -> OptimizeSettings:
-    """Merge built-in defaults < preset < command-line options; validate the space and storage URL."""
+    """Merge built-in defaults < preset < command-line options; validate the merge, the space and storage URL."""
     from . import database
 
-    values = {**BUILT_IN, **load_preset(args.preset or DEFAULT_PRESET, args.arch)}
-    for key in KEYS:
-        given = getattr(args, key, None)  # some preset keys have no command-line option
-        if given is not None:
-            values[key] = given
+    preset_name = DEFAULT_PRESET if args.preset is None else args.preset
+    values = merge(load_preset(validate.check_nonempty("preset", preset_name), args.arch),
+                   {key: getattr(args, key) for key in KEYS if getattr(args, key, None) is not None}, preset_name)
     spaces.load(args.arch, args.space)  # a bad space file fails now, before anything is stored
-    storage = args.storage or names.DEFAULT_STORAGE
+    storage = names.DEFAULT_STORAGE if args.storage is None else validate.check_nonempty("storage", args.storage)
     database.check_url(storage)
     data = args.data
     if data and data != "keras":
@@ -138,8 +154,8 @@ def settings_from_args(args) -> OptimizeSettings:
         except (OSError, RuntimeError) as e:  # a symlink loop
             raise UserError(f"cannot use data path {data}: {e}") from None
     return OptimizeSettings(arch=args.arch, space_path=args.space, storage=storage,
-                            study_name=args.study_name or names.study_name(args.arch),
-                            preset=args.preset or DEFAULT_PRESET,
+                            study_name=names.study_name(args.arch) if args.study_name is None else args.study_name,
+                            preset=preset_name,
                             data=data, jobs=args.jobs, heartbeat_interval=args.heartbeat_interval,
                             grace_period=args.grace_period, verbose=bool(args.verbose),
                             total_trials=args.total_trials, **values)

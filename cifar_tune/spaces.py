@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import resources
+from . import resources, safe_files
 from .engines.base import OPTIMIZERS, SCHEDULES
 from .errors import UserError
 
@@ -146,12 +146,9 @@ def load(arch: str, path: str | Path | None = None) -> Space:
 
     a = architectures.get(arch)
     path = Path(path) if path else default_path(arch)
+    text = safe_files.read_text(path, "space file", error=SpaceError)  # no FIFO, device or huge file
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpaceError(f"space file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpaceError(f"cannot read space file {path}: {e}") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpaceError(f"{path}: not valid TOML ({e})") from None
 
@@ -185,26 +182,42 @@ def _within_limits(p: Param, fail) -> None:
     limit = LIMITS.get(p.name)
     if limit is None:
         return
-    values = list(p.choices) if p.kind == "categorical" else [p.low, p.high]
-    values += [] if p.optional or p.when else [p.baseline]
+    values = [("", v) for v in (list(p.choices) if p.kind == "categorical" else [p.low, p.high])]
+    values += [] if p.optional or p.when else [("", p.baseline)]
+    values += [("off ", p.off)] if p.optional else []  # what the model gets when the switch is off
     if isinstance(limit[0], str):  # a choice among names
-        bad = [v for v in values if v not in limit]
+        bad = [v for _, v in values if v not in limit]
         if bad:
             fail(f"{bad[0]!r} is not one of {', '.join(limit)}")
         return
     kind, low, high = limit
-    for v in values:
+    for what, v in values:
         if kind is bool and not isinstance(v, bool):
-            fail(f"must be true or false, got {v!r}")
+            fail(f"{what}must be true or false, got {v!r}")
         if kind is not bool and (isinstance(v, bool) or not isinstance(v, (int, float))
                                  or (kind is int and not float(v).is_integer())):
-            fail(f"must be {'an integer' if kind is int else 'a number'}, got {v!r}")
+            fail(f"{what}must be {'an integer' if kind is int else 'a number'}, got {v!r}")
         if kind is not bool and not low <= v <= high:
-            fail(f"{v!r} is outside what the model accepts ({low} .. {high})")
+            fail(f"{what}{v!r} is outside what the model accepts ({low} .. {high})")
 
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _switch(spec: dict, kind: str, fail) -> tuple[bool, float]:
+    """``optional`` (true or false; a string such as "false" would be truthy) and ``off`` (a finite number, and
+    only with ``optional = true``); ``_within_limits`` then checks ``off`` against what the model accepts."""
+    optional, off = spec.get("optional", False), spec.get("off", 0.0)
+    if not isinstance(optional, bool):
+        fail(f"optional must be true or false, got {optional!r}")
+    if (optional or "off" in spec) and kind != "float":
+        fail("optional and off apply to float parameters only")
+    if "off" in spec and not optional:
+        fail("off is the value used when an optional parameter is switched off: give it with optional = true")
+    if not _is_number(off):
+        fail(f"off must be a number, got {off!r}")
+    return optional, off
 
 
 def _param(name: str, spec: dict, fail) -> Param:
@@ -227,8 +240,8 @@ def _param(name: str, spec: dict, fail) -> Param:
             fail("categorical needs a non-empty list of choices")
         if baseline not in choices:
             fail(f"baseline {baseline!r} is not among the choices {choices}")
-        if spec.get("optional"):
-            fail("optional applies to float parameters only")
+        if "optional" in spec or "off" in spec:
+            fail("optional and off apply to float parameters only")
         return Param(name, kind, baseline, choices=tuple(choices), when=when)
     low, high = spec.get("low"), spec.get("high")
     if not (_is_number(low) and _is_number(high)) or low > high:
@@ -242,9 +255,7 @@ def _param(name: str, spec: dict, fail) -> Param:
         fail("step must be a positive number and cannot be combined with log")
     if kind == "int" and not all(isinstance(v, int) for v in (low, high, step or 1)):
         fail("int parameters need integer low, high and step")
-    optional, off = bool(spec.get("optional", False)), spec.get("off", 0.0)
-    if optional and kind != "float":
-        fail("optional applies to float parameters only")
+    optional, off = _switch(spec, kind, fail)
     if not _is_number(baseline):
         fail(f"baseline must be a number, got {baseline!r}")
     if kind == "int" and not isinstance(baseline, int):

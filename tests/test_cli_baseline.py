@@ -153,10 +153,10 @@ BAD_INPUTS = {
                             "y_train has labels in 1..10, expected 0..9"),
     "not the CIFAR-10 tarball": (lambda t: ["--data", _fake_tarball(t)], "is not the official cifar-10-python"),
     "hostile pickle": (lambda t: ["--data", _hostile_dir(t)], "refusing to unpickle posix.system"),
-    "subset too small": (lambda t: ["--subset", "5"], "at least 20"),
+    "subset too small": (lambda t: ["--subset", "5"], "--subset: must be an integer in 20..10000000"),
     "holdout larger than train": (lambda t: ["--protocol", "holdout", "--val-size", "5000"],
                                   "validation size 5000 does not fit 300"),
-    "zero epochs": (lambda t: ["--epochs", "0"], "expected a positive integer, got '0'"),
+    "zero epochs": (lambda t: ["--epochs", "0"], "argument --epochs: must be an integer in 1..10000, got '0'"),
     "unknown protocol": (lambda t: ["--protocol", "notebook"], "invalid choice: 'notebook'"),
     "output is a file": (lambda t: ["--out", t / "tiny.npz"], "exists and is not a folder"),
 }

@@ -146,7 +146,7 @@ def db_digest() -> str:
     (["--arch", "nope"], "invalid choice: 'nope'"),
     (["--arch", "cnn", "--preset", "nope"], "unknown preset 'nope'"),
     (["--arch", "cnn", "--storage", "nonsense://"], "storage"),
-    (["--arch", "cnn", "--n-trials", "0"], "positive integer"),
+    (["--arch", "cnn", "--n-trials", "0"], "argument --n-trials: must be an integer in 1..1000000, got '0'"),
 ])
 def test_bad_input_exits_2_and_leaves_storage_untouched(tiny_npz, tmp_path, capsys, args, message):
     assert optimize(tiny_npz, "--arch", "mlp_l2", "--n-trials", "1") == 0

@@ -190,7 +190,7 @@ def test_a_preset_can_differ_per_architecture(tmp_path):
     assert presets.load_preset("quick", "resnet")["subset"] == 10000
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = 3\n[archs.resnet]\nepochs = 0\n")
-    with pytest.raises(UserError, match=r"archs.resnet.epochs: must be in 1..10000, got 0"):
+    with pytest.raises(UserError, match=r"archs.resnet.epochs: must be an integer in 1..10000, got 0"):
         presets.load_preset(str(bad), "cnn")
     bad.write_text("[archs.vgg]\nepochs = 3\n")
     with pytest.raises(UserError, match="archs: expected tables"):
