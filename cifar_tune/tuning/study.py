@@ -163,7 +163,7 @@ def _check_ours(study: optuna.Study, name: str) -> None:
 # What a study keeps for life: a resume (or another worker) with any of these changed would mix trials that are
 # not comparable. The data are compared by their description (fingerprint, validation size, seed), not by path:
 # machines sharing a study keep the same data in different places.
-RESUME_KEEPS = ("arch", "preset", "epochs", "data", "subset", "space", "engine", "precision", "pruner")
+RESUME_KEEPS = ("arch", "preset", "epochs", "subset", "data", "space", "engine", "precision", "pruner")
 
 
 def study_record(settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> dict:
