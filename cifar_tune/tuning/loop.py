@@ -33,7 +33,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .. import engines, records
+from .. import engines, records, validate
 from ..database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading, study_lock
 from ..errors import UserError
 from ..names import TOTAL_TRIALS_ENV
@@ -53,12 +53,9 @@ def total_trials(settings: OptimizeSettings) -> int | None:
     if not raw:
         return None
     try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UserError(f"{TOTAL_TRIALS_ENV}={raw!r}: expected a positive integer")
-    return value
+        return validate.parse_number("total_trials", raw)
+    except validate.InvalidValue as e:
+        raise UserError(f"{TOTAL_TRIALS_ENV}: {e.rule}") from None
 
 
 def needs_supervisor(settings: OptimizeSettings) -> bool:
