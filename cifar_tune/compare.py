@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import math
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from . import architectures, dashboard, data, database, engines, metrics, records, report, spaces
+from . import architectures, dashboard, data, database, engines, metrics, records, report, runtime, spaces
 from .compare_table import DIFF, VARIANTS, aggregate, csv_frame, display_table, markdown, verdict
 from .errors import UserError
 from .names import ARCH_KEYS, COMPARE_HEADING, DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr, study_name
@@ -180,7 +181,7 @@ def _train_and_test(target: Target, variant: str, config: dict, seed: int, *, en
     keras.backend.clear_session(free_memory=True)
     ds = target.ds
     result = engines.train(target.arch, config, ds.x_train, ds.y_train, epochs=target.epochs, seed=seed,
-                            verbose=verbose, engine=engine, precision=precision)
+                            callbacks=[runtime.stop_callback()], verbose=verbose, engine=engine, precision=precision)
     y_pred = engines.predict_classes(result.model, ds.x_test)  # the one look at the test set
     path = _model_path(target.study.study_name, variant, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,6 +333,7 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
             else:
                 run_ = _train_and_test(t, variant, config, seed, engine=engine, precision=precision, verbose=verbose)
                 _keep_run(t, name, key, run_)
+                runtime.raise_if_stopping()  # a signal during the test or the save: stop now, this run is kept
             runs[variant].append(run_)
             m = run_["metrics"]
             print(f"[{t.arch}] {variant:<8} seed {seed}: test accuracy {m['Accuracy']:.4f}, macro F1 "
@@ -360,15 +362,19 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
     rows, start_all = [], time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(storage)}
-    for t in targets:
-        used = compare_seeds(t.study, seeds)
-        mine, runs = compare_target(t, used, engine=engine, precision=precision, verbose=verbose)
-        rows += mine
-        agg = aggregate(pd.DataFrame(mine))
-        store(t, _record(t, runs, agg, date=date, seeds=used, precision=precision, out=out), agg)
-        facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
-                          f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
-                          f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
+    # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
+    # a finished run is kept in the ledger first, and a target's record is stored whole or not at all. Raised at
+    # an arbitrary point instead, the KeyboardInterrupt was swallowed by a TensorFlow weakref callback.
+    with runtime.signals_deferred():
+        for t in targets:
+            used = compare_seeds(t.study, seeds)
+            mine, runs = compare_target(t, used, engine=engine, precision=precision, verbose=verbose)
+            rows += mine
+            agg = aggregate(pd.DataFrame(mine))
+            store(t, _record(t, runs, agg, date=date, seeds=used, precision=precision, out=out), agg)
+            facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
+                              f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
+                              f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
     per_seed = pd.DataFrame(rows)
     agg = aggregate(per_seed)
     facts.update({"Engine / precision": f"{', '.join(sorted(set(per_seed['Engine'])))} / {precision}",
@@ -386,10 +392,38 @@ def check_studies(storage_url: str, archs: list[str] | None) -> None:
                         f"{database.mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
 
 
+def resume_command(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
+                   epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str, verbose: int,
+                   full_data: bool = False) -> str:
+    """The ``compare`` command that continues an interrupted one: the same options (the ledger's key must match)."""
+    parts = ["cifar-tune", "compare", "--seeds", str(seeds)]
+    for flag, value in (("--storage", None if storage == DEFAULT_STORAGE else database.mask_url(storage)),
+                        ("--archs", ",".join(archs) if archs else None), ("--epochs", epochs), ("--data", source),
+                        ("--subset", subset), ("--out", out_dir), ("--engine", None if engine == "auto" else engine),
+                        ("--precision", None if precision == "float32" else precision)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--full-data"] * bool(full_data) + ["--verbose"] * bool(verbose)
+    return shlex.join(parts)
+
+
 def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int, epochs: int | None,
             storage: str, out_dir: str | None, engine: str, precision: str, verbose: int,
             full_data: bool = False) -> int:
-    """The ``compare`` command: check the studies, load the data (default: what the studies were tuned on), run,
+    """The ``compare`` command (``compare_and_print``); Ctrl-C or SIGTERM ends it with one line and 130 or 143
+    (``runtime.run_stoppable``), every finished training kept in its study for the same command to reuse."""
+    options = dict(archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir, engine=engine,
+                   precision=precision, verbose=verbose, full_data=full_data)
+    return runtime.run_stoppable(
+        lambda: compare_and_print(source, subset, **options),
+        lambda: f"compare stopped; the trainings it finished are kept in the studies; continue with: "
+                f"{resume_command(source, subset, **options)}")
+
+
+def compare_and_print(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
+                      epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str,
+                      verbose: int, full_data: bool = False) -> int:
+    """Check the studies, load the data (default: what the studies were tuned on), run,
     print the table and say where everything went."""
     import logging
 
