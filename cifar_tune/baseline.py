@@ -7,6 +7,7 @@ self-contained ``report.html`` (learning curves, metric bars) into one output fo
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from . import architectures, data, engines, metrics, report, validate
+from . import architectures, data, engines, metrics, report, runtime, validate
 from .errors import UserError
 
 PROTOCOLS = {
@@ -25,6 +26,7 @@ PROTOCOLS = {
                "is untouched until the final metrics)",
 }
 TABLE_COLUMNS = ("Model", *metrics.COLUMNS)
+KEPT = "kept-runs.json"  # in the output folder: the architectures an interrupted baseline finished (see run)
 
 
 class EpochPrinter(keras.callbacks.Callback):
@@ -59,8 +61,13 @@ def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None,
 
 def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int = 32, protocol: str = "seed",
         val_size: int | None = None, out_dir: str | Path | None = None, seed: int = 0, verbose: int = 0,
-        engine: str = "auto", precision: str = "float32") -> tuple[pd.DataFrame, Path]:
-    """Train each arch at its seed config, evaluate on test; write the table and report; return (table, folder)."""
+        engine: str = "auto", precision: str = "float32", progress: dict | None = None) -> tuple[pd.DataFrame, Path]:
+    """Train each arch at its seed config, evaluate on test; write the table and report; return (table, folder).
+
+    Each finished architecture is also kept in ``kept-runs.json`` in the output folder, under what determines
+    it (epochs, batch size, protocol, split, seed, data, engine, precision): the same command with ``--out``
+    that folder, after Ctrl-C or SIGTERM, reuses them and trains the rest; the file goes once the outputs are
+    written. ``progress`` (if given) learns the folder (``out``) and the architectures finished (``done``)."""
     validate.check_args(archs=archs, epochs=epochs, batch_size=batch_size, val_size=val_size, seed=seed)  # as the CLI
     specs = [architectures.get(a) for a in archs]  # unknown keys fail here, before anything is written
     if not specs:
@@ -74,23 +81,43 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
     print(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
           f"{len(split.y_val):,}, test {len(ds.y_test):,}", flush=True)
     rows, histories, runs = [], {}, []
-    for spec in specs:
-        print(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}", flush=True)
-        # One line per epoch of our own, or (verbose) Keras's progress bar, which ends each epoch with its metrics.
-        callbacks = [] if verbose else [EpochPrinter(spec.key, epochs)]
-        result = engines.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train, split.x_val,
-                                split.y_val, epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
-                                engine=engine, precision=precision)
-        y_pred = engines.predict_classes(result.model, ds.x_test)
-        row = {"Model": spec.label, **metrics.macro_row(ds.y_test, y_pred)}
-        rows.append(row)
-        histories[spec.label] = result.history
-        runs.append({"key": spec.key, "label": spec.label, "params": result.model.count_params(),
-                     "seconds": result.seconds, "engine": result.engine, "epochs_run": result.epochs_run})
-        print(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
-              f"({result.seconds:.0f}s training)", flush=True)
-        del result
-        keras.backend.clear_session()
+    progress = {} if progress is None else progress
+    progress.update(out=out, done=[])
+    ledger = {"key": {"epochs": epochs, "batch_size": batch_size, "protocol": protocol, "val": len(split.y_val),
+                      "seed": seed, "data": fingerprint, "engine": engines.resolve_engine(engine),
+                      "precision": precision}, "archs": {}}
+    kept = _read_kept(out / KEPT, ledger["key"])
+    # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
+    # and a finished architecture is kept before the command stops.
+    with runtime.signals_deferred():
+        for spec in specs:
+            print(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}", flush=True)
+            if spec.key in kept:
+                row, history, run_ = kept[spec.key]["row"], kept[spec.key]["history"], kept[spec.key]["run"]
+                note = ", kept from the interrupted baseline"
+            else:
+                # One line per epoch of ours, or (verbose) Keras's progress bar, which ends each epoch with metrics.
+                callbacks = ([] if verbose else [EpochPrinter(spec.key, epochs)]) + [runtime.stop_callback()]
+                result = engines.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train,
+                                       split.x_val, split.y_val, epochs=epochs, seed=seed, callbacks=callbacks,
+                                       verbose=verbose, engine=engine, precision=precision)
+                y_pred = engines.predict_classes(result.model, ds.x_test)
+                row = {"Model": spec.label, **metrics.macro_row(ds.y_test, y_pred)}
+                history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
+                run_ = {"key": spec.key, "label": spec.label, "params": result.model.count_params(),
+                        "seconds": result.seconds, "engine": result.engine, "epochs_run": result.epochs_run}
+                note = ""
+                del result
+                keras.backend.clear_session()
+            ledger["archs"][spec.key] = {"row": row, "history": history, "run": run_}
+            _write_kept(out / KEPT, ledger)
+            progress["done"].append(spec.key)
+            rows.append(row)
+            histories[spec.label] = history
+            runs.append(run_)
+            print(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
+                  f"({run_['seconds']:.0f}s training{note})", flush=True)
+            runtime.raise_if_stopping()  # a signal during the test: stop now, this architecture is kept
 
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     report.write_tables(table, out)
@@ -100,7 +127,66 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
                 "Epochs": epochs, "Batch size": batch_size, "Seed": seed,
                 "Engine / precision": f"{runs[0]['engine']} / {precision}", **_machine()}
     write_report(table, histories, runs, settings, out / "report.html")
+    (out / KEPT).unlink(missing_ok=True)  # done: the same command trains afresh
     return table, out
+
+
+def _read_kept(path: Path, key: dict) -> dict:
+    """The architectures an interrupted baseline kept in ``path`` under the same ``key`` (else none)."""
+    try:
+        ledger = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return ledger.get("archs", {}) if isinstance(ledger, dict) and ledger.get("key") == key else {}
+
+
+def _write_kept(path: Path, ledger: dict) -> None:
+    """Rewrite the ledger whole (a new file renamed over the old: never half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(ledger), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resume_command(archs: list[str], *, epochs: int, batch_size: int, protocol: str, val_size: int | None,
+                   out: Path, seed: int, source: str | None, subset: int | None, engine: str,
+                   precision: str) -> str:
+    """The ``baseline`` command that continues an interrupted one in its output folder."""
+    return runtime.command_line(
+        ["cifar-tune", "baseline", "--archs", ",".join(archs), "--epochs", str(epochs), "--batch-size",
+         str(batch_size), "--protocol", protocol, "--seed", str(seed), "--out", str(out)],
+        [("--val-size", val_size), ("--data", source), ("--subset", subset),
+         ("--engine", None if engine == "auto" else engine),
+         ("--precision", None if precision == "float32" else precision)])
+
+
+def run_cli(ds: data.Dataset, archs: list[str], *, source: str | None, subset: int | None, epochs: int,
+            batch_size: int, protocol: str, val_size: int | None, out_dir: str | None, seed: int, verbose: int,
+            engine: str, precision: str) -> int:
+    """The ``baseline`` command on ``ds`` (loaded from ``source`` and ``subset``): run, print the table. Ctrl-C or
+    SIGTERM ends it with one line and 130 or 143 (``runtime.run_stoppable``); the finished architectures are kept
+    in the output folder, and the printed command (the same, with ``--out`` that folder) continues."""
+    progress: dict = {}
+
+    def command() -> int:
+        table, out = run(ds, archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size,
+                         out_dir=out_dir, seed=seed, verbose=verbose, engine=engine, precision=precision,
+                         progress=progress)
+        print(f"\nProtocol: {PROTOCOLS[protocol]}")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"\nWrote {out}/metrics.csv, metrics.md and report.html")
+        return 0
+
+    def interrupted() -> str:
+        if "out" not in progress:
+            return "baseline stopped before training; nothing was written"
+        done = progress["done"]
+        return (f"baseline stopped; {len(done)} of {len(archs)} architectures finished"
+                + (f" ({', '.join(done)}), kept in {progress['out']}/{KEPT}" if done else "") + "; continue with: "
+                + resume_command(archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size,
+                                 out=progress["out"], seed=seed, source=source, subset=subset, engine=engine,
+                                 precision=precision))
+
+    return runtime.run_stoppable(command, interrupted)
 
 
 def _history_frame(histories: dict[str, dict], runs: list[dict]) -> pd.DataFrame:

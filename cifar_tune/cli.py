@@ -187,14 +187,10 @@ def cmd_baseline(args) -> int:
     ds = data.load_for_run(args.data, args.subset, args.seed)  # bad data fails here, before Keras loads
     from . import baseline
 
-    table, out_dir = baseline.run(ds, args.archs, epochs=args.epochs, batch_size=args.batch_size,
-                                  protocol=args.protocol, val_size=args.val_size, out_dir=args.out,
-                                  seed=args.seed, verbose=int(args.verbose), engine=args.engine or "auto",
-                                  precision=args.precision or "float32")
-    print(f"\nProtocol: {baseline.PROTOCOLS[args.protocol]}")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"\nWrote {out_dir}/metrics.csv, metrics.md and report.html")
-    return 0
+    return baseline.run_cli(ds, args.archs, source=args.data, subset=args.subset, epochs=args.epochs,
+                            batch_size=args.batch_size, protocol=args.protocol, val_size=args.val_size,
+                            out_dir=args.out, seed=args.seed, verbose=int(args.verbose),
+                            engine=args.engine or "auto", precision=args.precision or "float32")
 
 
 def cmd_optimize(args) -> int:
@@ -256,9 +252,7 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from . import study_report
 
-    path = study_report.write_study_report(args.storage or DEFAULT_STORAGE, args.out)
-    print(f"Wrote {path}")
-    return 0
+    return study_report.run_cli(args.storage or DEFAULT_STORAGE, args.out)
 
 
 def cmd_dashboard(args) -> int:

@@ -40,10 +40,10 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from . import architectures, dashboard, data, database, engines, metrics, records, report, spaces, validate
-from .compare_table import DIFF, VARIANTS, aggregate, csv_frame, display_table, markdown, verdict
+from . import architectures, dashboard, data, database, engines, metrics, records, report, runtime, spaces, validate
+from .compare_table import DIFF, VARIANTS, aggregate, csv_frame, display_table, markdown, summary, verdict
 from .errors import UserError
-from .names import ARCH_KEYS, COMPARE_HEADING, DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr, study_name
+from .names import COMPARE_HEADING, DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
 
 FIRST_SEED = 1000  # compare's seeds count up from here, skipping the study's own seed
 
@@ -70,22 +70,10 @@ class Target:
 # --- finding the studies ---------------------------------------------------------------------------------------
 
 
-def find_studies(storage: optuna.storages.BaseStorage) -> dict[str, str]:
-    """Architecture -> study name, for every architecture with a study (``cifar10-<arch>`` preferred)."""
-    by_arch: dict[str, list[str]] = {}
-    for s in sorted(optuna.get_all_study_summaries(storage, include_best_trial=False), key=lambda s: s._study_id):
-        arch = records.study_arch(s.study_name, s.user_attrs)
-        if arch:
-            by_arch.setdefault(arch, []).append(s.study_name)
-    # The default name wins; otherwise the most recently created study of that architecture.
-    return {arch: (study_name(arch) if study_name(arch) in found else found[-1])
-            for arch, found in sorted(by_arch.items(), key=lambda kv: ARCH_KEYS.index(kv[0]))}
-
-
 def recorded_source(storage_url: str, archs: list[str] | None = None) -> str | None:
     """The ``--data`` the studies were tuned on (as recorded by ``optimize``), so compare can default to it."""
     storage = database.storage_for_reading(storage_url)
-    for arch, name in find_studies(storage).items():
+    for arch, name in records.find_studies(storage).items():
         if archs is None or arch in archs:
             attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
             source = (attrs.get(StudyAttr.SETTINGS) or {}).get("data")
@@ -138,7 +126,7 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, 
                    full_data: bool = False) -> tuple[list[Target], list[str]]:
     """The architectures to compare and the skip messages; UserError when nothing is left to compare."""
     storage = database.storage_for_reading(storage_url)
-    found = find_studies(storage)
+    found = records.find_studies(storage)
     where = database.mask_url(storage_url)
     if not found:
         raise UserError(f"no studies in {where} (run `cifar-tune optimize --arch ...` first)")
@@ -180,7 +168,7 @@ def _train_and_test(target: Target, variant: str, config: dict, seed: int, *, en
     keras.backend.clear_session(free_memory=True)
     ds = target.ds
     result = engines.train(target.arch, config, ds.x_train, ds.y_train, epochs=target.epochs, seed=seed,
-                            verbose=verbose, engine=engine, precision=precision)
+                            callbacks=[runtime.stop_callback()], verbose=verbose, engine=engine, precision=precision)
     y_pred = engines.predict_classes(result.model, ds.x_test)  # the one look at the test set
     path = _model_path(target.study.study_name, variant, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,6 +320,7 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
             else:
                 run_ = _train_and_test(t, variant, config, seed, engine=engine, precision=precision, verbose=verbose)
                 _keep_run(t, name, key, run_)
+                runtime.raise_if_stopping()  # a signal during the test or the save: stop now, this run is kept
             runs[variant].append(run_)
             m = run_["metrics"]
             print(f"[{t.arch}] {variant:<8} seed {seed}: test accuracy {m['Accuracy']:.4f}, macro F1 "
@@ -349,8 +338,7 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
         full_data: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder).
     ``full_data``: compare on ``ds`` itself even where a study was tuned on a subset (see the module doc)."""
-    if seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    validate.check_args(archs=archs, seeds=seeds, epochs=epochs, storage=storage)
     # every user error before anything is written
     targets, skipped = select_targets(ds, storage, archs, epochs, full_data)
     for message in skipped:
@@ -360,15 +348,19 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
     rows, start_all = [], time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(storage)}
-    for t in targets:
-        used = compare_seeds(t.study, seeds)
-        mine, runs = compare_target(t, used, engine=engine, precision=precision, verbose=verbose)
-        rows += mine
-        agg = aggregate(pd.DataFrame(mine))
-        store(t, _record(t, runs, agg, date=date, seeds=used, precision=precision, out=out), agg)
-        facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
-                          f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
-                          f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
+    # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
+    # a finished run is kept in the ledger first, and a target's record is stored whole or not at all. Raised at
+    # an arbitrary point instead, the KeyboardInterrupt was swallowed by a TensorFlow weakref callback.
+    with runtime.signals_deferred():
+        for t in targets:
+            used = compare_seeds(t.study, seeds)
+            mine, runs = compare_target(t, used, engine=engine, precision=precision, verbose=verbose)
+            rows += mine
+            agg = aggregate(pd.DataFrame(mine))
+            store(t, _record(t, runs, agg, date=date, seeds=used, precision=precision, out=out), agg)
+            facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
+                              f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
+                              f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
     per_seed = pd.DataFrame(rows)
     agg = aggregate(per_seed)
     facts.update({"Engine / precision": f"{', '.join(sorted(set(per_seed['Engine'])))} / {precision}",
@@ -378,18 +370,35 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
     return per_seed, agg, out
 
 
-def check_studies(storage_url: str, archs: list[str] | None) -> None:
-    """Refuse at once (before any data is loaded) a storage without a study of the asked architectures."""
-    found = find_studies(database.storage_for_reading(storage_url))
-    if not found or (archs and not set(archs) & set(found)):
-        raise UserError(f"no studies{' of ' + ', '.join(archs) if archs else ''} in "
-                        f"{database.mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
+def resume_command(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
+                   epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str, verbose: int,
+                   full_data: bool = False) -> str:
+    """The ``compare`` command that continues an interrupted one: the same options (the ledger's key must match)."""
+    return runtime.command_line(["cifar-tune", "compare", "--seeds", str(seeds)], [
+        ("--storage", None if storage == DEFAULT_STORAGE else database.mask_url(storage)),
+        ("--archs", ",".join(archs) if archs else None), ("--epochs", epochs), ("--data", source),
+        ("--subset", subset), ("--out", out_dir), ("--engine", None if engine == "auto" else engine),
+        ("--precision", None if precision == "float32" else precision), ("--full-data", full_data),
+        ("--verbose", bool(verbose))])
 
 
 def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int, epochs: int | None,
             storage: str, out_dir: str | None, engine: str, precision: str, verbose: int,
             full_data: bool = False) -> int:
-    """The ``compare`` command: check the studies, load the data (default: what the studies were tuned on), run,
+    """The ``compare`` command (``compare_and_print``); Ctrl-C or SIGTERM ends it with one line and 130 or 143
+    (``runtime.run_stoppable``), every finished training kept in its study for the same command to reuse."""
+    options = dict(archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir, engine=engine,
+                   precision=precision, verbose=verbose, full_data=full_data)
+    return runtime.run_stoppable(
+        lambda: compare_and_print(source, subset, **options),
+        lambda: f"compare stopped; the trainings it finished are kept in the studies; continue with: "
+                f"{resume_command(source, subset, **options)}")
+
+
+def compare_and_print(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
+                      epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str,
+                      verbose: int, full_data: bool = False) -> int:
+    """Check the studies, load the data (default: what the studies were tuned on), run,
     print the table and say where everything went."""
     import logging
 
@@ -398,15 +407,10 @@ def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, 
     # Every retrained model is a new model: TensorFlow warns about "retracing" predict for each one. Expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     start = time.perf_counter()
-    check_studies(storage, archs)
+    records.check_studies(database.storage_for_reading(storage), storage, archs)
     ds = data.load_for_run(source or recorded_source(storage, archs), subset)
     per_seed, agg, out = run(ds, archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir,
                              engine=engine, precision=precision, verbose=verbose, full_data=full_data)
-    print(f"\nTest-set macro metrics, mean ± std over {seeds} seed(s); '{DIFF}' = paired per-seed differences "
-          f"[95% interval]:")
-    print(display_table(agg).to_markdown(index=False, tablefmt="simple", disable_numparse=True))
-    models = sorted({str(Path(p).parent) for p in per_seed["Model file"]})
-    print(f"\nDone in {time.perf_counter() - start:.0f} s. Wrote {out}/compare.csv and compare.md; models in "
-          f"{', '.join(models)}; results stored with the studies (user attribute '{StudyAttr.COMPARE}' and the "
-          f"study note).\nNext: cifar-tune report --storage '{database.mask_url(storage)}'")
+    print(summary(per_seed, agg, out, seeds=seeds, seconds=time.perf_counter() - start,
+                  storage=database.mask_url(storage)))
     return 0

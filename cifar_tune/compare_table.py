@@ -4,6 +4,7 @@ with its 95% confidence interval and p-value (Student's t on the per-seed differ
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 from scipy import stats
@@ -11,6 +12,7 @@ from scipy import stats
 from . import metrics
 from .names import COMPARE_DIFF as DIFF
 from .names import COMPARE_VARIANTS as VARIANTS
+from .names import StudyAttr
 
 CONFIDENCE = 0.95
 
@@ -112,3 +114,14 @@ def markdown(per_seed: pd.DataFrame, agg: pd.DataFrame, facts: dict) -> str:
               per_seed[["Model", "Variant", "Seed", *metrics.COLUMNS, "Trial", "Seconds"]]
               .to_markdown(index=False, floatfmt=".4f"), ""]
     return "\n".join(lines)
+
+
+def summary(per_seed: pd.DataFrame, agg: pd.DataFrame, out, *, seeds: int, seconds: float, storage: str) -> str:
+    """What ``compare`` prints at the end: the table, where the files and models went, and what to run next.
+    ``storage`` is the URL as it may be shown (password masked)."""
+    models = sorted({str(Path(p).parent) for p in per_seed["Model file"]})
+    table = display_table(agg).to_markdown(index=False, tablefmt="simple", disable_numparse=True)
+    return (f"\nTest-set macro metrics, mean ± std over {seeds} seed(s); '{DIFF}' = paired per-seed differences "
+            f"[95% interval]:\n{table}\n\nDone in {seconds:.0f} s. Wrote {out}/compare.csv and compare.md; models "
+            f"in {', '.join(models)}; results stored with the studies (user attribute '{StudyAttr.COMPARE}' and the "
+            f"study note).\nNext: cifar-tune report --storage '{storage}'")

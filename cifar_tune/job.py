@@ -13,6 +13,12 @@
 during an equal part of the time still left when it begins (time a quick study leaves unused goes to the next
 ones); a trial that has started finishes. Compare and the report then run without a time limit: cutting them
 short would leave a comparison on fewer seeds than asked.
+
+The job's verdict is its parts': an architecture whose study has no completed trial (every trial diverged,
+failed or was pruned, or the --timeout left it none) cannot be compared, and the job then ends with one line
+naming it and why, and exit status 1, after comparing and reporting the others. Ctrl-C or SIGTERM stop it in
+any phase as ``optimize`` stops (one line, 130 or 143, ``runtime.run_stoppable``); what finished is kept
+(trials, and compare's trainings in its ledger) and the printed ``cifar-tune run`` command continues.
 """
 
 from __future__ import annotations
@@ -25,9 +31,9 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from . import compare, data, database, records, study_report, tuning
+from . import compare, data, database, records, runtime, study_report, tuning, validate
 from .compare_table import aggregate, display_table
-from .names import StudyAttr
+from .names import DEFAULT_STORAGE, StudyAttr, TrialAttr
 from .presets import OptimizeSettings
 
 
@@ -41,7 +47,8 @@ def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeS
 
 def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> int:
     """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring); returns 0, or
-    the exit status of a study that stopped (interrupted: 130 or 143)."""
+    the exit status of a study that stopped; a study stopped by a signal raises it on (``runtime.run_stoppable``
+    says the rest)."""
     start = time.monotonic()
     for i, settings in enumerate(plan):
         share = None
@@ -53,19 +60,58 @@ def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> int:
             share = left / (len(plan) - i)
         print(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""),
               flush=True)
-        code = tuning.optimize(study_settings(settings, share))
+        code = tuning.run_study(study_settings(settings, share))  # a signal raises: the job's line says it
         if code:
-            print(f"cifar-tune run: the {settings.arch} study stopped; the same `cifar-tune run` command resumes "
-                  "the job", file=sys.stderr)
+            print(f"cifar-tune run: the {settings.arch} study stopped (exit status {code}); the same "
+                  "`cifar-tune run` command resumes the job", file=sys.stderr)
             return code
     return 0
+
+
+def without_result(storage_url: str, archs: list[str]) -> dict[str, str]:
+    """The architectures whose study has no completed trial (nothing to compare), and why."""
+    storage = database.storage_for_reading(storage_url)
+    found, why = records.find_studies(storage), {}
+    for arch in archs:
+        if arch not in found:
+            why[arch] = "no study (the job's --timeout was spent before it began)"
+            continue
+        study = optuna.load_study(study_name=found[arch], storage=storage)
+        if records.best_trial(study) is not None:
+            continue
+        trials = study.get_trials(deepcopy=False)
+        states = ", ".join(f"{n} {'failed' if state == 'fail' else state}"
+                           for state, n in records.counts_by_state(trials).items())
+        reasons = [t.user_attrs[TrialAttr.FAIL_REASON] for t in trials if t.user_attrs.get(TrialAttr.FAIL_REASON)]
+        why[arch] = (f"study {found[arch]} has no completed trial ({states or 'no trials'}"
+                     + (f"; last failure: {reasons[-1][:120]}" if reasons else "") + ")")
+    return why
+
+
+def resume_command(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None) -> str:
+    """The ``cifar-tune run`` command that continues this job: its architectures and every setting the studies
+    share (a value the preset sets per architecture differs among them and is left to the preset again)."""
+    first = plan[0]
+
+    def common(attr: str):
+        values = {getattr(s, attr) for s in plan}
+        return values.pop() if len(values) == 1 else None
+
+    return runtime.command_line(
+        ["cifar-tune", "run", "--archs", ",".join(s.arch for s in plan), "--preset", first.preset],
+        [("--storage", None if first.storage == DEFAULT_STORAGE else database.mask_url(first.storage)),
+         *((f"--{attr.replace('_', '-')}", common(attr)) for attr in ("n_trials", "epochs", "val_size", "seed", "data",
+                                                                     "subset", "sampler", "pruner", "engine",
+                                                                     "precision")),
+         ("--jobs", first.jobs if first.jobs > 1 else None), ("--timeout", timeout), ("--seeds", seeds),
+         ("--out", out_dir)])
 
 
 def to_compare(storage_url: str, archs: list[str], seeds: int) -> list[str]:
     """The architectures with a completed trial whose stored comparison is missing or out of date (another best
     trial since, or fewer seeds than asked)."""
     storage = database.storage_for_reading(storage_url)
-    found, todo = compare.find_studies(storage), []
+    found, todo = records.find_studies(storage), []
     for arch in archs:
         if arch not in found:
             continue
@@ -81,7 +127,7 @@ def to_compare(storage_url: str, archs: list[str], seeds: int) -> list[str]:
 def stored_table(storage_url: str, archs: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """The macro-metric table rebuilt from the comparisons stored with the studies, and the not-learned warnings."""
     storage = database.storage_for_reading(storage_url)
-    found = compare.find_studies(storage)
+    found = records.find_studies(storage)
     rows, warnings = [], []
     for arch in archs:
         if arch not in found:
@@ -99,8 +145,23 @@ def stored_table(storage_url: str, archs: list[str]) -> tuple[pd.DataFrame, list
     return (aggregate(pd.DataFrame(rows)) if rows else pd.DataFrame()), warnings
 
 
+KEPT = {"studies": "finished trials are stored", "compare": "the trainings compare finished are kept in the studies",
+        "report": "the report reads the stored records only: nothing is lost"}
+
+
 def run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None) -> int:
-    """``cifar-tune run``: studies, compare, report; prints the table and the report's path."""
+    """``cifar-tune run``: studies, compare, report; prints the table and the report's path. Returns 0, 1 when
+    an architecture could not be compared, 130 or 143 when a signal stopped it (see the module docstring)."""
+    validate.check_args(seeds=seeds, timeout=timeout, out_dir=out_dir)  # as the CLI does
+    progress = {"phase": "studies"}
+    return runtime.run_stoppable(
+        lambda: _run(plan, seeds=seeds, timeout=timeout, out_dir=out_dir, progress=progress),
+        lambda: f"run stopped in its {progress['phase']} phase; {KEPT[progress['phase']]}; continue the job with: "
+                f"{resume_command(plan, seeds=seeds, timeout=timeout, out_dir=out_dir)}")
+
+
+def _run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None,
+         progress: dict) -> int:
     start = time.perf_counter()
     first, archs = plan[0], [s.arch for s in plan]
     for source, subset, seed in {(s.data, s.subset, s.seed) for s in plan}:  # bad data end here, before any
@@ -108,23 +169,33 @@ def run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_
     code = run_studies(plan, timeout)
     if code:
         return code
-    todo = to_compare(first.storage, archs, seeds)
+    progress["phase"] = "compare"
+    todo, missing = to_compare(first.storage, archs, seeds), without_result(first.storage, archs)
     out = Path(out_dir) if out_dir else None
     if todo:
         print(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)", flush=True)
         # without --data, compare takes each study's recorded data and subset
-        compare.run_cli(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
-                        out_dir=str(out / "compare") if out else None, engine=first.engine,
-                        precision=first.precision, verbose=int(first.verbose))
-    else:
+        compare.compare_and_print(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
+                                  out_dir=str(out / "compare") if out else None, engine=first.engine,
+                                  precision=first.precision, verbose=int(first.verbose))
+    elif not missing:
         print("\n== compare: every architecture's comparison is up to date", flush=True)
+    progress["phase"] = "report"
     path = study_report.write_study_report(first.storage, out)
     agg, warnings = stored_table(first.storage, archs)
-    print(f"\nThe job is done in {time.perf_counter() - start:.0f} s. Test-set macro metrics (mean ± std over "
-          f"seeds; tuned - baseline: paired differences [95% interval]):")
+    what = (f"The job ended in {time.perf_counter() - start:.0f} s without a comparison of "
+            f"{', '.join(missing)}" if missing else f"The job is done in {time.perf_counter() - start:.0f} s")
     if not agg.empty:
+        print(f"\n{what}. Test-set macro metrics (mean ± std over seeds; tuned - baseline: paired differences [95% "
+              "interval]):")
         print(display_table(agg).to_markdown(index=False, tablefmt="simple", disable_numparse=True))
+    else:
+        print(f"\n{what}.")
     for warning in warnings:
         print(f"WARNING: {warning}")
-    print(f"\nReport: {path}")
+    print(f"\nReport: {path}", flush=True)
+    if missing:  # the verdict of the job's parts: these could not be compared
+        print("cifar-tune run: error: nothing to compare for " + "; ".join(f"{a}: {w}" for a, w in missing.items()),
+              file=sys.stderr)
+        return 1
     return 0

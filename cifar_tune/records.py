@@ -9,7 +9,9 @@ import re
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .names import ARCH_KEYS, COMPARE_DIFF, StudyAttr, TrialAttr
+from .database import mask_url
+from .errors import UserError
+from .names import ARCH_KEYS, COMPARE_DIFF, StudyAttr, TrialAttr, study_name
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHANCE_ACCURACY = 0.1  # ten balanced classes
@@ -130,3 +132,24 @@ def compared_rows(storage) -> list[dict]:
                      "ci95_high": diff["Accuracy"].get("high"), "tuned_f1": table["tuned"]["F1 Score"]["mean"],
                      "verdict": diff.get("verdict", "")})
     return rows
+
+
+def find_studies(storage: optuna.storages.BaseStorage) -> dict[str, str]:
+    """Architecture -> study name, for every architecture with a study (``cifar10-<arch>`` preferred)."""
+    by_arch: dict[str, list[str]] = {}
+    for s in sorted(optuna.get_all_study_summaries(storage, include_best_trial=False), key=lambda s: s._study_id):
+        arch = study_arch(s.study_name, s.user_attrs)
+        if arch:
+            by_arch.setdefault(arch, []).append(s.study_name)
+    # The default name wins; otherwise the most recently created study of that architecture.
+    return {arch: (study_name(arch) if study_name(arch) in found else found[-1])
+            for arch, found in sorted(by_arch.items(), key=lambda kv: ARCH_KEYS.index(kv[0]))}
+
+
+def check_studies(storage: optuna.storages.BaseStorage, storage_url: str, archs: list[str] | None) -> None:
+    """Refuse at once (before any data is loaded) a storage without a study of the asked architectures. Raises
+    ``UserError``."""
+    found = find_studies(storage)
+    if not found or (archs and not set(archs) & set(found)):
+        raise UserError(f"no studies{' of ' + ', '.join(archs) if archs else ''} in "
+                        f"{mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")

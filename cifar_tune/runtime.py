@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -59,13 +60,62 @@ def raise_if_stopping() -> None:
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Within: a signal only records itself; the training loop's callback raises at the next batch."""
-    _stop["deferred"] = True
+    """Within: a signal only records itself; the training loop's callback raises at the next batch. Leaving the
+    block raises a recorded signal. Nests (a command deferred as a whole around a step that defers too)."""
+    outer, _stop["deferred"] = _stop["deferred"], True
     try:
         yield
     finally:
-        _stop["deferred"] = False
+        _stop["deferred"] = outer
     raise_if_stopping()
+
+
+def stop_callback():
+    """A Keras callback that stops training at the next batch (and at the end of an epoch: the fast engine calls
+    only epoch callbacks) when a signal asked this process to stop. Train inside ``signals_deferred``."""
+    global _StopCallback
+    if _StopCallback is None:
+        import keras  # not at module level: this module chooses the backend before Keras loads
+
+        class _StopCallback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                raise_if_stopping()
+
+            def on_epoch_end(self, epoch, logs=None):
+                raise_if_stopping()
+    return _StopCallback()
+
+
+_StopCallback = None
+
+
+def run_stoppable(command, interrupted) -> int:
+    """Run one long command (``baseline``, ``compare``, ``run``, ``report``) as ``optimize`` runs: Ctrl-C and SIGTERM
+    are recorded (``stop_on_signals``) and stop it at the next batch of training or between its steps; then one
+    line on stderr, ``cifar-tune: interrupted (Ctrl-C): <interrupted()>``, and exit status 130 (SIGINT) or 143
+    (SIGTERM), as a shell reports a process killed by that signal. ``command()`` returns the exit status;
+    ``interrupted()`` (called after the stop, so it can count what was kept) says what was interrupted, what is
+    kept and the command that continues."""
+    stop_on_signals()
+    try:
+        return command()
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated) or stopping() == TERMINATED
+        print(f"cifar-tune: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {interrupted()}",
+              file=sys.stderr, flush=True)
+        return 143 if terminated else 130
+
+
+def command_line(words: list[str], options) -> str:
+    """A shell command line (quoted) that continues a stopped command: ``words`` then each ``(flag, value)`` of
+    ``options`` whose value is not None, a value of True as the bare flag (a switch), False left out."""
+    parts = list(words)
+    for flag, value in options:
+        if value is True:
+            parts.append(flag)
+        elif value is not None and value is not False:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
 
 
 def _configured_backend() -> str | None:

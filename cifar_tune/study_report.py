@@ -4,6 +4,7 @@ the compare results stored with the studies (tables, metric bars, confusion matr
 from __future__ import annotations
 
 import html
+import shlex
 from datetime import datetime
 from pathlib import Path
 
@@ -13,11 +14,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from . import data, records
+from . import data, records, runtime
 from .database import mask_url, storage_for_reading
 from .errors import UserError
 from .metrics import COLUMNS as METRIC_COLUMNS
-from .names import ARCH_KEYS, REPORTS_DIR, StudyAttr, TrialAttr
+from .names import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR, StudyAttr, TrialAttr
 from .report import confusion_figure, facts_html, learning_curves_figure, metric_bars_figure, write_html
 
 STUDY_REPORT_NAME = "study-report.html"
@@ -198,13 +199,16 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
                 if isinstance(s.user_attrs.get(StudyAttr.COMPARE), dict)}
     figures: list[tuple[str, go.Figure]] = []
     notes: list[str] = []
-    for study in studies_:
-        label = (compared.get(study.study_name) or {}).get("label")
-        figures += _study_figures(study, _study_title(study, label), notes)
-        warning = records.not_learned(study)
-        if warning:
-            notes.insert(0, f"{study.study_name}: {warning}")
-    compare_html, compare_figures = _compare_section(studies_, compared)
+    # Ctrl-C / SIGTERM (runtime.run_stoppable) stop the drawing between studies, not inside plotly or fANOVA.
+    with runtime.signals_deferred():
+        for study in studies_:
+            runtime.raise_if_stopping()
+            label = (compared.get(study.study_name) or {}).get("label")
+            figures += _study_figures(study, _study_title(study, label), notes)
+            warning = records.not_learned(study)
+            if warning:
+                notes.insert(0, f"{study.study_name}: {warning}")
+        compare_html, compare_figures = _compare_section(studies_, compared)
     facts = {"Storage": mask_url(storage_url), "Generated": datetime.now().astimezone().isoformat(timespec="seconds"),
              "Studies": len(studies_)}
     intro = (facts_html(facts) + "<h2>Studies</h2>\n"
@@ -216,3 +220,16 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
         return write_html(figures + compare_figures, path, title="cifar-tune: study report", intro_html=intro)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def run_cli(storage_url: str, out: str | Path | None) -> int:
+    """The ``report`` command. Ctrl-C or SIGTERM ends it with one line and 130 or 143 (``runtime.run_stoppable``);
+    the report only reads the stored records, so the same command draws it again from the start."""
+    def command() -> int:
+        print(f"Wrote {write_study_report(storage_url, out)}")
+        return 0
+
+    again = ["cifar-tune", "report"] + (["--storage", mask_url(storage_url)] if storage_url != DEFAULT_STORAGE else [])
+    again += ["--out", str(out)] if out is not None else []
+    return runtime.run_stoppable(command, lambda: "report stopped before it was written (it reads the stored records "
+                                                  f"only: nothing is lost); draw it again with: {shlex.join(again)}")

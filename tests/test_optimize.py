@@ -217,7 +217,7 @@ def test_ctrl_c_marks_the_running_trial_failed_and_says_how_to_resume(tiny_npz, 
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert "Resume with: cifar-tune optimize --arch cnn" in err
+    assert "resume with: cifar-tune optimize --arch cnn" in err
     study = optuna.load_study(study_name="cifar10-cnn", storage=f"sqlite:///{tmp_path / DB}")
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL]

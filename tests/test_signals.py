@@ -68,8 +68,10 @@ def test_a_signal_fails_the_running_trial_and_the_printed_command_resumes(tiny_n
     study = optuna.load_study(study_name="cifar10-cnn", storage=f"sqlite:///{tmp_path / DB}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert study.trials[1].user_attrs["fail_reason"] == reason
-    line = next(x for x in err.splitlines() if x.startswith("Resume with: "))
-    resume = shlex.split(line[len("Resume with: "):])
+    assert len(err.strip().splitlines()) == 1, err  # one line: what stopped, what is kept, the resume command
+    line = err.strip()
+    assert line.startswith(f"cifar-tune: {'interrupted (Ctrl-C)' if code == 130 else 'terminated (SIGTERM)'}: ")
+    resume = shlex.split(line.split("resume with: ", 1)[1])
     assert resume[:2] == ["cifar-tune", "optimize"] and "--epochs" in resume and "--seed" in resume
     done = subprocess.run([sys.executable, "-m", "cifar_tune", *resume[1:], "--n-trials", "1"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)

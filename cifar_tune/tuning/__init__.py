@@ -8,7 +8,6 @@ validation loss every epoch, prune, record), ``loop.py`` (run trials in this pro
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -20,11 +19,24 @@ from ..database import mask_url, storage_for_reading
 if TYPE_CHECKING:
     from ..presets import OptimizeSettings
 
-__all__ = ["optimize"]
+__all__ = ["optimize", "run_study"]
 
 
 def optimize(settings: OptimizeSettings) -> int:
-    """The ``optimize`` command: run the study, print a line per trial and the best trial beside the baseline."""
+    """The ``optimize`` command: run the study (``run_study``) and return the exit status: 0, 2 for a user error
+    raised inside, or 130 / 143 after Ctrl-C / SIGTERM, which print one line with the command that resumes."""
+    from . import display
+
+    return runtime.run_stoppable(
+        lambda: run_study(settings),
+        lambda: "optimize stopped; the running trial is marked failed, finished trials are stored; resume with: "
+                f"{display.resume_command(settings)}")
+
+
+def run_study(settings: OptimizeSettings) -> int:
+    """Run (or resume) the study, print a line per trial and the best trial beside the baseline; returns 0 or the
+    exit status of workers that stopped. Ctrl-C and SIGTERM raise KeyboardInterrupt (``runtime.Terminated``)
+    after the running trial was failed: the caller says what stopped (``optimize``, ``cifar-tune run``)."""
     # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.tuning.worker``) runs this
     # package's __init__ before its own first line, which loads Keras with TensorFlow's native logs silenced.
     from . import display
@@ -32,23 +44,15 @@ def optimize(settings: OptimizeSettings) -> int:
     from .supervisor import run_jobs
 
     display.quiet_optuna()
-    runtime.stop_on_signals()
     start = time.perf_counter()
-    try:
-        if needs_supervisor(settings):
-            code = run_jobs(settings)
-            if code:
-                return code
-        else:
-            run_worker(settings, settings.n_trials)
-    except KeyboardInterrupt as e:
-        terminated = isinstance(e, runtime.Terminated) or runtime.stopping() == runtime.TERMINATED
-        print(f"\nInterrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): the running trial is marked failed; "
-              f"finished trials are stored.\nResume with: {display.resume_command(settings)}", file=sys.stderr)
-        return 143 if terminated else 130
+    if needs_supervisor(settings):
+        code = run_jobs(settings)
+        if code:
+            return code
+    else:
+        run_worker(settings, settings.n_trials)
     study = optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
     print(f"\nDone in {time.perf_counter() - start:.0f} s. {display.summary(study)}")
     print(f"Inspect: cifar-tune dashboard --storage '{mask_url(settings.storage)}'   "
           f"(or: optuna-dashboard '{mask_url(settings.storage)}')")
     return 0
-

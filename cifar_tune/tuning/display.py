@@ -4,13 +4,12 @@ Printing only: nothing here decides or stores."""
 from __future__ import annotations
 
 import logging
-import shlex
 import sys
 
 import optuna
 from optuna.trial import TrialState
 
-from .. import records
+from .. import records, runtime
 from ..database import mask_url
 from ..names import DEFAULT_STORAGE, TrialAttr, study_name
 from ..presets import OptimizeSettings
@@ -98,20 +97,14 @@ def summary(study: optuna.Study) -> str:
 
 def resume_command(settings: OptimizeSettings) -> str:
     """The command that resumes this study with every setting the study must keep."""
-    parts = ["cifar-tune", "optimize", "--arch", settings.arch, "--preset", settings.preset]
-    if settings.storage != DEFAULT_STORAGE:
-        parts += ["--storage", mask_url(settings.storage)]
-    if settings.study_name != study_name(settings.arch):
-        parts += ["--study-name", settings.study_name]
-    for flag, value in (("--epochs", settings.epochs), ("--val-size", settings.val_size), ("--seed", settings.seed),
-                        ("--data", settings.data), ("--subset", settings.subset), ("--space", settings.space_path),
-                        ("--sampler", settings.sampler), ("--pruner", settings.pruner),
-                        ("--engine", settings.engine), ("--precision", settings.precision),
-                        ("--total-trials", settings.total_trials),
-                        ("--jobs", settings.jobs if settings.jobs > 1 else None)):
-        if value is not None:
-            parts += [flag, str(value)]
-    return shlex.join(parts)
+    return runtime.command_line(["cifar-tune", "optimize", "--arch", settings.arch, "--preset", settings.preset], [
+        ("--storage", None if settings.storage == DEFAULT_STORAGE else mask_url(settings.storage)),
+        ("--study-name", None if settings.study_name == study_name(settings.arch) else settings.study_name),
+        ("--epochs", settings.epochs), ("--val-size", settings.val_size), ("--seed", settings.seed),
+        ("--data", settings.data), ("--subset", settings.subset), ("--space", settings.space_path),
+        ("--sampler", settings.sampler), ("--pruner", settings.pruner), ("--engine", settings.engine),
+        ("--precision", settings.precision), ("--total-trials", settings.total_trials),
+        ("--jobs", settings.jobs if settings.jobs > 1 else None)])
 
 
 class _NoInterruptTraceback(logging.Filter):
