@@ -28,6 +28,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import optuna
@@ -170,7 +171,9 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     trial and propagates: it would repeat in every trial.
     """
     optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry first
-    trial = study.ask()
+    with warnings.catch_warnings():  # Optuna warns that heartbeats belong to study.optimize: ours beats (below)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        trial = study.ask()
     state, value, taken = TrialState.FAIL, None, False
     try:
         with _heartbeat(study, trial):
