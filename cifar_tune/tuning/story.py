@@ -45,13 +45,14 @@ def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 def recorded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
     """The objective, plus: which worker ran the trial, and its learning-curve figure as a trial artifact."""
-    store = dashboard.artifact_store()
+    store = dashboard.artifact_store()  # None (after one warning) when its folder cannot be used
 
     def run(trial: optuna.Trial) -> float:
         trial.set_user_attr(TrialAttr.WORKER, WORKER_ID)
         try:
             return objective(trial)
         finally:  # the trial is still running here (Optuna tells the result after we return): artifacts attach
-            dashboard.attach_trial_curves(trial, store)
+            if store is not None:
+                dashboard.attach_trial_curves(trial, store)
 
     return run
