@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -193,18 +195,39 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
         _check_writable_sqlite(url, path)
         if path.exists():
             check_sqlite_file(url, path)
+    if with_heartbeat:
+        _storage_errors_in_threads_in_one_line(url)
     with _creation_lock(url, path):
         return _open(url, kwargs)
 
 
+def _storage_errors_in_threads_in_one_line(url: str) -> None:
+    """Optuna's heartbeat thread dies with a traceback when the storage fails under it; the main thread meets
+    the same failure and says it in one line, so the thread's is one line too (other errors: as before)."""
+    previous = threading.excepthook
+    if getattr(previous, "cifar_tune", False):
+        return
+
+    def hook(args) -> None:
+        err = storage_failure(url, args.exc_value) if isinstance(args.exc_value, Exception) else None
+        if err is None:
+            previous(args)
+        else:
+            print(f"warning: {args.thread.name if args.thread else 'a thread'} stopped: {err}", file=sys.stderr,
+                  flush=True)
+
+    hook.cifar_tune = True
+    threading.excepthook = hook
+
+
 def check_sqlite_file(url: str, path: Path) -> None:
-    """Refuse a damaged SQLite file (SQLite's quick_check reads every page), opened read-only; a file another
-    process holds locked is waited for at most :func:`sqlite_timeout` seconds."""
+    """Refuse a damaged SQLite file (SQLite's quick_check reads every page; it writes nothing, but SQLite rolls
+    back a crashed writer's journal first, as any reader must); a file another process holds locked is waited
+    for at most :func:`sqlite_timeout` seconds."""
     import sqlite3
 
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                                timeout=sqlite_timeout())) as con:
+        with contextlib.closing(sqlite3.connect(path, timeout=sqlite_timeout())) as con:
             problems = [row[0] for row in con.execute("PRAGMA quick_check(3)")]
     except sqlite3.Error as e:
         raise storage_error(url, e) from None
@@ -284,7 +307,7 @@ _HINTS = (
     ("database is locked", "another process has held it locked for more than {timeout:g} s, e.g. an open sqlite3 "
                            "shell or a stuck program; ${env} sets how long to wait"),
     ("no such table", "was the database file deleted or replaced while the command ran?"),
-    ("readonly database", "the file or its folder became read-only while the command ran"),
+    ("readonly database", "the file was deleted, moved or made read-only while the command ran"),
     ("disk i/o error", "the file or its disk failed: deleted, full or unmounted?"),
 )
 
@@ -292,7 +315,7 @@ _HINTS = (
 def storage_error(url: str, e: BaseException, doing: str = "storage") -> UserError:
     """One line for a storage failure: the storage (for SQLite, its file), the database's own message and what
     it means, any password masked."""
-    lines = [ln.strip() for ln in _db_message(e).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in db_message(e).splitlines() if ln.strip()]
     reason = " ".join(lines[:2])[:300] if lines else type(e).__name__
     hint = next((h for key, h in _HINTS if key in reason.lower()), "")
     if hint:
@@ -301,7 +324,7 @@ def storage_error(url: str, e: BaseException, doing: str = "storage") -> UserErr
     return UserError(f"{doing} {mask_url(url)}: {_scrub(reason, url)}{hint}")
 
 
-def _db_message(e: BaseException) -> str:
+def db_message(e: BaseException) -> str:
     """The driver's message in ``e``'s chain of causes (SQLAlchemy and Optuna wrap it), else ``e``'s own."""
     for x in _causes(e):
         orig = getattr(x, "orig", None)

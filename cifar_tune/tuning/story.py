@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import dashboard
-from ..database import study_lock
+from ..database import db_message, study_lock
 from ..names import TrialAttr
 
 REFRESH_EVERY = 20.0  # seconds between refreshes of a study's note and figures while trials finish
@@ -33,8 +33,9 @@ def tell(study: optuna.Study, what: str = "all") -> None:
     except Exception as e:  # the dashboard story is a view: a failure here must not stop the trials
         if not _state["warned"]:
             _state["warned"] = True
+            reason = db_message(e).strip().splitlines()  # a storage error: the database's own words
             print(f"warning: could not update the study's dashboard note/figures: {type(e).__name__}: "
-                  f"{str(e).splitlines()[0][:200] if str(e) else ''}", file=sys.stderr, flush=True)
+                  f"{reason[0][:200] if reason else ''}", file=sys.stderr, flush=True)
 
 
 def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
