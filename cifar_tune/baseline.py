@@ -120,13 +120,17 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
             runtime.raise_if_stopping()  # a signal during the test: stop now, this architecture is kept
 
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    report.write_tables(table, out)
-    _history_frame(histories, runs).to_csv(out / "history.csv", index=False)
     settings = {"Protocol": PROTOCOLS[protocol], "Data": f"{ds.source} (fingerprint {fingerprint})",
                 "Images": f"train {len(split.y_train):,} / validation {len(split.y_val):,} / test {len(ds.y_test):,}",
                 "Epochs": epochs, "Batch size": batch_size, "Seed": seed,
                 "Engine / precision": f"{runs[0]['engine']} / {precision}", **_machine()}
-    write_report(table, histories, runs, settings, out / "report.html")
+    try:
+        report.write_tables(table, out)
+        _history_frame(histories, runs).to_csv(out / "history.csv", index=False)
+        write_report(table, histories, runs, settings, out / "report.html")
+    except OSError as e:  # a full disk or a share gone: a write says neither the errno's file nor the folder
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)  # the results, still
+        raise OSError(e.errno, e.strerror, str(e.filename or out)) from None
     (out / KEPT).unlink(missing_ok=True)  # done: the same command trains afresh
     return table, out
 

@@ -285,3 +285,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cifar-tune: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # What failed mid-command outside the user's input: the storage (damaged, deleted, locked, server gone;
+        # also behind Optuna's "Should not reach" when a trial's result could not be stored), or a disk.
+        line, code = _failure(args, e)
+        if line is None:
+            raise
+        print(f"cifar-tune: error: {line}", file=sys.stderr)
+        return code
+
+
+_DISK_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EIO", "EACCES", "EPERM", "ENOENT", "ENOTDIR", "EISDIR", "EEXIST"}
+
+
+def _failure(args, e: BaseException) -> tuple[str | None, int]:
+    """(one line, exit status) for a storage error (2, as every storage error) or a failed write (1), else None."""
+    import errno
+
+    if "sqlalchemy" in sys.modules:  # no storage was touched without it
+        from . import database
+
+        err = database.storage_failure(getattr(args, "storage", None) or DEFAULT_STORAGE, e)
+        if err is not None:
+            return str(err), 2
+    if isinstance(e, OSError) and errno.errorcode.get(e.errno) in _DISK_ERRNOS:
+        where = f" {e.filename}" if e.filename else ""
+        return f"cannot write{where}: {e.strerror or e}", 1
+    return None, 1

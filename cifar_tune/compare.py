@@ -43,6 +43,7 @@ import pandas as pd
 from . import architectures, dashboard, data, database, engines, metrics, records, report, runtime, spaces, validate
 from .compare_table import DIFF, VARIANTS, aggregate, csv_frame, display_table, markdown, summary, verdict
 from .errors import UserError
+from .locks import study_lock
 from .names import COMPARE_HEADING, DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
 
 FIRST_SEED = 1000  # compare's seeds count up from here, skipping the study's own seed
@@ -233,7 +234,7 @@ def store(target: Target, record: dict, agg: pd.DataFrame) -> None:
     target.study.set_user_attr(StudyAttr.COMPARE, _jsonable(record))
     target.study.set_user_attr(StudyAttr.COMPARE_RUNS, {})  # done: the next compare trains afresh
     try:
-        with database.study_lock(target.study):
+        with study_lock(target.study):
             dashboard.write_study_note(target.study, compare_table_markdown=note_section(target, agg, record))
     except Exception as e:
         print(f"cifar-tune: warning: the study note of {target.study.study_name} was not updated "

@@ -52,11 +52,25 @@ def artifact_dir() -> Path:
     return Path(os.environ.get(ARTIFACTS_ENV) or ARTIFACTS_DIR)
 
 
-def artifact_store() -> optuna.artifacts.FileSystemArtifactStore:
-    """Optuna's file-system artifact store in :func:`artifact_dir` (created if missing)."""
+def artifact_store() -> optuna.artifacts.FileSystemArtifactStore | None:
+    """Optuna's file-system artifact store in :func:`artifact_dir` (created if missing), or None with a warning
+    (once per process) when the folder cannot be used: artifacts are a view, never worth a study."""
     path = artifact_dir()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", str(path))
+    except OSError as e:
+        if not _warned_artifacts:
+            _warned_artifacts.append(path)
+            why = "not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or str(e)
+            print(f"warning: artifact folder {path} cannot be used ({why}): trials run without their learning-curve "
+                  f"artifacts (set ${ARTIFACTS_ENV} to a writable folder)", file=sys.stderr, flush=True)
+        return None
     return optuna.artifacts.FileSystemArtifactStore(str(path))
+
+
+_warned_artifacts: list[Path] = []
 
 
 def _check_port(host: str, port: int) -> None:
@@ -83,7 +97,8 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
     _check_port(host, port)
     store = artifact_store()
     shown = f"[{host}]" if ":" in host else host
-    print(f"optuna-dashboard on {database.mask_url(storage_url)} (artifacts in {artifact_dir()}/): "
+    artifacts = f"artifacts in {artifact_dir()}/" if store is not None else "no artifacts"
+    print(f"optuna-dashboard on {database.mask_url(storage_url)} ({artifacts}): "
           f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)", flush=True)
     try:
         optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
@@ -358,6 +373,8 @@ def attach_trial_curves(trial: optuna.Trial, store=None) -> str | None:
         if not curves:
             return None
         store = store or artifact_store()
+        if store is None:  # the folder cannot be used: artifact_store warned once
+            return None
         title = f"trial {trial.number} ({trial.study.study_name})"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"learning-curves-trial-{trial.number}.svg"

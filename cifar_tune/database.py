@@ -1,10 +1,12 @@
 """Optuna's RDB storage: URLs (masked when printed), opening with heartbeats and retry-once of dead workers'
-trials, and the per-study lock that workers take for the few steps they must not take at once."""
+trials, refusing damaged or locked files, and every storage error as one line. The per-study lock that workers
+take for the few steps they must not take at once is in ``locks.py``."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -21,15 +23,30 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 DEFAULT_HEARTBEAT_INTERVAL = 30  # seconds; trials take minutes, so a beat every 30 s costs nothing
 DEFAULT_GRACE_PERIOD = 120  # four missed beats: a trial silent this long belongs to a dead worker
 SQLITE_TIMEOUT = 60  # seconds a SQLite writer waits for another process's lock before failing
+SQLITE_TIMEOUT_ENV = "CIFAR_TUNE_SQLITE_TIMEOUT"  # overrides SQLITE_TIMEOUT (the tests wait less)
+HEARTBEAT_GRACE_BEATS = 3  # a grace period spans at least this many heartbeat intervals
 PG_CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL host fails fast instead of hanging
+ADVISORY_KEY = 0x63696661  # "cifa": our PostgreSQL advisory locks' namespace (locks.py; 0: schema creation)
 OPTUNA_TABLES = {"version_info", "studies", "trials"}  # in every Optuna schema since 1.0
 
 
+def sqlite_timeout() -> float:
+    """Seconds a SQLite connection waits for another process's lock: $CIFAR_TUNE_SQLITE_TIMEOUT or 60."""
+    try:
+        return max(0.0, float(os.environ.get(SQLITE_TIMEOUT_ENV) or SQLITE_TIMEOUT))
+    except ValueError:
+        return SQLITE_TIMEOUT
+
+
 def normalize_url(url: str) -> str:
-    """``postgres://`` and ``postgresql://`` (libpq style) mean the installed psycopg 3 driver."""
+    """``postgres://`` and ``postgresql://`` (libpq style) mean the installed psycopg 3 driver; a SQLite path
+    starting with ``~`` is the home folder, as in every other path option (SQLite itself would make a ``~``)."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
+    m = re.match(r"(sqlite(?:\+\w+)?:///)(~[^/?]*)(.*)", url)
+    if m:
+        return m[1] + os.path.expanduser(m[2]) + m[3]
     return url
 
 
@@ -89,7 +106,7 @@ def check_url(url: str) -> None:
 def _engine_kwargs(url: str, pooled: bool = True) -> dict:
     if url.startswith("sqlite"):
         # Several local processes may write at once: wait for the lock instead of failing at once.
-        return {"connect_args": {"timeout": SQLITE_TIMEOUT}}
+        return {"connect_args": {"timeout": sqlite_timeout()}}
     if not pooled:  # a reader (studies, report, compare's look-ups): no idle connections held on the server
         from sqlalchemy.pool import NullPool
 
@@ -127,12 +144,19 @@ class _RetryDeadWorkerTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
 
 
 def _heartbeat_kwargs(interval: int | None, grace: int | None) -> dict:
-    """Heartbeat settings, and retry-once of a dead worker's trial (Optuna's callback, renamed in 4.9)."""
+    """Heartbeat settings, and retry-once of a dead worker's trial (Optuna's callback, renamed in 4.9).
+
+    Optuna's heartbeat is a background thread of the worker process that writes the running trial's beat every
+    ``interval`` seconds through the storage's connection pool. On a busy machine (training holds the CPUs and
+    Python's GIL, the database is slow) a live worker's beat comes late, so the grace period must span at least
+    ``HEARTBEAT_GRACE_BEATS`` intervals: one late beat must never make a live trial look dead.
+    """
     interval = interval or DEFAULT_HEARTBEAT_INTERVAL
     grace = grace or max(DEFAULT_GRACE_PERIOD, 4 * interval)
-    if grace <= interval:
-        raise UserError(f"--grace-period ({grace} s) must be longer than --heartbeat-interval ({interval} s), "
-                        "or every live trial would look dead")
+    if grace < HEARTBEAT_GRACE_BEATS * interval:
+        raise UserError(f"--grace-period ({grace} s) must be at least {HEARTBEAT_GRACE_BEATS} x --heartbeat-interval "
+                        f"({HEARTBEAT_GRACE_BEATS * interval} s): a live worker's beat may come late on a busy "
+                        "machine, and its trial must not look dead")
     return {"heartbeat_interval": interval, "grace_period": grace,
             "heartbeat_stale_trial_callback": _RetryDeadWorkerTrial(max_retry=1)}
 
@@ -162,13 +186,68 @@ def _check_writable_sqlite(url: str, path: Path) -> None:
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  with_heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """Open (and for SQLite create) the storage for writing; any trial run through it beats a heartbeat."""
+    """Open (and for SQLite create) the storage for writing; any trial run through it beats a heartbeat.
+    A damaged or locked SQLite file is refused before anything is written to it."""
     check_url(url)
     kwargs = _heartbeat_kwargs(heartbeat_interval, grace_period) if with_heartbeat else {}
     path = _sqlite_path(url)
     if path is not None:
         _check_writable_sqlite(url, path)
-    return _open(url, kwargs)
+        if path.exists():
+            check_sqlite_file(url, path)
+    with _creation_lock(url, path):
+        return _open(url, kwargs)
+
+
+def check_sqlite_file(url: str, path: Path) -> None:
+    """Refuse a damaged SQLite file (SQLite's quick_check reads every page; it writes nothing, but SQLite rolls
+    back a crashed writer's journal first, as any reader must); a file another process holds locked is waited
+    for at most :func:`sqlite_timeout` seconds."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=sqlite_timeout())) as con:
+            problems = [row[0] for row in con.execute("PRAGMA quick_check(3)")]
+    except sqlite3.Error as e:
+        raise storage_error(url, e) from None
+    if problems != ["ok"]:
+        raise storage_error(url, sqlite3.DatabaseError(f"database disk image is malformed ({problems[0]})"))
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str, path: Path | None):
+    """Held while RDBStorage's constructor runs: commands started together on a new storage would all create
+    Optuna's schema, and all but one fail on its version row (Optuna takes no lock of its own). A lock file
+    beside SQLite (the one StudyLock uses; neither is held long), a PostgreSQL advisory lock on a server."""
+    if path is not None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX: the retry in _open is all there is
+            yield
+            return
+        with open(f"{path}.lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+            yield
+        return
+    real = normalize_url(url)
+    if not real.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(real, **_engine_kwargs(real, pooled=False))
+    try:
+        conn = engine.connect()
+        conn.execute(text("SELECT pg_advisory_lock(:k, 0)"), {"k": ADVISORY_KEY})  # study ids start at 1
+    except SQLAlchemyError as e:
+        engine.dispose()
+        raise _cannot_open(url, e) from None
+    try:
+        yield
+    finally:
+        conn.close()  # no pool: the server's session ends, and its advisory lock with it
+        engine.dispose()
 
 
 def _open(url: str, kwargs: dict, pooled: bool = True) -> optuna.storages.RDBStorage:
@@ -178,23 +257,74 @@ def _open(url: str, kwargs: dict, pooled: bool = True) -> optuna.storages.RDBSto
             with _quiet_sqlalchemy():
                 return optuna.storages.RDBStorage(real, engine_kwargs=_engine_kwargs(real, pooled), **kwargs)
         except Exception as e:  # noqa: BLE001 - drivers and Optuna raise many types: each becomes one line
-            # Optuna wraps some driver errors (StorageInternalError "... raised during the commit"): look at the
-            # whole chain of causes for the race's signature.
-            chain = " ".join(str(getattr(x, "orig", None) or x) for x in _causes(e))
-            if attempt < 5 and any(s in chain for s in _CREATION_RACE):
-                # Workers starting at once on an empty database all create Optuna's tables; all but one lose
-                # that race. The tables exist now: open again.
+            if attempt < 5 and _creation_race(e):
+                # Another program (cifar-tune commands take _creation_lock) created Optuna's tables at the same
+                # moment. They exist now: open again.
                 time.sleep(0.2 + 0.3 * attempt)
                 continue
             raise _cannot_open(url, e) from None
     raise AssertionError("unreachable")
 
 
-def _cannot_open(url: str, e: Exception) -> UserError:
-    """One line from the driver's message, with any password masked."""
-    lines = [ln.strip() for ln in str(getattr(e, "orig", None) or e).splitlines() if ln.strip()]
+def _creation_race(e: BaseException) -> bool:
+    """Whether ``e`` is two creators of one schema colliding: a unique row (the version) or a table twice.
+    Optuna wraps some driver errors (StorageInternalError "... during the commit"): look at the whole chain."""
+    from sqlalchemy.exc import IntegrityError
+
+    return any(isinstance(x, IntegrityError) or "already exists" in str(x) for x in _causes(e))
+
+
+def _cannot_open(url: str, e: BaseException) -> UserError:
+    return storage_error(url, e, "cannot open storage")
+
+
+# What a database's message means for the user ({timeout}: sqlite_timeout(); FILE: the SQLite file).
+_HINTS = (
+    ("malformed", "the file is damaged; nothing was written: restore a copy, or salvage the rest with "
+                  "`sqlite3 FILE .recover`"),
+    ("file is not a database", "the file is not a SQLite database, or is damaged; nothing was written"),
+    ("database is locked", "another process has held it locked for more than {timeout:g} s, e.g. an open sqlite3 "
+                           "shell or a stuck program; ${env} sets how long to wait"),
+    ("no such table", "was the database file deleted or replaced while the command ran?"),
+    ("readonly database", "the file was deleted, moved or made read-only while the command ran"),
+    ("disk i/o error", "the file or its disk failed: deleted, full or unmounted?"),
+)
+
+
+def storage_error(url: str, e: BaseException, doing: str = "storage") -> UserError:
+    """One line for a storage failure: the storage (for SQLite, its file), the database's own message and what
+    it means, any password masked."""
+    lines = [ln.strip() for ln in db_message(e).splitlines() if ln.strip()]
     reason = " ".join(lines[:2])[:300] if lines else type(e).__name__
-    return UserError(f"cannot open storage {mask_url(url)}: {_scrub(reason, url)}")
+    hint = next((h for key, h in _HINTS if key in reason.lower()), "")
+    if hint:
+        path = _sqlite_path(url) if url.startswith("sqlite") else None
+        hint = " (" + hint.format(timeout=sqlite_timeout(), env=SQLITE_TIMEOUT_ENV).replace("FILE", str(path)) + ")"
+    return UserError(f"{doing} {mask_url(url)}: {_scrub(reason, url)}{hint}")
+
+
+def db_message(e: BaseException) -> str:
+    """The driver's message in ``e``'s chain of causes (SQLAlchemy and Optuna wrap it), else ``e``'s own."""
+    for x in _causes(e):
+        orig = getattr(x, "orig", None)
+        if orig is not None:
+            return str(orig)
+        if type(x).__module__.split(".")[0] in ("sqlite3", "psycopg", "psycopg2"):
+            return str(x)
+    return str(e)
+
+
+def storage_failure(url: str, e: BaseException) -> UserError | None:
+    """``e`` as one line if a database error caused it (SQLAlchemy's, a driver's or Optuna's storage error,
+    also behind Optuna's ``AssertionError: Should not reach`` when a trial could not be told), else None."""
+    import sqlite3
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    kinds = (SQLAlchemyError, sqlite3.Error, optuna.exceptions.StorageInternalError)
+    if not any(isinstance(x, kinds) or type(x).__module__.startswith("psycopg") for x in _causes(e)):
+        return None
+    return storage_error(url, e)
 
 
 def _causes(e: BaseException) -> list[BaseException]:
@@ -203,9 +333,6 @@ def _causes(e: BaseException) -> list[BaseException]:
         out.append(e)
         e = e.__cause__ or e.__context__
     return out
-
-
-_CREATION_RACE = ("already exists", "duplicate key value", "UniqueViolation", "database is locked")
 
 
 @contextlib.contextmanager
@@ -223,8 +350,10 @@ def _quiet_sqlalchemy():
 
 
 def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
-    """Open an existing storage, writing nothing: no SQLite file that is not there, and no Optuna tables in a
-    database that lacks them (RDBStorage would create them, e.g. in another application's database)."""
+    """Open an existing storage, writing nothing: no SQLite file that is not there, no damaged SQLite file, and
+    no Optuna table in a database that lacks one (RDBStorage's constructor would create the missing ones, e.g.
+    in another application's database, or in a damaged or partly copied one)."""
+    from optuna.storages._rdb.models import BaseModel  # Optuna's schema: it has no public list of its tables
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -232,6 +361,8 @@ def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
     path = _sqlite_path(url)
     if path is not None and not path.exists():
         raise UserError(f"no storage at {mask_url(url)} (run `cifar-tune optimize` first, or pass --storage)")
+    if path is not None:
+        check_sqlite_file(url, path)
     real = normalize_url(url)
     engine = create_engine(real, **_engine_kwargs(real, pooled=False))
     try:
@@ -243,82 +374,9 @@ def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
     if not OPTUNA_TABLES <= tables:
         raise UserError(f"storage {mask_url(url)} holds no Optuna studies (it lacks Optuna's tables; run "
                         "`cifar-tune optimize` on it first, or check --storage)")
+    missing = sorted(set(BaseModel.metadata.tables) - tables)
+    if missing:
+        raise UserError(f"storage {mask_url(url)} lacks Optuna's table{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(missing)}: a damaged or partly copied database, or one of an older Optuna "
+                        "(`optuna storage upgrade` upgrades it); nothing was written")
     return _open(url, {}, pooled=False)
-
-
-def _rdb(storage) -> optuna.storages.RDBStorage | None:
-    """The RDBStorage under a study's storage (Optuna wraps it in a cache), if it is one."""
-    inner = getattr(storage, "_backend", storage)
-    return inner if isinstance(inner, optuna.storages.RDBStorage) else None
-
-
-class StudyLock:
-    """A lock shared by every worker of one study: PostgreSQL advisory lock, or a lock file beside SQLite.
-
-    Held only for moments (deciding whether to start a trial and creating it; rewriting the study's note and
-    figures). A worker that dies holding it releases it with its connection or file descriptor. Other
-    databases get no lock (workers may then overshoot a study-wide target by a trial or two).
-    """
-
-    _KEY = 0x63696661  # "cifa": the advisory-lock namespace; the study id is the second key
-
-    def __init__(self, storage, study_id: int):
-        self._rdb = _rdb(storage)
-        self._study_id = study_id
-        self._conn = None
-        self._file = None
-        self._held = False
-
-    def acquire(self) -> None:
-        if self._held or self._rdb is None:
-            return
-        from sqlalchemy import text
-
-        engine = self._rdb.engine
-        if engine.dialect.name == "postgresql":
-            self._conn = engine.connect()
-            self._conn.execute(text("SELECT pg_advisory_lock(:k, :s)"), {"k": self._KEY, "s": self._study_id})
-            self._conn.commit()
-        elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-            try:
-                import fcntl
-            except ImportError:  # pragma: no cover - not on POSIX
-                return
-            self._file = open(f"{engine.url.database}.lock", "a+")  # noqa: SIM115 - held until release()
-            fcntl.flock(self._file, fcntl.LOCK_EX)
-        self._held = True
-
-    def release(self) -> None:
-        """Release if held (safe to call twice)."""
-        if not self._held:
-            return
-        self._held = False
-        if self._conn is not None:
-            from sqlalchemy import text
-
-            conn, self._conn = self._conn, None
-            try:
-                conn.execute(text("SELECT pg_advisory_unlock(:k, :s)"), {"k": self._KEY, "s": self._study_id})
-                conn.commit()
-                conn.close()
-            except Exception:  # noqa: BLE001 - whatever went wrong, the connection must not go back
-                conn.invalidate()  # never return a connection that may still hold the lock to the pool
-        if self._file is not None:
-            f, self._file = self._file, None
-            f.close()  # closing the descriptor releases the flock
-
-    def __enter__(self) -> StudyLock:  # noqa: PYI034 - typing.Self needs Python 3.11
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def study_lock(study: optuna.Study) -> StudyLock:
-    """The lock of ``study``.
-
-    The one place that reads Optuna's private ``Study._storage`` / ``_study_id``: Optuna has no public accessor
-    for a study's storage object or database id, and the lock is keyed by them.
-    """
-    return StudyLock(study._storage, study._study_id)

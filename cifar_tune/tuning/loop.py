@@ -35,8 +35,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import engines, records, validate
-from ..database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading, study_lock
+from ..database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
 from ..errors import UserError
+from ..locks import study_lock
 from ..names import TOTAL_TRIALS_ENV
 from ..presets import OptimizeSettings
 from . import display, story
@@ -205,7 +206,7 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial):
 
     Unlike Optuna's thread, one failed beat (a dropped connection, a locked SQLite file) does not end the beating:
     a worker that lost its heartbeat thread would look dead while it trains on. The one place that reads Optuna's
-    private ``Study._storage`` / ``Trial._trial_id`` besides ``database.study_lock``: heartbeats are keyed by them.
+    private ``Study._storage`` / ``Trial._trial_id`` besides ``locks.study_lock``: heartbeats are keyed by them.
     """
     storage = study._storage
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()

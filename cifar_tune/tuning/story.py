@@ -13,7 +13,8 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import dashboard
-from ..database import study_lock
+from ..database import db_message
+from ..locks import study_lock
 from ..names import TrialAttr
 
 REFRESH_EVERY = 20.0  # seconds between refreshes of a study's note and figures while trials finish
@@ -33,8 +34,9 @@ def tell(study: optuna.Study, what: str = "all") -> None:
     except Exception as e:  # the dashboard story is a view: a failure here must not stop the trials
         if not _state["warned"]:
             _state["warned"] = True
+            reason = db_message(e).strip().splitlines()  # a storage error: the database's own words
             print(f"warning: could not update the study's dashboard note/figures: {type(e).__name__}: "
-                  f"{str(e).splitlines()[0][:200] if str(e) else ''}", file=sys.stderr, flush=True)
+                  f"{reason[0][:200] if reason else ''}", file=sys.stderr, flush=True)
 
 
 def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -45,7 +47,7 @@ def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 def recorded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
     """The objective, plus: which worker ran the trial, and its learning-curve figure as a trial artifact."""
-    store = dashboard.artifact_store()
+    store = dashboard.artifact_store()  # None (after one warning) when its folder cannot be used
 
     def run(trial: optuna.Trial) -> float:
         trial.set_user_attr(TrialAttr.WORKER, WORKER_ID)
@@ -56,7 +58,7 @@ def recorded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Tri
             ours = False  # another worker ended the trial: it takes no more writes (see loop.run_trial)
             raise
         finally:  # the trial is still running here (Optuna tells the result after we return): artifacts attach
-            if ours:
+            if ours and store is not None:
                 dashboard.attach_trial_curves(trial, store)
 
     return run

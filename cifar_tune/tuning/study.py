@@ -11,8 +11,9 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import data, runtime, spaces
-from ..database import open_storage, study_lock
+from ..database import open_storage
 from ..errors import UserError
+from ..locks import study_lock
 from ..names import StudyAttr, TrialAttr
 from ..presets import OptimizeSettings
 from . import story
