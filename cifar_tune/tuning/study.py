@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from .. import data, runtime, spaces
+from .. import dashboard, data, runtime, spaces
 from ..database import open_storage
 from ..errors import UserError
 from ..locks import study_lock
@@ -96,8 +96,10 @@ def prepare(settings: OptimizeSettings) -> tuple[spaces.Space, data.Split]:
 
 
 def open_and_prepare(settings: OptimizeSettings):
-    """(storage, space, split): the data are loaded and checked first, so bad data never touch the storage."""
+    """(storage, space, split): the data are loaded and checked first, so bad data never touch the storage; an
+    unusable artifact folder costs its warning before the storage is touched too (a side store, never the study)."""
     space, split = prepare(settings)
+    dashboard.artifact_store()
     storage = open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
                            grace_period=settings.grace_period)
     return storage, space, split

@@ -30,6 +30,14 @@ def main() -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # the storage failed under the worker: one line, as the command itself says it
+        from ..database import storage_failure
+
+        err = storage_failure(settings.storage, e)
+        if err is None:
+            raise
+        print(f"cifar-tune: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
