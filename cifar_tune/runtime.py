@@ -73,20 +73,10 @@ def signals_deferred():
 def stop_callback():
     """A Keras callback that stops training at the next batch (and at the end of an epoch: the fast engine calls
     only epoch callbacks) when a signal asked this process to stop. Train inside ``signals_deferred``."""
-    global _StopCallback
-    if _StopCallback is None:
-        import keras  # not at module level: this module chooses the backend before Keras loads
+    import keras  # not at module level: this module chooses the backend before Keras loads
 
-        class _StopCallback(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                raise_if_stopping()
-
-            def on_epoch_end(self, epoch, logs=None):
-                raise_if_stopping()
-    return _StopCallback()
-
-
-_StopCallback = None
+    return keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: raise_if_stopping(),
+                                          on_epoch_end=lambda epoch, logs: raise_if_stopping())
 
 
 def run_stoppable(command, interrupted) -> int:

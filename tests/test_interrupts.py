@@ -174,4 +174,4 @@ def test_run_says_which_study_has_no_completed_trial_and_fails(tiny_npz, tmp_pat
     last = err.getvalue().strip().splitlines()[-1]
     assert last.startswith("cifar-tune run: error: nothing to compare for mlp_l2: study cifar10-mlp_l2 has no "
                            "completed trial (2 failed; last failure: "), last
-    assert "non-finite" in last
+    assert "diverged at epoch 1" in last
