@@ -52,14 +52,20 @@ def artifact_dir() -> Path:
     return Path(os.environ.get(ARTIFACTS_ENV) or ARTIFACTS_DIR)
 
 
-def artifact_store() -> optuna.artifacts.FileSystemArtifactStore | None:
+def artifact_store(create: bool = True) -> optuna.artifacts.FileSystemArtifactStore | None:
     """Optuna's file-system artifact store in :func:`artifact_dir` (created if missing), or None with a warning
-    (once per process) when the folder cannot be used: artifacts are a view, never worth a study."""
+    (once per process) when the folder cannot be used: artifacts are a view, never worth a study. With
+    ``create=False`` nothing is created: only a folder that could never be used is reported (a regular file in
+    its place or on its path, a read-only parent), so a command can check it before it touches anything."""
     path = artifact_dir()
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise PermissionError(13, "not writable", str(path))
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(existing))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", str(existing))
     except OSError as e:
         if not _warned_artifacts:
             _warned_artifacts.append(path)
@@ -67,7 +73,7 @@ def artifact_store() -> optuna.artifacts.FileSystemArtifactStore | None:
             print(f"warning: artifact folder {path} cannot be used ({why}): trials run without their learning-curve "
                   f"artifacts (set ${ARTIFACTS_ENV} to a writable folder)", file=sys.stderr, flush=True)
         return None
-    return optuna.artifacts.FileSystemArtifactStore(str(path))
+    return optuna.artifacts.FileSystemArtifactStore(str(path)) if create else None
 
 
 _warned_artifacts: list[Path] = []

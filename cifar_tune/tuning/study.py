@@ -99,7 +99,7 @@ def open_and_prepare(settings: OptimizeSettings):
     """(storage, space, split): the data are loaded and checked first, so bad data never touch the storage; an
     unusable artifact folder costs its warning before the storage is touched too (a side store, never the study)."""
     space, split = prepare(settings)
-    dashboard.artifact_store()
+    dashboard.artifact_store(create=False)  # creates nothing: a refused command leaves no folder
     storage = open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
                            grace_period=settings.grace_period)
     return storage, space, split
