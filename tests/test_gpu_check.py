@@ -240,3 +240,26 @@ def test_finished_trials_of_a_study_that_was_never_stored(gpu_check, tmp_path: P
     assert not (tmp_path / "missing.db").exists()  # reading creates nothing
     (tmp_path / "empty.db").touch()  # the command died before it created the tables
     assert finished_trials(tmp_path / "empty.db", "cifar10-cnn") == {}
+
+
+def test_throughput_cut_short_keeps_the_rows_its_json_holds(gpu_check, tmp_path: Path, monkeypatch):
+    """throughput.py saves its JSON after every measurement; a run that fails keeps those rows (no stdout read)."""
+    import gpu_check.throughput
+
+    script = tmp_path / "stand_in_throughput.py"
+    script.write_text(
+        "import json, sys\n"
+        "path = sys.argv[sys.argv.index('--json') + 1]\n"
+        "row = {'arch': 'mlp_l2', 'batch': 32, 'precision': 'float32', 'keras': {'seconds_per_epoch': 2.0, "
+        "'images_per_second': 150.0, 'compile_seconds': 1.5, 'epoch_seconds': [3.5, 2.0]}}\n"
+        "json.dump({'rows': [row], 'complete': False}, open(path, 'w'))\n"
+        "print('  mlp_l2 batch 32 float32 fast: 9.000 s/epoch')\n"  # printed, never stored: must not count
+        "sys.exit('killed while measuring the fast engine')\n")
+    monkeypatch.setattr(gpu_check.throughput, "SCRIPT", script)
+    ctx = gpu_check.Context(plan=gpu_check.SMOKE_PLAN, data=tmp_path / "d.npz", out=tmp_path,
+                            env=dict(os.environ), parallel=1)
+    part = gpu_check.throughput.run(ctx, time.monotonic() + 60)
+    assert part["status"] == "not reached"
+    assert part["reason"].endswith("killed while measuring the fast engine")
+    assert part["rows"] == [{"arch": "mlp_l2", "batch": 32, "precision": "float32", "keras": {
+        "seconds_per_epoch": 2.0, "images_per_second": 150.0, "compile_seconds": 1.5}}]
