@@ -12,7 +12,8 @@ reported apart: the fast engine's ahead-of-time compile seconds, and stock fit's
 ``storage/jax_cache`` (JAX's persistent compilation cache, used by the fast engine) shortens compile seconds
 on a rerun. Note: engine keras on the JAX backend is stock ``fit`` on JAX; on TensorFlow the fast engine is
 ``fit`` with ``steps_per_execution`` (see cifar_tune/engines/fast.py). Data are random uint8 images unless
-``--data`` names a CIFAR-10 source. The table is printed and saved as JSON (``--json``).
+``--data`` names a CIFAR-10 source. The table is printed and saved as JSON (``--json``); the JSON is rewritten
+after every measurement with ``"complete": false`` until the last, so a run cut short keeps its rows.
 """
 
 from __future__ import annotations
@@ -114,27 +115,35 @@ def main(argv: list[str] | None = None) -> int:
     start_machine = machine()
     print(f"{backend} on {device}: {a.images} training + {n_val} validation images, "
           f"{a.epochs} timed epoch(s) after 1 warm-up; load average {start_machine['load_average_1m']}", flush=True)
-    rows = []
+    rows: list[dict] = []
+    result = {"machine": start_machine, "images": a.images, "val_images": n_val, "timed_epochs": a.epochs,
+              "data": a.data or "random uint8", "command": " ".join(sys.argv), "rows": rows, "complete": False}
     for arch in archs:
         for batch, precision in settings:
             row = {"arch": arch, "batch": batch, "precision": precision}
+            rows.append(row)
             for engine in chosen:
                 row[engine] = measure(arch, batch, precision, engine, arrays, a.epochs)
                 print(f"  {arch} batch {batch} {precision} {engine}: "
                       f"{row[engine]['seconds_per_epoch']:.3f} s/epoch", flush=True)
+                save(out_path, result)  # after every measurement: a run cut short keeps what it measured
             if "keras" in row and "fast" in row:
                 row["speedup"] = row["keras"]["seconds_per_epoch"] / row["fast"]["seconds_per_epoch"]
-            rows.append(row)
     table = format_table(rows, chosen)
     print(table)
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    result = {"machine": start_machine, "load_average_1m_at_end": round(os.getloadavg()[0], 2),
-              "images": a.images, "val_images": n_val, "timed_epochs": a.epochs,
-              "data": a.data or "random uint8", "command": " ".join(sys.argv), "rows": rows, "table": table}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2, default=str))
+    result.update(load_average_1m_at_end=round(os.getloadavg()[0], 2), table=table, complete=True)
+    save(out_path, result)
     print(f"saved {out_path}")
     return 0
+
+
+def save(path: Path, result: dict) -> None:
+    """Write the JSON whole or not at all (a temporary file renamed over it): a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(partial, path)
 
 
 def _arrays(source: str | None, n: int, n_val: int):

@@ -1,4 +1,4 @@
-"""Tiny synthetic CIFAR-shaped data (numpy only, no pytest): used by the tests and by benchmarks/gpu_check.py."""
+"""Tiny synthetic CIFAR-shaped data (numpy only, no pytest): used by the tests and by benchmarks/gpu_check/."""
 
 from __future__ import annotations
 

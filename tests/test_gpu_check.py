@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py: the smoke run end to end, a part over its time limit, failing commands, bad arguments."""
+"""benchmarks/gpu_check: the smoke run end to end, a part over its time limit, failing commands, bad arguments."""
 
 from __future__ import annotations
 
@@ -14,18 +14,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"  # the entry script; the check is the package benchmarks/gpu_check/
+PACKAGE = REPO / "benchmarks" / "gpu_check"
 PARTS = ("throughput", "agreement", "jobs", "e2e")
 
 
-@pytest.fixture
-def gpu_check(monkeypatch):
-    """The script as a module (benchmarks/ is no package); registered first, as its dataclasses need."""
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+@pytest.fixture(scope="module")
+def gpu_check():
+    """The package benchmarks/gpu_check, loaded by its path (the checkout is not on sys.path under pytest, and
+    cifar_tune must stay the installed one); registered first, as its dataclasses need. Tests monkeypatch PARTS."""
+    spec = importlib.util.spec_from_file_location("gpu_check", PACKAGE / "__init__.py",
+                                                  submodule_search_locations=[str(PACKAGE)])
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_check", module)
-    spec.loader.exec_module(module)
-    return module
+    sys.modules["gpu_check"] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        for name in [n for n in sys.modules if n == "gpu_check" or n.startswith("gpu_check.")]:
+            del sys.modules[name]
 
 
 def positive(value) -> bool:
@@ -183,3 +190,76 @@ def test_bad_arguments_exit_2_without_results(gpu_check, tmp_path: Path, capsys,
     assert e.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+# A stand-in for `cifar-tune optimize` / `compare`: its standard output lies (nine "complete" trial lines, the
+# console's format); its storage holds the truth (2 complete, 1 pruned, 1 failed, 1 still running when it ended).
+STAND_IN = r'''
+import sys
+import optuna
+args = sys.argv[1:]
+print("\n".join(f"trial {i:>3} complete  val_loss 1.0 | lr 0.001 | best 1.0" for i in range(9)), flush=True)
+if args[0] == "optimize":
+    study = optuna.create_study(study_name="cifar10-" + args[args.index("--arch") + 1],
+                                storage=args[args.index("--storage") + 1])
+    for state in ("COMPLETE", "COMPLETE", "PRUNED", "FAIL"):
+        trial = study.ask()
+        if state == "COMPLETE":
+            study.tell(trial, 1.0)
+        else:
+            study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+    study.ask()  # left running, as a worker killed at the deadline leaves it
+'''
+STORED = {"complete": 2, "pruned": 1, "fail": 1}
+
+
+def test_jobs_and_e2e_count_trials_from_the_stored_study_not_stdout(gpu_check, tmp_path: Path, monkeypatch):
+    import gpu_check.e2e
+    import gpu_check.jobs
+
+    def stand_in(*args):
+        return [sys.executable, "-c", STAND_IN, *map(str, args)]
+
+    monkeypatch.setattr(gpu_check.jobs, "cifar_tune", stand_in)
+    monkeypatch.setattr(gpu_check.e2e, "cifar_tune", stand_in)
+    ctx = gpu_check.Context(plan=gpu_check.SMOKE_PLAN, data=tmp_path / "d.npz", out=tmp_path,
+                            env=dict(os.environ), parallel=1)
+    jobs = gpu_check.jobs.run(ctx, time.monotonic() + 120)
+    assert jobs["status"] == "ok", jobs
+    assert [r["trials_finished"] for r in jobs["rows"]] == [STORED, STORED]
+    e2e = gpu_check.e2e.run(ctx, time.monotonic() + 120)
+    assert e2e["status"] == "ok", e2e
+    assert [s.get("trials_finished") for s in e2e["steps"]] == [STORED, None]
+    assert "2 complete 1 pruned 1 fail" in "\n".join(gpu_check.e2e.markdown(e2e))
+
+
+def test_finished_trials_of_a_study_that_was_never_stored(gpu_check, tmp_path: Path):
+    from gpu_check.stored import finished_trials
+
+    assert finished_trials(tmp_path / "missing.db", "cifar10-cnn") == {}
+    assert not (tmp_path / "missing.db").exists()  # reading creates nothing
+    (tmp_path / "empty.db").touch()  # the command died before it created the tables
+    assert finished_trials(tmp_path / "empty.db", "cifar10-cnn") == {}
+
+
+def test_throughput_cut_short_keeps_the_rows_its_json_holds(gpu_check, tmp_path: Path, monkeypatch):
+    """throughput.py saves its JSON after every measurement; a run that fails keeps those rows (no stdout read)."""
+    import gpu_check.throughput
+
+    script = tmp_path / "stand_in_throughput.py"
+    script.write_text(
+        "import json, sys\n"
+        "path = sys.argv[sys.argv.index('--json') + 1]\n"
+        "row = {'arch': 'mlp_l2', 'batch': 32, 'precision': 'float32', 'keras': {'seconds_per_epoch': 2.0, "
+        "'images_per_second': 150.0, 'compile_seconds': 1.5, 'epoch_seconds': [3.5, 2.0]}}\n"
+        "json.dump({'rows': [row], 'complete': False}, open(path, 'w'))\n"
+        "print('  mlp_l2 batch 32 float32 fast: 9.000 s/epoch')\n"  # printed, never stored: must not count
+        "sys.exit('killed while measuring the fast engine')\n")
+    monkeypatch.setattr(gpu_check.throughput, "SCRIPT", script)
+    ctx = gpu_check.Context(plan=gpu_check.SMOKE_PLAN, data=tmp_path / "d.npz", out=tmp_path,
+                            env=dict(os.environ), parallel=1)
+    part = gpu_check.throughput.run(ctx, time.monotonic() + 60)
+    assert part["status"] == "not reached"
+    assert part["reason"].endswith("killed while measuring the fast engine")
+    assert part["rows"] == [{"arch": "mlp_l2", "batch": 32, "precision": "float32", "keras": {
+        "seconds_per_epoch": 2.0, "images_per_second": 150.0, "compile_seconds": 1.5}}]
