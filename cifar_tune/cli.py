@@ -185,7 +185,7 @@ def cmd_baseline(args) -> int:
         raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
     validate.check_val_size(args.val_size, args.subset, "--val-size", "--subset")
     ds = data.load_for_run(args.data, args.subset, args.seed)  # bad data fails here, before Keras loads
-    from . import baseline
+    from . import seed_baseline as baseline
 
     return baseline.run_cli(ds, args.archs, source=args.data, subset=args.subset, epochs=args.epochs,
                             batch_size=args.batch_size, protocol=args.protocol, val_size=args.val_size,
@@ -238,7 +238,7 @@ def cmd_studies(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import compare
+    from . import comparison as compare
 
     if args.full_data and args.subset:
         raise UserError("--full-data compares on every image; it does not go with --subset")

@@ -31,7 +31,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from . import compare, data, database, records, runtime, study_report, tuning, validate
+from . import comparison, data, database, records, runtime, study_report, tuning, validate
 from .compare_table import aggregate, display_table
 from .names import DEFAULT_STORAGE, StudyAttr, TrialAttr
 from .presets import OptimizeSettings
@@ -175,7 +175,7 @@ def _run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out
     if todo:
         print(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)", flush=True)
         # without --data, compare takes each study's recorded data and subset
-        compare.compare_and_print(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
+        comparison.compare_and_print(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
                                   out_dir=str(out / "compare") if out else None, engine=first.engine,
                                   precision=first.precision, verbose=int(first.verbose))
     elif not missing:

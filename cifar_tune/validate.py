@@ -1,6 +1,6 @@
 """One set of checks for every value a user gives, wherever it comes from: a command-line flag (``cli.py``'s
 argparse types), a preset file (``presets.py``), the settings a worker reads as JSON, or a call of the Python
-API (``baseline.run``, ``compare.run_cli``, ``OptimizeSettings``). Each check raises ``InvalidValue`` (a
+API (``seed_baseline.run``, ``comparison.run_cli``, ``OptimizeSettings``). Each check raises ``InvalidValue`` (a
 ``UserError``) whose message names the value and what it may be; ``rule`` is the same message without the name,
 for argparse, which names the flag itself.
 

@@ -3,6 +3,9 @@
 ``run`` trains every requested architecture with the seed's config (Adam 1e-3, batch 32, 10 epochs unless
 told otherwise), evaluates it on the test set and writes ``metrics.csv``, ``metrics.md``, ``history.csv`` and a
 self-contained ``report.html`` (learning curves, metric bars) into one output folder.
+
+The ``baseline`` command's library (named ``seed_baseline``: ``cifar_tune.baseline`` is the Python API's
+function, and a submodule of that name would replace it on the package once imported).
 """
 
 from __future__ import annotations
