@@ -203,11 +203,10 @@ def cmd_optimize(args) -> int:
 def cmd_run(args) -> int:
     from . import job, presets
 
-    args.space, args.study_name, args.total_trials = None, None, None
-    plan = []
-    for arch in args.archs:  # each architecture's settings: the preset (and its [archs.<arch>] table), the flags
-        args.arch = arch
-        plan.append(presets.settings_from_args(args))
+    # each architecture's settings: the preset (and its [archs.<arch>] table), the flags (--timeout also bounds
+    # each study), as the Python API's cifar_tune.run builds them
+    given = {key: getattr(args, key) for key in (*presets.KEYS, *presets.EXTRA) if hasattr(args, key)}
+    plan = presets.make_plan(args.archs, preset=args.preset, **given)
     return job.run(plan, seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
 
 
