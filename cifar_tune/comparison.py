@@ -42,9 +42,10 @@ import pandas as pd
 
 from . import architectures, data, database, engines, metrics, records, report, runtime, spaces, validate
 from .compare_record import Target, jsonable, make_record, store
-from .compare_table import VARIANTS, aggregate, csv_frame, markdown, summary
+from .compare_table import VARIANTS, aggregate, csv_frame, markdown
 from .errors import UserError
 from .names import DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
+from .results import Comparison
 
 FIRST_SEED = 1000  # compare's seeds count up from here, skipping the study's own seed
 
@@ -244,9 +245,10 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
 def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epochs: int | None = None,
         storage: str = DEFAULT_STORAGE, out_dir: str | Path | None = None, engine: str = "auto",
         precision: str = "float32", verbose: int = 0,
-        full_data: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder).
-    ``full_data``: compare on ``ds`` itself even where a study was tuned on a subset (see the module doc)."""
+        full_data: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, Path, dict[str, dict]]:
+    """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder,
+    the records stored by study name: see ``results.Comparison``). ``full_data``: compare on ``ds`` itself even
+    where a study was tuned on a subset (see the module doc)."""
     validate.check_args(archs=archs, seeds=seeds, epochs=epochs, storage=storage)
     # every user error before anything is written
     targets, skipped = select_targets(ds, storage, archs, epochs, full_data)
@@ -254,7 +256,7 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
         print(f"cifar-tune: {message}", file=sys.stderr, flush=True)
     out = report.make_out_dir(out_dir, "compare")
     print(engines.describe(engine, precision), flush=True)
-    rows, start_all = [], time.perf_counter()
+    rows, stored, start_all = [], {}, time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(storage)}
     # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
@@ -266,7 +268,9 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
             mine, runs = compare_target(t, used, engine=engine, precision=precision, verbose=verbose)
             rows += mine
             agg = aggregate(pd.DataFrame(mine))
-            store(t, make_record(t, runs, agg, date=date, seeds=used, precision=precision, out=out), agg)
+            stored[t.study.study_name] = jsonable(make_record(t, runs, agg, date=date, seeds=used,
+                                                              precision=precision, out=out))
+            store(t, stored[t.study.study_name], agg)
             facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
                               f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
                               f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
@@ -276,7 +280,7 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
                   "Wall time": f"{time.perf_counter() - start_all:.0f} s"})
     csv_frame(per_seed, agg).to_csv(out / "compare.csv", index=False)
     (out / "compare.md").write_text(markdown(per_seed, agg, facts), encoding="utf-8")
-    return per_seed, agg, out
+    return per_seed, agg, out, stored
 
 
 def resume_command(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
@@ -304,22 +308,32 @@ def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, 
                 f"{resume_command(source, subset, **options)}")
 
 
-def compare_and_print(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
-                      epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str,
-                      verbose: int, full_data: bool = False) -> int:
-    """Check the studies, load the data (default: what the studies were tuned on), run,
-    print the table and say where everything went."""
+def compare_and_print(source: str | None, subset: int | None, **options) -> int:
+    """The ``compare`` command's work: ``compare_studies``, then print its table and where everything went."""
+    print(compare_studies(source, subset, **options).summary())
+    return 0
+
+
+def compare_studies(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
+                    epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str,
+                    verbose: int, full_data: bool = False) -> Comparison:
+    """Check the studies, load the data (``source``, default: what the studies were tuned on; ``subset`` training
+    images), retrain and test (``run``); the Python API's ``cifar_tune.compare`` and the ``compare`` command.
+    Raises ``UserError`` (bad arguments, no studies, bad data) before anything is trained or written."""
     import logging
 
     validate.check_args(archs=archs, seeds=seeds, epochs=epochs, subset=subset, storage=storage)  # as the CLI does
+    validate.check_choice("engine", engine, engines.ENGINES)
+    validate.check_choice("precision", precision, engines.PRECISIONS)
+    if full_data and subset:
+        raise UserError("--full-data compares on every image; it does not go with --subset")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Every retrained model is a new model: TensorFlow warns about "retracing" predict for each one. Expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     start = time.perf_counter()
     records.check_studies(database.storage_for_reading(storage), storage, archs)
     ds = data.load_for_run(source or recorded_source(storage, archs), subset)
-    per_seed, agg, out = run(ds, archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir,
-                             engine=engine, precision=precision, verbose=verbose, full_data=full_data)
-    print(summary(per_seed, agg, out, seeds=seeds, seconds=time.perf_counter() - start,
-                  storage=database.mask_url(storage)))
-    return 0
+    per_seed, agg, out, stored = run(ds, archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir,
+                                     engine=engine, precision=precision, verbose=verbose, full_data=full_data)
+    return Comparison(per_seed=per_seed, table=agg, out=out, records=stored, seeds=seeds,
+                      seconds=time.perf_counter() - start, storage=database.mask_url(storage))
