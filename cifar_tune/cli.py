@@ -196,14 +196,19 @@ def cmd_optimize(args) -> int:
     return tuning.optimize(settings)
 
 
-def cmd_run(args) -> int:
-    from . import job, presets
+def run_plan(args) -> list:
+    """The settings of each architecture's study in ``run``: the preset (and its [archs.<arch>] table) and the
+    flags (--timeout also bounds each study), through ``presets.make_plan`` as the Python API's ``run``."""
+    from . import presets
 
-    # each architecture's settings: the preset (and its [archs.<arch>] table), the flags (--timeout also bounds
-    # each study), as the Python API's cifar_tune.run builds them
     given = {key: getattr(args, key) for key in (*presets.KEYS, *presets.EXTRA) if hasattr(args, key)}
-    plan = presets.make_plan(args.archs, preset=args.preset, **given)
-    return job.run(plan, seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
+    return presets.make_plan(args.archs, preset=args.preset, **given)
+
+
+def cmd_run(args) -> int:
+    from . import job
+
+    return job.run(run_plan(args), seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
 
 
 def cmd_doctor(args) -> int:
