@@ -35,4 +35,5 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
+    """The module's names and the lazy ones (for completion in notebooks)."""
     return sorted({*globals(), *_LAZY})

@@ -207,3 +207,42 @@ def test_the_readme_example_runs(tmp_path):
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert COMPARE_DIFF in out.stdout and (tmp_path / "storage" / "cifar_tune.db").is_file()
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_in_optimize_fails_the_running_trial_raises_keyboardinterrupt_and_restores_the_handler(tiny_npz,
+                                                                                                    tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    code = ("import signal, cifar_tune as ct\n"
+            "before = signal.getsignal(signal.SIGINT)\n"
+            "try:\n"
+            f"    ct.optimize(arch='cnn', data={str(tiny_npz)!r}, val_size=100, epochs=30, n_trials=4, pruner='none')\n"
+            "except KeyboardInterrupt:\n"
+            "    print('raised KeyboardInterrupt; handler restored:', signal.getsignal(signal.SIGINT) is before)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            start_new_session=True)
+    db = tmp_path / "storage" / "cifar_tune.db"
+    try:
+        deadline, states = time.time() + 240, []
+        while time.time() < deadline and states[:2] != ["COMPLETE", "RUNNING"]:
+            time.sleep(1)
+            if db.exists():
+                with sqlite3.connect(db) as con:
+                    states = [s for (s,) in con.execute("select state from trials order by number")]
+        assert states[:2] == ["COMPLETE", "RUNNING"], states
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "raised KeyboardInterrupt; handler restored: True" in out
+    study = optuna.load_study(study_name="cifar10-cnn", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+    assert study.trials[1].user_attrs["fail_reason"] == "interrupted by the user"
