@@ -179,14 +179,10 @@ def cmd_archs(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from . import data
+    from . import seed_baseline as baseline
 
-    if args.val_size is not None and args.protocol != "holdout":
-        raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
-    validate.check_val_size(args.val_size, args.subset, "--val-size", "--subset")
-    ds = data.load_for_run(args.data, args.subset, args.seed)  # bad data fails here, before Keras loads
-    from . import baseline
-
+    # the checks and the data as the Python API's cifar_tune.baseline: bad data fail here, before any training
+    ds = baseline.load_data(args.data, args.subset, protocol=args.protocol, val_size=args.val_size, seed=args.seed)
     return baseline.run_cli(ds, args.archs, source=args.data, subset=args.subset, epochs=args.epochs,
                             batch_size=args.batch_size, protocol=args.protocol, val_size=args.val_size,
                             out_dir=args.out, seed=args.seed, verbose=int(args.verbose),
@@ -200,15 +196,19 @@ def cmd_optimize(args) -> int:
     return tuning.optimize(settings)
 
 
-def cmd_run(args) -> int:
-    from . import job, presets
+def run_plan(args) -> list:
+    """The settings of each architecture's study in ``run``: the preset (and its [archs.<arch>] table) and the
+    flags (--timeout also bounds each study), through ``presets.make_plan`` as the Python API's ``run``."""
+    from . import presets
 
-    args.space, args.study_name, args.total_trials = None, None, None
-    plan = []
-    for arch in args.archs:  # each architecture's settings: the preset (and its [archs.<arch>] table), the flags
-        args.arch = arch
-        plan.append(presets.settings_from_args(args))
-    return job.run(plan, seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
+    given = {key: getattr(args, key) for key in (*presets.KEYS, *presets.EXTRA) if hasattr(args, key)}
+    return presets.make_plan(args.archs, preset=args.preset, **given)
+
+
+def cmd_run(args) -> int:
+    from . import job
+
+    return job.run(run_plan(args), seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
 
 
 def cmd_doctor(args) -> int:
@@ -238,10 +238,8 @@ def cmd_studies(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import compare
+    from . import comparison as compare
 
-    if args.full_data and args.subset:
-        raise UserError("--full-data compares on every image; it does not go with --subset")
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
     return compare.run_cli(args.data or os.environ.get(DATA_ENV), args.subset, archs=args.archs, seeds=args.seeds,
                            epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE, out_dir=args.out,

@@ -4,7 +4,7 @@ What a user who only opens the dashboard sees, and where it comes from:
 
 * the study's **note** (Markdown): architecture, objective, data, search space with the baseline's values, the
   results so far (baseline beside best), retries of dead workers' trials, the workers that ran trials, and the
-  compare section (``compare.py`` writes it under its own heading; :func:`write_study_note` keeps it);
+  compare section (``comparison.py`` writes it under its own heading; :func:`write_study_note` keeps it);
 * two **plotly figures** on the study page: learning curves of the best trial against the baseline, and the
   validation loss of every trial by epoch (where pruning stopped the weak ones);
 * each trial's **learning curves as an SVG artifact** (the dashboard previews it on the trial's page), kept in

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import optuna
-import pandas as pd
 
-from . import compare, data, database, records, runtime, study_report, tuning, validate
-from .compare_table import aggregate, display_table
+from . import data, database, records, runtime, study_report, tuning, validate
+from .comparison import compare_studies
+from .errors import WorkersStopped
 from .names import DEFAULT_STORAGE, StudyAttr, TrialAttr
 from .presets import OptimizeSettings
+from .records import stored_table  # noqa: F401  (its first home was here)
+from .results import Comparison, JobResult
 
 
 def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeSettings:
@@ -45,11 +48,11 @@ def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeS
                    total_trials=settings.total_trials or settings.n_trials)
 
 
-def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> int:
-    """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring); returns 0, or
-    the exit status of a study that stopped; a study stopped by a signal raises it on (``runtime.run_stoppable``
-    says the rest)."""
-    start = time.monotonic()
+def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> dict[str, optuna.Study]:
+    """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring); returns the
+    studies that ran by architecture. A study whose workers stopped raises ``WorkersStopped``; one stopped by a
+    signal raises KeyboardInterrupt (``runtime.run_stoppable`` says the rest)."""
+    start, studies = time.monotonic(), {}
     for i, settings in enumerate(plan):
         share = None
         if timeout is not None:
@@ -60,12 +63,10 @@ def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> int:
             share = left / (len(plan) - i)
         print(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""),
               flush=True)
-        code = tuning.run_study(study_settings(settings, share))  # a signal raises: the job's line says it
-        if code:
-            print(f"cifar-tune run: the {settings.arch} study stopped (exit status {code}); the same "
-                  "`cifar-tune run` command resumes the job", file=sys.stderr)
-            return code
-    return 0
+        began = time.perf_counter()
+        studies[settings.arch] = tuning.run_study(study_settings(settings, share))  # a signal raises: the job's
+        tuning.print_done(settings, studies[settings.arch], time.perf_counter() - began)  # line says it
+    return studies
 
 
 def without_result(storage_url: str, archs: list[str]) -> dict[str, str]:
@@ -124,78 +125,82 @@ def to_compare(storage_url: str, archs: list[str], seeds: int) -> list[str]:
     return todo
 
 
-def stored_table(storage_url: str, archs: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """The macro-metric table rebuilt from the comparisons stored with the studies, and the not-learned warnings."""
-    storage = database.storage_for_reading(storage_url)
-    found = records.find_studies(storage)
-    rows, warnings = [], []
-    for arch in archs:
-        if arch not in found:
-            continue
-        study = optuna.load_study(study_name=found[arch], storage=storage)
-        warning = records.not_learned(study)
-        if warning:
-            warnings.append(f"{arch}: {warning}")
-        rec = study.user_attrs.get(StudyAttr.COMPARE)
-        if not isinstance(rec, dict):
-            continue
-        for variant, runs in rec["runs"].items():
-            rows += [{"arch": arch, "Model": rec["label"], "Variant": variant, "Seed": r["seed"],
-                      **{m: r[m] for m in ("Accuracy", "Precision", "Recall", "F1 Score")}} for r in runs]
-    return (aggregate(pd.DataFrame(rows)) if rows else pd.DataFrame()), warnings
-
-
 KEPT = {"studies": "finished trials are stored", "compare": "the trainings compare finished are kept in the studies",
         "report": "the report reads the stored records only: nothing is lost"}
 
 
 def run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None) -> int:
-    """``cifar-tune run``: studies, compare, report; prints the table and the report's path. Returns 0, 1 when
-    an architecture could not be compared, 130 or 143 when a signal stopped it (see the module docstring)."""
+    """``cifar-tune run``: ``run_job``, printing the comparison and the job's table and the report's path. Returns
+    0, 1 when an architecture could not be compared, the workers' status when a study's workers stopped, 130 or
+    143 when a signal stopped it (see the module docstring)."""
     validate.check_args(seeds=seeds, timeout=timeout, out_dir=out_dir)  # as the CLI does
     progress = {"phase": "studies"}
     return runtime.run_stoppable(
-        lambda: _run(plan, seeds=seeds, timeout=timeout, out_dir=out_dir, progress=progress),
+        lambda: _run_cli(plan, seeds=seeds, timeout=timeout, out_dir=out_dir, progress=progress),
         lambda: f"run stopped in its {progress['phase']} phase; {KEPT[progress['phase']]}; continue the job with: "
                 f"{resume_command(plan, seeds=seeds, timeout=timeout, out_dir=out_dir)}")
 
 
-def _run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None,
-         progress: dict) -> int:
-    start = time.perf_counter()
-    first, archs = plan[0], [s.arch for s in plan]
-    for source, subset, seed in {(s.data, s.subset, s.seed) for s in plan}:  # bad data end here, before any
-        data.load_for_run(source, subset, seed)  # storage is touched
-    code = run_studies(plan, timeout)
-    if code:
-        return code
-    progress["phase"] = "compare"
-    todo, missing = to_compare(first.storage, archs, seeds), without_result(first.storage, archs)
-    out = Path(out_dir) if out_dir else None
-    if todo:
-        print(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)", flush=True)
-        # without --data, compare takes each study's recorded data and subset
-        compare.compare_and_print(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
-                                  out_dir=str(out / "compare") if out else None, engine=first.engine,
-                                  precision=first.precision, verbose=int(first.verbose))
-    elif not missing:
-        print("\n== compare: every architecture's comparison is up to date", flush=True)
-    progress["phase"] = "report"
-    path = study_report.write_study_report(first.storage, out)
-    agg, warnings = stored_table(first.storage, archs)
-    what = (f"The job ended in {time.perf_counter() - start:.0f} s without a comparison of "
-            f"{', '.join(missing)}" if missing else f"The job is done in {time.perf_counter() - start:.0f} s")
-    if not agg.empty:
+def _run_cli(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None,
+             progress: dict) -> int:
+    try:
+        result = run_job(plan, seeds=seeds, timeout=timeout, out_dir=out_dir, progress=progress,
+                         show_comparison=lambda comparison: print(comparison.summary()))
+    except WorkersStopped as e:
+        print(f"cifar-tune run: the {e.arch} study stopped (exit status {e.status}); the same "
+              "`cifar-tune run` command resumes the job", file=sys.stderr)
+        return e.status
+    missing, seconds = result.not_compared, result.seconds
+    what = (f"The job ended in {seconds:.0f} s without a comparison of {', '.join(missing)}" if missing
+            else f"The job is done in {seconds:.0f} s")
+    if not result.table.empty:
         print(f"\n{what}. Test-set macro metrics (mean ± std over seeds; tuned - baseline: paired differences [95% "
               "interval]):")
-        print(display_table(agg).to_markdown(index=False, tablefmt="simple", disable_numparse=True))
+        print(result.display.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
     else:
         print(f"\n{what}.")
-    for warning in warnings:
+    for warning in result.warnings:
         print(f"WARNING: {warning}")
-    print(f"\nReport: {path}", flush=True)
+    print(f"\nReport: {result.report}", flush=True)
     if missing:  # the verdict of the job's parts: these could not be compared
         print("cifar-tune run: error: nothing to compare for " + "; ".join(f"{a}: {w}" for a, w in missing.items()),
               file=sys.stderr)
         return 1
     return 0
+
+
+def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | None = None,
+            out_dir: str | Path | None = None, progress: dict | None = None,
+            show_comparison: Callable[[Comparison], None] | None = None) -> JobResult:
+    """The whole job (the Python API's ``cifar_tune.run``, the ``run`` command): studies, compare, report; returns
+    what it made (``results.JobResult``). ``progress["phase"]`` follows the phase it is in; ``show_comparison``
+    is called with compare's result as soon as it has one. Raises ``UserError`` (bad data, storage),
+    ``WorkersStopped``, or KeyboardInterrupt after Ctrl-C / SIGTERM with what finished kept."""
+    validate.check_args(seeds=seeds, timeout=timeout, out_dir=None if out_dir is None else str(out_dir))
+    start, progress = time.perf_counter(), {} if progress is None else progress
+    progress["phase"] = "studies"
+    first, archs = plan[0], [s.arch for s in plan]
+    for source, subset, seed in {(s.data, s.subset, s.seed) for s in plan}:  # bad data end here, before any
+        data.load_for_run(source, subset, seed)  # storage is touched
+    run_studies(plan, timeout)
+    progress["phase"] = "compare"
+    todo, missing = to_compare(first.storage, archs, seeds), without_result(first.storage, archs)
+    out, comparison = Path(out_dir) if out_dir else None, None
+    if todo:
+        print(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)", flush=True)
+        # without --data, compare takes each study's recorded data and subset
+        comparison = compare_studies(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
+                                     out_dir=str(out / "compare") if out else None, engine=first.engine,
+                                     precision=first.precision, verbose=int(first.verbose))
+        if show_comparison is not None:
+            show_comparison(comparison)
+    elif not missing:
+        print("\n== compare: every architecture's comparison is up to date", flush=True)
+    progress["phase"] = "report"
+    path = study_report.write_study_report(first.storage, out)
+    agg, warnings = records.stored_table(first.storage, archs)
+    storage = database.storage_for_reading(first.storage)
+    found = records.find_studies(storage)
+    studies = {a: optuna.load_study(study_name=found[a], storage=storage) for a in archs if a in found}
+    return JobResult(studies=studies, table=agg, report=path, comparison=comparison, not_compared=missing,
+                     warnings=tuple(warnings), seconds=time.perf_counter() - start)

@@ -137,25 +137,73 @@ def merge(preset: dict, flags: dict, preset_name: str) -> dict:
     return values
 
 
-def settings_from_args(args) -> OptimizeSettings:
-    """Merge built-in defaults < preset < command-line options; validate the merge, the space and storage URL."""
+# The settings besides the preset keys (KEYS), each with the command line's default: what a flag or a keyword sets.
+EXTRA = {"space": None, "storage": None, "study_name": None, "data": None, "jobs": 1, "heartbeat_interval": None,
+         "grace_period": None, "verbose": False, "total_trials": None}
+
+
+def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeSettings:
+    """The settings of one optimize run: built-in defaults < the preset's values < ``given``; the one path the
+    command line (``settings_from_args``) and the Python API (``cifar_tune.optimize``, ``run``) build them by.
+
+    ``given``: the preset keys (``KEYS``: ``n_trials``, ``timeout`` in seconds, ``epochs``, ``sampler``, ``pruner``,
+    ``val_size`` and ``subset`` in images, ``seed``, ``engine``, ``precision``, ...) and ``EXTRA`` (``space``: a
+    search-space TOML path, ``storage``: an Optuna storage URL, ``study_name``, ``data``: a CIFAR-10 source,
+    ``jobs``, ``heartbeat_interval`` and ``grace_period`` in seconds, ``verbose``, ``total_trials``); a value of
+    None is not given (the default applies), as an absent flag. Validates the merge, the preset, the space file
+    and the storage URL, and stores nothing. Raises ``UserError`` (``validate.InvalidValue`` for a bad value)."""
     from . import database
 
-    preset_name = DEFAULT_PRESET if args.preset is None else args.preset
-    values = merge(load_preset(validate.check_nonempty("preset", preset_name), args.arch),
-                   {key: getattr(args, key) for key in KEYS if getattr(args, key, None) is not None}, preset_name)
-    spaces.load(args.arch, args.space)  # a bad space file fails now, before anything is stored
-    storage = names.DEFAULT_STORAGE if args.storage is None else validate.check_nonempty("storage", args.storage)
+    unknown = sorted(set(given) - set(KEYS) - set(EXTRA))
+    if unknown:
+        raise UserError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; known: "
+                        f"arch, preset, {', '.join([*KEYS, *EXTRA])}")
+    validate.check_choice("arch", arch, names.ARCH_KEYS)
+    flags = {key: value for key, value in given.items() if key in KEYS and value is not None}
+    for key, value in flags.items():  # the checks a flag's type or a preset's value gets, before they are merged
+        if key in CHOICES:
+            validate.check_choice(key, value, CHOICES[key])
+        else:
+            validate.check_number(key, value)
+    extra = {**EXTRA, **{key: value for key, value in given.items() if key in EXTRA and value is not None}}
+    preset_name = DEFAULT_PRESET if preset is None else preset
+    values = merge(load_preset(validate.check_nonempty("preset", preset_name), arch), flags, preset_name)
+    if extra["space"] is not None:
+        validate.check_nonempty("space", extra["space"])
+    spaces.load(arch, extra["space"])  # a bad space file fails now, before anything is stored
+    storage = names.DEFAULT_STORAGE if extra["storage"] is None else validate.check_nonempty("storage",
+                                                                                             extra["storage"])
     database.check_url(storage)
-    data = args.data
+    data = extra["data"]
     if data and data != "keras":
+        validate.check_nonempty("data", data)
         try:  # recorded with the study as an absolute path: compare reuses it from anywhere
             data = str(Path(data).expanduser().resolve())
         except (OSError, RuntimeError) as e:  # a symlink loop
             raise UserError(f"cannot use data path {data}: {e}") from None
-    return OptimizeSettings(arch=args.arch, space_path=args.space, storage=storage,
-                            study_name=names.study_name(args.arch) if args.study_name is None else args.study_name,
-                            preset=preset_name,
-                            data=data, jobs=args.jobs, heartbeat_interval=args.heartbeat_interval,
-                            grace_period=args.grace_period, verbose=bool(args.verbose),
-                            total_trials=args.total_trials, **values)
+    study = names.study_name(arch) if extra["study_name"] is None else extra["study_name"]
+    return OptimizeSettings(arch=arch, space_path=extra["space"], storage=storage, study_name=study,
+                            preset=preset_name, data=data, jobs=extra["jobs"],
+                            heartbeat_interval=extra["heartbeat_interval"], grace_period=extra["grace_period"],
+                            verbose=bool(extra["verbose"]), total_trials=extra["total_trials"], **values)
+
+
+def settings_from_args(args) -> OptimizeSettings:
+    """``make_settings`` from an argparse Namespace of ``optimize`` or ``run`` (an absent attribute: not given)."""
+    return make_settings(args.arch, preset=args.preset,
+                         **{key: getattr(args, key, None) for key in (*KEYS, *EXTRA)})
+
+
+NOT_IN_A_JOB = ("space", "study_name", "total_trials")  # a job has one study per architecture, of its preset's size
+
+
+def make_plan(archs: list[str], *, preset: str | None = None, **given) -> list[OptimizeSettings]:
+    """The settings of each architecture's study in a job (``cifar-tune run``, ``cifar_tune.run``): ``make_settings``
+    for each of ``archs`` with the same ``preset`` (and its ``[archs.<arch>]`` table) and ``given``. Raises
+    ``UserError`` for a setting a job does not take (``NOT_IN_A_JOB``) or any that ``make_settings`` refuses."""
+    refused = [key for key in NOT_IN_A_JOB if given.get(key) is not None]
+    if refused:
+        raise UserError(f"a job runs one study per architecture with its default name, space and size: "
+                        f"{', '.join(refused)} cannot be given (use optimize for one study)")
+    archs = validate.check_unique_list("archs", archs, names.ARCH_KEYS)
+    return [make_settings(arch, preset=preset, **given) for arch in archs]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import optuna
+import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from .database import mask_url
@@ -153,3 +154,30 @@ def check_studies(storage: optuna.storages.BaseStorage, storage_url: str, archs:
     if not found or (archs and not set(archs) & set(found)):
         raise UserError(f"no studies{' of ' + ', '.join(archs) if archs else ''} in "
                         f"{mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
+
+
+def stored_table(storage_url: str, archs: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The comparisons stored with the studies of ``archs`` (default: every architecture with a study), aggregated
+    as ``compare`` aggregates its own (``compare_table.aggregate``: per architecture the baseline, tuned and
+    paired-difference rows; empty when none is stored), and the not-learned warnings ("<arch>: <why>")."""
+    from .compare_table import aggregate
+    from .database import storage_for_reading
+    from .metrics import COLUMNS
+
+    storage = storage_for_reading(storage_url)
+    found = find_studies(storage)
+    rows, warnings = [], []
+    for arch in (found if archs is None else archs):
+        if arch not in found:
+            continue
+        study = optuna.load_study(study_name=found[arch], storage=storage)
+        warning = not_learned(study)
+        if warning:
+            warnings.append(f"{arch}: {warning}")
+        rec = study.user_attrs.get(StudyAttr.COMPARE)
+        if not isinstance(rec, dict):
+            continue
+        for variant, runs in rec["runs"].items():
+            rows += [{"arch": arch, "Model": rec["label"], "Variant": variant, "Seed": r["seed"],
+                      **{m: r[m] for m in COLUMNS}} for r in runs]
+    return (aggregate(pd.DataFrame(rows)) if rows else pd.DataFrame()), warnings

@@ -167,3 +167,31 @@ def confusion_figure(matrices: dict[str, list[list[int]]], class_names: list[str
         fig.update_yaxes(title_text="true", autorange="reversed", row=row, col=col)
     fig.update_layout(height=520 * rows + 60, template="plotly_white", margin={"t": 60, "b": 40})
     return fig
+
+
+def compare_figures(compared: dict[str, dict]) -> list[tuple[str, go.Figure]]:
+    """The figures of stored comparisons (``compare_record.make_record``'s records, by study name): the test
+    metrics of baseline and tuned (scikit-learn macro averages on the test set, mean over the seeds, error bars
+    one standard deviation) and the tuned models' confusion matrices (test set, summed over the seeds)."""
+    import numpy as np
+
+    from .data import CLASSES
+
+    means, stds, matrices = [], [], {}
+    for study_name, rec in compared.items():
+        label = rec.get("label") or rec.get("arch") or study_name
+        for row in rec.get("table", []):
+            if row.get("Variant") in ("baseline", "tuned"):
+                means.append({"Model": f"{label} — {row['Variant']}", **{m: row[m]["mean"] for m in METRIC_COLUMNS}})
+                stds.append({m: (row[m]["std"] if row[m]["std"] is not None else 0.0) for m in METRIC_COLUMNS})
+        per_seed = (rec.get("confusion") or {}).get("tuned") or []
+        if per_seed:
+            matrices[f"{label} — tuned (trial #{rec.get('best_trial')}), {len(per_seed)} seed(s) summed"] = (
+                np.sum(np.asarray(per_seed), axis=0).tolist())
+    bars = metric_bars_figure(pd.DataFrame(means))
+    for trace in bars.data:  # error bars: the standard deviation over seeds
+        trace.error_y = {"type": "data", "array": [s[trace.name] for s in stds], "visible": True}
+    figures = [("Test metrics, baseline vs tuned (mean over seeds; error bars: std)", bars)]
+    if matrices:
+        figures.append(("Confusion matrices of the tuned models (test set)", confusion_figure(matrices, CLASSES)))
+    return figures

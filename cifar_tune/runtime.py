@@ -16,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 
@@ -94,6 +95,26 @@ def run_stoppable(command, interrupted) -> int:
         print(f"cifar-tune: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {interrupted()}",
               file=sys.stderr, flush=True)
         return 143 if terminated else 130
+
+
+@contextlib.contextmanager
+def stops_on_signals():
+    """For the Python API: within, Ctrl-C and SIGTERM stop a call as they stop a command (``stop_on_signals``:
+    training stops at the next batch, the running trial is failed, finished work is kept) and KeyboardInterrupt
+    (``Terminated`` for SIGTERM) propagates to the caller; the handlers that were there before come back after.
+    Outside the main thread (where no handler can be set) it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    stop_on_signals()
+    try:
+        yield
+    finally:
+        for signum, handler in zip((signal.SIGINT, signal.SIGTERM), before):
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(signum, handler)
+        _stop["reason"] = None
 
 
 def command_line(words: list[str], options) -> str:

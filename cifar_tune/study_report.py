@@ -8,18 +8,17 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from . import data, records, runtime
+from . import records, runtime
 from .database import mask_url, storage_for_reading
 from .errors import UserError
 from .metrics import COLUMNS as METRIC_COLUMNS
 from .names import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR, StudyAttr, TrialAttr
-from .report import confusion_figure, facts_html, learning_curves_figure, metric_bars_figure, write_html
+from .report import compare_figures, facts_html, learning_curves_figure, write_html
 
 STUDY_REPORT_NAME = "study-report.html"
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials says nothing
@@ -99,21 +98,6 @@ def _study_figures(study, title: str, notes: list[str]) -> list[tuple[str, go.Fi
     return figures
 
 
-def _compare_rows(compared: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """From stored compare records: a means table (one row per model and variant) and its standard deviations."""
-    means, stds = [], []
-    for study_name, rec in compared.items():
-        label = rec.get("label") or rec.get("arch") or study_name
-        for row in rec.get("table", []):
-            variant = row.get("Variant")
-            if variant not in ("baseline", "tuned"):
-                continue
-            means.append({"Model": f"{label} — {variant}", **{m: row[m]["mean"] for m in METRIC_COLUMNS}})
-            stds.append({"Model": f"{label} — {variant}",
-                         **{m: (row[m]["std"] if row[m]["std"] is not None else 0.0) for m in METRIC_COLUMNS}})
-    return pd.DataFrame(means), pd.DataFrame(stds)
-
-
 def _compare_table_html(compared: dict[str, dict]) -> str:
     rows = []
     for study_name, rec in compared.items():
@@ -155,22 +139,7 @@ def _compare_section(studies_: list, compared: dict[str, dict]) -> tuple[str, li
     figures: list[tuple[str, go.Figure]] = []
     missing = [s.study_name for s in studies_ if s.study_name not in compared]
     if compared:
-        means, stds = _compare_rows(compared)
-        bars = metric_bars_figure(means)
-        for trace in bars.data:  # error bars: the standard deviation over seeds
-            if trace.name in stds.columns:
-                trace.error_y = {"type": "data", "array": list(stds[trace.name]), "visible": True}
-        figures.append(("Test metrics, baseline vs tuned (mean over seeds; error bars: std)", bars))
-        matrices = {}
-        for study_name, rec in compared.items():
-            per_seed = (rec.get("confusion") or {}).get("tuned") or []
-            if per_seed:
-                label = rec.get("label") or rec.get("arch") or study_name
-                matrices[f"{label} — tuned (trial #{rec.get('best_trial')}), {len(per_seed)} seed(s) summed"] = (
-                    np.sum(np.asarray(per_seed), axis=0).tolist())
-        if matrices:
-            figures.append(("Confusion matrices of the tuned models (test set)",
-                            confusion_figure(matrices, data.CLASSES)))
+        figures += compare_figures(compared)
         dates = sorted({str(r.get("date", "?")) for r in compared.values()})
         section += ("<p>Each best trial and the seed baseline retrained from scratch on all training images, on "
                     "seeds the studies never trained with, each evaluated once on the test set; macro averages, "

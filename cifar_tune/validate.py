@@ -1,8 +1,8 @@
 """One set of checks for every value a user gives, wherever it comes from: a command-line flag (``cli.py``'s
 argparse types), a preset file (``presets.py``), the settings a worker reads as JSON, or a call of the Python
-API (``baseline.run``, ``compare.run_cli``, ``OptimizeSettings``). Each check raises ``InvalidValue`` (a
-``UserError``) whose message names the value and what it may be; ``rule`` is the same message without the name,
-for argparse, which names the flag itself.
+API (``cifar_tune.api``: ``presets.make_settings``, ``seed_baseline.run``, ``comparison.compare_studies``).
+Each check raises ``InvalidValue`` (a ``UserError``) whose message names the value and what it may be; ``rule``
+is the same message without the name, for argparse, which names the flag itself.
 
 ``RANGES`` is the one table of what each numeric setting may be. Upper bounds are generous but finite, so that
 a typo (an extra digit or twenty) is refused at the door instead of overflowing, allocating or running for ever:

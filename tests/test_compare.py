@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cifar_tune import cli, compare, compare_table, names
+from cifar_tune import cli, compare_table, names
+from cifar_tune import comparison as compare
 
 URL = "sqlite:///storage/cifar_tune.db"
 METRICS = ["Accuracy", "Precision", "Recall", "F1 Score"]

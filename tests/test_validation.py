@@ -141,7 +141,8 @@ def never_trains(monkeypatch):
 def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_trains, kwargs, message):
     from synthetic import synthetic_cifar
 
-    from cifar_tune import baseline, data
+    from cifar_tune import data
+    from cifar_tune import seed_baseline as baseline
 
     ds = data.Dataset(*synthetic_cifar(), source="synthetic")
     kwargs = {"archs": ["mlp_l2"], "out_dir": tmp_path / "out", **kwargs}
@@ -158,7 +159,7 @@ def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_train
     ({"storage": ""}, "storage must not be empty"),
 ])
 def test_compare_run_cli_checks_its_arguments_before_the_storage(kwargs, message):
-    from cifar_tune import compare
+    from cifar_tune import comparison as compare
 
     kwargs = {"archs": None, "seeds": 3, "epochs": None, "storage": "sqlite:///storage/cifar_tune.db",
               "out_dir": None, "engine": "auto", "precision": "float32", "verbose": 0, **kwargs}

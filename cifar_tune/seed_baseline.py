@@ -3,6 +3,9 @@
 ``run`` trains every requested architecture with the seed's config (Adam 1e-3, batch 32, 10 epochs unless
 told otherwise), evaluates it on the test set and writes ``metrics.csv``, ``metrics.md``, ``history.csv`` and a
 self-contained ``report.html`` (learning curves, metric bars) into one output folder.
+
+The ``baseline`` command's library (named ``seed_baseline``: ``cifar_tune.baseline`` is the Python API's
+function, and a submodule of that name would replace it on the package once imported).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 
 from . import architectures, data, engines, metrics, report, runtime, validate
 from .errors import UserError
+from .results import BaselineResult
 
 PROTOCOLS = {
     "seed": "seed (as the notebook did: train on all training images, validation = the test set, which the "
@@ -59,16 +63,31 @@ def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None,
     raise UserError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
 
 
+def load_data(source: str | None, subset: int | None, *, protocol: str = "seed", val_size: int | None = None,
+              seed: int = 0) -> data.Dataset:
+    """The checks the ``baseline`` command makes before it trains (a split only for ``holdout``, one that fits
+    the subset), then the data (``data.load_for_run``). Raises ``UserError`` (``DataError`` for the data)."""
+    validate.check_choice("protocol", protocol, PROTOCOLS)
+    if val_size is not None and protocol != "holdout":
+        raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
+    validate.check_val_size(val_size, subset, "--val-size", "--subset")
+    return data.load_for_run(source, subset, seed)
+
+
 def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int = 32, protocol: str = "seed",
         val_size: int | None = None, out_dir: str | Path | None = None, seed: int = 0, verbose: int = 0,
-        engine: str = "auto", precision: str = "float32", progress: dict | None = None) -> tuple[pd.DataFrame, Path]:
-    """Train each arch at its seed config, evaluate on test; write the table and report; return (table, folder).
+        engine: str = "auto", precision: str = "float32", progress: dict | None = None) -> BaselineResult:
+    """Train each arch at its seed config, evaluate on test; write the table and report; return them (the table,
+    the per-epoch histories, the folder: see ``results.BaselineResult``). Raises ``UserError`` before anything is
+    written for a bad argument.
 
     Each finished architecture is also kept in ``kept-runs.json`` in the output folder, under what determines
     it (epochs, batch size, protocol, split, seed, data, engine, precision): the same command with ``--out``
     that folder, after Ctrl-C or SIGTERM, reuses them and trains the rest; the file goes once the outputs are
     written. ``progress`` (if given) learns the folder (``out``) and the architectures finished (``done``)."""
     validate.check_args(archs=archs, epochs=epochs, batch_size=batch_size, val_size=val_size, seed=seed)  # as the CLI
+    validate.check_choice("engine", engine, engines.ENGINES)
+    validate.check_choice("precision", precision, engines.PRECISIONS)
     specs = [architectures.get(a) for a in archs]  # unknown keys fail here, before anything is written
     if not specs:
         raise UserError("no architectures given")
@@ -96,19 +115,9 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
                 row, history, run_ = kept[spec.key]["row"], kept[spec.key]["history"], kept[spec.key]["run"]
                 note = ", kept from the interrupted baseline"
             else:
-                # One line per epoch of ours, or (verbose) Keras's progress bar, which ends each epoch with metrics.
-                callbacks = ([] if verbose else [EpochPrinter(spec.key, epochs)]) + [runtime.stop_callback()]
-                result = engines.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train,
-                                       split.x_val, split.y_val, epochs=epochs, seed=seed, callbacks=callbacks,
-                                       verbose=verbose, engine=engine, precision=precision)
-                y_pred = engines.predict_classes(result.model, ds.x_test)
-                row = {"Model": spec.label, **metrics.macro_row(ds.y_test, y_pred)}
-                history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
-                run_ = {"key": spec.key, "label": spec.label, "params": result.model.count_params(),
-                        "seconds": result.seconds, "engine": result.engine, "epochs_run": result.epochs_run}
+                row, history, run_ = _train_one(spec, ds, split, epochs=epochs, batch_size=batch_size, seed=seed,
+                                                verbose=verbose, engine=engine, precision=precision)
                 note = ""
-                del result
-                keras.backend.clear_session()
             ledger["archs"][spec.key] = {"row": row, "history": history, "run": run_}
             _write_kept(out / KEPT, ledger)
             progress["done"].append(spec.key)
@@ -118,8 +127,34 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
             print(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
                   f"({run_['seconds']:.0f}s training{note})", flush=True)
             runtime.raise_if_stopping()  # a signal during the test: stop now, this architecture is kept
-
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    _write_outputs(table, histories, runs, out, ds=ds, split=split, protocol=protocol, fingerprint=fingerprint,
+                   epochs=epochs, batch_size=batch_size, seed=seed, precision=precision)
+    return BaselineResult(table=table, histories=histories, out=out)
+
+
+def _train_one(spec, ds: data.Dataset, split: data.Split, *, epochs: int, batch_size: int, seed: int, verbose: int,
+               engine: str, precision: str) -> tuple[dict, dict, dict]:
+    """Train one architecture at its seed config and test it: (its table row, its history, what the run was)."""
+    # One line per epoch of ours, or (verbose) Keras's progress bar, which ends each epoch with metrics.
+    callbacks = ([] if verbose else [EpochPrinter(spec.key, epochs)]) + [runtime.stop_callback()]
+    result = engines.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train, split.x_val,
+                           split.y_val, epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
+                           engine=engine, precision=precision)
+    y_pred = engines.predict_classes(result.model, ds.x_test)
+    row = {"Model": spec.label, **metrics.macro_row(ds.y_test, y_pred)}
+    history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
+    run_ = {"key": spec.key, "label": spec.label, "params": result.model.count_params(),
+            "seconds": result.seconds, "engine": result.engine, "epochs_run": result.epochs_run}
+    del result
+    keras.backend.clear_session()
+    return row, history, run_
+
+
+def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: Path, *, ds: data.Dataset,
+                   split: data.Split, protocol: str, fingerprint: str, epochs: int, batch_size: int, seed: int,
+                   precision: str) -> None:
+    """metrics.csv, metrics.md, history.csv and report.html into ``out``; then the ledger goes."""
     settings = {"Protocol": PROTOCOLS[protocol], "Data": f"{ds.source} (fingerprint {fingerprint})",
                 "Images": f"train {len(split.y_train):,} / validation {len(split.y_val):,} / test {len(ds.y_test):,}",
                 "Epochs": epochs, "Batch size": batch_size, "Seed": seed,
@@ -132,7 +167,6 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)  # the results, still
         raise OSError(e.errno, e.strerror, str(e.filename or out)) from None
     (out / KEPT).unlink(missing_ok=True)  # done: the same command trains afresh
-    return table, out
 
 
 def _read_kept(path: Path, key: dict) -> dict:
@@ -172,12 +206,12 @@ def run_cli(ds: data.Dataset, archs: list[str], *, source: str | None, subset: i
     progress: dict = {}
 
     def command() -> int:
-        table, out = run(ds, archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size,
-                         out_dir=out_dir, seed=seed, verbose=verbose, engine=engine, precision=precision,
-                         progress=progress)
+        result = run(ds, archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size,
+                     out_dir=out_dir, seed=seed, verbose=verbose, engine=engine, precision=precision,
+                     progress=progress)
         print(f"\nProtocol: {PROTOCOLS[protocol]}")
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        print(f"\nWrote {out}/metrics.csv, metrics.md and report.html")
+        print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"\nWrote {result.out}/metrics.csv, metrics.md and report.html")
         return 0
 
     def interrupted() -> str:

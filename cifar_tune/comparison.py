@@ -1,5 +1,8 @@
 """Retrain each study's best trial and the seed baseline on all training images, K seeds; compare on the test set.
 
+The ``compare`` command's library (named ``comparison``, not ``compare``: ``cifar_tune.compare`` is the Python
+API's function, and a submodule of that name would replace it on the package once imported).
+
 For every architecture with a study: the best completed trial's config (the ``config`` the objective stored, else
 rebuilt from its params with the space) and the seed's baseline config (``architectures.get(arch).baseline``) are
 each trained from scratch on the full training set (train + the validation images the study held out) for the
@@ -28,44 +31,23 @@ given.
 from __future__ import annotations
 
 import gc
-import math
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 
-from . import architectures, dashboard, data, database, engines, metrics, records, report, runtime, spaces, validate
-from .compare_table import DIFF, VARIANTS, aggregate, csv_frame, display_table, markdown, summary, verdict
+from . import architectures, data, database, engines, metrics, records, report, runtime, spaces, validate
+from .compare_record import Target, jsonable, make_record, store
+from .compare_table import VARIANTS, aggregate, csv_frame, markdown
 from .errors import UserError
-from .locks import study_lock
-from .names import COMPARE_HEADING, DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
+from .names import DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
+from .results import Comparison
 
 FIRST_SEED = 1000  # compare's seeds count up from here, skipping the study's own seed
-
-
-@dataclass
-class Target:
-    """One architecture to compare: its study, the best trial and the two configs, and the data to use."""
-
-    arch: str
-    study: optuna.Study
-    best: optuna.trial.FrozenTrial
-    baseline_trial: optuna.trial.FrozenTrial | None
-    tuned_config: dict
-    baseline_config: dict
-    epochs: int
-    ds: data.Dataset
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return architectures.get(self.arch).label
 
 
 # --- finding the studies ---------------------------------------------------------------------------------------
@@ -193,55 +175,6 @@ def _copy_model(src: str, study_name: str, variant: str, seed: int) -> str:
     return str(dst)
 
 
-# --- storing with the study ------------------------------------------------------------------------------------
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
-    return value
-
-
-def note_section(target: Target, agg: pd.DataFrame, record: dict) -> str:
-    """The Markdown section compare writes into the study note (optuna-dashboard shows it)."""
-    table = display_table(agg[agg["arch"] == target.arch]).drop(columns=["Model"]).to_markdown(index=False)
-    params = ", ".join(f"`{k}={v:.4g}`" if isinstance(v, float) else f"`{k}={v}`"
-                       for k, v in target.best.params.items())
-    return "\n".join([
-        COMPARE_HEADING, "",
-        f"{record['date']}: best trial #{target.best.number} and the seed baseline, each retrained from scratch on "
-        f"all {record['train_images']:,} training images for {record['epochs']} epochs with seeds "
-        f"{', '.join(map(str, record['seeds']))}, then evaluated once on {record['test_images']:,} test images.", "",
-        table, "",
-        f"Best trial params: {params}", "",
-        f"Data: {record['data']}. Models: `{Path(record['models']['tuned'][0]).parent}/`. "
-        f"Output: `{record['out_dir']}`.", ""])
-
-
-def store(target: Target, record: dict, agg: pd.DataFrame) -> None:
-    """Put the compare results into the study: the ``compare`` user attribute and a section of the study note.
-
-    The note is ``dashboard``'s (its own section, the user's text, and this section under COMPARE_HEADING); it
-    is rewritten under the study's lock, as optimize workers do. A note that cannot be written costs a warning,
-    not the results: those are in the attribute and the files already.
-    """
-    target.study.set_user_attr(StudyAttr.COMPARE, _jsonable(record))
-    target.study.set_user_attr(StudyAttr.COMPARE_RUNS, {})  # done: the next compare trains afresh
-    try:
-        with study_lock(target.study):
-            dashboard.write_study_note(target.study, compare_table_markdown=note_section(target, agg, record))
-    except Exception as e:
-        print(f"cifar-tune: warning: the study note of {target.study.study_name} was not updated "
-              f"({type(e).__name__}: {str(e)[:200]}); the results are in its '{StudyAttr.COMPARE}' attribute",
-              file=sys.stderr, flush=True)
-
-
 # --- the command -----------------------------------------------------------------------------------------------
 
 
@@ -249,30 +182,6 @@ def compare_seeds(study: optuna.Study, k: int) -> list[int]:
     """``k`` seeds the study never trained with: from FIRST_SEED up, skipping the seed its trials used."""
     used = (study.user_attrs.get(StudyAttr.SETTINGS) or {}).get("seed", 0)
     return [s for s in range(FIRST_SEED, FIRST_SEED + k + 1) if s != used][:k]
-
-
-def _record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, date: str, seeds: list[int],
-            precision: str, out: Path) -> dict:
-    """What the study keeps of one comparison (plain data; read back by ``cifar-tune report``)."""
-    def stats_of(r, m):
-        return {"mean": r[m], "std": r[f"{m} std"],
-                **({"low": r[f"{m} low"], "high": r[f"{m} high"], "p": r[f"{m} p"]} if r["Variant"] == DIFF else {})}
-
-    return {
-        "date": date, "arch": t.arch, "label": t.label, "seeds": seeds, "epochs": t.epochs,
-        "best_trial": t.best.number,
-        "baseline_trial": t.baseline_trial.number if t.baseline_trial else None,
-        "tuned_config": t.tuned_config, "baseline_config": t.baseline_config,
-        "data": t.ds.source, "data_fingerprint": t.ds.fingerprint(), "train_images": len(t.ds.y_train),
-        "test_images": len(t.ds.y_test), "engine": runs["baseline"][0]["engine"], "precision": precision,
-        "out_dir": str(out), "notes": t.notes,
-        "table": [{"Variant": r["Variant"], **{m: stats_of(r, m) for m in metrics.COLUMNS},
-                   **({"verdict": verdict(r)} if r["Variant"] == DIFF else {})} for _, r in agg.iterrows()],
-        "runs": {v: [{"seed": seed, **r["metrics"], "seconds": r["seconds"]} for seed, r in zip(seeds, runs[v])]
-                 for v in VARIANTS},
-        "confusion": {v: [r["confusion"] for r in runs[v]] for v in VARIANTS},
-        "models": {v: [r["model"] for r in runs[v]] for v in VARIANTS},
-    }
 
 
 # A comparison at the seed's budget trains for hours on a CPU, and compare stores its record only at the end. So
@@ -291,7 +200,7 @@ def _kept_run(t: Target, name: str, key: dict) -> dict | None:
 
 def _keep_run(t: Target, name: str, key: dict, run: dict) -> None:
     runs = t.study.user_attrs.get(StudyAttr.COMPARE_RUNS) or {}
-    runs[name] = {"key": key, "run": _jsonable(run)}
+    runs[name] = {"key": key, "run": jsonable(run)}
     t.study.set_user_attr(StudyAttr.COMPARE_RUNS, runs)
 
 
@@ -312,7 +221,7 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
              "precision": precision}
     for seed in seeds:
         for variant, config in (("baseline", t.baseline_config), ("tuned", t.tuned_config)):
-            name, key, kept = f"{variant} seed {seed}", _jsonable({"config": config, "seed": seed, **fixed}), ""
+            name, key, kept = f"{variant} seed {seed}", jsonable({"config": config, "seed": seed, **fixed}), ""
             if variant == "tuned" and same:
                 run_ = {**runs["baseline"][-1],
                         "model": _copy_model(runs["baseline"][-1]["model"], t.study.study_name, "tuned", seed)}
@@ -336,9 +245,10 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
 def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epochs: int | None = None,
         storage: str = DEFAULT_STORAGE, out_dir: str | Path | None = None, engine: str = "auto",
         precision: str = "float32", verbose: int = 0,
-        full_data: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder).
-    ``full_data``: compare on ``ds`` itself even where a study was tuned on a subset (see the module doc)."""
+        full_data: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, Path, dict[str, dict]]:
+    """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder,
+    the records stored by study name: see ``results.Comparison``). ``full_data``: compare on ``ds`` itself even
+    where a study was tuned on a subset (see the module doc)."""
     validate.check_args(archs=archs, seeds=seeds, epochs=epochs, storage=storage)
     # every user error before anything is written
     targets, skipped = select_targets(ds, storage, archs, epochs, full_data)
@@ -346,7 +256,7 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
         print(f"cifar-tune: {message}", file=sys.stderr, flush=True)
     out = report.make_out_dir(out_dir, "compare")
     print(engines.describe(engine, precision), flush=True)
-    rows, start_all = [], time.perf_counter()
+    rows, stored, start_all = [], {}, time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(storage)}
     # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
@@ -358,7 +268,9 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
             mine, runs = compare_target(t, used, engine=engine, precision=precision, verbose=verbose)
             rows += mine
             agg = aggregate(pd.DataFrame(mine))
-            store(t, _record(t, runs, agg, date=date, seeds=used, precision=precision, out=out), agg)
+            stored[t.study.study_name] = jsonable(make_record(t, runs, agg, date=date, seeds=used,
+                                                              precision=precision, out=out))
+            store(t, stored[t.study.study_name], agg)
             facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
                               f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
                               f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
@@ -368,7 +280,7 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
                   "Wall time": f"{time.perf_counter() - start_all:.0f} s"})
     csv_frame(per_seed, agg).to_csv(out / "compare.csv", index=False)
     (out / "compare.md").write_text(markdown(per_seed, agg, facts), encoding="utf-8")
-    return per_seed, agg, out
+    return per_seed, agg, out, stored
 
 
 def resume_command(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
@@ -396,22 +308,32 @@ def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, 
                 f"{resume_command(source, subset, **options)}")
 
 
-def compare_and_print(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
-                      epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str,
-                      verbose: int, full_data: bool = False) -> int:
-    """Check the studies, load the data (default: what the studies were tuned on), run,
-    print the table and say where everything went."""
+def compare_and_print(source: str | None, subset: int | None, **options) -> int:
+    """The ``compare`` command's work: ``compare_studies``, then print its table and where everything went."""
+    print(compare_studies(source, subset, **options).summary())
+    return 0
+
+
+def compare_studies(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
+                    epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str,
+                    verbose: int, full_data: bool = False) -> Comparison:
+    """Check the studies, load the data (``source``, default: what the studies were tuned on; ``subset`` training
+    images), retrain and test (``run``); the Python API's ``cifar_tune.compare`` and the ``compare`` command.
+    Raises ``UserError`` (bad arguments, no studies, bad data) before anything is trained or written."""
     import logging
 
     validate.check_args(archs=archs, seeds=seeds, epochs=epochs, subset=subset, storage=storage)  # as the CLI does
+    validate.check_choice("engine", engine, engines.ENGINES)
+    validate.check_choice("precision", precision, engines.PRECISIONS)
+    if full_data and subset:
+        raise UserError("--full-data compares on every image; it does not go with --subset")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Every retrained model is a new model: TensorFlow warns about "retracing" predict for each one. Expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     start = time.perf_counter()
     records.check_studies(database.storage_for_reading(storage), storage, archs)
     ds = data.load_for_run(source or recorded_source(storage, archs), subset)
-    per_seed, agg, out = run(ds, archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir,
-                             engine=engine, precision=precision, verbose=verbose, full_data=full_data)
-    print(summary(per_seed, agg, out, seeds=seeds, seconds=time.perf_counter() - start,
-                  storage=database.mask_url(storage)))
-    return 0
+    per_seed, agg, out, stored = run(ds, archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir,
+                                     engine=engine, precision=precision, verbose=verbose, full_data=full_data)
+    return Comparison(per_seed=per_seed, table=agg, out=out, records=stored, seeds=seeds,
+                      seconds=time.perf_counter() - start, storage=database.mask_url(storage))

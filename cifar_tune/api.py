@@ -1,0 +1,183 @@
+"""The Python API (``import cifar_tune as ct``): each command of the CLI as a function that takes keywords with the
+CLI's defaults (or a settings object) and returns a result object; the CLI is a thin layer over the same library
+functions (``tuning.run_study``, ``seed_baseline.run``, ``comparison.compare_studies``, ``job.run_job``).
+
+Every function raises the library's exceptions (``cifar_tune.UserError`` and its subclasses, one line each) and
+never exits; after Ctrl-C or SIGTERM it raises KeyboardInterrupt (``runtime.Terminated`` for SIGTERM) once the
+running trial was failed and what finished was kept, as the CLI does. Progress (trial and epoch lines) is still
+printed as the CLI prints it; results are returned, never printed. Keras loads on the first call that trains
+(``runtime.import_keras``: the backend is chosen and TensorFlow's native logs are silenced first), not on
+``import cifar_tune``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from . import runtime, validate
+from .errors import UserError
+from .names import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .presets import OptimizeSettings
+    from .results import BaselineResult, Comparison, JobResult, Studies
+
+__all__ = ["baseline", "compare", "load", "make_settings", "optimize", "run"]
+
+
+def _archs(archs: list[str] | tuple[str, ...] | None, default: list[str] | None) -> list[str] | None:
+    return default if archs is None else validate.check_unique_list("archs", archs, ARCH_KEYS)
+
+
+def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.Study:
+    """Run (or resume) one architecture's Optuna study, as ``cifar-tune optimize``; returns the ``optuna.Study``
+    read back from the storage (every trial in it, this call's and earlier ones).
+
+    Either an ``OptimizeSettings`` (``cifar_tune.make_settings(...)``) or the CLI's options as keywords, merged as
+    the CLI merges them (built-in defaults < the preset < the keywords; ``presets.make_settings``): ``arch``
+    (required), ``preset`` (``"default"``, ``"quick"``, ``"seed"`` or a TOML path), ``n_trials`` (new trials of
+    this call) or ``total_trials`` (a study-wide target), ``epochs``, ``timeout`` (seconds in which trials may
+    start), ``storage`` (Optuna storage URL, default ``sqlite:///storage/cifar_tune.db``), ``study_name``
+    (default ``cifar10-<arch>``), ``data`` (a CIFAR-10 source, default ``$CIFAR_TUNE_DATA`` else the download),
+    ``subset`` and ``val_size`` (images), ``seed``, ``sampler`` (``tpe``, ``random``), ``pruner`` (``hyperband``,
+    ``median``, ``none``), ``engine`` (``auto``, ``keras``, ``fast``), ``precision`` (``float32``, ``bf16``),
+    ``jobs`` (worker processes), ``space`` (a search-space TOML), ``verbose``, and the rest of ``presets.KEYS``.
+
+    Each trial's value is its final validation loss (minimised); its validation accuracy is the trial's user
+    attribute ``val_accuracy``. Raises ``UserError`` for a bad keyword or value, data, space or storage (before
+    anything is stored), ``WorkersStopped`` when worker processes stopped, KeyboardInterrupt after Ctrl-C.
+    """
+    runtime.import_keras()  # presets loads Keras (through spaces): choose the backend, quietly, first
+    from . import presets, tuning
+
+    if settings is None:
+        if "arch" not in keywords:
+            raise UserError("optimize needs arch=<one of " + ", ".join(ARCH_KEYS) + ">")
+        settings = presets.make_settings(keywords.pop("arch"), **keywords)
+    elif keywords:
+        raise UserError("give optimize an OptimizeSettings or keywords, not both")
+    elif not isinstance(settings, presets.OptimizeSettings):
+        raise UserError(f"optimize takes an OptimizeSettings, got {type(settings).__name__}")
+    with runtime.stops_on_signals():
+        return tuning.run_study(settings)
+
+
+def baseline(archs: list[str] | None = None, *, data: str | os.PathLike | None = None, subset: int | None = None,
+             epochs: int = 10, batch_size: int = 32, protocol: str = "seed", val_size: int | None = None,
+             out: str | os.PathLike | None = None, seed: int = 0, engine: str = "auto", precision: str = "float32",
+             verbose: bool = False) -> BaselineResult:
+    """The seed notebook's fixed-baseline comparison, as ``cifar-tune baseline``: each architecture (default: all
+    five) trained once at the seed's config (Adam 1e-3, batch ``batch_size``, ``epochs`` epochs) and tested.
+
+    ``protocol``: ``"seed"`` validates on the test set as the notebook did; ``"holdout"`` on ``val_size`` images
+    carved from the training images. ``data``: a CIFAR-10 source (default ``$CIFAR_TUNE_DATA``, else the
+    download); ``subset``: a stratified subset of that many training images (the test set scaled alike, N/5).
+    ``out``: the output folder (default: a new one under ``storage/reports/``); an interrupted call's finished
+    architectures are kept there and reused by the same call with that ``out``.
+
+    Returns a ``BaselineResult``: ``table`` (Model, Accuracy, Precision, Recall, F1 Score: scikit-learn's accuracy
+    and macro averages on the test set), ``histories`` (per model, per epoch), ``out``. Raises ``UserError``
+    (``DataError`` for the data) before anything is trained or written, KeyboardInterrupt after Ctrl-C.
+    """
+    runtime.import_keras()
+    from . import seed_baseline
+
+    archs = _archs(archs, list(ARCH_KEYS))
+    source = None if data is None else os.fspath(data)
+    ds = seed_baseline.load_data(source, subset, protocol=protocol, val_size=val_size, seed=seed)
+    with runtime.stops_on_signals():
+        return seed_baseline.run(ds, archs, epochs=epochs, batch_size=batch_size, protocol=protocol,
+                                 val_size=val_size, out_dir=None if out is None else os.fspath(out), seed=seed,
+                                 verbose=int(verbose), engine=engine, precision=precision)
+
+
+def compare(archs: list[str] | None = None, *, seeds: int = 3, storage: str | None = None,
+            data: str | os.PathLike | None = None, subset: int | None = None, epochs: int | None = None,
+            full_data: bool = False, out: str | os.PathLike | None = None, engine: str = "auto",
+            precision: str = "float32", verbose: bool = False) -> Comparison:
+    """Tuned against baseline on the test set, as ``cifar-tune compare``: for each architecture with a study in
+    ``storage`` (default: all of them), its best trial and the seed baseline, each retrained from scratch on all
+    training images (the study's split joined again) on ``seeds`` seeds the study never trained with (1000 up),
+    for the study's epochs (or ``epochs``), and evaluated once on the test set; stored with the study.
+
+    ``data`` defaults to ``$CIFAR_TUNE_DATA``, else the data the studies were tuned on, and a study tuned on a
+    subset is compared on the same subset unless ``full_data`` (or an explicit ``subset``).
+
+    Returns a ``Comparison``: ``per_seed`` and ``table`` (scikit-learn macro averages on the test set, mean ±
+    sample std over the seeds, and the paired tuned - baseline difference with its 95% interval, Student's t),
+    ``display`` (the table as the CLI prints it), ``out``, ``figures()``. Raises ``UserError`` (no studies, bad
+    data or arguments) before anything is trained, KeyboardInterrupt after Ctrl-C (finished trainings are kept
+    in the studies and reused by the same call).
+    """
+    runtime.import_keras()
+    from . import comparison
+
+    source = os.fspath(data) if data is not None else os.environ.get(DATA_ENV)
+    with runtime.stops_on_signals():
+        return comparison.compare_studies(source, subset, archs=_archs(archs, None), seeds=seeds, epochs=epochs,
+                                          storage=DEFAULT_STORAGE if storage is None else storage,
+                                          out_dir=None if out is None else os.fspath(out), engine=engine,
+                                          precision=precision, verbose=int(verbose), full_data=full_data)
+
+
+def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int = 3, timeout: float | None = None,
+        out: str | os.PathLike | None = None, **study_keywords) -> JobResult:
+    """The whole job, as ``cifar-tune run``: a study per architecture (default: all five) of the ``preset``'s size
+    (``n_trials`` as a study-wide total: a rerun continues, a complete study runs nothing), then ``compare`` on
+    ``seeds`` seeds where a comparison is missing or out of date, then the study report.
+
+    ``timeout`` (seconds) is shared by the studies in turn (compare and the report are not limited) and bounds each
+    study as ``optimize``'s ``timeout``. ``study_keywords``: ``optimize``'s keywords except ``space``,
+    ``study_name`` and ``total_trials`` (a job runs each architecture's default study). ``out``: the folder for
+    compare's tables and the report (default: under ``storage/reports/``).
+
+    Returns a ``JobResult`` (the studies, the stored comparisons' ``table``, this call's ``comparison``, the
+    ``report`` path, ``not_compared``: architectures without a completed trial, and why). Raises ``UserError``,
+    ``WorkersStopped``, KeyboardInterrupt after Ctrl-C (finished trials and trainings kept).
+    """
+    runtime.import_keras()
+    from . import job, presets
+
+    if timeout is not None:
+        study_keywords["timeout"] = timeout  # as the CLI's --timeout: each study's bound too
+    plan = presets.make_plan(_archs(archs, list(ARCH_KEYS)), preset=preset, **study_keywords)
+    with runtime.stops_on_signals():
+        return job.run_job(plan, seeds=seeds, timeout=timeout, out_dir=None if out is None else os.fspath(out))
+
+
+def load(storage: str | None = None) -> Studies:
+    """A storage's studies and stored comparisons (``cifar-tune studies``), read without writing anything: no
+    SQLite file is created, no table added (``database.storage_for_reading``); Keras is not loaded.
+
+    Returns ``Studies``: ``studies`` (architecture -> ``optuna.Study``; calling a Study's writing methods would
+    write), ``table`` (the stored comparisons aggregated as ``Comparison.table``), ``records``, ``warnings``,
+    ``figures()``. Raises ``UserError`` for a missing, damaged or non-Optuna storage.
+    """
+    import optuna
+
+    from . import database, records
+    from .names import StudyAttr
+    from .results import Studies
+
+    url = DEFAULT_STORAGE if storage is None else validate.check_nonempty("storage", storage)
+    opened = database.storage_for_reading(url)
+    studies = {arch: optuna.load_study(study_name=name, storage=opened)
+               for arch, name in records.find_studies(opened).items()}
+    stored = {s.study_name: s.user_attrs[StudyAttr.COMPARE] for s in studies.values()
+              if isinstance(s.user_attrs.get(StudyAttr.COMPARE), dict)}
+    table, warnings = records.stored_table(url, list(studies))
+    return Studies(storage=database.mask_url(url), studies=studies, table=table, records=stored,
+                   warnings=tuple(warnings))
+
+
+def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeSettings:
+    """``presets.make_settings``: the settings ``optimize`` would build from these keywords (validated, nothing
+    stored), for ``optimize(settings)`` or to inspect. Raises ``UserError``."""
+    runtime.import_keras()
+    from . import presets
+
+    return presets.make_settings(arch, preset=preset, **given)
+
