@@ -1,0 +1,128 @@
+"""examples/seed_notebook.ipynb, executed top to bottom with nbclient on tiny synthetic data: every cell runs for
+real (the notebook's own code, through the Python API), in a temporary folder that holds its storage.
+
+The notebook reads its size from one cell tagged ``parameters``; the test replaces that cell's source with tiny
+values (papermill's convention, without papermill) and leaves every other cell as committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+from jupyter_client.kernelspec import KernelSpecManager
+from nbclient import NotebookClient
+from synthetic import synthetic_cifar
+
+import cifar_tune
+from cifar_tune.names import ARCH_LABELS, COMPARE_DIFF
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "examples" / "seed_notebook.ipynb"
+PLOTLY = "application/vnd.plotly.v1+json"
+METRICS = ["Accuracy", "Precision", "Recall", "F1 Score"]
+# the parameters cell's names, all of them given (a name the notebook stops reading would go unnoticed otherwise)
+PARAMETERS = ("DATA", "SUBSET", "EPOCHS", "N_TRIALS", "SEEDS", "ARCHS", "STORAGE")
+PROBE = "import sys, cifar_tune\nprint(sys.executable)\nprint(cifar_tune.__file__)"
+
+
+def parameters_cell(nb) -> nbformat.NotebookNode:
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "the notebook needs exactly one cell tagged 'parameters'"
+    return cells[0]
+
+
+def text_of(cell) -> str:
+    """Everything a code cell showed: streams, and the text/plain and text/html of results and displays."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out["output_type"] == "stream":
+            parts.append(out["text"])
+        elif out["output_type"] in ("execute_result", "display_data"):
+            parts += [out["data"].get("text/plain", ""), out["data"].get("text/html", "")]
+    return "\n".join(parts)
+
+
+def cell_running(nb, code: str):
+    """The one code cell whose source contains ``code``."""
+    found = [c for c in nb.cells if c.cell_type == "code" and code in c.source]
+    assert len(found) == 1, f"{len(found)} cells run {code!r}"
+    return found[0]
+
+
+def figures_in(cell) -> list[dict]:
+    return [out["data"][PLOTLY] for out in cell.get("outputs", []) if PLOTLY in out.get("data", {})]
+
+
+def test_the_committed_notebook_has_one_parameters_cell_with_full_size_comments_and_its_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    source = parameters_cell(nb).source
+    for name in PARAMETERS:
+        assert f"\n{name} = " in f"\n{source}", name
+    assert "10: the seed's epochs" in source  # the full size stays written beside the run's values
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("outputs") for c in code[1:]), "the committed copy carries the outputs of a real run"
+    assert not [o for c in code for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert NOTEBOOK.stat().st_size < 2_000_000
+
+
+def test_the_notebook_runs_top_to_bottom_on_tiny_data(tmp_path, monkeypatch):
+    data = tmp_path / "tiny.npz"
+    x_train, y_train, x_test, y_test = synthetic_cifar()  # 300 training / 100 test images
+    np.savez(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    archs = ["mlp_l2", "cnn"]  # two of the five keep it near a minute on 2 CPU cores
+    small = {"DATA": str(data), "SUBSET": None, "EPOCHS": 1, "N_TRIALS": 2, "SEEDS": 2, "ARCHS": archs,
+             "STORAGE": "sqlite:///storage/notebook.db"}
+    assert tuple(small) == PARAMETERS
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    parameters_cell(nb).source = "\n".join(f"{name} = {value!r}" for name, value in small.items())
+    nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE))
+    for cell in nb.cells:  # start from a clean copy: every output checked below comes from this run
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+
+    # The kernel: ipykernel's python3 spec, whose argv[0] "python" jupyter_client replaces by this interpreter; the
+    # kernel imports the cifar_tune this test imported (this tree, or the installed package) and runs in tmp_path.
+    assert "python3" in KernelSpecManager().find_kernel_specs()
+    package_root = str(Path(cifar_tune.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    monkeypatch.delenv("CIFAR_TUNE_DATA", raising=False)
+    client = NotebookClient(nb, kernel_name="python3", timeout=900, allow_errors=False,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError (the cell and its traceback) if any cell fails
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code), "every code cell ran"
+    assert not [o for c in code for o in c.outputs if o["output_type"] == "error"]
+    executable, module = text_of(nb.cells[0]).split()
+    assert Path(executable).resolve() == Path(sys.executable).resolve()
+    assert Path(module).resolve() == Path(cifar_tune.__file__).resolve()
+
+    labels = [ARCH_LABELS[a] for a in archs]
+    table = text_of(cell_running(nb, "baseline.table"))  # the seed's fixed-baseline table
+    assert all(m in table for m in METRICS) and all(label in table for label in labels)
+    assert len(figures_in(cell_running(nb, "baseline.figures()"))) == 2  # metric bars, learning curves
+
+    summary = text_of(cell_running(nb, "pd.DataFrame([summary("))
+    assert all(a in summary for a in archs) and "best val_acc" in summary
+    assert len(figures_in(cell_running(nb, "plot_optimization_history"))) == len(archs) + 1
+
+    compared = text_of(cell_running(nb, "comparison.display"))  # the comparison table with its intervals
+    assert COMPARE_DIFF in compared and "±" in compared and "[" in compared and "Verdict" in compared
+    assert all(label in compared for label in labels)
+    assert "Accuracy low" in text_of(cell_running(nb, '"Accuracy low"'))
+    figures = figures_in(cell_running(nb, "comparison.figures()"))
+    assert len(figures) == 2 and all(f["data"] for f in figures)  # bars with error bars, confusion matrices
+
+    loaded = text_of(cell_running(nb, "ct.load(STORAGE)"))
+    assert "studies: " + str(dict.fromkeys(archs, 2)) in loaded and "cifar10-cnn" in loaded
+    assert (tmp_path / "storage" / "notebook.db").is_file()
+    assert not (REPO / "examples" / "storage").exists()
+    json.dumps(nb)  # the executed notebook is plain JSON (what nbformat.write would save)
