@@ -164,11 +164,17 @@ def load(storage: str | None = None) -> Studies:
 
     url = DEFAULT_STORAGE if storage is None else validate.check_nonempty("storage", storage)
     opened = database.storage_for_reading(url)
-    studies = {arch: optuna.load_study(study_name=name, storage=opened)
-               for arch, name in records.find_studies(opened).items()}
-    stored = {s.study_name: s.user_attrs[StudyAttr.COMPARE] for s in studies.values()
-              if isinstance(s.user_attrs.get(StudyAttr.COMPARE), dict)}
-    table, warnings = records.stored_table(url, list(studies))
+    try:
+        studies = {arch: optuna.load_study(study_name=name, storage=opened)
+                   for arch, name in records.find_studies(opened).items()}
+        stored = {s.study_name: s.user_attrs[StudyAttr.COMPARE] for s in studies.values()
+                  if isinstance(s.user_attrs.get(StudyAttr.COMPARE), dict)}
+        table, warnings = records.stored_table(url, list(studies))
+    except Exception as e:  # a storage that fails while it is read: the one-line error the CLI prints too
+        err = database.storage_failure(url, e)
+        if err is None:
+            raise
+        raise err from None
     return Studies(storage=database.mask_url(url), studies=studies, table=table, records=stored,
                    warnings=tuple(warnings))
 

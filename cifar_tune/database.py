@@ -143,16 +143,23 @@ class _RetryDeadWorkerTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         print(f"trial {trial.number:>3} fail     its worker stopped (no heartbeat); {then}", flush=True)
 
 
+def heartbeat(interval: int | None, grace: int | None) -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: the given values, else the defaults (30 s; 120 s and at
+    least 4 intervals). A study keeps the pair for life (tuning.study.RESUME_KEEPS): every worker must judge
+    staleness alike, or one with a shorter grace period would take live workers' trials for dead."""
+    interval = interval or DEFAULT_HEARTBEAT_INTERVAL
+    return interval, grace or max(DEFAULT_GRACE_PERIOD, 4 * interval)
+
+
 def _heartbeat_kwargs(interval: int | None, grace: int | None) -> dict:
     """Heartbeat settings, and retry-once of a dead worker's trial (Optuna's callback, renamed in 4.9).
 
-    Optuna's heartbeat is a background thread of the worker process that writes the running trial's beat every
-    ``interval`` seconds through the storage's connection pool. On a busy machine (training holds the CPUs and
-    Python's GIL, the database is slow) a live worker's beat comes late, so the grace period must span at least
-    ``HEARTBEAT_GRACE_BEATS`` intervals: one late beat must never make a live trial look dead.
+    The heartbeat is a daemon thread of the worker process that writes the running trial's beat every
+    ``interval`` seconds through the storage's connection pool (``tuning.loop._heartbeat``). On a busy machine
+    (training holds the CPUs, the database is slow) a live worker's beat comes late, so the grace period must span
+    at least ``HEARTBEAT_GRACE_BEATS`` intervals: one late beat must never make a live trial look dead.
     """
-    interval = interval or DEFAULT_HEARTBEAT_INTERVAL
-    grace = grace or max(DEFAULT_GRACE_PERIOD, 4 * interval)
+    interval, grace = heartbeat(interval, grace)
     if grace < HEARTBEAT_GRACE_BEATS * interval:
         raise UserError(f"--grace-period ({grace} s) must be at least {HEARTBEAT_GRACE_BEATS} x --heartbeat-interval "
                         f"({HEARTBEAT_GRACE_BEATS * interval} s): a live worker's beat may come late on a busy "
@@ -322,9 +329,23 @@ def storage_failure(url: str, e: BaseException) -> UserError | None:
     from sqlalchemy.exc import SQLAlchemyError
 
     kinds = (SQLAlchemyError, sqlite3.Error, optuna.exceptions.StorageInternalError)
+    if any(isinstance(x, ValueError) and _raised_reading_storage(x) for x in _causes(e)):
+        # Optuna stores attributes and distributions as JSON: SQLite's page check cannot see a damaged record
+        return UserError(f"storage {mask_url(url)}: a stored record is not valid JSON ({_scrub(str(e), url)[:120]}; "
+                         "the file is damaged or was written by another program; nothing was written)")
     if not any(isinstance(x, kinds) or type(x).__module__.startswith("psycopg") for x in _causes(e)):
         return None
     return storage_error(url, e)
+
+
+def _raised_reading_storage(e: BaseException) -> bool:
+    """Whether ``e`` (a JSON decoding error, say) was raised inside Optuna's storage code."""
+    tb = e.__traceback__
+    while tb is not None:
+        if f"optuna{os.sep}storages" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _causes(e: BaseException) -> list[BaseException]:
@@ -374,7 +395,8 @@ def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
     if not OPTUNA_TABLES <= tables:
         raise UserError(f"storage {mask_url(url)} holds no Optuna studies (it lacks Optuna's tables; run "
                         "`cifar-tune optimize` on it first, or check --storage)")
-    missing = sorted(set(BaseModel.metadata.tables) - tables)
+    # alembic_version too: RDBStorage stamps a missing one, and a reading command must not write
+    missing = sorted({*BaseModel.metadata.tables, "alembic_version"} - tables)
     if missing:
         raise UserError(f"storage {mask_url(url)} lacks Optuna's table{'s' if len(missing) > 1 else ''} "
                         f"{', '.join(missing)}: a damaged or partly copied database, or one of an older Optuna "

@@ -136,11 +136,13 @@ def compared_rows(storage) -> list[dict]:
 
 
 def find_studies(storage: optuna.storages.BaseStorage) -> dict[str, str]:
-    """Architecture -> study name, for every architecture with a study (``cifar10-<arch>`` preferred)."""
+    """Architecture -> study name, for every architecture with a study cifar-tune created (``cifar10-<arch>``
+    preferred). A study of that name that another program made (no ``arch`` record) or that does not minimize is
+    not one: compare, run and report never crown its trials or write into it."""
     by_arch: dict[str, list[str]] = {}
     for s in sorted(optuna.get_all_study_summaries(storage, include_best_trial=False), key=lambda s: s._study_id):
-        arch = study_arch(s.study_name, s.user_attrs)
-        if arch:
+        arch = s.user_attrs.get(StudyAttr.ARCH)
+        if arch in ARCH_KEYS and s.directions == [optuna.study.StudyDirection.MINIMIZE]:
             by_arch.setdefault(arch, []).append(s.study_name)
     # The default name wins; otherwise the most recently created study of that architecture.
     return {arch: (study_name(arch) if study_name(arch) in found else found[-1])

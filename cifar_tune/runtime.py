@@ -35,10 +35,12 @@ def stop_on_signals(always_deferred: bool = False) -> None:
     ``raise_if_stopping``. Raised at an arbitrary point inside TensorFlow, the exception can be swallowed (seen:
     in a weakref callback) or turned into another error (seen: a TypeError while a model was traced).
     ``always_deferred`` (a supervised worker): never raise from the handler; the worker stops at the next batch
-    or trial, and its supervisor kills it if that takes too long."""
+    or trial, and its supervisor kills it if that takes too long. A second signal while deferred raises at once
+    (a way out of a step that never reaches a check)."""
     def handler(signum, frame):
+        second = _stop["reason"] is not None
         _stop["reason"] = _stop["reason"] or (TERMINATED if signum == signal.SIGTERM else INTERRUPTED)  # the first
-        if not (_stop["deferred"] or always_deferred):
+        if not always_deferred and (second or not _stop["deferred"]):
             raise_if_stopping()
 
     _stop["reason"] = None  # a new command
@@ -89,7 +91,11 @@ def run_stoppable(command, interrupted) -> int:
     kept and the command that continues."""
     stop_on_signals()
     try:
-        return command()
+        # Deferred throughout, not only while training: raised between two steps, a KeyboardInterrupt could land
+        # in a garbage-collection callback, which Python reports as "Exception ignored" and swallows. The steps
+        # call raise_if_stopping (each batch, each trial, each training of compare, each study of the report).
+        with signals_deferred():
+            return command()
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated) or stopping() == TERMINATED
         print(f"cifar-tune: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {interrupted()}",
@@ -109,7 +115,8 @@ def stops_on_signals():
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     stop_on_signals()
     try:
-        yield
+        with signals_deferred():  # as run_stoppable: the steps check, the exception never lands in a callback
+            yield
     finally:
         for signum, handler in zip((signal.SIGINT, signal.SIGTERM), before):
             if handler is not None:  # None: set outside Python, cannot be put back

@@ -21,7 +21,7 @@ from cifar_tune import database
 
 STUDY = "cifar10-mlp_l2"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-HEARTBEAT, GRACE = "1", "5"  # the shortest pair the grace-period rule allows, so the test is quick
+HEARTBEAT, GRACE = "1", "5"  # short, so the test is quick (the rule allows a grace of 3 beats or more)
 
 
 def optimize_cmd(storage: str, data: Path, *args: str) -> list[str]:

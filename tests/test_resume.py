@@ -43,13 +43,14 @@ def space_file(tmp_path: Path, batch_choices: str) -> Path:
 # (a flag that changes one kept setting, its value, a word the refusal names). The first run uses the defaults
 # (preset default, 1 epoch, the built-in space, engine auto = keras on this CPU, float32, hyperband).
 CHANGES = [
-    ("--preset", "p.toml", "preset 'default' in the study, 'p.toml' now"),
+    ("--preset", "p.toml", "preset 'default' in the study, 'p' now"),
     ("--epochs", "2", "epochs"),
     ("--val-size", "120", "data"),
     ("--subset", "250", "subset"),
     ("--engine", "fast", "engine"),
     ("--precision", "bf16", "precision"),
     ("--pruner", "median", "pruner"),
+    ("--grace-period", "500", "heartbeat '30 s beat, 120 s grace' in the study, '30 s beat, 500 s grace' now"),
     ("--space", None, "search space: batch_size.choices [32, 64, 128, 256] in the study, [16, 32, 64] now"),
 ]
 
@@ -100,3 +101,33 @@ def test_a_study_cifar_tune_did_not_create_is_refused(tiny_npz, capsys, directio
     assert ("maximize study" in err) if direction == "maximize" else ("not created by cifar-tune" in err)
     assert digest() == before
     assert len(optuna.load_study(study_name=STUDY, storage=URL).trials) == 1
+
+
+def test_the_same_preset_by_another_path_resumes(tiny_npz, tmp_path):
+    """A preset is kept by its name: the same file given by a relative and an absolute path (another machine's
+    checkout) is the same preset; its values are compared apart (epochs, subset, pruner, ...)."""
+    Path("mine.toml").write_text("epochs = 1\n")
+    assert optimize(tiny_npz, "--preset", "./mine.toml") == 0
+    assert optimize(tiny_npz, "--preset", str(Path("mine.toml").resolve())) == 0
+    assert len(optuna.load_study(study_name=STUDY, storage=URL).trials) == 2
+
+
+def test_a_worker_with_another_grace_period_is_refused(tiny_npz, capsys):
+    """Every worker must judge dead workers alike: one with a shorter grace period would take live trials."""
+    assert optimize(tiny_npz) == 0
+    capsys.readouterr()
+    assert optimize(tiny_npz, "--heartbeat-interval", "1", "--grace-period", "3") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "heartbeat '30 s beat, 120 s grace' in the study, '1 s beat, 3 s grace' now" in err
+
+
+def test_compare_and_run_leave_a_study_cifar_tune_did_not_create_alone(tiny_npz, capsys):
+    """A maximize study of the default name (plain Optuna) is not a cifar-tune study: compare refuses in one line
+    and writes nothing into it."""
+    DB.parent.mkdir()
+    study = optuna.create_study(study_name=STUDY, storage=URL, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    before = digest()
+    assert cli.main(["compare", "--data", str(tiny_npz), "--seeds", "1", "--epochs", "1"]) == 2
+    assert "no studies" in capsys.readouterr().err
+    assert digest() == before

@@ -81,18 +81,41 @@ def test_a_damaged_table_page_is_one_line_and_nothing_is_written(command, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["studies.db", "tiny.npz"]  # no journal, no lock file
 
 
-def test_a_database_missing_one_of_optunas_tables_is_refused_not_repaired(tmp_path):
+@pytest.mark.parametrize("table", ["trial_intermediate_values", "alembic_version"])
+def test_a_database_missing_one_of_optunas_tables_is_refused_not_repaired(tmp_path, table):
     path = tmp_path / "studies.db"
     url = optuna_db(path)
     with contextlib.closing(sqlite3.connect(path)) as con, con:
-        con.execute("DROP TABLE trial_intermediate_values")
+        con.execute(f"DROP TABLE {table}")
     before = sha256(path)
     proc = cifar_tune("studies", "--storage", url)
     assert proc.returncode == 2, proc.stderr
-    one_error_line(proc, "trial_intermediate_values")
+    one_error_line(proc, table)
     assert proc.stdout == "" and sha256(path) == before
-    with pytest.raises(UserError, match="lacks Optuna's table trial_intermediate_values"):
+    with pytest.raises(UserError, match=f"lacks Optuna's table {table}"):
         database.storage_for_reading(url)
+
+
+def test_a_damaged_record_that_passes_the_page_check_is_one_line(tmp_path):
+    """One byte of a stored JSON attribute changed: SQLite's quick_check sees nothing wrong, Optuna's decoder
+    does; every reading command and the Python API say so in one line and write nothing."""
+    path = tmp_path / "studies.db"
+    url = optuna_db(path)
+    optuna.load_study(study_name="cifar10-mlp_l2", storage=url).set_user_attr("arch", "mlp_l2")
+    blob = bytearray(path.read_bytes())
+    at = blob.find(b'"mlp_l2"')
+    blob[at] = ord("#")  # no longer JSON
+    path.write_bytes(bytes(blob))
+    before = sha256(path)
+    for args in (["studies"], ["report", "--out", str(tmp_path / "r.html")]):
+        proc = cifar_tune(*args, "--storage", url)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        one_error_line(proc, "a stored record is not valid JSON")
+    import cifar_tune as ct
+
+    with pytest.raises(UserError, match="not valid JSON"):
+        ct.load(url)
+    assert sha256(path) == before
 
 
 @contextlib.contextmanager

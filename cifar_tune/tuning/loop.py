@@ -34,7 +34,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .. import engines, records, validate
+from .. import engines, records, runtime, validate
 from ..database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
 from ..errors import UserError
 from ..locks import study_lock
@@ -126,6 +126,7 @@ def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], flo
 
     start, ran = time.monotonic(), 0
     while (timeout is None or time.monotonic() - start < timeout) and (max_trials is None or ran < max_trials):
+        runtime.raise_if_stopping()  # Ctrl-C while this worker waits for the others' trials
         lock.acquire()
         try:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry first

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from .. import dashboard, data, runtime, spaces
-from ..database import open_storage
+from ..database import heartbeat, open_storage
 from ..errors import UserError
 from ..locks import study_lock
 from ..names import StudyAttr, TrialAttr
@@ -166,18 +167,29 @@ def _check_ours(study: optuna.Study, name: str) -> None:
 # What a study keeps for life: a resume (or another worker) with any of these changed would mix trials that are
 # not comparable. The data are compared by their description (fingerprint, validation size, seed), not by path:
 # machines sharing a study keep the same data in different places.
-RESUME_KEEPS = ("arch", "preset", "epochs", "subset", "data", "space", "engine", "precision", "pruner")
+RESUME_KEEPS = ("arch", "preset", "epochs", "subset", "data", "space", "engine", "precision", "pruner", "heartbeat")
 
 
 def study_record(settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> dict:
     """The values of ``RESUME_KEEPS`` for this command, as the study stores them (JSON types)."""
     from .. import engines
 
-    now = {"arch": settings.arch, "preset": settings.preset, "epochs": settings.epochs, "data": split.description,
-           "subset": settings.subset, "space": space.to_dict()["params"],
+    now = {"arch": settings.arch, "preset": preset_name(settings.preset), "epochs": settings.epochs,
+           "data": split.description, "subset": settings.subset, "space": space.to_dict()["params"],
            "engine": engines.resolve_engine(settings.engine), "precision": settings.precision,
-           "pruner": settings.pruner}
+           "pruner": settings.pruner, "heartbeat": _heartbeat_text(settings.heartbeat_interval, settings.grace_period)}
     return json.loads(json.dumps(now))
+
+
+def preset_name(preset: str) -> str:
+    """A preset as a study keeps it: its name (``quick``; ``./mine.toml``, ``/abs/mine.toml`` -> ``mine``), so the
+    same preset given by another path (another machine's checkout) matches; its values are compared apart."""
+    return Path(preset).stem if preset.endswith(".toml") else preset
+
+
+def _heartbeat_text(interval: int | None, grace: int | None) -> str:
+    beat, grace = heartbeat(interval, grace)
+    return f"{beat} s beat, {grace} s grace"
 
 
 def stored_record(study: optuna.Study) -> dict:
@@ -193,6 +205,11 @@ def stored_record(study: optuna.Study) -> dict:
               **{k: settings[k] for k in ("preset", "subset", "engine", "precision", "pruner") if k in settings}}
     if stored.get("engine") in engines.ENGINES:
         stored["engine"] = engines.resolve_engine(stored["engine"])
+    if isinstance(stored.get("preset"), str):
+        stored["preset"] = preset_name(stored["preset"])
+    if "grace_period" in settings:
+        stored["heartbeat"] = _heartbeat_text(settings.get("heartbeat_interval"), settings["grace_period"])
+        settings = {**settings, "heartbeat": True}  # checked below
     return {k: v for k, v in stored.items() if k in attrs or k in settings or (k == "space" and v is not None)}
 
 
@@ -205,7 +222,8 @@ def _check_resume(study: optuna.Study, settings: OptimizeSettings, space: spaces
             change = _space_change(then[key], now[key]) if key == "space" else \
                 f"{key} {then[key]!r} in the study, {now[key]!r} now"
             raise UserError(f"study {settings.study_name!r} was created with other settings ({change}); resume it "
-                            "with the settings it was created with, or start a new study with --study-name NAME")
+                            "with the settings it was created with, or start a new study (optimize --study-name "
+                            "NAME, or another --storage)")
 
 
 def _space_change(then: dict, now: dict) -> str:
