@@ -5,6 +5,7 @@ take for the few steps they must not take at once is in ``locks.py``."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import time
@@ -31,11 +32,18 @@ OPTUNA_TABLES = {"version_info", "studies", "trials"}  # in every Optuna schema 
 
 
 def sqlite_timeout() -> float:
-    """Seconds a SQLite connection waits for another process's lock: $CIFAR_TUNE_SQLITE_TIMEOUT or 60."""
-    try:
-        return max(0.0, float(os.environ.get(SQLITE_TIMEOUT_ENV) or SQLITE_TIMEOUT))
-    except ValueError:
+    """Seconds a SQLite connection waits for another process's lock: $CIFAR_TUNE_SQLITE_TIMEOUT (0.1 .. 3600) or 60.
+    Raises ``UserError`` for any other value."""
+    raw = os.environ.get(SQLITE_TIMEOUT_ENV)
+    if not raw:
         return SQLITE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.1 <= value <= 3600:  # NaN fails too
+        raise UserError(f"${SQLITE_TIMEOUT_ENV}={raw!r}: expected seconds in 0.1 .. 3600")
+    return value
 
 
 def normalize_url(url: str) -> str:

@@ -131,8 +131,9 @@ def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], flo
         try:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry first
             if records.started_trials(study) < total:
-                run_trial(study, released_first, callbacks)  # a trial taken over still counts: its retry
-                ran += 1                                        # is one of the study's trials
+                # asked under the lock held here; a trial taken over still counts (its retry is a study trial)
+                run_trial(study, released_first, callbacks, locked=True)
+                ran += 1
                 continue
             running = records.live_trials(study)
         finally:
@@ -163,7 +164,8 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     return done
 
 
-def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], callbacks=()) -> FrozenTrial | None:
+def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], callbacks=(),
+              locked: bool = False) -> FrozenTrial | None:
     """One trial through Optuna's ask-and-tell, as ``study.optimize`` runs it (dead workers' trials failed and
     retried first, a heartbeat while it runs, the callbacks after it); returns the finished trial, or None when
     another worker took it over.
@@ -171,9 +173,14 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     States: the objective's value -> COMPLETE (a non-finite value: FAIL, Optuna's rule); ``optuna.TrialPruned``
     -> PRUNED; ``TrialFailed`` -> FAIL, and the study goes on. Anything else (Ctrl-C, a ``UserError``) fails the
     trial and propagates: it would repeat in every trial.
+
+    The trial is asked for under the study lock (``locked``: the caller holds it already). On SQLite, Optuna's
+    pop of a queued trial (the baseline, a retry) is not atomic between processes (no SELECT ... FOR UPDATE), and
+    two commands starting together were seen to run the same queued trial, one of them losing a trial.
     """
     optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry first
-    with warnings.catch_warnings():  # Optuna warns that heartbeats belong to study.optimize: ours beats (below)
+    with warnings.catch_warnings(), (contextlib.nullcontext() if locked else study_lock(study)):
+        # Optuna warns that heartbeats belong to study.optimize: ours beats (below)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         trial = study.ask()
     state, value, taken = TrialState.FAIL, None, False
