@@ -90,3 +90,22 @@ def tiny_tarball(tmp_path: Path, tiny_batches_dir: Path) -> tuple[Path, str]:
     """A tiny ``cifar-10-python.tar.gz`` (not the official file) and its SHA-256."""
     path = tmp_path / "cifar-10-python.tar.gz"
     return path, write_tarball(path, tiny_batches_dir / "cifar-10-batches-py")
+
+
+class Blocked(BaseException):
+    """Raised by ``no_hang``: a BaseException, so that no ``except Exception`` turns it into a one-line error."""
+
+
+@pytest.fixture
+def no_hang():
+    """Fail (instead of waiting for ever) when a test blocks for 20 s: opening a FIFO, reading /dev/zero."""
+    import signal
+
+    def timeout(*_):
+        raise Blocked("blocked for 20 s")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import codecs
 import os
 import pickle
-import signal
 import struct
 import subprocess
 import sys
@@ -65,21 +64,6 @@ def refused(path, match: str) -> str:
     return message
 
 
-class Blocked(BaseException):
-    """Raised by ``no_hang``: a BaseException, so that no ``except Exception`` can turn it into a DataError."""
-
-
-@pytest.fixture
-def no_hang():
-    """Fail (instead of waiting forever) if a test blocks for 20 s: a FIFO open or an endless read."""
-    def timeout(*_):
-        raise Blocked("blocked for 20 s")
-
-    previous = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 # --- batch pickles: numpy reconstruction with hostile arguments ------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
 import textwrap
 from pathlib import Path
 
@@ -44,21 +43,6 @@ def no_data(tmp_path) -> list[str]:
     return ["--data", str(tmp_path / "not-there.npz")]
 
 
-class Blocked(BaseException):
-    """Raised by ``no_hang``: a BaseException, so that no ``except Exception`` turns it into a one-line error."""
-
-
-@pytest.fixture
-def no_hang():
-    """Fail (instead of waiting for ever) when a test blocks for 20 s: opening a FIFO, reading /dev/zero."""
-    def timeout(*_):
-        raise Blocked("blocked for 20 s")
-
-    previous = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 # --- item 11: every command checks every flag alike ------------------------------------------------------------
