@@ -215,8 +215,9 @@ def test_the_readme_example_runs(tmp_path):
 def test_ctrl_c_in_optimize_fails_the_running_trial_raises_keyboardinterrupt_and_restores_the_handler(tiny_npz,
                                                                                                     tmp_path):
     import signal
-    import sqlite3
     import time
+
+    from trial_states import wait_for_states
 
     code = ("import signal, cifar_tune as ct\n"
             "before = signal.getsignal(signal.SIGINT)\n"
@@ -229,13 +230,7 @@ def test_ctrl_c_in_optimize_fails_the_running_trial_raises_keyboardinterrupt_and
                             start_new_session=True)
     db = tmp_path / "storage" / "cifar_tune.db"
     try:
-        deadline, states = time.time() + 240, []
-        while time.time() < deadline and states[:2] != ["COMPLETE", "RUNNING"]:
-            time.sleep(1)
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    states = [s for (s,) in con.execute("select state from trials order by number")]
-        assert states[:2] == ["COMPLETE", "RUNNING"], states
+        wait_for_states(db, lambda s: s[:2] == ["COMPLETE", "RUNNING"])  # trial 0 done, trial 1 running
         time.sleep(2)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)

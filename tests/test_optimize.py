@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from trial_states import wait_for_states
 
 from cifar_tune import cli, spaces
 
@@ -201,16 +201,7 @@ def test_ctrl_c_marks_the_running_trial_failed_and_says_how_to_resume(tiny_npz, 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:  # wait until trial 0 finished and trial 1 is running
-            time.sleep(1)
-            if (tmp_path / DB).exists():
-                with sqlite3.connect(tmp_path / DB) as con:
-                    states = [s for (s,) in con.execute("select state from trials order by number")]
-                if states[:2] == ["COMPLETE", "RUNNING"]:
-                    break
-        else:
-            pytest.fail("trial 1 never started")
+        wait_for_states(tmp_path / DB, lambda s: s[:2] == ["COMPLETE", "RUNNING"])  # trial 0 done, 1 running
         time.sleep(2)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from trial_states import wait_for_states
 
 DB = "storage/cifar_tune.db"
 
@@ -27,15 +27,7 @@ def start(tiny_npz: Path, cwd: Path, *extra: str) -> subprocess.Popen:
 
 
 def wait_for(cwd: Path, want, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        time.sleep(1)
-        if (cwd / DB).exists():
-            with sqlite3.connect(cwd / DB) as con:
-                states = [s for (s,) in con.execute("select state from trials order by number")]
-            if want(states):
-                return
-    pytest.fail("the trials never reached the awaited state")
+    wait_for_states(cwd / DB, want, timeout)
 
 
 def descendants(pid: int) -> set[int]:
