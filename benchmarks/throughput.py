@@ -31,7 +31,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cifar_tune import architectures, data, engines  # noqa: E402
+from cifar_tune import engines  # noqa: E402
+from cifar_tune.data import cifar10 as data
+from cifar_tune.models import architectures
 
 BATCHES = (32, 512)
 

@@ -9,13 +9,13 @@ first use (PEP 562), and Keras only when a function that trains is called.
 
 from __future__ import annotations
 
-from .errors import DataError, UserError, WorkersStopped
+from cifar_tune.errors import DataError, UserError, WorkersStopped
 
 __version__ = "0.1.0"
 
 _LAZY = {"optimize": "api", "baseline": "api", "compare": "api", "run": "api", "load": "api",
          "make_settings": "api", "BaselineResult": "results", "Comparison": "results", "JobResult": "results",
-         "Studies": "results", "OptimizeSettings": "presets"}
+         "Studies": "results", "OptimizeSettings": "studies.presets"}
 __all__ = ["DataError", "UserError", "WorkersStopped", "__version__", *_LAZY]
 
 
@@ -25,8 +25,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    if _LAZY[name] == "presets":
-        from . import runtime
+    if name == "OptimizeSettings":
+        from cifar_tune import runtime
 
         runtime.import_keras()
     value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

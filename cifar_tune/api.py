@@ -15,15 +15,16 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from . import runtime, validate
-from .errors import UserError
-from .names import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune import runtime
+from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune.errors import UserError
+from cifar_tune.studies import validate
 
 if TYPE_CHECKING:
     import optuna
 
-    from .presets import OptimizeSettings
-    from .results import BaselineResult, Comparison, JobResult, Studies
+    from cifar_tune.results import BaselineResult, Comparison, JobResult, Studies
+    from cifar_tune.studies.presets import OptimizeSettings
 
 __all__ = ["baseline", "compare", "load", "make_settings", "optimize", "run"]
 
@@ -51,7 +52,8 @@ def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.
     anything is stored), ``WorkersStopped`` when worker processes stopped, KeyboardInterrupt after Ctrl-C.
     """
     runtime.import_keras()  # presets loads Keras (through spaces): choose the backend, quietly, first
-    from . import presets, tuning
+    from cifar_tune import tuning
+    from cifar_tune.studies import presets
 
     if settings is None:
         if "arch" not in keywords:
@@ -83,7 +85,7 @@ def baseline(archs: list[str] | None = None, *, data: str | os.PathLike | None =
     (``DataError`` for the data) before anything is trained or written, KeyboardInterrupt after Ctrl-C.
     """
     runtime.import_keras()
-    from . import seed_baseline
+    from cifar_tune.comparison import seed_baseline
 
     archs = _archs(archs, list(ARCH_KEYS))
     source = None if data is None else os.fspath(data)
@@ -113,7 +115,7 @@ def compare(archs: list[str] | None = None, *, seeds: int = 3, storage: str | No
     in the studies and reused by the same call).
     """
     runtime.import_keras()
-    from . import comparison
+    from cifar_tune.comparison import retrain as comparison
 
     source = os.fspath(data) if data is not None else os.environ.get(DATA_ENV)
     with runtime.stops_on_signals():
@@ -139,7 +141,8 @@ def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int =
     ``WorkersStopped``, KeyboardInterrupt after Ctrl-C (finished trials and trainings kept).
     """
     runtime.import_keras()
-    from . import job, presets
+    from cifar_tune import pipeline as job
+    from cifar_tune.studies import presets
 
     if timeout is not None:
         study_keywords["timeout"] = timeout  # as the CLI's --timeout: each study's bound too
@@ -158,9 +161,11 @@ def load(storage: str | None = None) -> Studies:
     """
     import optuna
 
-    from . import database, records
-    from .names import StudyAttr
-    from .results import Studies
+    from cifar_tune.choices import StudyAttr
+    from cifar_tune.results import Studies
+    from cifar_tune.storage import database
+    from cifar_tune.studies import catalog as records
+    from cifar_tune.views import tables
 
     url = DEFAULT_STORAGE if storage is None else validate.check_nonempty("storage", storage)
     opened = database.storage_for_reading(url)
@@ -169,7 +174,7 @@ def load(storage: str | None = None) -> Studies:
                    for arch, name in records.find_studies(opened).items()}
         stored = {s.study_name: s.user_attrs[StudyAttr.COMPARE] for s in studies.values()
                   if isinstance(s.user_attrs.get(StudyAttr.COMPARE), dict)}
-        table, warnings = records.stored_table(url, list(studies))
+        table, warnings = tables.stored_table(url, list(studies))
     except Exception as e:  # a storage that fails while it is read: the one-line error the CLI prints too
         err = database.storage_failure(url, e)
         if err is None:
@@ -183,7 +188,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     """``presets.make_settings``: the settings ``optimize`` would build from these keywords (validated, nothing
     stored), for ``optimize(settings)`` or to inspect. Raises ``UserError``."""
     runtime.import_keras()
-    from . import presets
+    from cifar_tune.studies import presets
 
     return presets.make_settings(arch, preset=preset, **given)
 

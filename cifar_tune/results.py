@@ -39,7 +39,7 @@ class BaselineResult:
     def figures(self) -> dict[str, go.Figure]:
         """Plotly figures by title: the test metrics per model (grouped bars of ``table``) and the learning curves
         (accuracy and loss per epoch, train vs validation, from ``histories``); what ``report.html`` shows."""
-        from .report import learning_curves_figure, metric_bars_figure
+        from cifar_tune.views.figures import learning_curves_figure, metric_bars_figure
 
         return _titled([("Test metrics per model (scikit-learn macro averages)", metric_bars_figure(self.table)),
                         ("Learning curves (train vs validation)", learning_curves_figure(self.histories))])
@@ -76,13 +76,13 @@ class Comparison:
     def display(self) -> pd.DataFrame:
         """The table as the CLI prints it: ``Model``, ``Variant``, each metric as ``mean ± std`` (the difference
         row with its 95% interval ``[low, high]``), and ``Verdict`` (read from the accuracy interval)."""
-        from .compare_table import display_table
+        from cifar_tune.views.tables import display_table
 
         return display_table(self.table)
 
     def summary(self) -> str:
         """The text the CLI's ``compare`` prints at its end (the table, where files and models went)."""
-        from .compare_table import summary
+        from cifar_tune.views.tables import summary
 
         return summary(self.per_seed, self.table, self.out, seeds=self.seeds, seconds=self.seconds,
                        storage=self.storage)
@@ -91,7 +91,7 @@ class Comparison:
         """Plotly figures by title, as ``cifar-tune report`` draws them: the test metrics of baseline and tuned
         (mean over the seeds, error bars one standard deviation) and the tuned models' confusion matrices (test set,
         summed over the seeds)."""
-        from .report import compare_figures
+        from cifar_tune.views.figures import compare_figures
 
         return _titled(compare_figures(self.records))
 
@@ -115,13 +115,13 @@ class Studies:
     @property
     def display(self) -> pd.DataFrame:
         """``table`` as the CLI prints it (see ``Comparison.display``); empty when nothing was compared."""
-        from .compare_table import display_table
+        from cifar_tune.views.tables import display_table
 
         return display_table(self.table) if not self.table.empty else pd.DataFrame()
 
     def figures(self) -> dict[str, go.Figure]:
         """The figures of the stored comparisons (see ``Comparison.figures``); none when nothing was compared."""
-        from .report import compare_figures
+        from cifar_tune.views.figures import compare_figures
 
         return _titled(compare_figures(self.records)) if self.records else {}
 
@@ -148,6 +148,6 @@ class JobResult:
     @property
     def display(self) -> pd.DataFrame:
         """``table`` as the CLI prints it (see ``Comparison.display``); empty when nothing was compared."""
-        from .compare_table import display_table
+        from cifar_tune.views.tables import display_table
 
         return display_table(self.table) if not self.table.empty else pd.DataFrame()

@@ -27,8 +27,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from conftest import synthetic_cifar  # noqa: E402
 
-from cifar_tune import architectures, engines
+from cifar_tune import engines
 from cifar_tune.engines import jax_loop  # noqa: E402
+from cifar_tune.models import architectures
 
 AUGMENTED = {"flip": True, "translate": 0.1}
 
@@ -222,7 +223,7 @@ def equivalence(archs: list[str], seeds: list[int], n_train: int = 256, n_val: i
                 batch_size: int = 32, data: str = "hard", npz: str | None = None) -> dict:
     """Validation accuracy after training, per architecture, engine and seed (keras engine = stock fit on JAX)."""
     if npz:  # a stratified subset of the real training images; the first n_val test images
-        from cifar_tune import data as data_mod
+        from cifar_tune.data import cifar10 as data_mod
 
         ds = data_mod.load(npz)
         sub = data_mod.subset(ds, n_train, seed=0)

@@ -17,8 +17,9 @@ import pytest
 from synthetic import synthetic_cifar
 
 import cifar_tune as ct
-from cifar_tune import cli, presets
-from cifar_tune.names import COMPARE_DIFF, StudyAttr
+from cifar_tune import cli
+from cifar_tune.choices import COMPARE_DIFF, StudyAttr
+from cifar_tune.studies import presets
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "cifar_tune"
@@ -47,9 +48,9 @@ def test_the_api_names_are_the_functions_and_no_submodule_takes_them():
     # a submodule cifar_tune/compare.py would replace ct.compare by itself the moment anything imported it
     names = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
     assert not names & set(api.__all__), names & set(api.__all__)
-    import cifar_tune.comparison  # noqa: F401  (what the CLI imports: the names stay the API's)
-    import cifar_tune.job  # noqa: F401
-    import cifar_tune.seed_baseline  # noqa: F401
+    import cifar_tune.comparison.retrain  # noqa: F401  (what the CLI imports: the names stay the API's)
+    import cifar_tune.comparison.seed_baseline  # noqa: F401
+    import cifar_tune.pipeline  # noqa: F401
 
     for name in api.__all__:
         assert getattr(ct, name) is getattr(api, name)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_tune import cli, spaces
+from cifar_tune import cli
+from cifar_tune.studies import spaces
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:

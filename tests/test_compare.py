@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cifar_tune import cli, compare_table, names
-from cifar_tune import comparison as compare
+from cifar_tune import choices as names
+from cifar_tune import cli
+from cifar_tune.comparison import retrain as compare
+from cifar_tune.views import tables as compare_table
 
 URL = "sqlite:///storage/cifar_tune.db"
 METRICS = ["Accuracy", "Precision", "Recall", "F1 Score"]
@@ -144,10 +146,10 @@ def test_results_are_stored_with_the_study_and_the_note_keeps_other_text(compare
 def test_studies_lists_what_compare_stored(compared):
     """`cifar-tune studies` adds compare's results: the rows records.compared_rows reads back from the studies,
     equal to compare.csv's aggregates."""
-    from cifar_tune import database, records
+    from cifar_tune.storage import database
 
     url = f"sqlite:///{compared['root']}/storage/cifar_tune.db"
-    rows = {r["arch"]: r for r in records.compared_rows(database.storage_for_reading(url))}
+    rows = {r["arch"]: r for r in compare_table.compared_rows(database.storage_for_reading(url))}
     assert set(rows) == {"cnn", "mlp_l2"}
     csv = pd.read_csv(compared["dir"] / "compare.csv")
     for arch, r in rows.items():
@@ -271,7 +273,7 @@ def test_the_difference_row_says_within_noise_when_its_interval_holds_zero(diffs
 def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monkeypatch, capsys):
     """Ctrl-C in the third of four trainings; the next compare trains only the two it lacks, and its record holds
     the two finished runs as they were measured. Once stored, the ledger is empty: a new compare trains afresh."""
-    from cifar_tune import architectures
+    from cifar_tune.models import architectures
 
     tiny = ["--data", str(tiny_npz), "--epochs", "1"]
     assert cli.main(["optimize", "--arch", "mlp_l2", "--n-trials", "1", "--val-size", "50", *tiny]) == 0

@@ -19,7 +19,8 @@ import pytest
 from optuna.trial import TrialState
 from pg import free_port
 
-from cifar_tune import cli, dashboard
+from cifar_tune import cli
+from cifar_tune.views import dashboard
 
 CHROMIUM = os.environ.get("CIFAR_TUNE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -115,7 +116,7 @@ def test_dashboard_refuses_a_storage_that_is_not_there(tmp_path, capsys):
 def test_dashboard_refuses_a_busy_port(tiny_npz, tmp_path, capsys):
     import socket
 
-    from cifar_tune import database
+    from cifar_tune.storage import database
 
     database.open_storage("sqlite:///storage/cifar_tune.db", with_heartbeat=False)  # an empty storage
     with socket.socket() as s:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_cifar, write_batches_dir, write_tarball
 
-from cifar_tune import data
+from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, synthetic_cifar, write_batches_dir, write_tarball
 from numpy._core.multiarray import _reconstruct
 
-from cifar_tune import data
+from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 
 
@@ -212,7 +212,7 @@ def test_batch_file_larger_than_any_cifar_batch_is_refused_before_reading(tmp_pa
         f.truncate(16 << 30)  # 16 GiB of nothing (a sparse file): reading it would take 16 GiB of memory
     refused(root, r"data_batch_1: 17,179,869,184 bytes, more than a CIFAR-10 batch can be \(67,108,864\)")
     # the same bound on tarball members (read from the tar header) and on bytes handed over directly
-    from cifar_tune import safe_pickle
+    from cifar_tune.data import safe_pickle
 
     monkeypatch.setattr(safe_pickle, "MAX_BATCH_BYTES", 1000)
     inner = write_batches_dir(tmp_path / "tar")

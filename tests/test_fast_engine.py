@@ -72,7 +72,7 @@ def jax_run(tmp_path_factory) -> tuple[dict, Path]:
 
 @needs_jax
 def test_fast_engine_trains_every_architecture(jax_run):
-    from cifar_tune import architectures
+    from cifar_tune.models import architectures
 
     trained = jax_run[0]["train_all"]
     assert sorted(trained) == sorted(architectures.ARCHITECTURES)
@@ -303,7 +303,7 @@ def test_engines_agree_on_the_real_data_for_every_architecture(real_npz, tmp_pat
     #   two, plus ~1 of binomial error: tolerance 0.10, about three standard deviations of the difference;
     # - validation loss, mean of two seeds: |fast - keras| / keras 3-12% (cnn: 1.74 / 1.97, its seeds alone 1.84 /
     #   2.09): tolerance 25%; not the ResNet's (3.06 / 2.84 for keras's two seeds, 3.62 / 2.90 for fast).
-    from cifar_tune import architectures
+    from cifar_tune.models import architectures
 
     n_val = 1500
     result = run_checks({"equivalence": {"archs": list(architectures.ARCHITECTURES), "seeds": [0, 1],

@@ -20,8 +20,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cifar_tune import cli, job, presets
-from cifar_tune.names import StudyAttr
+from cifar_tune import cli
+from cifar_tune import pipeline as job
+from cifar_tune.choices import StudyAttr
+from cifar_tune.studies import presets
 
 URL = "sqlite:///storage/cifar_tune.db"
 CODES = [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]

@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 from synthetic import synthetic_cifar
 
 import cifar_tune
-from cifar_tune.names import ARCH_LABELS, COMPARE_DIFF
+from cifar_tune.choices import ARCH_LABELS, COMPARE_DIFF
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "examples" / "seed_notebook.ipynb"

@@ -17,7 +17,8 @@ import pytest
 from optuna.trial import TrialState
 from trial_states import wait_for_states
 
-from cifar_tune import cli, spaces
+from cifar_tune import cli
+from cifar_tune.studies import spaces
 
 DB = Path("storage/cifar_tune.db")
 URL = "sqlite:///storage/cifar_tune.db"

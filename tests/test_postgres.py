@@ -18,7 +18,8 @@ import pytest
 from optuna.trial import TrialState
 from pg import free_port
 
-from cifar_tune import cli, database
+from cifar_tune import cli
+from cifar_tune.storage import database
 
 pytestmark = pytest.mark.postgres
 

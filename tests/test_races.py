@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cifar_tune import database
+from cifar_tune.storage import database
 
 STUDY = "cifar10-mlp_l2"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

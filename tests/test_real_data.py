@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar_tune import cli, data
+from cifar_tune import cli
+from cifar_tune.data import cifar10 as data
 
 
 def test_real_copy_loads_as_cifar10(real_npz):

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_tune import cli, report, study_report
+from cifar_tune import cli
+from cifar_tune.views import figures as report
+from cifar_tune.views import study_report
 
 FIG_TITLES = {  # the section title we write and the title Optuna gives its own figure
     "optimization history": "Optimization History Plot",

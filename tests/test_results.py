@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from pg import free_port
 
-from cifar_tune import cli, database, records
+from cifar_tune import cli
+from cifar_tune.storage import database
+from cifar_tune.views import tables
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = sorted((REPO / "results").glob("*/studies.db"))
@@ -35,7 +37,7 @@ def quoted_rows(readme: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("db", RESULTS, ids=lambda p: p.parent.name)
 def test_the_readme_quotes_what_the_committed_database_holds(db):
     storage = database.storage_for_reading(f"sqlite:///{db}")
-    stored = {r["study"]: r for r in records.study_rows(storage)}
+    stored = {r["study"]: r for r in tables.study_rows(storage)}
     quoted = quoted_rows(db.parent / "README.md")
     assert quoted and set(quoted) == set(stored)
     for name, cells in quoted.items():
@@ -64,7 +66,7 @@ def test_the_top_readme_verdict_quotes_the_stored_compare_results():
     interval, the verdict, seeds and epochs."""
     folder, quoted = verdict_rows(REPO / "README.md")
     db = REPO / "results" / folder / "studies.db"
-    stored = {r["arch"]: r for r in records.compared_rows(database.storage_for_reading(f"sqlite:///{db}"))}
+    stored = {r["arch"]: r for r in tables.compared_rows(database.storage_for_reading(f"sqlite:///{db}"))}
     assert quoted and set(quoted) == set(stored)
     for arch, cells in quoted.items():
         r = stored[arch]
@@ -84,7 +86,7 @@ def test_report_and_dashboard_open_the_committed_database(db, tmp_path):
     copy = tmp_path / "studies.db"
     shutil.copyfile(db, copy)
     url = f"sqlite:///{copy}"
-    names = {r["study"] for r in records.study_rows(database.storage_for_reading(url))}
+    names = {r["study"] for r in tables.study_rows(database.storage_for_reading(url))}
     assert cli.main(["report", "--storage", url, "--out", str(tmp_path / "report.html")]) == 0
     html = (tmp_path / "report.html").read_text()
     assert names and all(name in html for name in names)

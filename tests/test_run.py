@@ -10,9 +10,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from cifar_tune import cli, dashboard, job, records
-from cifar_tune.names import StudyAttr, TrialAttr
+from cifar_tune import cli
+from cifar_tune.choices import StudyAttr, TrialAttr
+from cifar_tune.studies import catalog as records
 from cifar_tune.tuning import display
+from cifar_tune.views import dashboard, tables
 
 URL = "sqlite:///storage/cifar_tune.db"
 
@@ -89,5 +91,5 @@ def test_a_study_that_has_not_learned_says_so_everywhere(trials, says):
     assert says in warning and "budget" in warning
     assert f"WARNING: {warning}" in display.summary(study)
     assert warning in dashboard.study_note_section(study)
-    _, warnings = job.stored_table(URL, ["resnet"])
+    _, warnings = tables.stored_table(URL, ["resnet"])
     assert warnings == [f"resnet: {warning}"]

@@ -10,8 +10,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cifar_tune import architectures, spaces
 from cifar_tune.errors import UserError
+from cifar_tune.models import architectures
+from cifar_tune.studies import spaces
 
 
 @pytest.mark.parametrize("arch", architectures.ARCH_KEYS)
@@ -183,8 +184,8 @@ def test_schedule_matches_keras_cosine_decay_and_adamw_decays_kernels_only():
 
 
 def test_a_preset_can_differ_per_architecture(tmp_path):
-    from cifar_tune import presets
     from cifar_tune.errors import UserError
+    from cifar_tune.studies import presets
 
     assert presets.load_preset("quick", "mlp_l2")["subset"] == 20000
     assert presets.load_preset("quick", "resnet")["subset"] == 10000

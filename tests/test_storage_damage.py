@@ -17,8 +17,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cifar_tune import cli, dashboard, database
+from cifar_tune import cli
 from cifar_tune.errors import UserError
+from cifar_tune.storage import database
+from cifar_tune.views import dashboard
 
 PY = [sys.executable, "-m", "cifar_tune"]
 TINY = ["--epochs", "1", "--val-size", "100", "--n-trials", "1"]

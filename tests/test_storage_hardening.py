@@ -15,8 +15,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cifar_tune import cli, database
+from cifar_tune import cli
 from cifar_tune.errors import UserError
+from cifar_tune.storage import database
 
 # --- passwords --------------------------------------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from cifar_tune import cli, presets, spaces
+from cifar_tune import cli
+from cifar_tune.choices import ARCH_KEYS
 from cifar_tune.errors import UserError
+from cifar_tune.studies import presets, spaces
 
 HUGE = "99999999999999999999"  # int() takes it; numpy, TensorFlow and range() do not
 
@@ -125,8 +127,8 @@ def never_trains(monkeypatch):
 def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_trains, kwargs, message):
     from synthetic import synthetic_cifar
 
-    from cifar_tune import data
-    from cifar_tune import seed_baseline as baseline
+    from cifar_tune.comparison import seed_baseline as baseline
+    from cifar_tune.data import cifar10 as data
 
     ds = data.Dataset(*synthetic_cifar(), source="synthetic")
     kwargs = {"archs": ["mlp_l2"], "out_dir": tmp_path / "out", **kwargs}
@@ -143,7 +145,7 @@ def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_train
     ({"storage": ""}, "storage must not be empty"),
 ])
 def test_compare_run_cli_checks_its_arguments_before_the_storage(kwargs, message):
-    from cifar_tune import comparison as compare
+    from cifar_tune.comparison import retrain as compare
 
     kwargs = {"archs": None, "seeds": 3, "epochs": None, "storage": "sqlite:///storage/cifar_tune.db",
               "out_dir": None, "engine": "auto", "precision": "float32", "verbose": 0, **kwargs}
@@ -256,7 +258,8 @@ def test_a_preset_file_that_is_no_file_is_refused_without_blocking(tmp_path, no_
 
 
 def test_the_one_reader_words_every_refusal_in_one_line(tmp_path, no_hang):
-    from cifar_tune import data, safe_files
+    from cifar_tune.data import cifar10 as data
+    from cifar_tune.data import safe_files
 
     (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n")
     with pytest.raises(UserError, match=r"latin1.toml is not UTF-8 text \(byte 5\)"):
@@ -286,7 +289,7 @@ def _plan(argv: list[str]) -> list[presets.OptimizeSettings]:
 
 def test_run_preset_quick_subset_2000_uses_the_default_split_of_the_users_subset():
     plan = _plan(["--preset", "quick", "--subset", "2000"])
-    assert [(s.arch, s.subset, s.val_size) for s in plan] == [(a, 2000, None) for a in cli.ARCH_KEYS]
+    assert [(s.arch, s.subset, s.val_size) for s in plan] == [(a, 2000, None) for a in ARCH_KEYS]
     # the rest of the preset stays: its epochs, trials and per-architecture timeouts
     assert {(s.arch, s.epochs, s.n_trials, s.timeout) for s in plan} >= {("mlp_l2", 3, 8, 600), ("cnn", 3, 8, 300)}
     # an explicit --val-size is the user's and is kept

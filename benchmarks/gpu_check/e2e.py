@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cifar_tune.names import study_name
+from cifar_tune.choices import study_name
 
 from .common import NOT_REACHED, OK, Context, cifar_tune, command_text, not_reached, run_one
 from .plan import Plan

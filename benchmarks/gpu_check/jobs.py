@@ -7,7 +7,7 @@ included. Time limit: 80 s on the GPU (``--jobs-limit``), for all three commands
 
 from __future__ import annotations
 
-from cifar_tune.names import study_name
+from cifar_tune.choices import study_name
 
 from .common import NOT_REACHED, OK, Context, cifar_tune, command_text, not_reached, run_one
 from .report import fmt, table

@@ -10,10 +10,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .. import architectures
-from ..errors import UserError
-from . import base
-from .base import (
+from cifar_tune.engines import base
+from cifar_tune.engines.base import (
     PRECISIONS,
     TrainResult,
     compile_model,
@@ -25,6 +23,8 @@ from .base import (
     scale,
     steps_per_epoch,
 )
+from cifar_tune.errors import UserError
+from cifar_tune.models import architectures
 
 ENGINES = ("auto", "keras", "fast")
 __all__ = ["ENGINES", "PRECISIONS", "TrainResult", "compile_model", "describe", "device_description",
@@ -68,7 +68,7 @@ def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_v
     kwargs = dict(epochs=epochs, seed=seed, callbacks=list(callbacks or []), verbose=verbose, precision=precision)
     if engine == "keras":
         return base.train_keras(arch, config, x_train, y_train, x_val, y_val, **kwargs)
-    from . import fast  # backend-specific; imported only when asked for
+    from cifar_tune.engines import fast  # backend-specific; imported only when asked for
 
     if x_val is None:  # the fast engine always evaluates: give it a few training images, drop what it reports
         result = fast.train(arch, config, x_train, y_train, x_train[:256], y_train[:256], **kwargs)

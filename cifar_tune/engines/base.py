@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from .. import architectures
-from ..errors import UserError
+from cifar_tune.errors import UserError
+from cifar_tune.models import architectures
 
 PRECISIONS = ("float32", "bf16")
 

@@ -13,7 +13,7 @@ import sys
 import keras
 import numpy as np
 
-from . import base
+from cifar_tune.engines import base
 
 
 def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
@@ -25,11 +25,11 @@ def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_v
     kwargs = dict(epochs=epochs, seed=seed, callbacks=list(callbacks or []), verbose=verbose, precision=precision)
     backend = keras.backend.backend()
     if backend == "jax":
-        from . import jax_loop
+        from cifar_tune.engines import jax_loop
 
         return jax_loop.train(*args, **kwargs)
     if backend == "tensorflow":
-        from . import tf_fit
+        from cifar_tune.engines import tf_fit
 
         return tf_fit.train(*args, **kwargs)
     print(f"cifar-tune: the fast engine has no {backend} loop; using the keras engine", file=sys.stderr)

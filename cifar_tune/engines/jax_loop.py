@@ -64,9 +64,17 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .. import architectures, names
-from . import base
-from .jax_program import Program, compiled, make_program, optimizer_for, program_key, values_match_config
+from cifar_tune import choices as names
+from cifar_tune.engines import base
+from cifar_tune.engines.jax_program import (
+    Program,
+    compiled,
+    make_program,
+    optimizer_for,
+    program_key,
+    values_match_config,
+)
+from cifar_tune.models import architectures
 
 CACHE_DIR = names.JAX_CACHE_DIR
 EVAL_BATCH = 1024  # validation batch (smaller validation sets use one batch of their own size)

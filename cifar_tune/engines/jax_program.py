@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import keras
 
-from .. import architectures
-from . import base
+from cifar_tune.engines import base
+from cifar_tune.models import architectures
 
 # traced values, not part of the program key
 VALUE_PARAMS = ("learning_rate", "dropout", "l2", "optimizer", "weight_decay", "lr_schedule")

@@ -12,8 +12,8 @@ import time
 
 import keras
 
-from .. import architectures
-from . import base
+from cifar_tune.engines import base
+from cifar_tune.models import architectures
 
 
 def train(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, callbacks, verbose,

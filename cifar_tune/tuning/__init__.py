@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from .. import runtime
-from ..database import mask_url, storage_for_reading
-from ..errors import WorkersStopped
+from cifar_tune import runtime
+from cifar_tune.errors import WorkersStopped
+from cifar_tune.storage.database import mask_url, storage_for_reading
 
 if TYPE_CHECKING:
-    from ..presets import OptimizeSettings
+    from cifar_tune.studies.presets import OptimizeSettings
 
 __all__ = ["optimize", "print_done", "run_study"]
 
@@ -28,7 +28,7 @@ def optimize(settings: OptimizeSettings) -> int:
     """The ``optimize`` command: run the study (``run_study``), print the summary, and return the exit status: 0,
     the workers' status when they stopped (``WorkersStopped``), or 130 / 143 after Ctrl-C / SIGTERM, which print one
     line with the command that resumes. A user error raised inside propagates (the CLI prints it, status 2)."""
-    from . import display
+    from cifar_tune.tuning import display
 
     def command() -> int:
         start = time.perf_counter()
@@ -55,9 +55,9 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
     stopped (``optimize``, ``cifar-tune run``)."""
     # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.tuning.worker``) runs this
     # package's __init__ before its own first line, which loads Keras with TensorFlow's native logs silenced.
-    from . import display
-    from .loop import needs_supervisor, run_worker
-    from .supervisor import run_jobs
+    from cifar_tune.tuning import display
+    from cifar_tune.tuning.loop import needs_supervisor, run_worker
+    from cifar_tune.tuning.supervisor import run_jobs
 
     display.quiet_optuna()
     if needs_supervisor(settings):
@@ -72,7 +72,7 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
 def print_done(settings: OptimizeSettings, study: optuna.Study, seconds: float) -> None:
     """The lines a finished study ends with on the command line: its time, the best trial beside the baseline, and
     how to inspect it."""
-    from . import display
+    from cifar_tune.tuning import display
 
     print(f"\nDone in {seconds:.0f} s. {display.summary(study)}")
     print(f"Inspect: cifar-tune dashboard --storage '{mask_url(settings.storage)}'   "

@@ -9,10 +9,11 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
-from .. import records, runtime
-from ..database import mask_url
-from ..names import DEFAULT_STORAGE, TrialAttr, study_name
-from ..presets import OptimizeSettings
+from cifar_tune import runtime
+from cifar_tune.choices import DEFAULT_STORAGE, TrialAttr, study_name
+from cifar_tune.storage.database import mask_url
+from cifar_tune.studies import catalog as records
+from cifar_tune.studies.presets import OptimizeSettings
 
 
 def short_params(params: dict) -> str:

@@ -34,15 +34,17 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .. import engines, records, runtime, validate
-from ..database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
-from ..errors import UserError
-from ..locks import study_lock
-from ..names import TOTAL_TRIALS_ENV
-from ..presets import OptimizeSettings
-from . import display, story
-from .objective import TrialFailed, make_objective
-from .study import create_or_load, open_and_prepare
+from cifar_tune import engines, runtime
+from cifar_tune.choices import TOTAL_TRIALS_ENV
+from cifar_tune.errors import UserError
+from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
+from cifar_tune.storage.locks import study_lock
+from cifar_tune.studies import catalog as records
+from cifar_tune.studies import validate
+from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.tuning import display, story
+from cifar_tune.tuning.objective import TrialFailed, make_objective
+from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
 MAX_TAKEN_OVER = 3  # trials in a row another worker declared dead: this worker's heartbeat cannot keep up
 

@@ -10,11 +10,11 @@ import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from .. import engines, runtime
-from ..data import Split
-from ..errors import UserError
-from ..names import TrialAttr
-from ..spaces import Space
+from cifar_tune import engines, runtime
+from cifar_tune.choices import TrialAttr
+from cifar_tune.data.cifar10 import Split
+from cifar_tune.errors import UserError
+from cifar_tune.studies.spaces import Space
 
 
 class TrialFailed(Exception):

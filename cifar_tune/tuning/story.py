@@ -12,10 +12,10 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
-from .. import dashboard
-from ..database import db_message
-from ..locks import study_lock
-from ..names import TrialAttr
+from cifar_tune.choices import TrialAttr
+from cifar_tune.storage.database import db_message
+from cifar_tune.storage.locks import study_lock
+from cifar_tune.views import dashboard
 
 REFRESH_EVERY = 20.0  # seconds between refreshes of a study's note and figures while trials finish
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"

@@ -11,13 +11,16 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from .. import dashboard, data, runtime, spaces
-from ..database import heartbeat, open_storage
-from ..errors import UserError
-from ..locks import study_lock
-from ..names import StudyAttr, TrialAttr
-from ..presets import OptimizeSettings
-from . import story
+from cifar_tune import runtime
+from cifar_tune.choices import StudyAttr, TrialAttr
+from cifar_tune.data import cifar10 as data
+from cifar_tune.errors import UserError
+from cifar_tune.storage.database import heartbeat, open_storage
+from cifar_tune.storage.locks import study_lock
+from cifar_tune.studies import spaces
+from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.tuning import story
+from cifar_tune.views import dashboard
 
 # TPE's `group` and the heartbeat/retry machinery are marked experimental; they are the documented way to do
 # what we need, so their warnings would only be noise in every command's output.
@@ -172,7 +175,7 @@ RESUME_KEEPS = ("arch", "preset", "epochs", "subset", "data", "space", "engine",
 
 def study_record(settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> dict:
     """The values of ``RESUME_KEEPS`` for this command, as the study stores them (JSON types)."""
-    from .. import engines
+    from cifar_tune import engines
 
     now = {"arch": settings.arch, "preset": preset_name(settings.preset), "epochs": settings.epochs,
            "data": split.description, "subset": settings.subset, "space": space.to_dict()["params"],
@@ -195,7 +198,7 @@ def _heartbeat_text(interval: int | None, grace: int | None) -> str:
 def stored_record(study: optuna.Study) -> dict:
     """The values of ``RESUME_KEEPS`` the study was created with (those an older cifar-tune did not store are
     left out, and not checked)."""
-    from .. import engines
+    from cifar_tune import engines
 
     attrs = study.user_attrs
     settings = attrs.get(StudyAttr.SETTINGS) if isinstance(attrs.get(StudyAttr.SETTINGS), dict) else {}

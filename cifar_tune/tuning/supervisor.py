@@ -24,12 +24,13 @@ from dataclasses import dataclass, field, replace
 import optuna
 from optuna.trial import TrialState
 
-from .. import engines, records, runtime
-from ..names import TrialAttr
-from ..presets import OptimizeSettings
-from . import display, story
-from .loop import poll_seconds, total_trials
-from .study import create_or_load, open_and_prepare
+from cifar_tune import engines, runtime
+from cifar_tune.choices import TrialAttr
+from cifar_tune.studies import catalog as records
+from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.tuning import display, story
+from cifar_tune.tuning.loop import poll_seconds, total_trials
+from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
 MAX_FAILED_STARTS = 3  # workers in a row that end without running a trial: give up (the cause would repeat)
 STOP_GRACE = 30.0  # seconds a worker has to fail its trial and exit after SIGTERM before it is killed
@@ -141,7 +142,7 @@ def start_worker(settings: OptimizeSettings, slot: int, n_trials: int, timeout: 
 
 def worker_env(jobs: int) -> dict[str, str]:
     """This process's environment, plus each worker's share of one GPU's memory."""
-    from ..engines.fast import memory_share_env  # imports the backend: only supervisors need it
+    from cifar_tune.engines.fast import memory_share_env  # imports the backend: only supervisors need it
 
     return {**os.environ, **memory_share_env(jobs)}
 

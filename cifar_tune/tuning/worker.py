@@ -10,16 +10,16 @@ import sys
 
 def main() -> int:
     """Run the job read from standard input."""
-    from .. import runtime
+    from cifar_tune import runtime
 
     runtime.stop_on_signals(always_deferred=True)
     job = json.loads(sys.stdin.read())
     runtime.import_keras()  # first: the imports below load Keras, whose native logs are silenced here
 
-    from ..errors import UserError
-    from ..presets import OptimizeSettings
-    from . import display
-    from .loop import run_worker
+    from cifar_tune.errors import UserError
+    from cifar_tune.studies.presets import OptimizeSettings
+    from cifar_tune.tuning import display
+    from cifar_tune.tuning.loop import run_worker
 
     display.quiet_optuna()
     settings = OptimizeSettings(**job["settings"])
@@ -31,7 +31,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # the storage failed under the worker: one line, as the command itself says it
-        from ..database import storage_failure
+        from cifar_tune.storage.database import storage_failure
 
         err = storage_failure(settings.storage, e)
         if err is None:

@@ -11,9 +11,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import names, resources, safe_files, spaces, validate
-from .errors import UserError
-from .validate import RANGES  # noqa: F401  (re-exported: presets.RANGES was its first home)
+from cifar_tune import choices as names
+from cifar_tune.data import safe_files
+from cifar_tune.errors import UserError
+from cifar_tune.studies import resources, spaces, validate
+from cifar_tune.studies.validate import RANGES  # noqa: F401  (re-exported: presets.RANGES was its first home)
 
 DEFAULT_PRESET = "default"
 # Preset keys and their types; a command-line option of the same name (dashes for underscores) overrides each.
@@ -152,7 +154,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     ``jobs``, ``heartbeat_interval`` and ``grace_period`` in seconds, ``verbose``, ``total_trials``); a value of
     None is not given (the default applies), as an absent flag. Validates the merge, the preset, the space file
     and the storage URL, and stores nothing. Raises ``UserError`` (``validate.InvalidValue`` for a bad value)."""
-    from . import database
+    from cifar_tune.storage import database
 
     unknown = sorted(set(given) - set(KEYS) - set(EXTRA))
     if unknown:

@@ -13,10 +13,10 @@ from typing import Callable
 import keras
 from keras import layers
 
-from .data import IMAGE_SHAPE as INPUT_SHAPE
-from .data import NUM_CLASSES
-from .errors import UserError
-from .names import ARCH_KEYS, ARCH_LABELS
+from cifar_tune.choices import ARCH_KEYS, ARCH_LABELS
+from cifar_tune.data.cifar10 import IMAGE_SHAPE as INPUT_SHAPE
+from cifar_tune.data.cifar10 import NUM_CLASSES
+from cifar_tune.errors import UserError
 
 TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "weight_decay", "lr_schedule")
 # The seed trains every model with Adam at a constant 1e-3, batch 32 (L2, where a model has it, is in the loss).

@@ -7,9 +7,11 @@ import os
 import platform
 from pathlib import Path
 
-from . import data, database, engines
-from .errors import UserError
-from .names import DATA_ENV
+from cifar_tune import engines
+from cifar_tune.choices import DATA_ENV
+from cifar_tune.data import cifar10 as data
+from cifar_tune.errors import UserError
+from cifar_tune.storage import database
 
 PACKAGES = ("cifar-tune", "keras", "tensorflow", "jax", "jaxlib", "optuna", "optuna-dashboard", "sqlalchemy",
             "scikit-learn", "numpy")

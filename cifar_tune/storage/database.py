@@ -14,8 +14,8 @@ from pathlib import Path
 
 import optuna
 
-from .errors import UserError
-from .names import DEFAULT_STORAGE, TrialAttr
+from cifar_tune.choices import DEFAULT_STORAGE, TrialAttr
+from cifar_tune.errors import UserError
 
 # Heartbeats and the retry callback are marked experimental; they are the documented way to do what we need,
 # so their warnings would only be noise in every command's output.

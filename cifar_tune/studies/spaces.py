@@ -22,9 +22,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import resources, safe_files
-from .engines.base import OPTIMIZERS, SCHEDULES
-from .errors import UserError
+from cifar_tune.data import safe_files
+from cifar_tune.engines.base import OPTIMIZERS, SCHEDULES
+from cifar_tune.errors import UserError
+from cifar_tune.studies import resources
 
 KINDS = ("float", "int", "categorical")
 # What a model and its training accept for each hyperparameter: (type, low, high) or a tuple of choices. A space
@@ -77,7 +78,7 @@ class Space:
 
     def suggest(self, trial) -> dict:
         """Sample a config from ``trial`` (an ``optuna.Trial``): the baseline overlaid with the sampled values."""
-        from . import architectures
+        from cifar_tune.models import architectures
 
         config = dict(architectures.get(self.arch).baseline)
         for p in self.params.values():
@@ -96,7 +97,7 @@ class Space:
 
     def baseline_params(self) -> dict:
         """Optuna parameters (as ``enqueue_trial`` takes them) of the seed's baseline point."""
-        from . import architectures
+        from cifar_tune.models import architectures
 
         out, config = {}, architectures.get(self.arch).config(self.baselines())
         for p in self.params.values():
@@ -117,7 +118,7 @@ class Space:
 
     def config_from_params(self, params: dict) -> dict:
         """The config a finished trial trained (its ``params`` as Optuna stored them)."""
-        from . import architectures
+        from cifar_tune.models import architectures
 
         config = dict(architectures.get(self.arch).baseline)
         for p in self.params.values():
@@ -142,7 +143,7 @@ def default_path(arch: str) -> Path:
 
 def load(arch: str, path: str | Path | None = None) -> Space:
     """Load and validate the space for ``arch`` from ``path`` (default: the built-in file)."""
-    from . import architectures
+    from cifar_tune.models import architectures
 
     a = architectures.get(arch)
     path = Path(path) if path else default_path(arch)

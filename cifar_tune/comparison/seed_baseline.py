@@ -19,9 +19,13 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from . import architectures, data, engines, metrics, report, runtime, validate
-from .errors import UserError
-from .results import BaselineResult
+from cifar_tune import engines, runtime
+from cifar_tune.data import cifar10 as data
+from cifar_tune.errors import UserError
+from cifar_tune.models import architectures, metrics
+from cifar_tune.results import BaselineResult
+from cifar_tune.studies import validate
+from cifar_tune.views import figures as report
 
 PROTOCOLS = {
     "seed": "seed (as the notebook did: train on all training images, validation = the test set, which the "

@@ -13,10 +13,12 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from . import architectures, dashboard, data, metrics
-from .compare_table import DIFF, VARIANTS, display_table, verdict
-from .locks import study_lock
-from .names import COMPARE_HEADING, StudyAttr
+from cifar_tune.choices import COMPARE_HEADING, StudyAttr
+from cifar_tune.data import cifar10 as data
+from cifar_tune.models import architectures, metrics
+from cifar_tune.storage.locks import study_lock
+from cifar_tune.views import dashboard
+from cifar_tune.views.tables import DIFF, VARIANTS, display_table, verdict
 
 
 @dataclass

@@ -15,9 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .errors import UserError
-from .metrics import COLUMNS as METRIC_COLUMNS
-from .names import REPORTS_DIR
+from cifar_tune.choices import REPORTS_DIR
+from cifar_tune.errors import UserError
+from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
 
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#ff7f0e"
@@ -175,7 +175,7 @@ def compare_figures(compared: dict[str, dict]) -> list[tuple[str, go.Figure]]:
     one standard deviation) and the tuned models' confusion matrices (test set, summed over the seeds)."""
     import numpy as np
 
-    from .data import CLASSES
+    from cifar_tune.data.cifar10 import CLASSES
 
     means, stds, matrices = [], [], {}
     for study_name, rec in compared.items():

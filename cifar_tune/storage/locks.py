@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import optuna
 
-from .database import ADVISORY_KEY
+from cifar_tune.storage.database import ADVISORY_KEY
 
 
 def _rdb(storage) -> optuna.storages.RDBStorage | None:

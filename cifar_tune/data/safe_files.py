@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import UserError
+from cifar_tune.errors import UserError
 
 MAX_TEXT_BYTES = 1 << 20  # a space or preset file: the built-in ones are 1-3 KB
 

@@ -40,12 +40,18 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from . import architectures, data, database, engines, metrics, records, report, runtime, spaces, validate
-from .compare_record import Target, jsonable, make_record, store
-from .compare_table import VARIANTS, aggregate, csv_frame, markdown
-from .errors import UserError
-from .names import DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
-from .results import Comparison
+from cifar_tune import engines, runtime
+from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
+from cifar_tune.comparison.record import Target, jsonable, make_record, store
+from cifar_tune.data import cifar10 as data
+from cifar_tune.errors import UserError
+from cifar_tune.models import architectures, metrics
+from cifar_tune.results import Comparison
+from cifar_tune.storage import database
+from cifar_tune.studies import catalog as records
+from cifar_tune.studies import spaces, validate
+from cifar_tune.views import figures as report
+from cifar_tune.views.tables import VARIANTS, aggregate, csv_frame, markdown
 
 FIRST_SEED = 1000  # compare's seeds count up from here, skipping the study's own seed
 

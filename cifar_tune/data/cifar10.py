@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import safe_files
-from .errors import DataError, UserError, one_line
-from .names import DATA_ENV
-from .safe_pickle import MAX_BATCH_BYTES, check_batch_size, restricted_unpickle
+from cifar_tune.choices import DATA_ENV
+from cifar_tune.data import safe_files
+from cifar_tune.data.safe_pickle import MAX_BATCH_BYTES, check_batch_size, restricted_unpickle
+from cifar_tune.errors import DataError, UserError, one_line
 
 ENV_VAR = DATA_ENV  # the data source when --data is not given
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -7,12 +7,11 @@ from __future__ import annotations
 import re
 
 import optuna
-import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from .database import mask_url
-from .errors import UserError
-from .names import ARCH_KEYS, COMPARE_DIFF, StudyAttr, TrialAttr, study_name
+from cifar_tune.choices import ARCH_KEYS, StudyAttr, TrialAttr, study_name
+from cifar_tune.errors import UserError
+from cifar_tune.storage.database import mask_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHANCE_ACCURACY = 0.1  # ten balanced classes
@@ -96,45 +95,6 @@ def not_learned(study: optuna.Study) -> str | None:
     return None
 
 
-def study_rows(storage) -> list[dict]:
-    """One row per study in ``storage``: name, arch, trials by state, best value and accuracy."""
-    rows = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        counts = counts_by_state(trials)
-        best = best_trial(study)
-        rows.append({"study": s.study_name, "arch": study_arch(s.study_name, s.user_attrs) or "?",
-                     "trials": len(trials),
-                     **{k: counts.get(k, 0) for k in ("complete", "pruned", "fail", "running", "waiting")},
-                     "best_val_loss": round(best.value, 4) if best else None,
-                     "best_val_acc": round(best.user_attrs.get(TrialAttr.VAL_ACCURACY, float("nan")), 4)
-                     if best else None})
-    return rows
-
-
-def compared_rows(storage) -> list[dict]:
-    """One row per study that ``compare`` has run on: test accuracy of baseline and tuned (mean and std over the
-    seeds), the paired difference with its 95% interval, and the verdict, as compare stored them."""
-    rows = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        record = s.user_attrs.get(StudyAttr.COMPARE)
-        if not record:
-            continue
-        table = {r["Variant"]: r for r in record["table"]}
-        diff = table[COMPARE_DIFF]
-        rows.append({"study": s.study_name, "arch": record["arch"], "epochs": record["epochs"],
-                     "train_images": record["train_images"], "test_images": record["test_images"],
-                     "seeds": len(record["seeds"]), "best_trial": record["best_trial"],
-                     "baseline_acc": table["baseline"]["Accuracy"]["mean"],
-                     "baseline_std": table["baseline"]["Accuracy"]["std"],
-                     "tuned_acc": table["tuned"]["Accuracy"]["mean"], "tuned_std": table["tuned"]["Accuracy"]["std"],
-                     "difference": diff["Accuracy"]["mean"], "ci95_low": diff["Accuracy"].get("low"),
-                     "ci95_high": diff["Accuracy"].get("high"), "tuned_f1": table["tuned"]["F1 Score"]["mean"],
-                     "verdict": diff.get("verdict", "")})
-    return rows
-
-
 def find_studies(storage: optuna.storages.BaseStorage) -> dict[str, str]:
     """Architecture -> study name, for every architecture with a study cifar-tune created (``cifar10-<arch>``
     preferred). A study of that name that another program made (no ``arch`` record) or that does not minimize is
@@ -156,30 +116,3 @@ def check_studies(storage: optuna.storages.BaseStorage, storage_url: str, archs:
     if not found or (archs and not set(archs) & set(found)):
         raise UserError(f"no studies{' of ' + ', '.join(archs) if archs else ''} in "
                         f"{mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
-
-
-def stored_table(storage_url: str, archs: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """The comparisons stored with the studies of ``archs`` (default: every architecture with a study), aggregated
-    as ``compare`` aggregates its own (``compare_table.aggregate``: per architecture the baseline, tuned and
-    paired-difference rows; empty when none is stored), and the not-learned warnings ("<arch>: <why>")."""
-    from .compare_table import aggregate
-    from .database import storage_for_reading
-    from .metrics import COLUMNS
-
-    storage = storage_for_reading(storage_url)
-    found = find_studies(storage)
-    rows, warnings = [], []
-    for arch in (found if archs is None else archs):
-        if arch not in found:
-            continue
-        study = optuna.load_study(study_name=found[arch], storage=storage)
-        warning = not_learned(study)
-        if warning:
-            warnings.append(f"{arch}: {warning}")
-        rec = study.user_attrs.get(StudyAttr.COMPARE)
-        if not isinstance(rec, dict):
-            continue
-        for variant, runs in rec["runs"].items():
-            rows += [{"arch": arch, "Model": rec["label"], "Variant": variant, "Seed": r["seed"],
-                      **{m: r[m] for m in COLUMNS}} for r in runs]
-    return (aggregate(pd.DataFrame(rows)) if rows else pd.DataFrame()), warnings

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from .errors import DataError, one_line
+from cifar_tune.errors import DataError, one_line
 
 MAX_BATCH_BYTES = 64 << 20  # a batch pickle's size limit: official ones are ~31 MB (10,000 images of 3,072 bytes)
 MAX_PICKLE_OPCODES = 1_000_000  # a batch needs ~10 per image (label, file name): ~220,000 in 64 MiB of images

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from .errors import UserError
-from .names import ARCH_KEYS
+from cifar_tune.choices import ARCH_KEYS
+from cifar_tune.errors import UserError
 
 # What each numeric setting may be: (low, high), both inclusive.
 RANGES = {"n_trials": (1, 10**6), "timeout": (1e-3, 1e9), "epochs": (1, 10**4), "val_size": (10, 10**7),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # cifar_tune/
 # A wheel carries them under cifar_tune/_data/ (force-included by pyproject.toml); a checkout or an editable
 # install reads them from the repository's top level.
 _ROOTS = (_PACKAGE / "_data", _PACKAGE.parent)

@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from . import validate
-from .errors import UserError
-from .names import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune.errors import UserError
+from cifar_tune.studies import validate
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_archs(args) -> int:
-    from . import architectures
+    from cifar_tune.models import architectures
 
     print(f"{'key':<8} {'label':<26} {'parameters':>10}")
     for a in architectures.ARCHITECTURES.values():
@@ -179,7 +179,7 @@ def cmd_archs(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from . import seed_baseline as baseline
+    from cifar_tune.comparison import seed_baseline as baseline
 
     # the checks and the data as the Python API's cifar_tune.baseline: bad data fail here, before any training
     ds = baseline.load_data(args.data, args.subset, protocol=args.protocol, val_size=args.val_size, seed=args.seed)
@@ -190,7 +190,8 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_optimize(args) -> int:
-    from . import presets, tuning
+    from cifar_tune import tuning
+    from cifar_tune.studies import presets
 
     settings = presets.settings_from_args(args)  # validates preset, space, storage URL: nothing stored yet
     return tuning.optimize(settings)
@@ -199,20 +200,20 @@ def cmd_optimize(args) -> int:
 def run_plan(args) -> list:
     """The settings of each architecture's study in ``run``: the preset (and its [archs.<arch>] table) and the
     flags (--timeout also bounds each study), through ``presets.make_plan`` as the Python API's ``run``."""
-    from . import presets
+    from cifar_tune.studies import presets
 
     given = {key: getattr(args, key) for key in (*presets.KEYS, *presets.EXTRA) if hasattr(args, key)}
     return presets.make_plan(args.archs, preset=args.preset, **given)
 
 
 def cmd_run(args) -> int:
-    from . import job
+    from cifar_tune import pipeline as job
 
     return job.run(run_plan(args), seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
 
 
 def cmd_doctor(args) -> int:
-    from . import doctor
+    from cifar_tune.cli import doctor
 
     for key, value in doctor.facts(args.storage or DEFAULT_STORAGE, args.data).items():
         print(f"{key + ':':<14} {value}")
@@ -220,17 +221,18 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_studies(args) -> int:
-    from . import database, records
+    from cifar_tune.storage import database
+    from cifar_tune.views import tables
 
     storage = database.storage_for_reading(args.storage or DEFAULT_STORAGE)
-    rows = records.study_rows(storage)
+    rows = tables.study_rows(storage)
     if not rows:
         print(f"No studies in {database.mask_url(args.storage or DEFAULT_STORAGE)}")
         return 0
     import pandas as pd
 
     print(pd.DataFrame(rows).to_string(index=False))
-    compared = records.compared_rows(storage)
+    compared = tables.compared_rows(storage)
     if compared:
         print("\nCompared on the test set (cifar-tune compare; accuracy, mean over the seeds):")
         print(pd.DataFrame(compared).round(4).to_string(index=False))
@@ -238,7 +240,7 @@ def cmd_studies(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import comparison as compare
+    from cifar_tune.comparison import retrain as compare
 
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
     return compare.run_cli(args.data or os.environ.get(DATA_ENV), args.subset, archs=args.archs, seeds=args.seeds,
@@ -248,13 +250,13 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from . import study_report
+    from cifar_tune.views import study_report
 
     return study_report.run_cli(args.storage or DEFAULT_STORAGE, args.out)
 
 
 def cmd_dashboard(args) -> int:
-    from . import dashboard
+    from cifar_tune.views import dashboard
 
     return dashboard.serve(args.storage or DEFAULT_STORAGE, host=args.host, port=args.port)
 
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     try:
         if args.command in NEEDS_KERAS:
-            from . import runtime
+            from cifar_tune import runtime
 
             runtime.import_keras()
         return COMMANDS[args.command](args)
@@ -301,7 +303,7 @@ def _failure(args, e: BaseException) -> tuple[str | None, int]:
     import errno
 
     if "sqlalchemy" in sys.modules:  # no storage was touched without it
-        from . import database
+        from cifar_tune.storage import database
 
         err = database.storage_failure(getattr(args, "storage", None) or DEFAULT_STORAGE, e)
         if err is not None:

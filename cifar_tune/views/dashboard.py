@@ -30,9 +30,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from . import database, records
-from .errors import UserError
-from .names import (
+from cifar_tune.choices import (
     ARCH_LABELS,
     ARTIFACTS_DIR,
     ARTIFACTS_ENV,
@@ -43,6 +41,9 @@ from .names import (
     StudyAttr,
     TrialAttr,
 )
+from cifar_tune.errors import UserError
+from cifar_tune.storage import database
+from cifar_tune.studies import catalog as records
 
 # --- serving -------------------------------------------------------------------------------------------------
 

@@ -31,13 +31,17 @@ from pathlib import Path
 
 import optuna
 
-from . import data, database, records, runtime, study_report, tuning, validate
-from .comparison import compare_studies
-from .errors import WorkersStopped
-from .names import DEFAULT_STORAGE, StudyAttr, TrialAttr
-from .presets import OptimizeSettings
-from .records import stored_table  # noqa: F401  (its first home was here)
-from .results import Comparison, JobResult
+from cifar_tune import runtime, tuning
+from cifar_tune.choices import DEFAULT_STORAGE, StudyAttr, TrialAttr
+from cifar_tune.comparison.retrain import compare_studies
+from cifar_tune.data import cifar10 as data
+from cifar_tune.errors import WorkersStopped
+from cifar_tune.results import Comparison, JobResult
+from cifar_tune.storage import database
+from cifar_tune.studies import catalog as records
+from cifar_tune.studies import validate
+from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.views import study_report, tables
 
 
 def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeSettings:
@@ -198,7 +202,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
         print("\n== compare: every architecture's comparison is up to date", flush=True)
     progress["phase"] = "report"
     path = study_report.write_study_report(first.storage, out)
-    agg, warnings = records.stored_table(first.storage, archs)
+    agg, warnings = tables.stored_table(first.storage, archs)
     storage = database.storage_for_reading(first.storage)
     found = records.find_studies(storage)
     studies = {a: optuna.load_study(study_name=found[a], storage=storage) for a in archs if a in found}

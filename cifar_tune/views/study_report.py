@@ -13,12 +13,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from . import records, runtime
-from .database import mask_url, storage_for_reading
-from .errors import UserError
-from .metrics import COLUMNS as METRIC_COLUMNS
-from .names import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR, StudyAttr, TrialAttr
-from .report import compare_figures, facts_html, learning_curves_figure, write_html
+from cifar_tune import runtime
+from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR, StudyAttr, TrialAttr
+from cifar_tune.errors import UserError
+from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
+from cifar_tune.storage.database import mask_url, storage_for_reading
+from cifar_tune.studies import catalog as records
+from cifar_tune.views.figures import compare_figures, facts_html, learning_curves_figure, write_html
 
 STUDY_REPORT_NAME = "study-report.html"
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials says nothing

@@ -1,0 +1,21 @@
+"""The process around the library: which Keras backend, loaded quietly (``backend``), and Ctrl-C/SIGTERM handled
+at the next step (``signals``)."""
+
+from cifar_tune.runtime.backend import choose_backend, import_keras, quiet_native_stderr
+from cifar_tune.runtime.signals import (
+    INTERRUPTED,
+    TERMINATED,
+    Terminated,
+    command_line,
+    raise_if_stopping,
+    run_stoppable,
+    signals_deferred,
+    stop_callback,
+    stop_on_signals,
+    stopping,
+    stops_on_signals,
+)
+
+__all__ = ["INTERRUPTED", "TERMINATED", "Terminated", "choose_backend", "command_line", "import_keras",
+           "quiet_native_stderr", "raise_if_stopping", "run_stoppable", "signals_deferred", "stop_callback",
+           "stop_on_signals", "stopping", "stops_on_signals"]
