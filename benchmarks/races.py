@@ -1,14 +1,14 @@
 """Duplicated and lost trials when several `cifar-tune optimize` commands start together on one new storage.
 
-    .venv/bin/python benchmarks/races.py                          # 3 rounds of 3 commands x 2 trials, SQLite
-    .venv/bin/python benchmarks/races.py --postgres --rounds 5    # a new database per round in a throwaway server
+    .venv/bin/python -m benchmarks.races                          # 3 rounds of 3 commands x 2 trials, SQLite
+    .venv/bin/python -m benchmarks.races --postgres --rounds 5    # a new database per round in a throwaway server
 
 Each round: a new storage (a SQLite file nobody opened yet, or a new PostgreSQL database), then ``--commands``
 copies of the same `cifar-tune optimize --arch mlp_l2 --n-trials K` started at the same moment (the README's
 several-machines recipe on one machine), on tiny synthetic data (tests/synthetic.py), 1 epoch, no pruning. Counted
 per round: commands that failed, finished trials against the ``commands x K`` asked for (lost), and trials whose
 parameters equal an earlier trial's (duplicated; a retry and the trial it replaces do not count). To measure the
-code before a change, put its checkout first: ``PYTHONPATH=/path/to/old/checkout python benchmarks/races.py``.
+code before a change, put its checkout first: ``PYTHONPATH=/path/to/old/checkout python -m benchmarks.races``.
 Run by hand; name the machine when you quote the figures. Prints a table and writes ``--json`` if given.
 """
 
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from tests.pg import new_database, throwaway_cluster
+from tests.synthetic import synthetic_cifar
 
-from pg import new_database, throwaway_cluster  # noqa: E402
-from synthetic import synthetic_cifar  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 
 def one_round(storage: str, data: Path, args, cwd: Path) -> dict:

@@ -1,7 +1,7 @@
 """Trials per minute with 1, 2 and 3 local workers on one study in PostgreSQL, and the dead-worker drill.
 
-    .venv/bin/python benchmarks/workers.py                 # a throwaway PostgreSQL under /tmp (tests/pg.py)
-    .venv/bin/python benchmarks/workers.py --storage postgresql+psycopg://user:pass@host/db --workers 1,2,4
+    .venv/bin/python -m benchmarks.workers                 # a throwaway PostgreSQL under /tmp (tests/pg.py)
+    .venv/bin/python -m benchmarks.workers --storage postgresql+psycopg://user:pass@host/db --workers 1,2,4
 
 For each worker count: a fresh database (or a fresh study name with --storage), then
 `cifar-tune optimize --jobs N` on synthetic CIFAR-shaped data (tests/conftest.py's, learnable), random sampler, no
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from tests.pg import new_database, throwaway_cluster
+from tests.synthetic import synthetic_cifar
 
-from conftest import synthetic_cifar  # noqa: E402
-from pg import new_database, throwaway_cluster  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 
 def optimize(url: str, data: Path, study: str, jobs: int, args, extra: list[str] = ()) -> list[str]:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import synthetic_cifar  # noqa: F401  (re-exported: tests import it from here)
+
+from tests.synthetic import synthetic_cifar  # noqa: F401  (re-exported: tests import it from here)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-pytest_plugins = ("pg",)  # the PostgreSQL fixtures (pg_cluster, pg_url) for every test module
+pytest_plugins = ("tests.pg",)  # the PostgreSQL fixtures (pg_cluster, pg_url) for every test module
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "cifar10"

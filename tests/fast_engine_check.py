@@ -3,7 +3,7 @@
 The test session imports Keras with TensorFlow, and Keras fixes its backend at import, so the JAX parts run
 here, in a subprocess started with KERAS_BACKEND=jax:
 
-    KERAS_BACKEND=jax python tests/fast_engine_check.py '{"train_all": {}, "prune": {"epochs": 4}}'
+    KERAS_BACKEND=jax python -m tests.fast_engine_check '{"train_all": {}, "prune": {"epochs": 4}}'
 
 The argument maps check names (the functions in CHECKS) to their keyword arguments; they run in that order in
 one process (so later checks may reuse programs compiled by earlier ones, as trials in one study do), and the
@@ -17,19 +17,17 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from conftest import synthetic_cifar  # noqa: E402
 
 from cifar_tune import engines
 from cifar_tune.engines import jax_loop  # noqa: E402
 from cifar_tune.models import architectures
+from tests.conftest import synthetic_cifar  # noqa: E402
 
 AUGMENTED = {"flip": True, "translate": 0.1}
 

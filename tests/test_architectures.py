@@ -6,11 +6,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import synthetic_cifar
 
 from cifar_tune import choices as names
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures
+from tests.conftest import synthetic_cifar
 
 SEED_PARAMS = {"mlp_bn": 1_710_346, "mlp_l2": 1_578_506, "cnn": 167_562, "cnn_da": 315_722, "resnet": 437_674}
 LABELS = {"mlp_bn": "MLP with BatchNorm", "mlp_l2": "MLP with L2", "cnn": "Simple CNN",

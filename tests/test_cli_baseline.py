@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_cifar, write_batches_dir, write_tarball
 
 from cifar_tune import cli
+from tests.conftest import synthetic_cifar, write_batches_dir, write_tarball
 
 COLUMNS = ["Model", "Accuracy", "Precision", "Recall", "F1 Score"]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from pg import free_port
 
 from cifar_tune import cli
 from cifar_tune.views import dashboard
+from tests.pg import free_port
 
 CHROMIUM = os.environ.get("CIFAR_TUNE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_cifar, write_batches_dir, write_tarball
 
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
+from tests.conftest import synthetic_cifar, write_batches_dir, write_tarball
 
 
 def save_npz(path: Path, **arrays) -> Path:

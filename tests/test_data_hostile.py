@@ -15,11 +15,11 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from conftest import REPO, synthetic_cifar, write_batches_dir, write_tarball
 from numpy._core.multiarray import _reconstruct
 
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
+from tests.conftest import REPO, synthetic_cifar, write_batches_dir, write_tarball
 
 
 class _Reduce:

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_cifar
 
-HELPER = Path(__file__).with_name("fast_engine_check.py")
+from tests.conftest import synthetic_cifar
+
+REPO = Path(__file__).resolve().parents[1]
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                reason="JAX is not installed (pip install 'cifar-tune[jax]')")
 
@@ -37,8 +38,10 @@ def run_checks(checks: dict, cwd: Path, timeout: int = 900) -> dict:
     """Run fast_engine_check.py's ``checks`` under the JAX backend (CPU) in ``cwd``; -> {check: result}."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
            # cache every compiled program on disk, however quick, so the test can see the cache being written
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    proc = subprocess.run([sys.executable, str(HELPER), json.dumps(checks)], cwd=cwd, env=env,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           # the helper runs as the module tests.fast_engine_check from ``cwd``: the checkout's root finds it
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "tests.fast_engine_check", json.dumps(checks)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

@@ -21,18 +21,9 @@ PARTS = ("throughput", "agreement", "jobs", "e2e")
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    """The package benchmarks/gpu_check, loaded by its path (the checkout is not on sys.path under pytest, and
-    cifar_tune must stay the installed one); registered first, as its dataclasses need. Tests monkeypatch PARTS."""
-    spec = importlib.util.spec_from_file_location("gpu_check", PACKAGE / "__init__.py",
-                                                  submodule_search_locations=[str(PACKAGE)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        for name in [n for n in sys.modules if n == "gpu_check" or n.startswith("gpu_check.")]:
-            del sys.modules[name]
+    """The package benchmarks/gpu_check (the checkout's root is on sys.path: tests is a package). Tests
+    monkeypatch its modules' names."""
+    return importlib.import_module("benchmarks.gpu_check")
 
 
 def positive(value) -> bool:
@@ -214,27 +205,26 @@ STORED = {"complete": 2, "pruned": 1, "fail": 1}
 
 
 def test_jobs_and_e2e_count_trials_from_the_stored_study_not_stdout(gpu_check, tmp_path: Path, monkeypatch):
-    import gpu_check.e2e
-    import gpu_check.jobs
+    from benchmarks.gpu_check import e2e, jobs
 
     def stand_in(*args):
         return [sys.executable, "-c", STAND_IN, *map(str, args)]
 
-    monkeypatch.setattr(gpu_check.jobs, "cifar_tune", stand_in)
-    monkeypatch.setattr(gpu_check.e2e, "cifar_tune", stand_in)
+    monkeypatch.setattr(jobs, "cifar_tune", stand_in)
+    monkeypatch.setattr(e2e, "cifar_tune", stand_in)
     ctx = gpu_check.Context(plan=gpu_check.SMOKE_PLAN, data=tmp_path / "d.npz", out=tmp_path,
                             env=dict(os.environ), parallel=1)
-    jobs = gpu_check.jobs.run(ctx, time.monotonic() + 120)
-    assert jobs["status"] == "ok", jobs
-    assert [r["trials_finished"] for r in jobs["rows"]] == [STORED, STORED]
-    e2e = gpu_check.e2e.run(ctx, time.monotonic() + 120)
-    assert e2e["status"] == "ok", e2e
-    assert [s.get("trials_finished") for s in e2e["steps"]] == [STORED, None]
-    assert "2 complete 1 pruned 1 fail" in "\n".join(gpu_check.e2e.markdown(e2e))
+    stored_jobs = jobs.run(ctx, time.monotonic() + 120)
+    assert stored_jobs["status"] == "ok", stored_jobs
+    assert [r["trials_finished"] for r in stored_jobs["rows"]] == [STORED, STORED]
+    ran = e2e.run(ctx, time.monotonic() + 120)
+    assert ran["status"] == "ok", ran
+    assert [s.get("trials_finished") for s in ran["steps"]] == [STORED, None]
+    assert "2 complete 1 pruned 1 fail" in "\n".join(e2e.markdown(ran))
 
 
 def test_finished_trials_of_a_study_that_was_never_stored(gpu_check, tmp_path: Path):
-    from gpu_check.stored import finished_trials
+    from benchmarks.gpu_check.stored import finished_trials
 
     assert finished_trials(tmp_path / "missing.db", "cifar10-cnn") == {}
     assert not (tmp_path / "missing.db").exists()  # reading creates nothing
@@ -244,7 +234,7 @@ def test_finished_trials_of_a_study_that_was_never_stored(gpu_check, tmp_path: P
 
 def test_throughput_cut_short_keeps_the_rows_its_json_holds(gpu_check, tmp_path: Path, monkeypatch):
     """throughput.py saves its JSON after every measurement; a run that fails keeps those rows (no stdout read)."""
-    import gpu_check.throughput
+    from benchmarks.gpu_check import throughput
 
     script = tmp_path / "stand_in_throughput.py"
     script.write_text(
@@ -255,10 +245,10 @@ def test_throughput_cut_short_keeps_the_rows_its_json_holds(gpu_check, tmp_path:
         "json.dump({'rows': [row], 'complete': False}, open(path, 'w'))\n"
         "print('  mlp_l2 batch 32 float32 fast: 9.000 s/epoch')\n"  # printed, never stored: must not count
         "sys.exit('killed while measuring the fast engine')\n")
-    monkeypatch.setattr(gpu_check.throughput, "SCRIPT", script)
+    monkeypatch.setattr(throughput, "SCRIPT", script)
     ctx = gpu_check.Context(plan=gpu_check.SMOKE_PLAN, data=tmp_path / "d.npz", out=tmp_path,
                             env=dict(os.environ), parallel=1)
-    part = gpu_check.throughput.run(ctx, time.monotonic() + 60)
+    part = throughput.run(ctx, time.monotonic() + 60)
     assert part["status"] == "not reached"
     assert part["reason"].endswith("killed while measuring the fast engine")
     assert part["rows"] == [{"arch": "mlp_l2", "batch": 32, "precision": "float32", "keras": {

@@ -15,10 +15,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from trial_states import wait_for_states
 
 from cifar_tune import cli
 from cifar_tune.studies import spaces
+from tests.trial_states import wait_for_states
 
 DB = Path("storage/cifar_tune.db")
 URL = "sqlite:///storage/cifar_tune.db"

@@ -16,10 +16,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from pg import free_port
 
 from cifar_tune import cli
 from cifar_tune.storage import database
+from tests.pg import free_port
 
 pytestmark = pytest.mark.postgres
 

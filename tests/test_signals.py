@@ -14,7 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from trial_states import wait_for_states
+
+from tests.trial_states import wait_for_states
 
 DB = "storage/cifar_tune.db"
 

@@ -123,3 +123,13 @@ def test_modules_and_functions_stay_small(name):
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             assert node.end_lineno - node.lineno + 1 <= MAX_FUNCTION_LINES, f"{name}.{node.name}"
+
+
+def test_tests_and_benchmarks_import_helpers_as_packages():
+    """No sys.path edits: tests import tests.pg/tests.synthetic, benchmarks run as modules from the root
+    (benchmarks/gpu_check.py, the entry script a lent GPU machine runs by path, is the one exception)."""
+    root = PACKAGE.parent
+    edits = [str(p.relative_to(root)) for folder in ("tests", "benchmarks") for p in (root / folder).rglob("*.py")
+             if p != root / "benchmarks" / "gpu_check.py" and p != Path(__file__).resolve()
+             and ("sys.path.insert" in p.read_text() or "sys.path.append" in p.read_text())]
+    assert edits == []
