@@ -6,8 +6,9 @@
 
 For every architecture: batch 32 and batch 512 in float32 (plus batch 512 in bf16 with ``--bf16``, the
 default on a GPU), each engine trained for 1 + ``--epochs`` epochs; the first epoch is a warm-up, the others
-are timed (seconds per epoch, validation of ``--val`` images included, as ``fit`` does it). Compilation is
-reported apart: the fast engine's ahead-of-time compile seconds, and stock fit's first-epoch overhead
+are timed (seconds per epoch, validation of ``--val`` images included, as ``fit`` does it). Every measurement
+also records its last validation accuracy (``val_accuracy``, a fraction) and ``finite`` (every loss finite).
+Compilation is reported apart: the fast engine's ahead-of-time compile seconds, and stock fit's first-epoch overhead
 (first epoch minus a timed one; it traces and compiles inside its first epoch). A warm
 ``storage/jax_cache`` (JAX's persistent compilation cache, used by the fast engine) shortens compile seconds
 on a rerun. Note: engine keras on the JAX backend is stock ``fit`` on JAX; on TensorFlow the fast engine is
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -78,13 +80,20 @@ def measure(arch: str, batch: int, precision: str, engine: str, arrays, epochs: 
     per_epoch = float(np.mean(timed))
     out = {"seconds_per_epoch": per_epoch, "images_per_second": len(x) / per_epoch,
            "first_epoch_seconds": timer.seconds[0], "epoch_seconds": timer.seconds,
-           "final_val_accuracy": result.history["val_accuracy"][-1]}
+           "final_val_accuracy": result.history["val_accuracy"][-1],
+           "val_accuracy": result.history["val_accuracy"][-1], "finite": finite(result.history)}
     if engine == "fast" and "compile_seconds" in result.info:
         out["compile_seconds"] = result.info["compile_seconds"]
     else:  # stock fit compiles inside its first epoch
         out["compile_seconds"] = max(0.0, timer.seconds[0] - per_epoch)
     out["info"] = result.info
     return out
+
+
+def finite(history: dict[str, list[float]]) -> bool:
+    """Whether every recorded training and validation loss is a finite number (no NaN or inf: the numerics held)."""
+    losses = history.get("loss", []) + history.get("val_loss", [])
+    return bool(losses) and all(math.isfinite(v) for v in losses)
 
 
 def main(argv: list[str] | None = None) -> int:

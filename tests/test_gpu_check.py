@@ -1,4 +1,5 @@
-"""benchmarks/gpu_check: the smoke run end to end, a part over its time limit, failing commands, bad arguments."""
+"""benchmarks/gpu_check: the smoke run end to end, a part over its time limit, SIGTERM and Ctrl-C mid-run, the
+sizing rule, failing commands, bad arguments."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"  # the entry script; the check is the package benchmarks/gpu_check/
 PACKAGE = REPO / "benchmarks" / "gpu_check"
-PARTS = ("throughput", "agreement", "jobs", "e2e")
+PARTS = ("probe", "throughput", "agreement", "jobs", "e2e")
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +53,25 @@ def test_smoke_run_measures_every_part(tmp_path: Path):
     seconds = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    print(f"smoke run: {seconds:.0f} s")
+    print(f"smoke run: {seconds:.0f} s")  # not asserted: the machine may be busy
     parts = results["parts"]
     for name in PARTS:
         assert parts[name]["status"] == "ok", (name, parts[name].get("reason"))
+    # results.json was written as each part started and again when it ended, the probe before the others
+    timeline = results["timeline"]
+    assert timeline[0]["part"] == "probe" and timeline[1] == {**timeline[1], "part": "probe", "status": "ok"}
+    for name in PARTS:
+        assert [t["status"] for t in timeline if t["part"] == name] == ["not reached", "ok"], (name, timeline)
+
+    probe = parts["probe"]
+    assert {(r["arch"], r["engine"], r["batch"]) for r in probe["rows"]} == {("mlp_l2", "keras", 32),
+                                                                            ("mlp_l2", "fast", 32)}
+    for r in probe["rows"]:
+        assert positive(r["first_epoch_seconds"]) and positive(r["second_epoch_seconds"]), r
+        assert 0 <= r["val_accuracy"] <= 1 and r["finite"] is True, r
+    assert probe["numerics"]["status"] in ("passed", "not available in this checkout"), probe["numerics"]
+    assert results["plan"]["times_source"].startswith("the probe")
+    assert set(results["plan"]["parts"]) == set(PARTS[1:])
 
     rows = parts["throughput"]["rows"]
     assert {r["arch"] for r in rows} == {"mlp_l2"}
@@ -63,6 +79,7 @@ def test_smoke_run_measures_every_part(tmp_path: Path):
         for engine in ("keras", "fast"):
             assert positive(r[engine]["seconds_per_epoch"]) and positive(r[engine]["images_per_second"]), r
             assert r[engine]["compile_seconds"] is not None and r[engine]["compile_seconds"] >= 0, r
+            assert 0 <= r[engine]["val_accuracy"] <= 1 and r[engine]["finite"] is True, r
         assert positive(r["ratio"]), r
 
     for r in parts["agreement"]["rows"]:
@@ -72,13 +89,13 @@ def test_smoke_run_measures_every_part(tmp_path: Path):
     assert {r["arch"] for r in parts["agreement"]["rows"]} == {"mlp_l2"}
 
     jobs = parts["jobs"]["rows"]
-    assert [r["jobs"] for r in jobs] == [1, 2]
+    assert [r["jobs"] for r in jobs] == [2]
     for r in jobs:
         assert positive(r["seconds"]) and positive(r["trials_per_hour"]), r
         assert sum(r["trials_finished"].values()) == r["trials"], r
 
     e2e = parts["e2e"]
-    assert positive(e2e["seconds"]) and isinstance(e2e["within_target"], bool)
+    assert positive(e2e["seconds"]) and isinstance(e2e["within_target"], bool) and e2e["cut"] == []
     assert [s["step"] for s in e2e["steps"]] == ["optimize mlp_l2", "compare"]
     assert all(positive(s["seconds"]) for s in e2e["steps"])
     assert (out / "compare" / "compare.csv").is_file()
@@ -110,20 +127,21 @@ def test_part_over_its_limit_is_not_reached_and_later_parts_run(gpu_check, tmp_p
     monkeypatch.setitem(gpu_check.PARTS, "jobs", stand_in("jobs", {"rows": [
         {"jobs": 1, "trials": 2, "seconds": 10.0, "trials_per_hour": 720.0, "status": "ok"}]}))
     monkeypatch.setitem(gpu_check.PARTS, "e2e", stand_in("e2e", {"steps": [], "seconds": 1.0}))
+    monkeypatch.setitem(gpu_check.PARTS, "probe", stand_in("probe", {"rows": []}))
     out = tmp_path / "limited"
     start = time.monotonic()
     assert gpu_check.main(["--smoke", "--out", str(out), "--throughput-limit", "1"]) == 0
     assert time.monotonic() - start < 60
-    assert sorted(ran) == ["agreement", "e2e", "jobs"]  # the smoke runs its parts at once
+    assert ran[0] == "probe" and sorted(ran[1:]) == ["agreement", "e2e", "jobs"]  # then the others at once
     results = json.loads((out / "results.json").read_text())
     throughput = results["parts"]["throughput"]
     assert throughput["status"] == "not reached"
     assert throughput["reason"].startswith("timeout") and "throughput" in throughput["reason"]
     assert throughput["limit_seconds"] == 1 and throughput["wall_seconds"] < 20
-    assert [results["parts"][n]["status"] for n in PARTS[1:]] == ["ok"] * 3
+    assert [results["parts"][n]["status"] for n in ("probe", "agreement", "jobs", "e2e")] == ["ok"] * 4
     md = (out / "results.md").read_text()
     assert "Status: **not reached** — timeout" in md
-    assert set(tables_per_part(md)) == set(PARTS)
+    assert set(tables_per_part(md)) == {*PARTS, "plan"}  # the sizing, then a section per part
 
 
 def test_ctrl_c_ends_every_running_part_and_keeps_the_record(gpu_check, tmp_path: Path, monkeypatch):
@@ -216,7 +234,7 @@ def test_jobs_and_e2e_count_trials_from_the_stored_study_not_stdout(gpu_check, t
                             env=dict(os.environ), parallel=1)
     stored_jobs = jobs.run(ctx, time.monotonic() + 120)
     assert stored_jobs["status"] == "ok", stored_jobs
-    assert [r["trials_finished"] for r in stored_jobs["rows"]] == [STORED, STORED]
+    assert [r["trials_finished"] for r in stored_jobs["rows"]] == [STORED]
     ran = e2e.run(ctx, time.monotonic() + 120)
     assert ran["status"] == "ok", ran
     assert [s.get("trials_finished") for s in ran["steps"]] == [STORED, None]
@@ -241,7 +259,8 @@ def test_throughput_cut_short_keeps_the_rows_its_json_holds(gpu_check, tmp_path:
         "import json, sys\n"
         "path = sys.argv[sys.argv.index('--json') + 1]\n"
         "row = {'arch': 'mlp_l2', 'batch': 32, 'precision': 'float32', 'keras': {'seconds_per_epoch': 2.0, "
-        "'images_per_second': 150.0, 'compile_seconds': 1.5, 'epoch_seconds': [3.5, 2.0]}}\n"
+        "'images_per_second': 150.0, 'compile_seconds': 1.5, 'epoch_seconds': [3.5, 2.0], 'val_accuracy': 0.25, "
+        "'finite': True}}\n"
         "json.dump({'rows': [row], 'complete': False}, open(path, 'w'))\n"
         "print('  mlp_l2 batch 32 float32 fast: 9.000 s/epoch')\n"  # printed, never stored: must not count
         "sys.exit('killed while measuring the fast engine')\n")
@@ -252,4 +271,118 @@ def test_throughput_cut_short_keeps_the_rows_its_json_holds(gpu_check, tmp_path:
     assert part["status"] == "not reached"
     assert part["reason"].endswith("killed while measuring the fast engine")
     assert part["rows"] == [{"arch": "mlp_l2", "batch": 32, "precision": "float32", "keras": {
-        "seconds_per_epoch": 2.0, "images_per_second": 150.0, "compile_seconds": 1.5}}]
+        "seconds_per_epoch": 2.0, "images_per_second": 150.0, "compile_seconds": 1.5, "val_accuracy": 0.25,
+        "finite": True}}]
+
+
+def probe_result(scale: float = 1.0) -> dict:
+    """A probe part's result as probe.run records it: every arch, both engines, batch 32 and 512; ``scale``
+    multiplies every time (a slower machine)."""
+    per_epoch = {"resnet": 3.0, "cnn_da": 2.0, "cnn": 1.5, "mlp_bn": 1.0, "mlp_l2": 1.0}
+    rows = [{"arch": arch, "engine": engine, "batch": batch,
+             "first_epoch_seconds": scale * (compile_s + second), "second_epoch_seconds": scale * second}
+            for arch, s in per_epoch.items() for engine, compile_s in (("keras", 8.0), ("fast", 5.0))
+            for batch, second in ((32, 0.3 * s), (512, 0.05 * s))]
+    return {"status": "ok", "images": 5000, "val_images": 1000, "startup_seconds": 10.0 * scale, "rows": rows}
+
+
+def test_sizing_fits_every_part_in_its_limit_and_cuts_more_on_a_slower_machine(gpu_check):
+    from benchmarks.gpu_check import plan as p
+
+    # the rule itself, on uniform times: a study of T trials with --jobs N costs start-up (twice with workers)
+    # plus T × (compile + epochs × s per image × images) / min(N, 2)
+    uniform = p.Times({("*", e, b): (4.0, 1e-4) for e in ("keras", "fast") for b in (32, 512)}, 6.0, "test")
+    jobs_plan = p.replace(p.GPU_PLAN, jobs_counts=(1, 4), jobs_trials=4, jobs_epochs=2, jobs_subset=10_000)
+    trial = 4.0 + 2 * 1e-4 * 10_000
+    assert p.estimate_jobs(jobs_plan, uniform, 4) == pytest.approx(6.0 + 4 * trial + 12.0 + 4 * trial / 2)
+
+    chosen = {}
+    for scale in (0.05, 1.0, 4.0):
+        plan, record = p.size(p.GPU_PLAN, p.GPU_LADDERS, p.Times.from_probe(probe_result(scale)), p.LIMITS)
+        chosen[scale] = {part: r["rung"] for part, r in record["parts"].items()}
+        for part, r in record["parts"].items():
+            assert r["budget_seconds"] == pytest.approx(p.SAFETY * p.LIMITS[part])
+            assert r["fits"] == (r["estimate_seconds"] <= r["budget_seconds"]), (scale, part, r)
+            assert r["fits"] or r["rung"] == r["rungs"] - 1, (scale, part, r)  # the last rung only when none fit
+            assert r["sizes"] == plan.sizes(part)
+    # a fast machine: the full sizes, but for jobs' three commands whose start-ups alone (at least 5 s each, twice
+    # with workers) take most of its 40 s
+    assert chosen[0.05] == {"throughput": 0, "agreement": 0, "jobs": chosen[0.05]["jobs"], "e2e": 0}
+    for part in chosen[1.0]:
+        assert chosen[0.05][part] <= chosen[1.0][part] <= chosen[4.0][part], (part, chosen)
+    assert chosen[4.0]["e2e"] > 0
+    _, record = p.size(p.GPU_PLAN, p.GPU_LADDERS, p.Times.from_probe(probe_result(4.0)), p.LIMITS)
+    cut = record["parts"]["e2e"]["cut"]
+    assert cut and cut[0].startswith("archs mlp_bn, mlp_l2, cnn"), cut  # cnn_da and resnet are kept first
+    # no probe: pessimistic defaults, never the full sizes
+    _, record = p.size(p.GPU_PLAN, p.GPU_LADDERS, p.Times.from_probe(None), p.LIMITS)
+    assert record["times_source"].startswith("default") and record["parts"]["e2e"]["rung"] > 0
+    # the time the probe left goes to the later parts, in proportion
+    stretched = p.stretch(p.LIMITS, ["throughput", "agreement", "jobs"], 60)
+    assert sum(stretched[n] for n in ("throughput", "agreement", "jobs")) == pytest.approx(150 + 60)
+    assert stretched["e2e"] == p.LIMITS["e2e"] and stretched["throughput"] == pytest.approx(60 + 24)
+
+
+def test_sigterm_mid_run_leaves_results_with_the_finished_parts(gpu_check, tmp_path: Path, monkeypatch):
+    """The GPU order (one part after another): probe and throughput finish, SIGTERM comes during agreement. The
+    handler writes results.json at once (the finished parts, agreement still running), the run then ends its
+    parts and exits 143, and the copy in --copy-to matches."""
+    from benchmarks.gpu_check.machine import synthetic_npz
+
+    out, copy, seen = tmp_path / "out", tmp_path / "copy", {}
+
+    def terminated(ctx, deadline):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert ctx.stop.wait(30)
+        seen["snapshot"] = json.loads((out / "results.json").read_text())
+        return {"status": "not reached", "reason": "stand-in"}
+
+    monkeypatch.setitem(gpu_check.PARTS, "probe", lambda ctx, deadline: probe_result())
+    monkeypatch.setitem(gpu_check.PARTS, "throughput", lambda ctx, deadline: {"status": "ok", "rows": []})
+    monkeypatch.setitem(gpu_check.PARTS, "agreement", terminated)
+    data = synthetic_npz(tmp_path / "d.npz", 50, 20)
+    before = signal.getsignal(signal.SIGTERM)
+    assert gpu_check.main(["--out", str(out), "--data", str(data), "--copy-to", str(copy)]) == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+    snapshot = seen["snapshot"]["parts"]
+    assert [snapshot[n]["status"] for n in ("probe", "throughput", "agreement")] == ["ok", "ok", "not reached"]
+    assert snapshot["agreement"]["reason"] == "running when this file was written"
+    results = json.loads((out / "results.json").read_text())
+    assert results == json.loads((copy / "results.json").read_text())
+    assert (out / "results.md").read_text() == (copy / "results.md").read_text()
+    parts = results["parts"]
+    assert parts["probe"]["status"] == parts["throughput"]["status"] == "ok"
+    assert parts["agreement"]["reason"] == parts["jobs"]["reason"] == "terminated (SIGTERM)"
+    assert parts["e2e"]["reason"] == "not selected (--parts)"  # the second command's part
+    assert results["plan"]["times_source"] == "the probe (this run)"
+    assert not list(out.glob(".*partial"))  # every write was renamed into place
+
+
+def test_the_e2e_command_is_sized_from_the_first_commands_probe(gpu_check, tmp_path: Path, monkeypatch):
+    from benchmarks.gpu_check.machine import synthetic_npz
+
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"started": "earlier", "parts": {
+        "probe": probe_result(4.0), "throughput": {"status": "ok", "rows": []},
+        "e2e": {"status": "not reached", "reason": "not selected (--parts)"}}}))
+    got = {}
+
+    def e2e_stand_in(ctx, deadline):
+        got.update(plan=ctx.plan, sizing=ctx.sizing)
+        return {"status": "ok", "steps": [], "seconds": 1.0}
+
+    monkeypatch.setitem(gpu_check.PARTS, "e2e", e2e_stand_in)
+    out = tmp_path / "out"
+    data = synthetic_npz(tmp_path / "d.npz", 50, 20)
+    assert gpu_check.main(["--part", "e2e", "--out", str(out), "--data", str(data), "--probe", str(first),
+                           "--jobs", "2"]) == 0
+    from benchmarks.gpu_check import plan as p
+
+    sized, record = p.size(p.GPU_PLAN, p.GPU_LADDERS, p.Times.from_probe(probe_result(4.0)), p.LIMITS, e2e_jobs=2)
+    assert got["plan"] == sized and got["plan"].e2e_jobs == 2 and got["plan"].e2e_archs != p.ALL_ARCHS
+    assert got["sizing"]["parts"]["e2e"]["cut"] == record["parts"]["e2e"]["cut"] != []
+    results = json.loads((out / "results.json").read_text())
+    assert results["plan"]["times_source"] == f"the probe ({first})"
+    assert results["parts"]["probe"]["earlier_run"] == "earlier"  # the first command's parts stay in the record
+    assert results["parts"]["throughput"]["status"] == "ok" and results["parts"]["e2e"]["status"] == "ok"
+    assert results["parts"]["agreement"]["reason"] == "not selected (--parts)"

@@ -1,9 +1,10 @@
 """Part ``agreement``: do the two engines reach the same test accuracy?
 
 ``cifar-tune baseline --archs cnn,resnet --epochs 5 --protocol seed`` for seeds 0 and 1 with ``--engine keras`` and
-``--engine fast``: mean test accuracy (a fraction) per engine, the difference in points, and whether it is within
+``--engine fast`` (the largest of the plan's sizes; fewer epochs, seeds, images or archs when the probe says so):
+mean test accuracy (a fraction) per engine, the difference in points, and whether it is within
 1.5 points. The runs only measure accuracy, so up to ``--parallel`` (default 4) run at once, each with its share of
-GPU memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``). Time limit: 70 s on the GPU (``--agreement-limit``).
+GPU memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``). Time limit: 50 s on the GPU (``--agreement-limit``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def run(ctx: Context, deadline: float) -> dict:
         commands.append((f"agreement seed{seed} {engine}",
                          cifar_tune("baseline", "--archs", ",".join(plan.agreement_archs), "--epochs",
                                     plan.agreement_epochs, "--seed", seed, "--engine", engine, "--data", ctx.data,
-                                    "--out", folder, "--protocol", "seed")))
+                                    "--out", folder, "--protocol", "seed",
+                                    *(["--subset", plan.agreement_subset] if plan.agreement_subset else []))))
     parallel = min(ctx.parallel, len(commands))
     env = dict(ctx.env)
     if parallel > 1:  # several JAX processes on one GPU: each takes its slice instead of 75% of the card
@@ -61,6 +63,7 @@ def run(ctx: Context, deadline: float) -> dict:
                 entry.setdefault("accuracy", {})[arch] = float(row["Accuracy"])
         runs_out.append(entry)
     result = {"epochs": plan.agreement_epochs, "seeds": list(plan.agreement_seeds), "parallel": parallel,
+              "subset": plan.agreement_subset,
               "seconds": time.monotonic() - start, "rows": [_row(arch, accuracy[arch]) for arch in accuracy],
               "runs": runs_out}
     if failures:

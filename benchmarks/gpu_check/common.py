@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,11 @@ class Context:
     env: dict[str, str]
     parallel: int
     t0: float = field(default_factory=time.monotonic)
+    sizing: dict = field(default_factory=dict)  # plan.size()'s record: how each part's sizes were chosen
     stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C: every part's commands end now
+    stop_reason: str = "interrupted by the user"  # or "terminated (SIGTERM)"
+    # (part, result so far) -> None: a long part saves what it has between its commands (runner: results.json)
+    checkpoint: Callable[[str, dict], None] = lambda part, result: None
 
     @property
     def work(self) -> Path:

@@ -1,8 +1,11 @@
-"""Part ``e2e``: the wall time of the end-to-end job against its 8-minute target.
+"""Part ``e2e`` (its own command, ``--part e2e``): the end-to-end job's wall time, at the largest size that fits.
 
-A study of 20 trials per architecture (``cifar-tune optimize --arch A --n-trials 20``, the default preset), all
-in ``OUT/e2e.db``, then ``cifar-tune compare --seeds 2``. Time limit: 220 s on the GPU (``--e2e-limit``), less than
-the target so that the whole check fits in 9 minutes; ``--parts e2e --e2e-limit 480`` decides the target.
+The full job: a study per architecture, all five, at the seed's 10 epochs on the full split (the default
+preset's sampler and Hyperband pruning; ``GPU_PLAN``: 4 trials each, ``--jobs N`` passed through), all in
+``OUT/e2e.db``, then ``cifar-tune compare --seeds 3``. When the probe's times say it does not fit the part's
+limit (330 s on the GPU, ``--e2e-limit``), the plan takes the largest smaller job that does (``plan.GPU_LADDERS``:
+fewer trials, then ``cnn_da`` and ``resnet`` alone at 10 epochs, then fewer seeds, then a subset) and the part
+records what it cut (``cut``). ``TARGET_SECONDS`` (8 minutes) is the full job's target.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ def commands(plan: Plan, data: Path, out: Path) -> list[tuple[str, list[str], st
     """The job as (name, command, study it fills or None) steps in order: the one place to change for
     ``cifar-tune run``."""
     storage = f"sqlite:///{out / 'e2e.db'}"
-    steps = [(f"optimize {arch}", cifar_tune("optimize", "--arch", arch, "--n-trials", plan.e2e_trials,
-                                             "--storage", storage, "--data", data, *plan.e2e_optimize_args),
-              study_name(arch)) for arch in plan.e2e_archs]
+    sizes = ["--epochs", plan.e2e_epochs, *(["--subset", plan.e2e_subset] if plan.e2e_subset else []),
+             *(["--val-size", plan.e2e_val_size] if plan.e2e_val_size else [])]
+    jobs = ["--jobs", plan.e2e_jobs] if plan.e2e_jobs > 1 else []
+    steps = [(f"optimize {arch}", cifar_tune("optimize", "--arch", arch, "--n-trials", plan.e2e_trials, *sizes, *jobs,
+                                             "--storage", storage, "--data", data), study_name(arch))
+             for arch in plan.e2e_archs]
     steps.append(("compare", cifar_tune("compare", "--seeds", plan.e2e_seeds, "--storage", storage, "--data", data,
                                         "--out", out / "compare"), None))
     return steps
@@ -35,11 +41,13 @@ def commands(plan: Plan, data: Path, out: Path) -> list[tuple[str, list[str], st
 
 def run(ctx: Context, deadline: float) -> dict:
     """Per step: seconds, status and, for a study, ``trials_finished`` by state (read from ``OUT/e2e.db``); the
-    total ``seconds`` and ``within_target``. A step that fails or times out ends the job: later steps not reached."""
+    total ``seconds``, ``within_target``, ``sizes`` and ``cut``. A step that fails or times out ends the job: later
+    steps not reached. After every step the result so far goes to ``ctx.checkpoint`` (results.json)."""
     db = ctx.out / "e2e.db"
     db.unlink(missing_ok=True)
     shutil.rmtree(ctx.out / "compare", ignore_errors=True)
     steps, reason, start = [], None, time.monotonic()
+    record = {"sizes": ctx.plan.sizes("e2e"), "cut": ctx.sizing.get("parts", {}).get("e2e", {}).get("cut", [])}
     for name, argv, study in commands(ctx.plan, ctx.data, ctx.out):
         step = {"step": name, "command": command_text(argv)}
         if reason is None:
@@ -55,8 +63,10 @@ def run(ctx: Context, deadline: float) -> dict:
         else:
             step.update(status=NOT_REACHED, reason="an earlier step was not reached")
         steps.append(step)
+        ctx.checkpoint("e2e", {"status": NOT_REACHED, "reason": "running", "steps": [dict(s) for s in steps],
+                               **record})
     seconds = time.monotonic() - start
-    result = {"steps": steps, "seconds": seconds, "target_seconds": TARGET_SECONDS}
+    result = {"steps": steps, "seconds": seconds, "target_seconds": TARGET_SECONDS, **record}
     if reason:
         return not_reached(result, reason)
     result.update(status=OK, within_target=seconds <= TARGET_SECONDS)
@@ -69,5 +79,7 @@ def markdown(part: dict) -> list[str]:
              " ".join(f"{n} {k}" for k, n in s.get("trials_finished", {}).items()) or "-", s["status"]]
             for s in part.get("steps", [])]
     rows.append(["total", "", fmt(part.get("seconds"), 1), "", part["status"]])
-    intro = f"Target {part.get('target_seconds', TARGET_SECONDS)} s; within target: {fmt(part.get('within_target'))}."
+    cut = ", ".join(part.get("cut") or []) or "nothing"
+    intro = (f"Target {part.get('target_seconds', TARGET_SECONDS)} s (the full job); within target: "
+             f"{fmt(part.get('within_target'))}. Cut from the full job: {cut}.")
     return [intro, ""] + table(["step", "command", "seconds", "trials finished", "status"], rows)

@@ -1,8 +1,9 @@
 """Part ``jobs``: trials per hour on one GPU with ``--jobs`` 1, 2 and 4.
 
-The same short study each time (``cifar-tune optimize --arch cnn``, 8 trials of 2 epochs on a 10,000-image subset,
-no pruning), in a fresh SQLite file ``OUT/jobs<N>.db``; the wall clock of the whole command, process start-up
-included. Time limit: 80 s on the GPU (``--jobs-limit``), for all three commands together.
+The same short study each time (``cifar-tune optimize --arch cnn``, at most 8 trials of 2 epochs on a 10,000-image
+subset, no pruning: the plan sizes it from the probe), in a fresh SQLite file ``OUT/jobs<N>.db``; the wall clock of
+the whole command, process start-up included. Time limit: 40 s on the GPU (``--jobs-limit``), for all the
+commands together.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def run(ctx: Context, deadline: float) -> dict:
         db.unlink(missing_ok=True)
         argv = cifar_tune("optimize", "--arch", plan.jobs_arch, "--jobs", jobs, "--n-trials", plan.jobs_trials,
                           "--epochs", plan.jobs_epochs, "--pruner", "none", "--storage", f"sqlite:///{db}",
-                          "--data", ctx.data, *plan.jobs_args)
+                          "--data", ctx.data, "--subset", plan.jobs_subset, "--val-size",
+                          max(50, plan.jobs_subset // 10))
         row = {"jobs": jobs, "trials": plan.jobs_trials, "command": command_text(argv)}
         if reason is None:
             res = run_one(ctx, f"jobs{jobs}", argv, deadline)
@@ -41,7 +43,7 @@ def run(ctx: Context, deadline: float) -> dict:
     for row in rows:
         if first and row.get("trials_per_hour"):
             row["speedup"] = row["trials_per_hour"] / first
-    result = {"arch": plan.jobs_arch, "epochs": plan.jobs_epochs, "rows": rows}
+    result = {"arch": plan.jobs_arch, "epochs": plan.jobs_epochs, "subset": plan.jobs_subset, "rows": rows}
     if reason:
         return not_reached(result, reason)
     result["status"] = OK
