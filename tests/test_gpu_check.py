@@ -57,11 +57,14 @@ def test_smoke_run_measures_every_part(tmp_path: Path):
     parts = results["parts"]
     for name in PARTS:
         assert parts[name]["status"] == "ok", (name, parts[name].get("reason"))
-    # results.json was written as each part started and again when it ended, the probe before the others
+    # results.json was written as each part started (running: not reached) and again when it ended (e2e also
+    # after each step), the probe before the others
     timeline = results["timeline"]
     assert timeline[0]["part"] == "probe" and timeline[1] == {**timeline[1], "part": "probe", "status": "ok"}
     for name in PARTS:
-        assert [t["status"] for t in timeline if t["part"] == name] == ["not reached", "ok"], (name, timeline)
+        statuses = [t["status"] for t in timeline if t["part"] == name]
+        assert statuses[0] == "not reached" and statuses[-1] == "ok" and "ok" not in statuses[:-1], (name, timeline)
+    assert len([t for t in timeline if t["part"] == "e2e"]) == 4  # start, optimize mlp_l2, compare, end
 
     probe = parts["probe"]
     assert {(r["arch"], r["engine"], r["batch"]) for r in probe["rows"]} == {("mlp_l2", "keras", 32),
