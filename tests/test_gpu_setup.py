@@ -55,3 +55,24 @@ def test_pip_resolves_the_gpu_extra_to_a_cuda_jax():
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "jax-cuda13-plugin" in out.stdout
+
+
+NO_TF = """
+import sys
+import cifar_tune as ct
+study = ct.optimize(arch="mlp_l2", n_trials=1, epochs=1, data=sys.argv[1], val_size=100, engine=sys.argv[2],
+                    pruner="none")
+assert study.trials[0].state.name == "COMPLETE", study.trials[0]
+print("TF LOADED" if "tensorflow" in sys.modules else "NO TF")
+"""
+
+
+@pytest.mark.parametrize("engine", ["keras", "fast"])
+def test_a_jax_trial_never_imports_tensorflow(engine, tiny_npz: Path, tmp_path: Path):
+    """TensorFlow is installed here, yet a trial on the JAX backend (either engine) never loads it: nothing on
+    the JAX path (seeding included) may import it."""
+    env = {**__import__("os").environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", NO_TF, str(tiny_npz), engine], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "NO TF" in out.stdout, out.stdout[-2000:]
