@@ -11,6 +11,7 @@ from cifar_tune import engines
 from cifar_tune.choices import DATA_ENV
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
+from cifar_tune.runtime import backend
 from cifar_tune.storage import database
 
 PACKAGES = ("cifar-tune", "keras", "tensorflow", "jax", "jaxlib", "optuna", "optuna-dashboard", "sqlalchemy",
@@ -57,6 +58,7 @@ def facts(storage_url: str, source: str | None) -> dict[str, str]:
                            "GPU, else tensorflow" + (" (KERAS_BACKEND is set)" if os.environ.get("KERAS_BACKEND")
                                                      else ""),
            "nvidia-smi": ", ".join(engines.base.nvidia_gpus()) or "no GPU listed",
+           "jax cuda": backend.cuda_match(backend.jax_cuda_builds(), backend.driver_cuda_version()),
            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python "
                       f"{platform.python_version()}",
            "versions": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),

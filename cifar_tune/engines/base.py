@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import shutil
 import subprocess
 import time
@@ -42,6 +43,24 @@ class TrainResult:
 def scale(x: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1], as the seed does."""
     return x.astype("float32") / 255.0
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python, NumPy and Keras's global seed generator, as ``keras.utils.set_random_seed`` does, but without
+    importing TensorFlow on another backend: Keras's own imports TensorFlow whenever it is installed (+7 s per
+    JAX process and TensorFlow's CUDA notices in its output). On TensorFlow it is Keras's own."""
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    # The rest of keras.utils.set_random_seed (keras/src/utils/rng_utils.py), less tf.random.set_seed.
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # recreated from the seed
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def nvidia_gpus() -> list[str]:
@@ -166,7 +185,7 @@ def train_keras(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarra
 
     ``config`` is complete (``engines.train`` normalised it). Without validation arrays nothing is validated.
     """
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     with precision_policy(precision):
         batch_size = int(config["batch_size"])
         model = compile_model(architectures.get(arch).build(config), config,

@@ -157,7 +157,7 @@ def train(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, callbac
     """Train a complete ``config`` in the device-resident loop (``engines.train``'s contract)."""
     _enable_persistent_cache()
     start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
+    base.set_random_seed(seed)
     with base.precision_policy(precision):
         # The trial's model is built first, right after seeding, so its initial weights and seeds do not depend
         # on whether the program cache was warm.

@@ -86,3 +86,46 @@ def import_keras() -> None:
         from cifar_tune import engines  # loads Keras and its backend
 
         engines.device_name()  # device discovery prints its own notices (CUDA probes)
+
+
+def driver_cuda_version() -> tuple[int, int] | None:
+    """The newest CUDA the NVIDIA driver supports, as ``nvidia-smi``'s header says (``CUDA Version: 13.0`` ->
+    ``(13, 0)``); None without nvidia-smi or that line."""
+    import re
+    import shutil
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", out)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def jax_cuda_builds() -> dict[int, str]:
+    """The CUDA builds of JAX installed: CUDA major -> plugin version (``{13: "0.10.2"}``; empty: CPU-only JAX)."""
+    import importlib.metadata
+
+    builds = {}
+    for major in (12, 13):
+        try:
+            builds[major] = importlib.metadata.version(f"jax-cuda{major}-plugin")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return builds
+
+
+def cuda_match(builds: dict[int, str], driver: tuple[int, int] | None) -> str:
+    """One line: which CUDA build of JAX is installed and whether the driver runs it (a driver runs a CUDA major
+    up to the one nvidia-smi reports), with the extra to install when it does not."""
+    installed = ", ".join(f"jax-cuda{m}-plugin {v}" for m, v in sorted(builds.items())) or "no CUDA build of JAX"
+    if driver is None:
+        return f"{installed}; no NVIDIA driver found (nvidia-smi): training runs on the CPU"
+    cuda = f"the driver supports CUDA {driver[0]}.{driver[1]}"
+    fits = [m for m in builds if m <= driver[0]]
+    if fits:
+        return f"{installed}; {cuda}: matches (CUDA {max(fits)})"
+    extra = "gpu" if driver[0] >= 13 else "gpu-cuda12"
+    return f"{installed}; {cuda}: NO MATCH, install pip install 'cifar-tune[{extra}]'"
