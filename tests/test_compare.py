@@ -227,7 +227,7 @@ def test_training_without_validation_data(engine):
     from cifar_tune import engines
 
     x, y, _, _ = synthetic_cifar(n_train=64, n_test=10)
-    result = engines.train("mlp_l2", {"units": 16, "batch_size": 32}, x, y, epochs=1, engine=engine)
+    result = engines.train(engines.TrainSpec("mlp_l2", {"units": 16, "batch_size": 32}, epochs=1, engine=engine), x, y)
     assert set(result.history) == {"loss", "accuracy"} and result.epochs_run == 1
 
 
