@@ -74,8 +74,8 @@ def measure(arch: str, batch: int, precision: str, engine: str, arrays, epochs: 
     """Train once with ``engine`` and return its per-epoch timing."""
     x, y, xv, yv = arrays
     timer = EpochTimer()
-    result = engines.train(arch, {"batch_size": batch}, x, y, xv, yv, epochs=1 + epochs, engine=engine,
-                            precision=precision, callbacks=[timer])
+    spec = engines.TrainSpec(arch, {"batch_size": batch}, epochs=1 + epochs, engine=engine, precision=precision)
+    result = engines.train(spec, x, y, xv, yv, callbacks=[timer])
     timed = timer.seconds[1:]
     per_epoch = float(np.mean(timed))
     out = {"seconds_per_epoch": per_epoch, "images_per_second": len(x) / per_epoch,

@@ -1,9 +1,10 @@
 """The Python API (``import cifar_tune as ct``): each command of the CLI as a function that takes keywords with the
 CLI's defaults (or a settings object) and returns a result object; the CLI is a thin layer over the same library
-functions (``tuning.run_study``, ``seed_baseline.run``, ``comparison.compare_studies``, ``job.run_job``).
+functions (``tuning.run_study``, ``seed_baseline.run``, ``retrain.compare_studies``, ``pipeline.run_job``), each
+given a settings object (``OptimizeSettings``, ``BaselineSettings``, ``CompareSettings``) made from the keywords.
 
 Every function raises the library's exceptions (``cifar_tune.UserError`` and its subclasses, one line each) and
-never exits; after Ctrl-C or SIGTERM it raises KeyboardInterrupt (``runtime.Terminated`` for SIGTERM) once the
+never exits; after Ctrl-C or SIGTERM it raises KeyboardInterrupt (``errors.Terminated`` for SIGTERM) once the
 running trial was failed and what finished was kept, as the CLI does. Progress (trial and epoch lines) is still
 printed as the CLI prints it; results are returned, never printed. Keras loads on the first call that trains
 (``runtime.import_keras``: the backend is chosen and TensorFlow's native logs are silenced first), not on
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from cifar_tune import runtime
+from cifar_tune import choices, runtime
 from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
 from cifar_tune.errors import UserError
 from cifar_tune.studies import validate
@@ -68,8 +69,10 @@ def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.
 
 
 def baseline(archs: list[str] | None = None, *, data: str | os.PathLike | None = None, subset: int | None = None,
-             epochs: int = 10, batch_size: int = 32, protocol: str = "seed", val_size: int | None = None,
-             out: str | os.PathLike | None = None, seed: int = 0, engine: str = "auto", precision: str = "float32",
+             epochs: int = choices.DEFAULT_EPOCHS, batch_size: int = choices.DEFAULT_BATCH_SIZE,
+             protocol: str = choices.DEFAULT_PROTOCOL, val_size: int | None = None,
+             out: str | os.PathLike | None = None, seed: int = choices.DEFAULT_SEED,
+             engine: str = choices.DEFAULT_ENGINE, precision: str = choices.DEFAULT_PRECISION,
              verbose: bool = False) -> BaselineResult:
     """The seed notebook's fixed-baseline comparison, as ``cifar-tune baseline``: each architecture (default: all
     five) trained once at the seed's config (Adam 1e-3, batch ``batch_size``, ``epochs`` epochs) and tested.
@@ -87,19 +90,20 @@ def baseline(archs: list[str] | None = None, *, data: str | os.PathLike | None =
     runtime.import_keras()
     from cifar_tune.comparison import seed_baseline
 
-    archs = _archs(archs, list(ARCH_KEYS))
-    source = None if data is None else os.fspath(data)
-    ds = seed_baseline.load_data(source, subset, protocol=protocol, val_size=val_size, seed=seed)
+    settings = seed_baseline.BaselineSettings(
+        archs=ARCH_KEYS if archs is None else archs, epochs=epochs, batch_size=batch_size, protocol=protocol,
+        val_size=val_size, out_dir=None if out is None else os.fspath(out), seed=seed, verbose=int(verbose),
+        engine=engine, precision=precision, data=None if data is None else os.fspath(data), subset=subset)
+    ds = seed_baseline.load_data(settings)
     with runtime.stops_on_signals():
-        return seed_baseline.run(ds, archs, epochs=epochs, batch_size=batch_size, protocol=protocol,
-                                 val_size=val_size, out_dir=None if out is None else os.fspath(out), seed=seed,
-                                 verbose=int(verbose), engine=engine, precision=precision)
+        return seed_baseline.run(ds, settings)
 
 
-def compare(archs: list[str] | None = None, *, seeds: int = 3, storage: str | None = None,
-            data: str | os.PathLike | None = None, subset: int | None = None, epochs: int | None = None,
-            full_data: bool = False, out: str | os.PathLike | None = None, engine: str = "auto",
-            precision: str = "float32", verbose: bool = False) -> Comparison:
+def compare(archs: list[str] | None = None, *, seeds: int = choices.DEFAULT_COMPARE_SEEDS,
+            storage: str | None = None, data: str | os.PathLike | None = None, subset: int | None = None,
+            epochs: int | None = None, full_data: bool = False, out: str | os.PathLike | None = None,
+            engine: str = choices.DEFAULT_ENGINE, precision: str = choices.DEFAULT_PRECISION,
+            verbose: bool = False) -> Comparison:
     """Tuned against baseline on the test set, as ``cifar-tune compare``: for each architecture with a study in
     ``storage`` (default: all of them), its best trial and the seed baseline, each retrained from scratch on all
     training images (the study's split joined again) on ``seeds`` seeds the study never trained with (1000 up),
@@ -117,16 +121,16 @@ def compare(archs: list[str] | None = None, *, seeds: int = 3, storage: str | No
     runtime.import_keras()
     from cifar_tune.comparison import retrain as comparison
 
-    source = os.fspath(data) if data is not None else os.environ.get(DATA_ENV)
+    settings = comparison.CompareSettings(
+        archs=archs, seeds=seeds, epochs=epochs, storage=DEFAULT_STORAGE if storage is None else storage,
+        out_dir=None if out is None else os.fspath(out), engine=engine, precision=precision, verbose=int(verbose),
+        full_data=full_data, data=os.fspath(data) if data is not None else os.environ.get(DATA_ENV), subset=subset)
     with runtime.stops_on_signals():
-        return comparison.compare_studies(source, subset, archs=_archs(archs, None), seeds=seeds, epochs=epochs,
-                                          storage=DEFAULT_STORAGE if storage is None else storage,
-                                          out_dir=None if out is None else os.fspath(out), engine=engine,
-                                          precision=precision, verbose=int(verbose), full_data=full_data)
+        return comparison.compare_studies(settings)
 
 
-def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int = 3, timeout: float | None = None,
-        out: str | os.PathLike | None = None, **study_keywords) -> JobResult:
+def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int = choices.DEFAULT_COMPARE_SEEDS,
+        timeout: float | None = None, out: str | os.PathLike | None = None, **study_keywords) -> JobResult:
     """The whole job, as ``cifar-tune run``: a study per architecture (default: all five) of the ``preset``'s size
     (``n_trials`` as a study-wide total: a rerun continues, a complete study runs nothing), then ``compare`` on
     ``seeds`` seeds where a comparison is missing or out of date, then the study report.

@@ -1,13 +1,38 @@
-"""The exceptions a user can cause: the CLI prints each as one line and exits with status 2 (``WorkersStopped``:
-with the workers' status); the Python API raises them as they are."""
+"""Every exception class of the package, and the one-line form the CLI prints.
+
+The user's (``UserError`` and its subclasses): the CLI prints each as one line and exits with its ``status``
+(2; ``WorkersStopped``: the workers' status); the Python API raises them as they are. A trial's outcome inside
+the tuning loop (``TrialFailed``, ``Diverged``, ``TakenOver``: defined on first use, see ``__getattr__``): the
+study records it and goes on. A stop (``Terminated``: SIGTERM, a KeyboardInterrupt like Ctrl-C): the command
+stops at the next step, with ``INTERRUPTED_STATUS`` or ``TERMINATED_STATUS``.
+"""
+
+from __future__ import annotations
+
+INTERRUPTED_STATUS = 130  # the exit status after Ctrl-C (SIGINT), as a shell reports a process it killed
+TERMINATED_STATUS = 143  # after SIGTERM
 
 
 class UserError(Exception):
-    """A problem with the user's input: the CLI prints it as one line and exits with status 2."""
+    """A problem with the user's input: the CLI prints it as one line and exits with ``status`` (2)."""
+
+    status = 2
 
 
 class DataError(UserError):
     """The data source is missing, unreadable or not CIFAR-10."""
+
+
+class InvalidValue(UserError):
+    """A value outside what it may be; ``rule`` says what it may be and what was given, without its name."""
+
+    def __init__(self, label: str, rule: str):
+        super().__init__(f"{label} {rule}")
+        self.rule = rule
+
+
+class SpaceError(UserError):
+    """A space file is malformed; the message names the file and the key."""
 
 
 class WorkersStopped(UserError):
@@ -19,6 +44,43 @@ class WorkersStopped(UserError):
         super().__init__(f"the {arch} study stopped: its worker processes ended with exit status {status} (each "
                          "said why on standard error)")
         self.arch, self.status = arch, status
+
+
+class TrialFailed(Exception):
+    """This trial failed (the reason is stored with it); the study goes on. The tuning loop catches only this:
+    anything else, a ``UserError`` above all, stops the study instead of failing trial after trial."""
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss, an expected outcome of a search: the trial fails with this one-line
+    reason (``diverged at epoch k: loss nan``) and the study goes on."""
+
+    def __init__(self, epoch: int, name: str, value: float):
+        super().__init__(f"diverged at epoch {epoch}: {name} {value}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``docker stop``, a supervisor): handled like Ctrl-C, so the running trial is failed
+    with its reason and the process exits without a traceback, with ``status`` (143)."""
+
+    status = TERMINATED_STATUS
+
+
+def __getattr__(name: str):
+    """``TakenOver``, defined on first use (PEP 562, as the package's API names): it subclasses Optuna's error, and
+    ``import cifar_tune`` (which imports this module) loads no Optuna."""
+    if name != "TakenOver":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import optuna.exceptions
+
+    class TakenOver(optuna.exceptions.UpdateFinishedTrialError):
+        """Another worker failed this trial as dead (its heartbeat came late) while it trained: stop training it.
+        Optuna's own error for a write to a finished trial, named for what it means here (the tuning loop
+        catches the Optuna error, this one included)."""
+
+    TakenOver.__module__ = __name__
+    globals()[name] = TakenOver  # one class: found directly from now on
+    return TakenOver
 
 
 def one_line(e: BaseException) -> str:

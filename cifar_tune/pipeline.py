@@ -33,7 +33,7 @@ import optuna
 
 from cifar_tune import runtime, tuning
 from cifar_tune.choices import DEFAULT_STORAGE, StudyAttr, TrialAttr
-from cifar_tune.comparison.retrain import compare_studies
+from cifar_tune.comparison.retrain import CompareSettings, compare_studies
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import WorkersStopped
 from cifar_tune.results import Comparison, JobResult
@@ -193,9 +193,9 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     if todo:
         print(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)", flush=True)
         # without --data, compare takes each study's recorded data and subset
-        comparison = compare_studies(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
-                                     out_dir=str(out / "compare") if out else None, engine=first.engine,
-                                     precision=first.precision, verbose=int(first.verbose))
+        comparison = compare_studies(CompareSettings(
+            archs=tuple(todo), seeds=seeds, storage=first.storage, out_dir=str(out / "compare") if out else None,
+            engine=first.engine, precision=first.precision, verbose=int(first.verbose), data=first.data))
         if show_comparison is not None:
             show_comparison(comparison)
     elif not missing:

@@ -54,7 +54,7 @@ def train_all(n_train: int = 64, n_val: int = 32, epochs: int = 2, batch_size: i
         config = {"batch_size": batch_size}
         if "flip" in architectures.get(arch).baseline:
             config.update(AUGMENTED)
-        result = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
+        result = engines.train(engines.TrainSpec(arch, config, epochs, engine="fast"), x, y, xv, yv)
         predicted = engines.predict_classes(result.model, xv)
         out[arch] = {"history": result.history, "epochs_run": result.epochs_run, "engine": result.engine,
                      "precision": result.precision, "info": result.info, "params": result.model.count_params(),
@@ -66,7 +66,8 @@ def train_all(n_train: int = 64, n_val: int = 32, epochs: int = 2, batch_size: i
 def bf16(arch: str = "cnn", n_train: int = 64, n_val: int = 32, epochs: int = 2) -> dict:
     """One bf16 run: what it records and what dtypes the trained model computes and stores in."""
     x, y, xv, yv = synthetic_cifar(n_train, n_val)
-    result = engines.train(arch, {"batch_size": 16}, x, y, xv, yv, epochs=epochs, engine="fast", precision="bf16")
+    spec = engines.TrainSpec(arch, {"batch_size": 16}, epochs, engine="fast", precision="bf16")
+    result = engines.train(spec, x, y, xv, yv)
     return {"history": result.history, "precision": result.precision,
             "compute_dtype": result.model.layers[0].compute_dtype,
             "variable_dtypes": sorted({v.dtype for v in result.model.trainable_variables}),
@@ -83,8 +84,8 @@ def prune(epochs: int = 4) -> dict:
 
     def objective(trial):
         callback = KerasPruningCallback(trial, "val_loss")
-        result = engines.train("mlp_l2", {"batch_size": 16}, x, y, xv, yv, epochs=epochs, engine="fast",
-                                callbacks=[callback])
+        result = engines.train(engines.TrainSpec("mlp_l2", {"batch_size": 16}, epochs, engine="fast"), x, y, xv, yv,
+                               callbacks=[callback])
         seen["finished"] = result.epochs_run  # only reached if nothing was pruned
         return result.history["val_loss"][-1]
 
@@ -110,7 +111,7 @@ def reuse(arch: str = "mlp_l2", epochs: int = 2) -> dict:
     other_batch = {**second, "batch_size": 32}
 
     def run(config, epochs):
-        r = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine="fast")
+        r = engines.train(engines.TrainSpec(arch, config, epochs, engine="fast"), x, y, xv, yv)
         return {"history": r.history, "reused": r.info["program_reused"], "compile_seconds": r.info["compile_seconds"]}
 
     out = {"first": run(first, epochs), "second_reusing": run(second, epochs + 1),
@@ -128,7 +129,8 @@ def loop_modes(arch: str = "cnn_da", n_train: int = 64, n_val: int = 32, epochs:
     for mode in ("step", "epoch"):
         os.environ["CIFAR_TUNE_FAST_LOOP"] = mode
         try:
-            r = engines.train(arch, {"batch_size": 16, **AUGMENTED}, x, y, xv, yv, epochs=epochs, engine="fast")
+            spec = engines.TrainSpec(arch, {"batch_size": 16, **AUGMENTED}, epochs, engine="fast")
+            r = engines.train(spec, x, y, xv, yv)
         finally:
             del os.environ["CIFAR_TUNE_FAST_LOOP"]
         out[mode] = {"history": r.history, "loop": r.info["loop"], "seed_draws": _seed_draws(r.model)}
@@ -146,7 +148,7 @@ def full_batch(archs: list[str], n_train: int = 64, n_val: int = 32, epochs: int
         if arch == "mlp_l2":
             config["l2"] = 1e-2  # a strong penalty, so a mistake in it shows in loss and val_loss
         for engine in ("keras", "fast"):
-            r = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
+            r = engines.train(engines.TrainSpec(arch, config, epochs, engine=engine), x, y, xv, yv)
             out.setdefault(arch, {})[engine] = r.history
     return out
 
@@ -176,7 +178,7 @@ def replay(runs: list[dict], epochs: int = 2, seed: int = 0) -> dict:
     for run in runs:
         arch, config = run["arch"], run["config"]
         x, y, xv, yv = synthetic_cifar(run["n_train"], run["n_val"])
-        fast = engines.train(arch, config, x, y, xv, yv, epochs=epochs, seed=seed, engine="fast")
+        fast = engines.train(engines.TrainSpec(arch, config, epochs, seed, engine="fast"), x, y, xv, yv)
         batches = [_engine_batches(arch, config, seed, epoch, y) for epoch in range(epochs)]
         returned = fast.model.evaluate(engines.scale(xv), yv, verbose=0, return_dict=True)
 
@@ -212,7 +214,7 @@ def schedules(arch: str = "mlp_bn", n_train: int = 64, n_val: int = 32, epochs: 
     for name, extra in SCHEDULES.items():
         config = {"batch_size": n_train, "dropout": 0.0, "learning_rate": 3e-3, **extra}  # warm-up: 1 step of 10
         for engine in ("keras", "fast"):
-            r = engines.train(arch, config, x, y, xv, yv, epochs=epochs, engine=engine)
+            r = engines.train(engines.TrainSpec(arch, config, epochs, engine=engine), x, y, xv, yv)
             out.setdefault(name, {})[engine] = {"history": r.history, "reused": r.info.get("program_reused")}
     return out
 
@@ -233,8 +235,8 @@ def equivalence(archs: list[str], seeds: list[int], n_train: int = 256, n_val: i
         for engine in ("keras", "fast"):
             for seed in seeds:
                 start = time.perf_counter()
-                r = engines.train(arch, {"batch_size": batch_size}, x, y, xv, yv, epochs=epochs, seed=seed,
-                                   engine=engine)
+                spec = engines.TrainSpec(arch, {"batch_size": batch_size}, epochs, seed, engine=engine)
+                r = engines.train(spec, x, y, xv, yv)
                 seconds = round(time.perf_counter() - start, 1)
                 acc = float((engines.predict_classes(r.model, xv) == yv).mean())
                 evaluated = r.model.evaluate(engines.scale(xv), yv, verbose=0, return_dict=True)

@@ -70,7 +70,7 @@ def test_keywords_and_the_equivalent_flags_build_equal_settings(tmp_path):
             "2", "--seed", "3", "--sampler", "random", "--pruner", "median", "--engine", "keras", "--precision",
             "bf16", "--jobs", "2", "--timeout", "30", "--data", "data.npz", "--storage", "sqlite:///x.db",
             "--study-name", "mine", "--space", str(space), "--grace-period", "60", "--verbose"]
-    from_flags = presets.settings_from_args(cli.build_parser().parse_args(argv))
+    from_flags = cli.optimize_settings(cli.build_parser().parse_args(argv))
     from_keywords = ct.make_settings("cnn", preset="quick", subset=2000, n_trials=4, epochs=2, seed=3,
                                      sampler="random", pruner="median", engine="keras", precision="bf16", jobs=2,
                                      timeout=30.0, data="data.npz", storage="sqlite:///x.db", study_name="mine",
@@ -78,7 +78,7 @@ def test_keywords_and_the_equivalent_flags_build_equal_settings(tmp_path):
     assert from_keywords == from_flags
     assert from_flags.val_size is None and from_flags.data == str(Path("data.npz").resolve())  # preset rules held
     # the defaults alike: nothing given but the architecture
-    assert ct.make_settings("mlp_l2") == presets.settings_from_args(
+    assert ct.make_settings("mlp_l2") == cli.optimize_settings(
         cli.build_parser().parse_args(["optimize", "--arch", "mlp_l2"]))
     # a job's plan: `run` flags and the keywords ct.run passes
     args = cli.build_parser().parse_args(["run", "--archs", "cnn,mlp_l2", "--preset", "quick", "--n-trials", "3",

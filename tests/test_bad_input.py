@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifar_tune import cli
+from cifar_tune.errors import SpaceError
 from cifar_tune.studies import spaces
 
 
@@ -41,7 +42,7 @@ def test_a_space_the_model_cannot_train_is_refused_before_anything_is_stored(tmp
                                                                               message):
     path = tmp_path / "space.toml"
     path.write_text(SPACE.format(name=name, kind=kind, body=body))
-    with pytest.raises(spaces.SpaceError, match=message):
+    with pytest.raises(SpaceError, match=message):
         spaces.load("mlp_l2", path)
     refused(["optimize", "--arch", "mlp_l2", "--space", str(path), "--data", str(tiny_npz)], message)
 

@@ -227,7 +227,7 @@ def test_training_without_validation_data(engine):
     from cifar_tune import engines
 
     x, y, _, _ = synthetic_cifar(n_train=64, n_test=10)
-    result = engines.train("mlp_l2", {"units": 16, "batch_size": 32}, x, y, epochs=1, engine=engine)
+    result = engines.train(engines.TrainSpec("mlp_l2", {"units": 16, "batch_size": 32}, epochs=1, engine=engine), x, y)
     assert set(result.history) == {"loss", "accuracy"} and result.epochs_run == 1
 
 
@@ -282,11 +282,11 @@ def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monk
                         lambda arch, study, best: architectures.get(arch).config({"units": 32}))
     real, trained, fail = compare._train_and_test, [], True
 
-    def train(t, variant, config, seed, **kw):
-        trained.append((variant, seed))
+    def train(t, variant, spec):
+        trained.append((variant, spec.seed))
         if len(trained) == 3 and fail:
             raise KeyboardInterrupt
-        return real(t, variant, config, seed, **kw)
+        return real(t, variant, spec)
 
     monkeypatch.setattr(compare, "_train_and_test", train)
     assert cli.main(["compare", "--seeds", "2", *tiny]) == 130

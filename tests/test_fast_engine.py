@@ -341,7 +341,7 @@ def test_fast_engine_on_tensorflow_is_compiled_fit_returning_the_inner_model():
     if keras.backend.backend() != "tensorflow":
         pytest.skip("this test session's backend is not TensorFlow")
     x, y, xv, yv = synthetic_cifar(96, 40)
-    result = engines.train("mlp_l2", {"batch_size": 32}, x, y, xv, yv, epochs=3, engine="fast")
+    result = engines.train(engines.TrainSpec("mlp_l2", {"batch_size": 32}, epochs=3, engine="fast"), x, y, xv, yv)
     assert result.engine == "fast" and result.info["backend"] == "tensorflow"
     assert result.info["steps_per_execution"] == 3  # one host round trip per epoch
     assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}

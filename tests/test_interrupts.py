@@ -23,7 +23,6 @@ import pytest
 from cifar_tune import cli
 from cifar_tune import pipeline as job
 from cifar_tune.choices import StudyAttr
-from cifar_tune.studies import presets
 
 URL = "sqlite:///storage/cifar_tune.db"
 CODES = [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
@@ -165,7 +164,7 @@ def test_run_says_which_study_has_no_completed_trial_and_fails(tiny_npz, tmp_pat
     (tmp_path / "diverge.toml").write_text(text)
     args = cli.build_parser().parse_args(["optimize", "--arch", "mlp_l2", "--space", "diverge.toml", "--n-trials",
                                           "2", "--epochs", "1", "--val-size", "100", "--data", str(tiny_npz)])
-    plan = [presets.settings_from_args(args)]
+    plan = [cli.optimize_settings(args)]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = job.run(plan, seeds=2, timeout=None, out_dir="job")

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cifar_tune.errors import UserError
+from cifar_tune.errors import SpaceError, UserError
 from cifar_tune.models import architectures
 from cifar_tune.studies import spaces
 
@@ -158,7 +158,7 @@ def test_a_condition_must_name_an_earlier_parameter(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('arch = "cnn"\n[params.weight_decay]\ntype = "float"\nlow = 1e-5\nhigh = 1e-1\nlog = true\n'
                    'baseline = 0.0\nwhen = { optimizer = "adamw" }\n')
-    with pytest.raises(spaces.SpaceError, match="params.weight_decay.when: 'optimizer' must be a parameter"):
+    with pytest.raises(SpaceError, match="params.weight_decay.when: 'optimizer' must be a parameter"):
         spaces.load("cnn", bad)
 
 

@@ -115,6 +115,35 @@ def test_every_package_says_what_it_owns():
         assert doc and len(doc) > 40, f"{init.relative_to(PACKAGE.parent)} has no docstring saying what it owns"
 
 
+def exception_classes(tree: ast.AST) -> list[str]:
+    """The classes in ``tree`` that derive from an exception (a base named ``...Error``, ``...Exception``,
+    ``...Interrupt``, or another exception class of the same package, whatever it is named)."""
+    known = {"UserError", "DataError", "InvalidValue", "SpaceError", "WorkersStopped", "TrialFailed", "TakenOver",
+             "Diverged", "Terminated"}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            bases = [ast.unparse(b).rpartition(".")[2] for b in node.bases]
+            if any(b in known or b.endswith(("Error", "Exception", "Interrupt", "Exit")) for b in bases):
+                found.append(node.name)
+    return found
+
+
+def test_exception_classes_are_found_wherever_they_are_written():
+    tree = ast.parse("class A(optuna.exceptions.UpdateFinishedTrialError): pass\n"
+                     "class B(KeyboardInterrupt): pass\nclass C(errors.UserError): pass\nclass D: pass\n"
+                     "def f():\n    class E(Exception): pass\n")
+    assert exception_classes(tree) == ["A", "B", "C", "E"]
+
+
+def test_every_exception_class_is_defined_in_errors_py():
+    outside = sorted(f"{name}.{cls}" for name, path in modules().items() if name != "cifar_tune.errors"
+                     for cls in exception_classes(ast.parse(path.read_text())))
+    assert outside == [], "exception classes outside cifar_tune/errors.py:\n" + "\n".join(outside)
+    assert {"UserError", "TakenOver", "Terminated"} <= set(exception_classes(ast.parse(
+        modules()["cifar_tune.errors"].read_text())))
+
+
 @pytest.mark.parametrize("name", sorted(modules()))
 def test_modules_and_functions_stay_small(name):
     path = modules()[name]

@@ -17,7 +17,7 @@ import pytest
 
 from cifar_tune import cli
 from cifar_tune.choices import ARCH_KEYS
-from cifar_tune.errors import UserError
+from cifar_tune.errors import SpaceError, UserError
 from cifar_tune.studies import presets, spaces
 
 HUGE = "99999999999999999999"  # int() takes it; numpy, TensorFlow and range() do not
@@ -133,7 +133,7 @@ def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_train
     ds = data.Dataset(*synthetic_cifar(), source="synthetic")
     kwargs = {"archs": ["mlp_l2"], "out_dir": tmp_path / "out", **kwargs}
     with pytest.raises(UserError, match=message):
-        baseline.run(ds, **kwargs)
+        baseline.run(ds, baseline.BaselineSettings(**kwargs))
     assert not (tmp_path / "out").exists()
 
 
@@ -150,7 +150,7 @@ def test_compare_run_cli_checks_its_arguments_before_the_storage(kwargs, message
     kwargs = {"archs": None, "seeds": 3, "epochs": None, "storage": "sqlite:///storage/cifar_tune.db",
               "out_dir": None, "engine": "auto", "precision": "float32", "verbose": 0, **kwargs}
     with pytest.raises(UserError, match=message):
-        compare.run_cli(None, None, **kwargs)
+        compare.run_cli(compare.CompareSettings(**kwargs))
     assert not Path("storage").exists()
 
 
@@ -207,7 +207,7 @@ DROPOUT = "[params.dropout]\ntype = \"float\"\nlow = 0.1\nhigh = 0.5\nbaseline =
 ])
 def test_optional_and_off_are_checked(tmp_path, no_data, body, message):
     path = _space(tmp_path, body)
-    with pytest.raises(spaces.SpaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
         spaces.load("mlp_l2", path)
     refused(["optimize", "--arch", "mlp_l2", "--space", path, *no_data], message)
 
@@ -242,7 +242,7 @@ KINDS = {"fifo": "is not a regular file (it is a FIFO)", "zero": "is not a regul
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_space_file_that_is_no_file_is_refused_without_blocking(tmp_path, no_data, no_hang, kind):
     path = _hostile(tmp_path, kind, "space.toml")
-    with pytest.raises(spaces.SpaceError, match=f"space file {path} {KINDS[kind]}".replace("(", r"\(")
+    with pytest.raises(SpaceError, match=f"space file {path} {KINDS[kind]}".replace("(", r"\(")
                        .replace(")", r"\)")):
         spaces.load("mlp_l2", path)
     refused(["optimize", "--arch", "mlp_l2", "--space", path, *no_data], f"space file {path} {KINDS[kind]}")
@@ -283,7 +283,7 @@ def _plan(argv: list[str]) -> list[presets.OptimizeSettings]:
     plan = []
     for arch in args.archs:
         args.arch = arch
-        plan.append(presets.settings_from_args(args))
+        plan.append(cli.optimize_settings(args))
     return plan
 
 

@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 
+from cifar_tune import choices
 from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
-from cifar_tune.errors import UserError
+from cifar_tune.errors import InvalidValue, UserError
 from cifar_tune.studies import validate
 
 
@@ -24,7 +25,7 @@ def _checked(check, name: str):
     def parse(value: str):
         try:
             return check(name, value)
-        except validate.InvalidValue as e:
+        except InvalidValue as e:
             raise argparse.ArgumentTypeError(e.rule) from None
 
     parse.__name__ = name  # argparse names the type in some messages
@@ -53,10 +54,10 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=("auto", "keras", "fast"), default=None,
+    p.add_argument("--engine", choices=choices.ENGINES, default=None,
                    help="training engine: keras (stock fit), fast (compiled device loop), auto (fast on an "
                         "accelerator, else keras)")
-    p.add_argument("--precision", choices=("float32", "bf16"), default=None, help="compute precision")
+    p.add_argument("--precision", choices=choices.PRECISIONS, default=None, help="compute precision")
     p.add_argument("--verbose", action="store_true", help="show Keras epoch progress")
 
 
@@ -73,8 +74,8 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", type=_number("val_size"), help="validation images carved from train "
                                                       "(default: a tenth of them, at most 5,000)")
     _add_storage(p)
-    p.add_argument("--sampler", choices=("tpe", "random"))
-    p.add_argument("--pruner", choices=("hyperband", "median", "none"))
+    p.add_argument("--sampler", choices=choices.SAMPLERS)
+    p.add_argument("--pruner", choices=choices.PRUNERS)
     p.add_argument("--seed", type=_number("seed"), help="the trials' seed, 0 .. 4294967295 (default 0)")
     p.add_argument("--jobs", type=_number("jobs"), default=1, help="worker processes on this machine")
     p.add_argument("--trials-per-process", type=_number("trials_per_process"), default=None,
@@ -91,14 +92,14 @@ def _add_study(p: argparse.ArgumentParser) -> None:
 def _add_baseline(sub) -> None:
     p = sub.add_parser("baseline", help="reproduce the notebook's fixed-baseline comparison table")
     p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
-    p.add_argument("--epochs", type=_number("epochs"), default=10)
-    p.add_argument("--batch-size", type=_number("batch_size"), default=32)
-    p.add_argument("--protocol", choices=("seed", "holdout"), default="seed",
+    p.add_argument("--epochs", type=_number("epochs"), default=choices.DEFAULT_EPOCHS)
+    p.add_argument("--batch-size", type=_number("batch_size"), default=choices.DEFAULT_BATCH_SIZE)
+    p.add_argument("--protocol", choices=choices.PROTOCOLS, default=choices.DEFAULT_PROTOCOL,
                    help="seed: validate on the test set as the notebook did; holdout: on a split of train")
     p.add_argument("--val-size", type=_number("val_size"), default=None,
                    help="holdout validation images (default: a tenth of the training images, at most 5,000)")
     p.add_argument("--out", type=_text("out"), help="output folder (default: a new folder under storage/reports/)")
-    p.add_argument("--seed", type=_number("seed"), default=0, help="0 .. 4294967295")
+    p.add_argument("--seed", type=_number("seed"), default=choices.DEFAULT_SEED, help="0 .. 4294967295")
     _add_data(p)
     _add_training(p)
 
@@ -106,7 +107,8 @@ def _add_baseline(sub) -> None:
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="retrain each study's best trial and the baseline; compare on test")
     p.add_argument("--archs", type=_archs, default=None, help="comma-separated (default: every arch with a study)")
-    p.add_argument("--seeds", type=_number("seeds"), default=3, help="seeds per architecture (1..100)")
+    p.add_argument("--seeds", type=_number("seeds"), default=choices.DEFAULT_COMPARE_SEEDS,
+                   help="seeds per architecture (1..100)")
     p.add_argument("--epochs", type=_number("epochs"), default=None, help="default: the study's epochs")
     _add_storage(p)
     p.add_argument("--out", type=_text("out"), help="output folder (default: a new folder under storage/reports/)")
@@ -143,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trials per study (a study-wide total; default: the preset's)")
     p.add_argument("--timeout", type=_number("timeout"), help="seconds the studies may start trials in, shared among "
                    "the architectures in turn (compare and report are not limited)")
-    p.add_argument("--seeds", type=_number("seeds"), default=3, help="compare's seeds per architecture (1..100)")
+    p.add_argument("--seeds", type=_number("seeds"), default=choices.DEFAULT_COMPARE_SEEDS,
+                   help="compare's seeds per architecture (1..100)")
     p.add_argument("--out", type=_text("out"),
                    help="folder for the compare tables and the report (default: under storage/reports/)")
     _add_study(p)
@@ -178,23 +181,41 @@ def cmd_archs(args) -> int:
     return 0
 
 
+def _training(args) -> dict:
+    """The training flags as keywords (an absent flag: the default)."""
+    return {"engine": args.engine or choices.DEFAULT_ENGINE, "precision": args.precision or choices.DEFAULT_PRECISION,
+            "verbose": int(args.verbose)}
+
+
 def cmd_baseline(args) -> int:
     from cifar_tune.comparison import seed_baseline as baseline
 
+    settings = baseline.BaselineSettings(archs=args.archs, epochs=args.epochs, batch_size=args.batch_size,
+                                         protocol=args.protocol, val_size=args.val_size, out_dir=args.out,
+                                         seed=args.seed, data=args.data, subset=args.subset, **_training(args))
     # the checks and the data as the Python API's cifar_tune.baseline: bad data fail here, before any training
-    ds = baseline.load_data(args.data, args.subset, protocol=args.protocol, val_size=args.val_size, seed=args.seed)
-    return baseline.run_cli(ds, args.archs, source=args.data, subset=args.subset, epochs=args.epochs,
-                            batch_size=args.batch_size, protocol=args.protocol, val_size=args.val_size,
-                            out_dir=args.out, seed=args.seed, verbose=int(args.verbose),
-                            engine=args.engine or "auto", precision=args.precision or "float32")
+    return baseline.run_cli(baseline.load_data(settings), settings)
+
+
+def study_keywords(args) -> dict:
+    """The study flags of ``optimize`` or ``run`` as ``presets.make_settings``'s keywords (absent: not given)."""
+    from cifar_tune.studies import presets
+
+    return {key: getattr(args, key) for key in (*presets.KEYS, *presets.EXTRA) if hasattr(args, key)}
+
+
+def optimize_settings(args):
+    """``optimize``'s settings from its flags, through ``presets.make_settings`` as the Python API's
+    ``make_settings``: validates preset, space, storage URL; nothing stored yet."""
+    from cifar_tune.studies import presets
+
+    return presets.make_settings(args.arch, preset=args.preset, **study_keywords(args))
 
 
 def cmd_optimize(args) -> int:
     from cifar_tune import tuning
-    from cifar_tune.studies import presets
 
-    settings = presets.settings_from_args(args)  # validates preset, space, storage URL: nothing stored yet
-    return tuning.optimize(settings)
+    return tuning.optimize(optimize_settings(args))
 
 
 def run_plan(args) -> list:
@@ -202,8 +223,7 @@ def run_plan(args) -> list:
     flags (--timeout also bounds each study), through ``presets.make_plan`` as the Python API's ``run``."""
     from cifar_tune.studies import presets
 
-    given = {key: getattr(args, key) for key in (*presets.KEYS, *presets.EXTRA) if hasattr(args, key)}
-    return presets.make_plan(args.archs, preset=args.preset, **given)
+    return presets.make_plan(args.archs, preset=args.preset, **study_keywords(args))
 
 
 def cmd_run(args) -> int:
@@ -243,10 +263,10 @@ def cmd_compare(args) -> int:
     from cifar_tune.comparison import retrain as compare
 
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
-    return compare.run_cli(args.data or os.environ.get(DATA_ENV), args.subset, archs=args.archs, seeds=args.seeds,
-                           epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE, out_dir=args.out,
-                           engine=args.engine or "auto", precision=args.precision or "float32",
-                           verbose=int(args.verbose), full_data=args.full_data)
+    return compare.run_cli(compare.CompareSettings(
+        archs=args.archs, seeds=args.seeds, epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE,
+        out_dir=args.out, full_data=args.full_data, data=args.data or os.environ.get(DATA_ENV), subset=args.subset,
+        **_training(args)))
 
 
 def cmd_report(args) -> int:

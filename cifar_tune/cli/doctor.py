@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 
 from cifar_tune import engines
-from cifar_tune.choices import DATA_ENV
+from cifar_tune.choices import DATA_ENV, KERAS_DATA
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.runtime import backend
@@ -28,7 +28,7 @@ def _version(name: str) -> str:
 def data_fact(source: str | None) -> str:
     """Which source a training command would read, and whether it can be read (the download is not tried)."""
     source = source or os.environ.get(DATA_ENV)
-    if not source or source == "keras":
+    if not source or source == KERAS_DATA:
         cached = Path.home() / ".keras" / "datasets" / "cifar-10-batches-py"
         state = "cached, readable" if cached.is_dir() else "not cached: the first run downloads about 170 MB"
         return f"the official download through Keras ({state}); --data PATH or ${DATA_ENV} for local data"

@@ -34,13 +34,14 @@ import gc
 import re
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
-from cifar_tune import engines, runtime
+from cifar_tune import choices, engines, runtime
 from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
 from cifar_tune.comparison.record import Target, jsonable, make_record, store
 from cifar_tune.data import cifar10 as data
@@ -54,6 +55,41 @@ from cifar_tune.views import figures as report
 from cifar_tune.views.tables import VARIANTS, aggregate, csv_frame, markdown
 
 FIRST_SEED = 1000  # compare's seeds count up from here, skipping the study's own seed
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Everything one ``compare`` run needs, with the command line's defaults, checked as the command line checks
+    them when made (``UserError``, ``errors.InvalidValue`` for a bad value; nothing is read or written).
+
+    ``archs``: architecture keys (None: every architecture with a study); ``seeds``: seeds per architecture;
+    ``epochs`` (None: each study's); ``storage``: an Optuna storage URL; ``out_dir`` (None: a new folder under
+    ``storage/reports/``); ``engine``, ``precision`` (``choices.ENGINES``, ``choices.PRECISIONS``); ``verbose``
+    (0 or 1: Keras's progress bar); ``full_data``: compare on every image even where a study was tuned on a
+    subset; ``data`` (None: what the studies were tuned on) and ``subset`` (training images): the data source.
+    """
+
+    archs: tuple[str, ...] | None = None
+    seeds: int = choices.DEFAULT_COMPARE_SEEDS
+    epochs: int | None = None
+    storage: str = DEFAULT_STORAGE
+    out_dir: str | Path | None = None
+    engine: str = choices.DEFAULT_ENGINE
+    precision: str = choices.DEFAULT_PRECISION
+    verbose: int = 0
+    full_data: bool = False
+    data: str | None = None
+    subset: int | None = None
+
+    def __post_init__(self):
+        validate.check_args(archs=self.archs, seeds=self.seeds, epochs=self.epochs, subset=self.subset,
+                            storage=self.storage)
+        if self.archs is not None:
+            object.__setattr__(self, "archs", tuple(self.archs))  # frozen otherwise
+        validate.check_choice("engine", self.engine, choices.ENGINES)
+        validate.check_choice("precision", self.precision, choices.PRECISIONS)
+        if self.full_data and self.subset:
+            raise UserError("--full-data compares on every image; it does not go with --subset")
 
 
 # --- finding the studies ---------------------------------------------------------------------------------------
@@ -136,7 +172,8 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, 
             notes.append(f"WARNING: {warning}")
         targets.append(Target(arch, study, best, records.baseline_trial(study), _tuned_config(arch, study, best),
                               architectures.get(arch).config(),
-                              epochs or int(study.user_attrs.get(StudyAttr.EPOCHS, 10)), target_ds, notes))
+                              epochs or int(study.user_attrs.get(StudyAttr.EPOCHS, choices.DEFAULT_EPOCHS)),
+                              target_ds, notes))
     if not targets:
         raise UserError(f"nothing to compare in {where}: " + "; ".join(skipped))
     return targets, skipped
@@ -150,16 +187,14 @@ def _model_path(study_name: str, variant: str, seed: int) -> Path:
     return MODELS_DIR / safe / f"{variant}-seed{seed}.keras"
 
 
-def _train_and_test(target: Target, variant: str, config: dict, seed: int, *, engine: str, precision: str,
-                    verbose: int) -> dict:
+def _train_and_test(target: Target, variant: str, spec: engines.TrainSpec) -> dict:
     import keras
 
     keras.backend.clear_session(free_memory=True)
     ds = target.ds
-    result = engines.train(target.arch, config, ds.x_train, ds.y_train, epochs=target.epochs, seed=seed,
-                            callbacks=[runtime.stop_callback()], verbose=verbose, engine=engine, precision=precision)
+    result = engines.train(spec, ds.x_train, ds.y_train, callbacks=[runtime.stop_callback()])
     y_pred = engines.predict_classes(result.model, ds.x_test)  # the one look at the test set
-    path = _model_path(target.study.study_name, variant, seed)
+    path = _model_path(target.study.study_name, variant, spec.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     result.model.save(path)
     run = {"metrics": metrics.macro_row(ds.y_test, y_pred),
@@ -210,8 +245,7 @@ def _keep_run(t: Target, name: str, key: dict, run: dict) -> None:
     t.study.set_user_attr(StudyAttr.COMPARE_RUNS, runs)
 
 
-def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
-                   verbose: int) -> tuple[list[dict], dict[str, list[dict]]]:
+def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tuple[list[dict], dict[str, list[dict]]]:
     """Train and test baseline and tuned on each seed (the tuned run is copied when it is the baseline; runs kept
     from an interrupted compare of the same target are reused)."""
     same = t.tuned_config == t.baseline_config
@@ -223,8 +257,8 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
         print(f"[{t.arch}] {note}", flush=True)
     rows, runs = [], {v: [] for v in VARIANTS}
     # what, besides config and seed, decides a run (the ledger's key; the data's hash is taken once, not per run)
-    fixed = {"epochs": t.epochs, "data": t.ds.fingerprint(), "engine": engines.resolve_engine(engine),
-             "precision": precision}
+    fixed = {"epochs": t.epochs, "data": t.ds.fingerprint(), "engine": engines.resolve_engine(settings.engine),
+             "precision": settings.precision}
     for seed in seeds:
         for variant, config in (("baseline", t.baseline_config), ("tuned", t.tuned_config)):
             name, key, kept = f"{variant} seed {seed}", jsonable({"config": config, "seed": seed, **fixed}), ""
@@ -234,7 +268,9 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
             elif run_ := _kept_run(t, name, key):
                 kept = ", kept from the interrupted compare"
             else:
-                run_ = _train_and_test(t, variant, config, seed, engine=engine, precision=precision, verbose=verbose)
+                spec = engines.TrainSpec(t.arch, config, t.epochs, seed, settings.engine, settings.precision,
+                                         settings.verbose)
+                run_ = _train_and_test(t, variant, spec)
                 _keep_run(t, name, key, run_)
                 runtime.raise_if_stopping()  # a signal during the test or the save: stop now, this run is kept
             runs[variant].append(run_)
@@ -248,98 +284,86 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
     return rows, runs
 
 
-def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epochs: int | None = None,
-        storage: str = DEFAULT_STORAGE, out_dir: str | Path | None = None, engine: str = "auto",
-        precision: str = "float32", verbose: int = 0,
-        full_data: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, Path, dict[str, dict]]:
-    """Retrain best and baseline per arch for ``seeds`` seeds, test each once; return (per seed, aggregate, folder,
-    the records stored by study name: see ``results.Comparison``). ``full_data``: compare on ``ds`` itself even
-    where a study was tuned on a subset (see the module doc)."""
-    validate.check_args(archs=archs, seeds=seeds, epochs=epochs, storage=storage)
+def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.DataFrame, Path, dict[str, dict]]:
+    """Retrain best and baseline per arch for ``settings.seeds`` seeds on ``ds``, test each once; return (per seed,
+    aggregate, folder, the records stored by study name: see ``results.Comparison``). ``settings.full_data``:
+    compare on ``ds`` itself even where a study was tuned on a subset (see the module doc)."""
+    s = settings
     # every user error before anything is written
-    targets, skipped = select_targets(ds, storage, archs, epochs, full_data)
+    targets, skipped = select_targets(ds, s.storage, s.archs and list(s.archs), s.epochs, s.full_data)
     for message in skipped:
         print(f"cifar-tune: {message}", file=sys.stderr, flush=True)
-    out = report.make_out_dir(out_dir, "compare")
-    print(engines.describe(engine, precision), flush=True)
+    out = report.make_out_dir(s.out_dir, "compare")
+    print(engines.describe(s.engine, s.precision), flush=True)
     rows, stored, start_all = [], {}, time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-    facts = {"Date": date, "Storage": database.mask_url(storage)}
+    facts = {"Date": date, "Storage": database.mask_url(s.storage)}
     # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
     # a finished run is kept in the ledger first, and a target's record is stored whole or not at all. Raised at
     # an arbitrary point instead, the KeyboardInterrupt was swallowed by a TensorFlow weakref callback.
     with runtime.signals_deferred():
         for t in targets:
-            used = compare_seeds(t.study, seeds)
-            mine, runs = compare_target(t, used, engine=engine, precision=precision, verbose=verbose)
+            used = compare_seeds(t.study, s.seeds)
+            mine, runs = compare_target(t, used, s)
             rows += mine
             agg = aggregate(pd.DataFrame(mine))
             stored[t.study.study_name] = jsonable(make_record(t, runs, agg, date=date, seeds=used,
-                                                              precision=precision, out=out))
+                                                              precision=s.precision, out=out))
             store(t, stored[t.study.study_name], agg)
             facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
                               f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
                               f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
     per_seed = pd.DataFrame(rows)
     agg = aggregate(per_seed)
-    facts.update({"Engine / precision": f"{', '.join(sorted(set(per_seed['Engine'])))} / {precision}",
+    facts.update({"Engine / precision": f"{', '.join(sorted(set(per_seed['Engine'])))} / {s.precision}",
                   "Wall time": f"{time.perf_counter() - start_all:.0f} s"})
     csv_frame(per_seed, agg).to_csv(out / "compare.csv", index=False)
     (out / "compare.md").write_text(markdown(per_seed, agg, facts), encoding="utf-8")
     return per_seed, agg, out, stored
 
 
-def resume_command(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
-                   epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str, verbose: int,
-                   full_data: bool = False) -> str:
+def resume_command(settings: CompareSettings) -> str:
     """The ``compare`` command that continues an interrupted one: the same options (the ledger's key must match)."""
-    return runtime.command_line(["cifar-tune", "compare", "--seeds", str(seeds)], [
-        ("--storage", None if storage == DEFAULT_STORAGE else database.mask_url(storage)),
-        ("--archs", ",".join(archs) if archs else None), ("--epochs", epochs), ("--data", source),
-        ("--subset", subset), ("--out", out_dir), ("--engine", None if engine == "auto" else engine),
-        ("--precision", None if precision == "float32" else precision), ("--full-data", full_data),
-        ("--verbose", bool(verbose))])
+    s = settings
+    return runtime.command_line(["cifar-tune", "compare", "--seeds", str(s.seeds)], [
+        ("--storage", None if s.storage == DEFAULT_STORAGE else database.mask_url(s.storage)),
+        ("--archs", ",".join(s.archs) if s.archs else None), ("--epochs", s.epochs), ("--data", s.data),
+        ("--subset", s.subset), ("--out", s.out_dir),
+        ("--engine", None if s.engine == choices.DEFAULT_ENGINE else s.engine),
+        ("--precision", None if s.precision == choices.DEFAULT_PRECISION else s.precision),
+        ("--full-data", s.full_data), ("--verbose", bool(s.verbose))])
 
 
-def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int, epochs: int | None,
-            storage: str, out_dir: str | None, engine: str, precision: str, verbose: int,
-            full_data: bool = False) -> int:
+def run_cli(settings: CompareSettings) -> int:
     """The ``compare`` command (``compare_and_print``); Ctrl-C or SIGTERM ends it with one line and 130 or 143
     (``runtime.run_stoppable``), every finished training kept in its study for the same command to reuse."""
-    options = dict(archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir, engine=engine,
-                   precision=precision, verbose=verbose, full_data=full_data)
     return runtime.run_stoppable(
-        lambda: compare_and_print(source, subset, **options),
+        lambda: compare_and_print(settings),
         lambda: f"compare stopped; the trainings it finished are kept in the studies; continue with: "
-                f"{resume_command(source, subset, **options)}")
+                f"{resume_command(settings)}")
 
 
-def compare_and_print(source: str | None, subset: int | None, **options) -> int:
+def compare_and_print(settings: CompareSettings) -> int:
     """The ``compare`` command's work: ``compare_studies``, then print its table and where everything went."""
-    print(compare_studies(source, subset, **options).summary())
+    print(compare_studies(settings).summary())
     return 0
 
 
-def compare_studies(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,
-                    epochs: int | None, storage: str, out_dir: str | None, engine: str, precision: str,
-                    verbose: int, full_data: bool = False) -> Comparison:
-    """Check the studies, load the data (``source``, default: what the studies were tuned on; ``subset`` training
-    images), retrain and test (``run``); the Python API's ``cifar_tune.compare`` and the ``compare`` command.
-    Raises ``UserError`` (bad arguments, no studies, bad data) before anything is trained or written."""
+def compare_studies(settings: CompareSettings) -> Comparison:
+    """Check the studies, load the data (``settings.data``, default: what the studies were tuned on;
+    ``settings.subset`` training images), retrain and test (``run``); the Python API's ``cifar_tune.compare`` and
+    the ``compare`` command. Raises ``UserError`` (no studies, bad data) before anything is trained or written
+    (the settings were checked when they were made)."""
     import logging
 
-    validate.check_args(archs=archs, seeds=seeds, epochs=epochs, subset=subset, storage=storage)  # as the CLI does
-    validate.check_choice("engine", engine, engines.ENGINES)
-    validate.check_choice("precision", precision, engines.PRECISIONS)
-    if full_data and subset:
-        raise UserError("--full-data compares on every image; it does not go with --subset")
+    s = settings
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Every retrained model is a new model: TensorFlow warns about "retracing" predict for each one. Expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     start = time.perf_counter()
-    records.check_studies(database.storage_for_reading(storage), storage, archs)
-    ds = data.load_for_run(source or recorded_source(storage, archs), subset)
-    per_seed, agg, out, stored = run(ds, archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir,
-                                     engine=engine, precision=precision, verbose=verbose, full_data=full_data)
-    return Comparison(per_seed=per_seed, table=agg, out=out, records=stored, seeds=seeds,
-                      seconds=time.perf_counter() - start, storage=database.mask_url(storage))
+    archs = s.archs and list(s.archs)
+    records.check_studies(database.storage_for_reading(s.storage), s.storage, archs)
+    ds = data.load_for_run(s.data or recorded_source(s.storage, archs), s.subset)
+    per_seed, agg, out, stored = run(ds, s)
+    return Comparison(per_seed=per_seed, table=agg, out=out, records=stored, seeds=s.seeds,
+                      seconds=time.perf_counter() - start, storage=database.mask_url(s.storage))

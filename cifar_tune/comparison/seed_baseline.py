@@ -1,8 +1,8 @@
 """The seed notebook's fixed comparison: each architecture at its seed config, one run, the macro-metric table.
 
-``run`` trains every requested architecture with the seed's config (Adam 1e-3, batch 32, 10 epochs unless
-told otherwise), evaluates it on the test set and writes ``metrics.csv``, ``metrics.md``, ``history.csv`` and a
-self-contained ``report.html`` (learning curves, metric bars) into one output folder.
+``run`` trains every requested architecture (``BaselineSettings``) with the seed's config (Adam 1e-3, batch
+32, 10 epochs unless told otherwise), evaluates it on the test set and writes ``metrics.csv``, ``metrics.md``,
+``history.csv`` and a self-contained ``report.html`` (learning curves, metric bars) into one output folder.
 
 The ``baseline`` command's library (named ``seed_baseline``: ``cifar_tune.baseline`` is the Python API's
 function, and a submodule of that name would replace it on the package once imported).
@@ -14,12 +14,13 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import pandas as pd
 
-from cifar_tune import engines, runtime
+from cifar_tune import choices, engines, runtime
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures, metrics
@@ -27,7 +28,7 @@ from cifar_tune.results import BaselineResult
 from cifar_tune.studies import validate
 from cifar_tune.views import figures as report
 
-PROTOCOLS = {
+PROTOCOLS = {  # choices.PROTOCOLS, described
     "seed": "seed (as the notebook did: train on all training images, validation = the test set, which the "
             "final metrics also use)",
     "holdout": "holdout (validation = a stratified, seeded split carved from the training images; the test set "
@@ -58,6 +59,44 @@ class EpochPrinter(keras.callbacks.Callback):
               f"({time.perf_counter() - self._start:.1f}s)", flush=True)
 
 
+@dataclass(frozen=True)
+class BaselineSettings:
+    """Everything one ``baseline`` run needs, with the command line's defaults, checked as the command line checks
+    them when made (``UserError``, ``errors.InvalidValue`` for a bad value).
+
+    ``archs``: architecture keys (default: all five); ``epochs``; ``batch_size`` (images); ``protocol``
+    (``choices.PROTOCOLS``); ``val_size`` (holdout validation images; None: a tenth of the training images, at
+    most 5,000); ``out_dir`` (None: a new folder under ``storage/reports/``); ``seed``; ``verbose`` (0 or 1:
+    Keras's progress bar); ``engine``, ``precision`` (``choices.ENGINES``, ``choices.PRECISIONS``); ``data`` and
+    ``subset``: the data source and training-image count the data came from (``load_data``, the resume line).
+    """
+
+    archs: tuple[str, ...] = choices.ARCH_KEYS
+    epochs: int = choices.DEFAULT_EPOCHS
+    batch_size: int = choices.DEFAULT_BATCH_SIZE
+    protocol: str = choices.DEFAULT_PROTOCOL
+    val_size: int | None = None
+    out_dir: str | Path | None = None
+    seed: int = choices.DEFAULT_SEED
+    verbose: int = 0
+    engine: str = choices.DEFAULT_ENGINE
+    precision: str = choices.DEFAULT_PRECISION
+    data: str | None = None
+    subset: int | None = None
+
+    def __post_init__(self):
+        archs = validate.check_unique_list("archs", self.archs, choices.ARCH_KEYS)
+        object.__setattr__(self, "archs", tuple(archs))  # frozen otherwise
+        validate.check_args(epochs=self.epochs, batch_size=self.batch_size, val_size=self.val_size, seed=self.seed,
+                            subset=self.subset, data=self.data)
+        validate.check_choice("protocol", self.protocol, choices.PROTOCOLS)
+        validate.check_choice("engine", self.engine, choices.ENGINES)
+        validate.check_choice("precision", self.precision, choices.PRECISIONS)
+        if self.val_size is not None and self.protocol != "holdout":
+            raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
+        validate.check_val_size(self.val_size, self.subset, "--val-size", "--subset")
+
+
 def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None, seed: int = 0) -> data.Split:
     """The training/validation arrays of ``protocol`` (``seed``: validate on test; ``holdout``: split of train)."""
     if protocol == "seed":
@@ -67,88 +106,75 @@ def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None,
     raise UserError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
 
 
-def load_data(source: str | None, subset: int | None, *, protocol: str = "seed", val_size: int | None = None,
-              seed: int = 0) -> data.Dataset:
-    """The checks the ``baseline`` command makes before it trains (a split only for ``holdout``, one that fits
-    the subset), then the data (``data.load_for_run``). Raises ``UserError`` (``DataError`` for the data)."""
-    validate.check_choice("protocol", protocol, PROTOCOLS)
-    if val_size is not None and protocol != "holdout":
-        raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
-    validate.check_val_size(val_size, subset, "--val-size", "--subset")
-    return data.load_for_run(source, subset, seed)
+def load_data(settings: BaselineSettings) -> data.Dataset:
+    """The data of a ``baseline`` run (``data.load_for_run`` of ``settings.data`` and ``settings.subset``), once
+    the settings were checked as the command line checks them (a split only for ``holdout``, one that fits the
+    subset). Raises ``DataError``."""
+    return data.load_for_run(settings.data, settings.subset, settings.seed)
 
 
-def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int = 32, protocol: str = "seed",
-        val_size: int | None = None, out_dir: str | Path | None = None, seed: int = 0, verbose: int = 0,
-        engine: str = "auto", precision: str = "float32", progress: dict | None = None) -> BaselineResult:
-    """Train each arch at its seed config, evaluate on test; write the table and report; return them (the table,
-    the per-epoch histories, the folder: see ``results.BaselineResult``). Raises ``UserError`` before anything is
-    written for a bad argument.
+def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = None) -> BaselineResult:
+    """Train each of ``settings.archs`` at its seed config on ``ds``, evaluate on test; write the table and report;
+    return them (the table, the per-epoch histories, the folder: see ``results.BaselineResult``).
 
     Each finished architecture is also kept in ``kept-runs.json`` in the output folder, under what determines
     it (epochs, batch size, protocol, split, seed, data, engine, precision): the same command with ``--out``
     that folder, after Ctrl-C or SIGTERM, reuses them and trains the rest; the file goes once the outputs are
     written. ``progress`` (if given) learns the folder (``out``) and the architectures finished (``done``)."""
-    validate.check_args(archs=archs, epochs=epochs, batch_size=batch_size, val_size=val_size, seed=seed)  # as the CLI
-    validate.check_choice("engine", engine, engines.ENGINES)
-    validate.check_choice("precision", precision, engines.PRECISIONS)
-    specs = [architectures.get(a) for a in archs]  # unknown keys fail here, before anything is written
-    if not specs:
-        raise UserError("no architectures given")
-    split = protocol_split(ds, protocol, val_size, seed)
-    out = report.make_out_dir(out_dir, "baseline")
+    s = settings
+    specs = [architectures.get(a) for a in s.archs]
+    split = protocol_split(ds, s.protocol, s.val_size, s.seed)
+    out = report.make_out_dir(s.out_dir, "baseline")
 
     fingerprint = ds.fingerprint()
-    print(engines.describe(engine, precision), flush=True)
-    print(f"Protocol: {PROTOCOLS[protocol]}", flush=True)
+    print(engines.describe(s.engine, s.precision), flush=True)
+    print(f"Protocol: {PROTOCOLS[s.protocol]}", flush=True)
     print(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
           f"{len(split.y_val):,}, test {len(ds.y_test):,}", flush=True)
     rows, histories, runs = [], {}, []
     progress = {} if progress is None else progress
     progress.update(out=out, done=[])
-    ledger = {"key": {"epochs": epochs, "batch_size": batch_size, "protocol": protocol, "val": len(split.y_val),
-                      "seed": seed, "data": fingerprint, "engine": engines.resolve_engine(engine),
-                      "precision": precision}, "archs": {}}
+    ledger = {"key": {"epochs": s.epochs, "batch_size": s.batch_size, "protocol": s.protocol,
+                      "val": len(split.y_val), "seed": s.seed, "data": fingerprint,
+                      "engine": engines.resolve_engine(s.engine), "precision": s.precision}, "archs": {}}
     kept = _read_kept(out / KEPT, ledger["key"])
     # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
     # and a finished architecture is kept before the command stops.
     with runtime.signals_deferred():
-        for spec in specs:
-            print(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}", flush=True)
-            if spec.key in kept:
-                row, history, run_ = kept[spec.key]["row"], kept[spec.key]["history"], kept[spec.key]["run"]
+        for arch in specs:
+            print(f"\n== {arch.label} ({arch.key}): {s.epochs} epochs, batch {s.batch_size}", flush=True)
+            if arch.key in kept:
+                row, history, run_ = kept[arch.key]["row"], kept[arch.key]["history"], kept[arch.key]["run"]
                 note = ", kept from the interrupted baseline"
             else:
-                row, history, run_ = _train_one(spec, ds, split, epochs=epochs, batch_size=batch_size, seed=seed,
-                                                verbose=verbose, engine=engine, precision=precision)
+                spec = engines.TrainSpec(arch.key, {"batch_size": s.batch_size}, s.epochs, s.seed, s.engine,
+                                         s.precision, s.verbose)
+                row, history, run_ = _train_one(arch, spec, ds, split)
                 note = ""
-            ledger["archs"][spec.key] = {"row": row, "history": history, "run": run_}
+            ledger["archs"][arch.key] = {"row": row, "history": history, "run": run_}
             _write_kept(out / KEPT, ledger)
-            progress["done"].append(spec.key)
+            progress["done"].append(arch.key)
             rows.append(row)
-            histories[spec.label] = history
+            histories[arch.label] = history
             runs.append(run_)
-            print(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
+            print(f"[{arch.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
                   f"({run_['seconds']:.0f}s training{note})", flush=True)
             runtime.raise_if_stopping()  # a signal during the test: stop now, this architecture is kept
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    _write_outputs(table, histories, runs, out, ds=ds, split=split, protocol=protocol, fingerprint=fingerprint,
-                   epochs=epochs, batch_size=batch_size, seed=seed, precision=precision)
+    _write_outputs(table, histories, runs, out, ds=ds, split=split, settings=s, fingerprint=fingerprint)
     return BaselineResult(table=table, histories=histories, out=out)
 
 
-def _train_one(spec, ds: data.Dataset, split: data.Split, *, epochs: int, batch_size: int, seed: int, verbose: int,
-               engine: str, precision: str) -> tuple[dict, dict, dict]:
+def _train_one(arch: architectures.Architecture, spec: engines.TrainSpec, ds: data.Dataset,
+               split: data.Split) -> tuple[dict, dict, dict]:
     """Train one architecture at its seed config and test it: (its table row, its history, what the run was)."""
     # One line per epoch of ours, or (verbose) Keras's progress bar, which ends each epoch with metrics.
-    callbacks = ([] if verbose else [EpochPrinter(spec.key, epochs)]) + [runtime.stop_callback()]
-    result = engines.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train, split.x_val,
-                           split.y_val, epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
-                           engine=engine, precision=precision)
+    callbacks = ([] if spec.verbose else [EpochPrinter(arch.key, spec.epochs)]) + [runtime.stop_callback()]
+    result = engines.train(spec, split.x_train, split.y_train, split.x_val, split.y_val, callbacks=callbacks)
     y_pred = engines.predict_classes(result.model, ds.x_test)
-    row = {"Model": spec.label, **metrics.macro_row(ds.y_test, y_pred)}
+    row = {"Model": arch.label, **metrics.macro_row(ds.y_test, y_pred)}
     history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
-    run_ = {"key": spec.key, "label": spec.label, "params": result.model.count_params(),
+    run_ = {"key": arch.key, "label": arch.label, "params": result.model.count_params(),
             "seconds": result.seconds, "engine": result.engine, "epochs_run": result.epochs_run}
     del result
     keras.backend.clear_session()
@@ -156,17 +182,17 @@ def _train_one(spec, ds: data.Dataset, split: data.Split, *, epochs: int, batch_
 
 
 def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: Path, *, ds: data.Dataset,
-                   split: data.Split, protocol: str, fingerprint: str, epochs: int, batch_size: int, seed: int,
-                   precision: str) -> None:
+                   split: data.Split, settings: BaselineSettings, fingerprint: str) -> None:
     """metrics.csv, metrics.md, history.csv and report.html into ``out``; then the ledger goes."""
-    settings = {"Protocol": PROTOCOLS[protocol], "Data": f"{ds.source} (fingerprint {fingerprint})",
-                "Images": f"train {len(split.y_train):,} / validation {len(split.y_val):,} / test {len(ds.y_test):,}",
-                "Epochs": epochs, "Batch size": batch_size, "Seed": seed,
-                "Engine / precision": f"{runs[0]['engine']} / {precision}", **_machine()}
+    s = settings
+    facts = {"Protocol": PROTOCOLS[s.protocol], "Data": f"{ds.source} (fingerprint {fingerprint})",
+             "Images": f"train {len(split.y_train):,} / validation {len(split.y_val):,} / test {len(ds.y_test):,}",
+             "Epochs": s.epochs, "Batch size": s.batch_size, "Seed": s.seed,
+             "Engine / precision": f"{runs[0]['engine']} / {s.precision}", **_machine()}
     try:
         report.write_tables(table, out)
         _history_frame(histories, runs).to_csv(out / "history.csv", index=False)
-        write_report(table, histories, runs, settings, out / "report.html")
+        write_report(table, histories, runs, facts, out / "report.html")
     except OSError as e:  # a full disk or a share gone: a write says neither the errno's file nor the folder
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)  # the results, still
         raise OSError(e.errno, e.strerror, str(e.filename or out)) from None
@@ -189,31 +215,26 @@ def _write_kept(path: Path, ledger: dict) -> None:
     os.replace(tmp, path)
 
 
-def resume_command(archs: list[str], *, epochs: int, batch_size: int, protocol: str, val_size: int | None,
-                   out: Path, seed: int, source: str | None, subset: int | None, engine: str,
-                   precision: str) -> str:
-    """The ``baseline`` command that continues an interrupted one in its output folder."""
+def resume_command(settings: BaselineSettings, out: Path) -> str:
+    """The ``baseline`` command that continues an interrupted one in its output folder ``out``."""
+    s = settings
     return runtime.command_line(
-        ["cifar-tune", "baseline", "--archs", ",".join(archs), "--epochs", str(epochs), "--batch-size",
-         str(batch_size), "--protocol", protocol, "--seed", str(seed), "--out", str(out)],
-        [("--val-size", val_size), ("--data", source), ("--subset", subset),
-         ("--engine", None if engine == "auto" else engine),
-         ("--precision", None if precision == "float32" else precision)])
+        ["cifar-tune", "baseline", "--archs", ",".join(s.archs), "--epochs", str(s.epochs), "--batch-size",
+         str(s.batch_size), "--protocol", s.protocol, "--seed", str(s.seed), "--out", str(out)],
+        [("--val-size", s.val_size), ("--data", s.data), ("--subset", s.subset),
+         ("--engine", None if s.engine == choices.DEFAULT_ENGINE else s.engine),
+         ("--precision", None if s.precision == choices.DEFAULT_PRECISION else s.precision)])
 
 
-def run_cli(ds: data.Dataset, archs: list[str], *, source: str | None, subset: int | None, epochs: int,
-            batch_size: int, protocol: str, val_size: int | None, out_dir: str | None, seed: int, verbose: int,
-            engine: str, precision: str) -> int:
-    """The ``baseline`` command on ``ds`` (loaded from ``source`` and ``subset``): run, print the table. Ctrl-C or
+def run_cli(ds: data.Dataset, settings: BaselineSettings) -> int:
+    """The ``baseline`` command on ``ds`` (loaded by ``load_data(settings)``): run, print the table. Ctrl-C or
     SIGTERM ends it with one line and 130 or 143 (``runtime.run_stoppable``); the finished architectures are kept
     in the output folder, and the printed command (the same, with ``--out`` that folder) continues."""
     progress: dict = {}
 
     def command() -> int:
-        result = run(ds, archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size,
-                     out_dir=out_dir, seed=seed, verbose=verbose, engine=engine, precision=precision,
-                     progress=progress)
-        print(f"\nProtocol: {PROTOCOLS[protocol]}")
+        result = run(ds, settings, progress)
+        print(f"\nProtocol: {PROTOCOLS[settings.protocol]}")
         print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"\nWrote {result.out}/metrics.csv, metrics.md and report.html")
         return 0
@@ -222,11 +243,9 @@ def run_cli(ds: data.Dataset, archs: list[str], *, source: str | None, subset: i
         if "out" not in progress:
             return "baseline stopped before training; nothing was written"
         done = progress["done"]
-        return (f"baseline stopped; {len(done)} of {len(archs)} architectures finished"
+        return (f"baseline stopped; {len(done)} of {len(settings.archs)} architectures finished"
                 + (f" ({', '.join(done)}), kept in {progress['out']}/{KEPT}" if done else "") + "; continue with: "
-                + resume_command(archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size,
-                                 out=progress["out"], seed=seed, source=source, subset=subset, engine=engine,
-                                 precision=precision))
+                + resume_command(settings, progress["out"]))
 
     return runtime.run_stoppable(command, interrupted)
 

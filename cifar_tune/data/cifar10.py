@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_tune.choices import DATA_ENV
+from cifar_tune.choices import DATA_ENV, KERAS_DATA
 from cifar_tune.data import safe_files
 from cifar_tune.data.safe_pickle import MAX_BATCH_BYTES, check_batch_size, restricted_unpickle
 from cifar_tune.errors import DataError, UserError, one_line
@@ -87,7 +87,7 @@ def load(source: str | os.PathLike | None = None) -> Dataset:
     """Load CIFAR-10 from ``source`` (path, ``"keras"`` or None; None falls back to ``$CIFAR_TUNE_DATA``)."""
     if source is None:
         source = os.environ.get(ENV_VAR) or None
-    if source is None or str(source) == "keras":
+    if source is None or str(source) == KERAS_DATA:
         return _validated(*_load_keras(), source="keras.datasets.cifar10")
     path = Path(source).expanduser()
     try:

@@ -1,19 +1,22 @@
-"""Training engines behind one call: ``train(arch, config, arrays, ...) -> TrainResult``.
+"""Training engines behind one call: ``train(TrainSpec(arch, config, epochs, ...), arrays) -> TrainResult``.
 
-The selector: the only place a config is completed (the architecture's baseline overlaid with it) and an
-engine chosen. ``keras`` is stock ``fit`` (``base.train_keras``, every backend); ``fast`` is the compiled
-device loop (``fast.py``: JAX; compiled ``fit`` on TensorFlow); ``auto`` takes ``fast`` on JAX with a GPU.
+The selector: the one place an engine is chosen (``TrainSpec``, in ``base.py``, completes the config).
+``keras`` is stock ``fit`` (``base.train_keras``, every backend); ``fast`` is the compiled device loop
+(``fast.py``: JAX; compiled ``fit`` on TensorFlow); ``auto`` takes ``fast`` on JAX with a GPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 
+from cifar_tune.choices import DEFAULT_ENGINE, DEFAULT_PRECISION, ENGINES
 from cifar_tune.engines import base
 from cifar_tune.engines.base import (
-    PRECISIONS,
     TrainResult,
+    TrainSpec,
     compile_model,
     device_description,
     device_name,
@@ -24,10 +27,8 @@ from cifar_tune.engines.base import (
     steps_per_epoch,
 )
 from cifar_tune.errors import UserError
-from cifar_tune.models import architectures
 
-ENGINES = ("auto", "keras", "fast")
-__all__ = ["ENGINES", "PRECISIONS", "TrainResult", "compile_model", "describe", "device_description",
+__all__ = ["TrainResult", "TrainSpec", "compile_model", "describe", "device_description",
            "device_name", "make_optimizer", "precision_policy", "predict_classes", "resolve_engine", "scale",
            "steps_per_epoch", "train"]
 
@@ -41,7 +42,7 @@ def resolve_engine(engine: str) -> str:
     return "fast" if keras.backend.backend() == "jax" and device_name() == "gpu" else "keras"
 
 
-def describe(engine: str = "auto", precision: str = "float32") -> str:
+def describe(engine: str = DEFAULT_ENGINE, precision: str = DEFAULT_PRECISION) -> str:
     """The line every training command prints before its first epoch (plus a warning line when a GPU is idle)."""
     line = (f"Training on: {keras.backend.backend()} backend, {device_description()}, engine "
             f"{resolve_engine(engine)}, precision {precision}")
@@ -53,26 +54,22 @@ def describe(engine: str = "auto", precision: str = "float32") -> str:
     return line
 
 
-def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
-          y_val: np.ndarray | None = None, *, epochs: int, seed: int = 0, callbacks: list | None = None,
-          verbose: int = 0, engine: str = "auto", precision: str = "float32") -> TrainResult:
-    """Build ``arch`` with ``config``, train it on uint8 arrays for ``epochs`` and validate after every epoch.
+def train(spec: TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
+          y_val: np.ndarray | None = None, *, callbacks: list | None = None) -> TrainResult:
+    """Build ``spec.arch`` with ``spec.config``, train it on uint8 arrays (``x``: N x 32 x 32 x 3, ``y``: N class
+    indices) for ``spec.epochs`` on the engine ``spec.engine`` resolves to, and validate after every epoch.
 
     Without ``x_val``/``y_val`` (``compare``'s final retraining on all training images) nothing is validated and
-    the history has no ``val_*`` entries.
+    the history has no ``val_*`` entries. ``callbacks``: Keras callbacks (every engine calls their epoch hooks).
     """
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    engine = resolve_engine(engine)
-    config = architectures.get(arch).config(config)
-    kwargs = dict(epochs=epochs, seed=seed, callbacks=list(callbacks or []), verbose=verbose, precision=precision)
-    if engine == "keras":
-        return base.train_keras(arch, config, x_train, y_train, x_val, y_val, **kwargs)
+    spec = dataclasses.replace(spec, engine=resolve_engine(spec.engine))
+    callbacks = list(callbacks or [])
+    if spec.engine == "keras":
+        return base.train_keras(spec, x_train, y_train, x_val, y_val, callbacks)
     from cifar_tune.engines import fast  # backend-specific; imported only when asked for
 
     if x_val is None:  # the fast engine always evaluates: give it a few training images, drop what it reports
-        result = fast.train(arch, config, x_train, y_train, x_train[:256], y_train[:256], **kwargs)
+        result = fast.train(spec, x_train, y_train, x_train[:256], y_train[:256], callbacks)
         result.history = {k: v for k, v in result.history.items() if not k.startswith("val_")}
         return result
-    return fast.train(arch, config, x_train, y_train, x_val, y_val, **kwargs)
-
+    return fast.train(spec, x_train, y_train, x_val, y_val, callbacks)

@@ -1,10 +1,11 @@
 """What every training engine shares, backend-neutral, and the reference engine: Keras's own ``model.fit``.
 
-Every engine takes the same inputs (uint8 arrays, a complete config, Keras callbacks whose ``on_epoch_end``
+Every engine takes the same inputs (a ``TrainSpec``, uint8 arrays, Keras callbacks whose ``on_epoch_end``
 receives ``loss, accuracy, val_loss, val_accuracy``) and returns the same ``TrainResult``, so the Optuna
-objective and the comparison never care which engine ran. Here: ``TrainResult``, pixel scaling, the device
-query, the optimizer and learning-rate schedule a config asks for, and ``train_keras``. Nothing here imports a
-backend at module level or knows the fast engine (``engines/fast.py``); ``engines/__init__.py`` chooses.
+objective and the comparison never care which engine ran. Here: ``TrainSpec``, ``TrainResult``, pixel
+scaling, the device query, the optimizer and learning-rate schedule a config asks for, and ``train_keras``.
+Nothing here imports a backend at module level or knows the fast engine (``engines/fast.py``);
+``engines/__init__.py`` chooses.
 """
 
 from __future__ import annotations
@@ -21,10 +22,56 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from cifar_tune.choices import (
+    DEFAULT_ENGINE,
+    DEFAULT_EPOCHS,
+    DEFAULT_PRECISION,
+    DEFAULT_SEED,
+    ENGINES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+)
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures
 
-PRECISIONS = ("float32", "bf16")
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One training run's contract, the same for every engine: ``arch`` (one of ``choices.ARCH_KEYS``), its
+    ``config`` (hyperparameters; missing keys take the architecture's baseline), ``epochs``, ``seed`` (Keras's
+    global seed: initial weights, shuffling, augmentation, dropout), ``engine`` (``choices.ENGINES``),
+    ``precision`` (``choices.PRECISIONS``) and ``verbose`` (0: quiet, 1: Keras's progress output).
+
+    ``config`` is completed here, and only here: the spec holds the architecture's baseline overlaid with the
+    given values (``Architecture.config``), so every engine receives a complete config. The arrays and the
+    callbacks travel beside the spec (``engines.train(spec, x_train, y_train, x_val, y_val, callbacks=...)``):
+    a spec is a small value (compared, printed, kept as a run's key), while the images (up to 150 MB, cached on
+    the device by identity) and the callbacks (stateful, bound to one trial) are not.
+
+    Raises ``UserError`` for an unknown architecture, hyperparameter, engine or precision.
+    """
+
+    arch: str
+    config: dict = field(default_factory=dict)
+    epochs: int = DEFAULT_EPOCHS
+    seed: int = DEFAULT_SEED
+    engine: str = DEFAULT_ENGINE
+    precision: str = DEFAULT_PRECISION
+    verbose: int = 0
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise UserError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+        check_precision(self.precision)
+        object.__setattr__(self, "config", architectures.get(self.arch).config(self.config))  # frozen otherwise
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``choices.PRECISIONS``; else ``UserError``."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return precision
 
 
 @dataclass
@@ -36,7 +83,7 @@ class TrainResult:
     seconds: float
     epochs_run: int
     engine: str
-    precision: str = "float32"
+    precision: str = DEFAULT_PRECISION
     info: dict = field(default_factory=dict)
 
 
@@ -108,8 +155,6 @@ def device_name() -> str:
     return "cpu"
 
 
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
 NO_DECAY = ("bias", "gamma", "beta")  # AdamW decays kernels only, the usual choice (BatchNorm scales stay free)
 WARMUP_FRACTION = 0.1  # "warmup_cosine": linear warm-up over the first 10% of all steps, then cosine to 0
 
@@ -178,25 +223,25 @@ def compile_model(model: keras.Model, config: dict, total_steps: int = 1) -> ker
     return model
 
 
-def train_keras(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
-                y_val: np.ndarray | None, *, epochs: int, seed: int, callbacks: list, verbose: int,
-                precision: str) -> TrainResult:
+def train_keras(spec: TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+                y_val: np.ndarray | None, callbacks: list) -> TrainResult:
     """The stock-fit engine: Keras's own ``model.fit`` on [0, 1] floats (the reference every engine matches).
 
-    ``config`` is complete (``engines.train`` normalised it). Without validation arrays nothing is validated.
+    Without validation arrays nothing is validated.
     """
-    set_random_seed(seed)
-    with precision_policy(precision):
-        batch_size = int(config["batch_size"])
-        model = compile_model(architectures.get(arch).build(config), config,
-                              epochs * steps_per_epoch(len(x_train), batch_size))
+    set_random_seed(spec.seed)
+    with precision_policy(spec.precision):
+        batch_size = int(spec.config["batch_size"])
+        model = compile_model(architectures.get(spec.arch).build(spec.config), spec.config,
+                              spec.epochs * steps_per_epoch(len(x_train), batch_size))
         start = time.perf_counter()
         validation = None if x_val is None else (scale(x_val), y_val)
-        hist = model.fit(scale(x_train), y_train, batch_size=batch_size, epochs=epochs,
-                         validation_data=validation, callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
+        hist = model.fit(scale(x_train), y_train, batch_size=batch_size, epochs=spec.epochs,
+                         validation_data=validation, callbacks=list(callbacks), verbose=spec.verbose, shuffle=True)
         seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    return TrainResult(model, history, seconds, len(history.get("loss", [])), engine="keras", precision=precision)
+    return TrainResult(model, history, seconds, len(history.get("loss", [])), engine="keras",
+                       precision=spec.precision)
 
 
 def predict_classes(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -207,8 +252,7 @@ def predict_classes(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -
 @contextlib.contextmanager
 def precision_policy(precision: str):
     """Build models under Keras's ``mixed_bfloat16`` policy for ``bf16`` (float32 weights), else float32."""
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    check_precision(precision)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     try:
         yield

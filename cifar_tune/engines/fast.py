@@ -16,24 +16,21 @@ import numpy as np
 from cifar_tune.engines import base
 
 
-def train(arch: str, config: dict, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-          y_val: np.ndarray, *, epochs: int, seed: int = 0, callbacks: list | None = None, verbose: int = 0,
-          precision: str = "float32") -> base.TrainResult:
-    """Train ``arch`` with a complete ``config`` on uint8 arrays in the backend's fastest loop (the contract of
-    ``engines.train``, which completes the config)."""
-    args = (arch, config, x_train, y_train, x_val, y_val)
-    kwargs = dict(epochs=epochs, seed=seed, callbacks=list(callbacks or []), verbose=verbose, precision=precision)
+def train(spec: base.TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+          callbacks: list) -> base.TrainResult:
+    """Train ``spec`` on uint8 arrays in the backend's fastest loop (``engines.train``'s contract)."""
+    args = (spec, x_train, y_train, x_val, y_val, callbacks)
     backend = keras.backend.backend()
     if backend == "jax":
         from cifar_tune.engines import jax_loop
 
-        return jax_loop.train(*args, **kwargs)
+        return jax_loop.train(*args)
     if backend == "tensorflow":
         from cifar_tune.engines import tf_fit
 
-        return tf_fit.train(*args, **kwargs)
+        return tf_fit.train(*args)
     print(f"cifar-tune: the fast engine has no {backend} loop; using the keras engine", file=sys.stderr)
-    return base.train_keras(*args, **kwargs)
+    return base.train_keras(*args)
 
 
 def memory_share_env(n_jobs: int) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The fast engine on JAX: a device-resident training loop, one compiled program per epoch.
 
-Same inputs and outputs as ``engines.train`` with ``engine="keras"`` (uint8 arrays in, ``TrainResult`` out,
+Same inputs and outputs as the keras engine (a ``TrainSpec`` and uint8 arrays in, ``TrainResult`` out,
 Keras callbacks called with ``loss, accuracy, val_loss, val_accuracy`` after every epoch), but on the JAX
 backend the work is done by compiled XLA programs instead of Keras's per-batch ``fit`` loop:
 
@@ -152,12 +152,12 @@ def _epoch(run: _Run, epoch: int, n_val: int) -> dict[str, float]:
     return {k: float(v) for k, v in logs.items()}
 
 
-def train(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, callbacks, verbose,
-          precision) -> base.TrainResult:
-    """Train a complete ``config`` in the device-resident loop (``engines.train``'s contract)."""
+def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list) -> base.TrainResult:
+    """Train ``spec`` in the device-resident loop (``engines.train``'s contract)."""
+    arch, config, epochs, precision = spec.arch, spec.config, spec.epochs, spec.precision
     _enable_persistent_cache()
     start = time.perf_counter()
-    base.set_random_seed(seed)
+    base.set_random_seed(spec.seed)
     with base.precision_policy(precision):
         # The trial's model is built first, right after seeding, so its initial weights and seeds do not depend
         # on whether the program cache was warm.
@@ -169,7 +169,7 @@ def train(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, callbac
         if not reused:
             _PROGRAMS[key] = make_program(arch, config, int(config["batch_size"]), inject)
     run = _setup(_PROGRAMS[key], model, optimizer, config, (x_train, y_train, x_val, y_val), epochs=epochs,
-                 seed=seed)
+                 seed=spec.seed)
     history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
     model.stop_training = False
     for cb in callbacks:
@@ -185,7 +185,7 @@ def train(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, callbac
             history[k].append(v)
         _write_back(model, run.state)  # arrays are rebound, not copied: callbacks see this epoch's weights (read
         # them now: the next epoch's train_steps consumes these buffers; the last epoch's are the model's for good)
-        if verbose:
+        if spec.verbose:
             print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in logs.items()))
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)  # optuna.TrialPruned raised here propagates to the objective
@@ -215,9 +215,9 @@ def _loop_mode(platform: str) -> str:
     scan and 0.6 s as 8 calls of a jitted step. On CPU a per-batch dispatch (about a millisecond at most) is
     small against the compute, so little is lost; on accelerators the whole epoch is one program.
     """
-    mode = os.environ.get("CIFAR_TUNE_FAST_LOOP", "auto")
-    if mode not in ("auto", "epoch", "step"):
-        raise ValueError(f"CIFAR_TUNE_FAST_LOOP must be auto, epoch or step, not {mode!r}")
+    mode = os.environ.get(names.FAST_LOOP_ENV, names.FAST_LOOPS[0])
+    if mode not in names.FAST_LOOPS:
+        raise ValueError(f"{names.FAST_LOOP_ENV} must be one of {', '.join(names.FAST_LOOPS)}, not {mode!r}")
     if mode == "auto":
         mode = "step" if platform == "cpu" else "epoch"
     return mode

@@ -16,27 +16,27 @@ from cifar_tune.engines import base
 from cifar_tune.models import architectures
 
 
-def train(arch, config, x_train, y_train, x_val, y_val, *, epochs, seed, callbacks, verbose,
-          precision) -> base.TrainResult:
+def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list) -> base.TrainResult:
     """``fit`` with one host round trip per epoch and XLA where Keras chooses it (``engines.train``'s contract)."""
-    keras.utils.set_random_seed(seed)
-    with base.precision_policy(precision):
-        model = architectures.get(arch).build(config)
+    config = spec.config
+    keras.utils.set_random_seed(spec.seed)
+    with base.precision_policy(spec.precision):
+        model = architectures.get(spec.arch).build(config)
         # uint8 in, scaled inside the compiled step: a quarter of the host-to-device traffic of float32 pixels.
         # The returned model is the inner one, which takes [0, 1] floats like the keras engine's.
         wrapper = keras.Sequential([keras.Input(architectures.INPUT_SHAPE, dtype="uint8"),
                                     keras.layers.Rescaling(1 / 255.0, dtype="float32"), model])
         batch_size = int(config["batch_size"])
         steps = math.ceil(len(x_train) / batch_size)
-        wrapper.compile(optimizer=base.make_optimizer(config, epochs * steps),
+        wrapper.compile(optimizer=base.make_optimizer(config, spec.epochs * steps),
                         loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=steps)
         start = time.perf_counter()
-        hist = wrapper.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val),
-                           callbacks=callbacks, verbose=verbose, shuffle=True)
+        hist = wrapper.fit(x_train, y_train, batch_size=batch_size, epochs=spec.epochs,
+                           validation_data=(x_val, y_val), callbacks=callbacks, verbose=spec.verbose, shuffle=True)
         seconds = time.perf_counter() - start
     base.compile_model(model, config)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     info = {"backend": "tensorflow", "device": base.device_name(), "steps_per_execution": steps,
             "ragged_batch": "smaller last batch (fit)"}
     return base.TrainResult(model, history, seconds, len(history.get("loss", [])), engine="fast",
-                            precision=precision, info=info)
+                            precision=spec.precision, info=info)

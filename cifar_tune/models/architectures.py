@@ -1,8 +1,10 @@
 """The five classifiers of the seed notebook, built from a config whose baseline reproduces the seed exactly.
 
-A config is a plain dict of hyperparameters. Model knobs are read here; the training knobs
-(``learning_rate``, ``batch_size``) travel in the same dict and are read by ``training``. Missing keys take the
-seed's values, so ``build(key, {})`` is the seed's model. Inputs are images scaled to [0, 1] (pixels / 255).
+A config is a plain dict of hyperparameters. Model knobs are read here; the training knobs (``TRAINING_KEYS``:
+``learning_rate``, ``batch_size``, ``optimizer``, ...) travel in the same dict and are read by the training
+engines (``cifar_tune.engines``). Missing keys take the seed's values (``Architecture.config``, which
+``engines.TrainSpec`` applies once per run), so ``get(key).build({})`` is the seed's model. Inputs are images
+scaled to [0, 1] (pixels / 255).
 """
 
 from __future__ import annotations

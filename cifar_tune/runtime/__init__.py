@@ -5,7 +5,6 @@ from cifar_tune.runtime.backend import choose_backend, import_keras, quiet_nativ
 from cifar_tune.runtime.signals import (
     INTERRUPTED,
     TERMINATED,
-    Terminated,
     command_line,
     raise_if_stopping,
     run_stoppable,
@@ -16,6 +15,6 @@ from cifar_tune.runtime.signals import (
     stops_on_signals,
 )
 
-__all__ = ["INTERRUPTED", "TERMINATED", "Terminated", "choose_backend", "command_line", "import_keras",
+__all__ = ["INTERRUPTED", "TERMINATED", "choose_backend", "command_line", "import_keras",
            "quiet_native_stderr", "raise_if_stopping", "run_stoppable", "signals_deferred", "stop_callback",
            "stop_on_signals", "stopping", "stops_on_signals"]

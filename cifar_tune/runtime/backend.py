@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cifar_tune.choices import NATIVE_LOGS_ENV
+
 
 def _configured_backend() -> str | None:
     """The backend named by $KERAS_BACKEND or Keras's config file, if any."""
@@ -59,7 +61,7 @@ def quiet_native_stderr():
     TF 2.21 prints oneDNN/CUDA notices on import that no environment variable turns off; without this every
     command, even one that only reports a bad argument, would print them. Python-level errors still show.
     """
-    if os.environ.get("CIFAR_TUNE_NATIVE_LOGS"):
+    if os.environ.get(NATIVE_LOGS_ENV):
         yield
         return
     sys.stderr.flush()

@@ -9,11 +9,7 @@ import signal
 import sys
 import threading
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler, ``docker stop``, a supervisor): handled like Ctrl-C, so the running trial is failed
-    with its reason and the process exits without a traceback."""
-
+from cifar_tune.errors import INTERRUPTED_STATUS, TERMINATED_STATUS, Terminated
 
 INTERRUPTED, TERMINATED = "interrupted by the user", "terminated (SIGTERM)"
 _stop = {"reason": None, "deferred": False}
@@ -90,7 +86,7 @@ def run_stoppable(command, interrupted) -> int:
         terminated = isinstance(e, Terminated) or stopping() == TERMINATED
         print(f"cifar-tune: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {interrupted()}",
               file=sys.stderr, flush=True)
-        return 143 if terminated else 130
+        return TERMINATED_STATUS if terminated else INTERRUPTED_STATUS
 
 
 @contextlib.contextmanager

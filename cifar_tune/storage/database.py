@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from cifar_tune.choices import DEFAULT_STORAGE, TrialAttr
+from cifar_tune.choices import DEFAULT_STORAGE, SQLITE_TIMEOUT_ENV, TrialAttr
 from cifar_tune.errors import UserError
 
 # Heartbeats and the retry callback are marked experimental; they are the documented way to do what we need,
@@ -24,7 +24,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 DEFAULT_HEARTBEAT_INTERVAL = 30  # seconds; trials take minutes, so a beat every 30 s costs nothing
 DEFAULT_GRACE_PERIOD = 120  # four missed beats: a trial silent this long belongs to a dead worker
 SQLITE_TIMEOUT = 60  # seconds a SQLite writer waits for another process's lock before failing
-SQLITE_TIMEOUT_ENV = "CIFAR_TUNE_SQLITE_TIMEOUT"  # overrides SQLITE_TIMEOUT (the tests wait less)
 HEARTBEAT_GRACE_BEATS = 3  # a grace period spans at least this many heartbeat intervals
 PG_CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL host fails fast instead of hanging
 ADVISORY_KEY = 0x63696661  # "cifa": our PostgreSQL advisory locks' namespace (locks.py; 0: schema creation)

@@ -22,15 +22,16 @@ DEFAULT_PRESET = "default"
 KEYS = {"n_trials": int, "timeout": (int, float), "epochs": int, "sampler": str, "pruner": str, "val_size": int,
         "subset": int, "seed": int, "engine": str, "precision": str, "median_startup_trials": int,
         "median_warmup_epochs": int, "trials_per_process": int}
-CHOICES = {"sampler": ("tpe", "random"), "pruner": ("hyperband", "median", "none"),
-           "engine": ("auto", "keras", "fast"), "precision": ("float32", "bf16")}
+CHOICES = {"sampler": names.SAMPLERS, "pruner": names.PRUNERS, "engine": names.ENGINES,
+           "precision": names.PRECISIONS}
 # What each numeric setting may be, wherever it comes from (preset, command line, a worker's JSON): RANGES, in
 # validate.py, the one table every command's flags share.
 RANGED = ("n_trials", "timeout", "epochs", "val_size", "subset", "seed", "median_startup_trials",
           "median_warmup_epochs", "trials_per_process", "jobs", "total_trials", "heartbeat_interval", "grace_period")
 OPTIONAL = {"timeout", "subset", "total_trials", "heartbeat_interval", "grace_period", "val_size"}
-BUILT_IN = {"n_trials": 50, "timeout": None, "epochs": 10, "sampler": "tpe", "pruner": "hyperband",
-            "val_size": None, "subset": None, "seed": 0, "engine": "auto", "precision": "float32",
+BUILT_IN = {"n_trials": 50, "timeout": None, "epochs": names.DEFAULT_EPOCHS, "sampler": names.DEFAULT_SAMPLER,
+            "pruner": names.DEFAULT_PRUNER, "val_size": None, "subset": None, "seed": names.DEFAULT_SEED,
+            "engine": names.DEFAULT_ENGINE, "precision": names.DEFAULT_PRECISION,
             "median_startup_trials": 3, "median_warmup_epochs": 1,  # the median pruner's patience
             "trials_per_process": 10}  # a worker replaces itself with a fresh process after this many trials
 
@@ -146,14 +147,15 @@ EXTRA = {"space": None, "storage": None, "study_name": None, "data": None, "jobs
 
 def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeSettings:
     """The settings of one optimize run: built-in defaults < the preset's values < ``given``; the one path the
-    command line (``settings_from_args``) and the Python API (``cifar_tune.optimize``, ``run``) build them by.
+    command line (``cli.commands.optimize_settings``) and the Python API (``cifar_tune.optimize``, ``run``) build
+    them by.
 
     ``given``: the preset keys (``KEYS``: ``n_trials``, ``timeout`` in seconds, ``epochs``, ``sampler``, ``pruner``,
     ``val_size`` and ``subset`` in images, ``seed``, ``engine``, ``precision``, ...) and ``EXTRA`` (``space``: a
     search-space TOML path, ``storage``: an Optuna storage URL, ``study_name``, ``data``: a CIFAR-10 source,
     ``jobs``, ``heartbeat_interval`` and ``grace_period`` in seconds, ``verbose``, ``total_trials``); a value of
     None is not given (the default applies), as an absent flag. Validates the merge, the preset, the space file
-    and the storage URL, and stores nothing. Raises ``UserError`` (``validate.InvalidValue`` for a bad value)."""
+    and the storage URL, and stores nothing. Raises ``UserError`` (``errors.InvalidValue`` for a bad value)."""
     from cifar_tune.storage import database
 
     unknown = sorted(set(given) - set(KEYS) - set(EXTRA))
@@ -177,7 +179,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
                                                                                              extra["storage"])
     database.check_url(storage)
     data = extra["data"]
-    if data and data != "keras":
+    if data and data != names.KERAS_DATA:
         validate.check_nonempty("data", data)
         try:  # recorded with the study as an absolute path: compare reuses it from anywhere
             data = str(Path(data).expanduser().resolve())
@@ -188,12 +190,6 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
                             preset=preset_name, data=data, jobs=extra["jobs"],
                             heartbeat_interval=extra["heartbeat_interval"], grace_period=extra["grace_period"],
                             verbose=bool(extra["verbose"]), total_trials=extra["total_trials"], **values)
-
-
-def settings_from_args(args) -> OptimizeSettings:
-    """``make_settings`` from an argparse Namespace of ``optimize`` or ``run`` (an absent attribute: not given)."""
-    return make_settings(args.arch, preset=args.preset,
-                         **{key: getattr(args, key, None) for key in (*KEYS, *EXTRA)})
 
 
 NOT_IN_A_JOB = ("space", "study_name", "total_trials")  # a job has one study per architecture, of its preset's size

@@ -22,9 +22,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from cifar_tune.choices import OPTIMIZERS, SCHEDULES
 from cifar_tune.data import safe_files
-from cifar_tune.engines.base import OPTIMIZERS, SCHEDULES
-from cifar_tune.errors import UserError
+from cifar_tune.errors import SpaceError
 from cifar_tune.studies import resources
 
 KINDS = ("float", "int", "categorical")
@@ -36,10 +36,6 @@ LIMITS = {"units": (int, 1, 16384), "units1": (int, 1, 16384), "units2": (int, 1
           "learning_rate": (float, 1e-12, math.inf), "batch_size": (int, 1, 65536), "weight_decay": (float, 0.0, 1.0),
           "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES}
 _FIELDS = {"type", "low", "high", "log", "step", "choices", "baseline", "optional", "off", "doc", "when"}
-
-
-class SpaceError(UserError):
-    """A space file is malformed; the message names the file and the key."""
 
 
 @dataclass(frozen=True)

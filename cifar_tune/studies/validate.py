@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 
 from cifar_tune.choices import ARCH_KEYS
-from cifar_tune.errors import UserError
+from cifar_tune.errors import InvalidValue
 
 # What each numeric setting may be: (low, high), both inclusive.
 RANGES = {"n_trials": (1, 10**6), "timeout": (1e-3, 1e9), "epochs": (1, 10**4), "val_size": (10, 10**7),
@@ -25,14 +25,6 @@ RANGES = {"n_trials": (1, 10**6), "timeout": (1e-3, 1e9), "epochs": (1, 10**4), 
           "batch_size": (1, 65536), "seeds": (1, 100), "port": (1, 65535)}
 FLOATS = {"timeout"}  # every other range holds integers only
 MIN_TRAIN_LEFT = 10  # a validation split must leave at least one training image per class (data.NUM_CLASSES)
-
-
-class InvalidValue(UserError):
-    """A value outside what it may be; ``rule`` says what it may be and what was given, without its name."""
-
-    def __init__(self, label: str, rule: str):
-        super().__init__(f"{label} {rule}")
-        self.rule = rule
 
 
 def label(name: str) -> str:

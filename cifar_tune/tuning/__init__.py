@@ -51,7 +51,7 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
 
     Raises ``UserError`` for the user's input (data, storage, space), ``WorkersStopped`` when worker processes
     (``--jobs``, or more trials than ``trials_per_process``) stopped before the trials were done, and, after Ctrl-C
-    or SIGTERM, KeyboardInterrupt (``runtime.Terminated``) once the running trial was failed: the caller says what
+    or SIGTERM, KeyboardInterrupt (``errors.Terminated``) once the running trial was failed: the caller says what
     stopped (``optimize``, ``cifar-tune run``)."""
     # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.tuning.worker``) runs this
     # package's __init__ before its own first line, which loads Keras with TensorFlow's native logs silenced.

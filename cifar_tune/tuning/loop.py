@@ -36,14 +36,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cifar_tune import engines, runtime
 from cifar_tune.choices import TOTAL_TRIALS_ENV
-from cifar_tune.errors import UserError
+from cifar_tune.errors import InvalidValue, TrialFailed, UserError
 from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.tuning import display, story
-from cifar_tune.tuning.objective import TrialFailed, make_objective
+from cifar_tune.tuning.objective import make_objective
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
 MAX_TAKEN_OVER = 3  # trials in a row another worker declared dead: this worker's heartbeat cannot keep up
@@ -58,7 +58,7 @@ def total_trials(settings: OptimizeSettings) -> int | None:
         return None
     try:
         return validate.parse_number("total_trials", raw)
-    except validate.InvalidValue as e:
+    except InvalidValue as e:
         raise UserError(f"{TOTAL_TRIALS_ENV}: {e.rule}") from None
 
 
@@ -94,9 +94,9 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
     if worker == 0:
         print(engines.describe(settings.engine, settings.precision), flush=True)
         print(display.header(settings, study, created, total), flush=True)
-    objective = story.recorded(make_objective(space, split, epochs=settings.epochs, seed=settings.seed,
-                                              engine=settings.engine, precision=settings.precision,
-                                              verbose=int(settings.verbose)))
+    template = engines.TrainSpec(space.arch, epochs=settings.epochs, seed=settings.seed, engine=settings.engine,
+                                 precision=settings.precision, verbose=int(settings.verbose))
+    objective = story.recorded(make_objective(space, split, template))
     callbacks = [display.print_trial, story.callback]
     try:
         if total is None:

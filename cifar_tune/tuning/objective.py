@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 from collections.abc import Callable
@@ -13,26 +14,8 @@ from optuna_integration import KerasPruningCallback
 from cifar_tune import engines, runtime
 from cifar_tune.choices import TrialAttr
 from cifar_tune.data.cifar10 import Split
-from cifar_tune.errors import UserError
+from cifar_tune.errors import Diverged, TakenOver, TrialFailed, UserError
 from cifar_tune.studies.spaces import Space
-
-
-class TrialFailed(Exception):
-    """This trial failed (the reason is stored with it); the study goes on. The tuning loop catches only this:
-    anything else, a ``UserError`` above all, stops the study instead of failing trial after trial."""
-
-
-class TakenOver(optuna.exceptions.UpdateFinishedTrialError):
-    """Another worker failed this trial as dead (its heartbeat came late) while it trained: stop training it.
-    Optuna's own error for a write to a finished trial, named for what it means here."""
-
-
-class Diverged(Exception):
-    """Training produced a non-finite loss, an expected outcome of a search: the trial fails with this one-line
-    reason (``diverged at epoch k: loss nan``) and the study goes on."""
-
-    def __init__(self, epoch: int, name: str, value: float):
-        super().__init__(f"diverged at epoch {epoch}: {name} {value}")
 
 
 class TrialRecorder(keras.callbacks.Callback):
@@ -85,17 +68,18 @@ def resident_mb() -> float | None:
         return None
 
 
-def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, engine: str = "auto",
-                   precision: str = "float32", verbose: int = 0) -> Callable[[optuna.Trial], float]:
+def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> Callable[[optuna.Trial], float]:
     """An objective for ``study.optimize``: the final epoch's validation loss (minimize).
 
-    Every trial trains with the same seed (common random numbers: configs are compared under the same
-    initialisation and shuffling noise). The test set never enters here.
+    Each trial trains ``template`` (architecture ``space.arch``: epochs, seed, engine, precision, verbosity) with
+    its config replaced by the one the trial samples from ``space``. Every trial trains with the same seed
+    (common random numbers: configs are compared under the same initialisation and shuffling noise). The test
+    set never enters here.
     """
-    engine = engines.resolve_engine(engine)
+    template = dataclasses.replace(template, engine=engines.resolve_engine(template.engine))
     static = {TrialAttr.ARCH: space.arch, TrialAttr.DATA: split.description,
               TrialAttr.BACKEND: keras.backend.backend(), TrialAttr.DEVICE: engines.device_name(),
-              TrialAttr.ENGINE: engine, TrialAttr.PRECISION: precision}
+              TrialAttr.ENGINE: template.engine, TrialAttr.PRECISION: template.precision}
 
     def objective(trial: optuna.Trial) -> float:
         config = space.suggest(trial)
@@ -107,9 +91,8 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
         try:
             runtime.raise_if_stopping()  # a signal that arrived between trials
             with runtime.signals_deferred():
-                result = engines.train(space.arch, config, split.x_train, split.y_train, split.x_val,
-                                       split.y_val, epochs=epochs, seed=seed, callbacks=callbacks,
-                                       verbose=verbose, engine=engine, precision=precision)
+                result = engines.train(dataclasses.replace(template, config=config), split.x_train,
+                                       split.y_train, split.x_val, split.y_val, callbacks=callbacks)
             hist = result.history
             trial.set_user_attr(TrialAttr.PARAMS, int(result.model.count_params()))
             trial.set_user_attr(TrialAttr.SECONDS, round(result.seconds, 3))
@@ -122,7 +105,7 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
         except Diverged as e:  # expected in a search: the one-line reason, no traceback
             trial.set_user_attr(TrialAttr.FAIL_REASON, str(e))
             raise TrialFailed(str(e)) from None
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (runtime.Terminated says so)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated says so)
             trial.set_user_attr(TrialAttr.FAIL_REASON, str(e) or "interrupted by the user")
             raise
         except Exception as e:  # any other failure (out of memory included) fails this trial only ...

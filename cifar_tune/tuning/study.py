@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from cifar_tune import runtime
-from cifar_tune.choices import StudyAttr, TrialAttr
+from cifar_tune.choices import ENGINES, PRUNERS, SAMPLERS, StudyAttr, TrialAttr
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.storage.database import heartbeat, open_storage
@@ -32,8 +32,8 @@ CREATOR_WAIT = 10.0  # seconds a worker waits for the study's creator to store t
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     """TPE (multivariate, grouped for the optional and conditional parameters, constant liar) or random, its
     draws seeded per trial (``TrialSeeded``) when ``seed`` is given."""
-    if name not in ("tpe", "random"):
-        raise UserError(f"unknown sampler {name!r}")
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
 
     def build(seed: int | None) -> optuna.samplers.BaseSampler:
         if name == "tpe":
@@ -89,7 +89,7 @@ def make_pruner(name: str, epochs: int, startup_trials: int = 3, warmup_epochs: 
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise UserError(f"unknown pruner {name!r}")
+    raise UserError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}")
 
 
 def prepare(settings: OptimizeSettings) -> tuple[spaces.Space, data.Split]:
@@ -206,7 +206,7 @@ def stored_record(study: optuna.Study) -> dict:
     stored = {"arch": attrs.get(StudyAttr.ARCH), "epochs": attrs.get(StudyAttr.EPOCHS),
               "data": attrs.get(StudyAttr.DATA), "space": space.get("params") if isinstance(space, dict) else None,
               **{k: settings[k] for k in ("preset", "subset", "engine", "precision", "pruner") if k in settings}}
-    if stored.get("engine") in engines.ENGINES:
+    if stored.get("engine") in ENGINES:
         stored["engine"] = engines.resolve_engine(stored["engine"])
     if isinstance(stored.get("preset"), str):
         stored["preset"] = preset_name(stored["preset"])
