@@ -165,10 +165,10 @@ def load(storage: str | None = None) -> Studies:
     """
     import optuna
 
-    from cifar_tune.choices import StudyAttr
     from cifar_tune.results import Studies
     from cifar_tune.storage import database
     from cifar_tune.studies import catalog as records
+    from cifar_tune.studies.records import ComparisonRecord
     from cifar_tune.views import tables
 
     url = DEFAULT_STORAGE if storage is None else validate.check_nonempty("storage", storage)
@@ -176,8 +176,8 @@ def load(storage: str | None = None) -> Studies:
     try:
         studies = {arch: optuna.load_study(study_name=name, storage=opened)
                    for arch, name in records.find_studies(opened).items()}
-        stored = {s.study_name: s.user_attrs[StudyAttr.COMPARE] for s in studies.values()
-                  if isinstance(s.user_attrs.get(StudyAttr.COMPARE), dict)}
+        stored = {s.study_name: rec.to_attrs() for s in studies.values()
+                  if (rec := ComparisonRecord.read(s)) is not None}
         table, warnings = tables.stored_table(url, list(studies))
     except Exception as e:  # a storage that fails while it is read: the one-line error the CLI prints too
         err = database.storage_failure(url, e)

@@ -1,8 +1,8 @@
 """The package's shared vocabulary, each defined once as a plain constant: the choice lists a setting may take
 (architectures, engines, precisions, samplers, pruners, optimizers, learning-rate schedules, baseline protocols)
 and their defaults, the default numbers that the command line, the Python API and the presets all restate
-(epochs, batch size, seeds), default places, environment variables, and the keys under which studies and trials
-keep their records in Optuna's storage.
+(epochs, batch size, seeds), default places, environment variables, and the study note's sections (the keys of
+what studies and trials store are ``studies.records``').
 
 Plain constants only (no imports of the package): any module may import this one.
 """
@@ -59,42 +59,6 @@ FAST_LOOP_ENV = "CIFAR_TUNE_FAST_LOOP"  # one of FAST_LOOPS
 def study_name(arch: str) -> str:
     """The default study name of an architecture."""
     return f"cifar10-{arch}"
-
-
-class StudyAttr:
-    """Study user attributes (written when a study is created, and by compare)."""
-
-    ARCH = "arch"
-    EPOCHS = "epochs"
-    DATA = "data"  # the split's description: data fingerprint, validation size, seed
-    SPACE = "space"
-    BASELINE_PARAMS = "baseline_params"
-    SETTINGS = "settings"  # the optimize settings (storage URL left out)
-    COMPARE = "compare"  # compare's record: tables, per-seed runs, confusion matrices
-    COMPARE_RUNS = "compare_runs"  # the runs of a compare still under way, so an interrupted one resumes
-
-
-class TrialAttr:
-    """Trial user attributes (written by the objective, the tuning loop and the retry callback)."""
-
-    BASELINE = "baseline"  # True on the enqueued seed baseline
-    RETRY_OF = "retry_of"  # number of the dead worker's trial this one retries
-    WORKER = "worker"  # "host:pid" of the process that ran the trial
-    CONFIG = "config"  # the full config trained (baseline overlaid with the sampled values)
-    ARCH = "arch"
-    DATA = "data"
-    BACKEND = "backend"
-    DEVICE = "device"
-    ENGINE = "engine"
-    PRECISION = "precision"
-    CURVES = "curves"  # per-epoch loss, accuracy, val_loss, val_accuracy
-    EPOCHS_RUN = "epochs_run"
-    VAL_ACCURACY = "val_accuracy"  # of the final epoch
-    PARAMS = "params"  # parameter count of the model
-    SECONDS = "seconds"
-    ENGINE_INFO = "engine_info"
-    RSS_MB = "rss_mb"
-    FAIL_REASON = "fail_reason"
 
 
 # --- the study note optuna-dashboard shows: sections and who owns them ---------------------------------------

@@ -32,7 +32,7 @@ from pathlib import Path
 import optuna
 
 from cifar_tune import runtime, tuning
-from cifar_tune.choices import DEFAULT_STORAGE, StudyAttr, TrialAttr
+from cifar_tune.choices import DEFAULT_STORAGE
 from cifar_tune.comparison.retrain import CompareSettings, compare_studies
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import WorkersStopped
@@ -41,6 +41,7 @@ from cifar_tune.storage import database
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.studies.records import ComparisonRecord, TrialRecord
 from cifar_tune.views import study_report, tables
 
 
@@ -87,7 +88,7 @@ def without_result(storage_url: str, archs: list[str]) -> dict[str, str]:
         trials = study.get_trials(deepcopy=False)
         states = ", ".join(f"{n} {'failed' if state == 'fail' else state}"
                            for state, n in records.counts_by_state(trials).items())
-        reasons = [t.user_attrs[TrialAttr.FAIL_REASON] for t in trials if t.user_attrs.get(TrialAttr.FAIL_REASON)]
+        reasons = [r for r in (TrialRecord.read(t).fail_reason for t in trials) if r]
         why[arch] = (f"study {found[arch]} has no completed trial ({states or 'no trials'}"
                      + (f"; last failure: {reasons[-1][:120]}" if reasons else "") + ")")
     return why
@@ -121,9 +122,9 @@ def to_compare(storage_url: str, archs: list[str], seeds: int) -> list[str]:
         if arch not in found:
             continue
         study = optuna.load_study(study_name=found[arch], storage=storage)
-        best, rec = records.best_trial(study), study.user_attrs.get(StudyAttr.COMPARE)
-        up_to_date = isinstance(rec, dict) and best is not None and rec.get("best_trial") == best.number \
-            and len(rec.get("seeds", [])) >= seeds
+        best, rec = records.best_trial(study), ComparisonRecord.read(study)
+        up_to_date = rec is not None and best is not None and rec.best_trial == best.number \
+            and len(rec.seeds) >= seeds
         if best is not None and not up_to_date:
             todo.append(arch)
     return todo

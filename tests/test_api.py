@@ -18,7 +18,7 @@ from synthetic import synthetic_cifar
 
 import cifar_tune as ct
 from cifar_tune import cli
-from cifar_tune.choices import COMPARE_DIFF, StudyAttr
+from cifar_tune.choices import COMPARE_DIFF
 from cifar_tune.studies import presets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_optimize_returns_the_study_and_resumes_it(tiny_npz, capsys):
     study = ct.optimize(arch="mlp_l2", n_trials=2, data=str(tiny_npz), storage=url, **TINY)
     assert isinstance(study, optuna.Study) and study.study_name == "cifar10-mlp_l2"
     assert len(study.trials) == 2 and all(t.state.is_finished() for t in study.trials)
-    assert study.user_attrs[StudyAttr.ARCH] == "mlp_l2"
+    assert study.user_attrs["arch"] == "mlp_l2"
     out = capsys.readouterr().out
     assert "trial   0" in out and "Done in" not in out  # progress lines, no result summary
     # an OptimizeSettings instead of keywords: the same study, resumed

@@ -17,6 +17,7 @@ from scipy import stats
 from cifar_tune import choices as names
 from cifar_tune import cli
 from cifar_tune.comparison import retrain as compare
+from cifar_tune.comparison import targets
 from cifar_tune.views import tables as compare_table
 
 URL = "sqlite:///storage/cifar_tune.db"
@@ -278,7 +279,7 @@ def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monk
     tiny = ["--data", str(tiny_npz), "--epochs", "1"]
     assert cli.main(["optimize", "--arch", "mlp_l2", "--n-trials", "1", "--val-size", "50", *tiny]) == 0
     # whichever trial wins on tiny data, the tuned model differs from the baseline (else it is not trained)
-    monkeypatch.setattr(compare, "_tuned_config",
+    monkeypatch.setattr(targets, "_tuned_config",
                         lambda arch, study, best: architectures.get(arch).config({"units": 32}))
     real, trained, fail = compare._train_and_test, [], True
 

@@ -22,7 +22,6 @@ import pytest
 
 from cifar_tune import cli
 from cifar_tune import pipeline as job
-from cifar_tune.choices import StudyAttr
 
 URL = "sqlite:///storage/cifar_tune.db"
 CODES = [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
@@ -104,14 +103,14 @@ def test_compare_stops_after_a_training_and_the_printed_command_reuses_it(tiny_n
     proc.wait_for(r"^\[mlp_l2\] baseline seed 1000: ")  # the first training is done (and kept); the next runs
     line, command = stopped(proc, sig, code, says)
     assert len(err_lines(proc)) == 1 and "compare stopped; the trainings it finished are kept" in line
-    kept = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs[StudyAttr.COMPARE_RUNS]
+    kept = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs["compare_runs"]
     assert "baseline seed 1000" in kept and len(kept) < 4
-    assert StudyAttr.COMPARE not in optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs
+    assert "compare" not in optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs
 
     done = again(tmp_path, command)
     assert done.returncode == 0, done.stderr
     assert re.search(r"\[mlp_l2\] baseline seed 1000: .*kept from the interrupted compare", done.stdout), done.stdout
-    assert optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs[StudyAttr.COMPARE]["seeds"] == \
+    assert optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs["compare"]["seeds"] == \
         [1000, 1001]
 
 
@@ -152,7 +151,7 @@ def test_run_stops_in_any_phase_and_the_printed_command_continues_the_job(tiny_n
         assert "kept from the interrupted compare" in done.stdout
     study = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL)
     assert len([t for t in study.trials if t.state.is_finished()]) >= 3
-    assert study.user_attrs[StudyAttr.COMPARE]["seeds"] == [1000, 1001]
+    assert study.user_attrs["compare"]["seeds"] == [1000, 1001]
 
 
 def test_run_says_which_study_has_no_completed_trial_and_fails(tiny_npz, tmp_path):

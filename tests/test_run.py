@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from cifar_tune import cli
-from cifar_tune.choices import StudyAttr, TrialAttr
 from cifar_tune.studies import catalog as records
+from cifar_tune.studies.records import StudyRecord, TrialRecord
 from cifar_tune.tuning import display
 from cifar_tune.views import dashboard, tables
 
@@ -42,7 +42,7 @@ def test_run_does_studies_compare_and_report_and_resumes_without_redoing(tiny_np
     for arch in ("mlp_l2", "cnn"):
         study = optuna.load_study(study_name=f"cifar10-{arch}", storage=storage)
         assert len(study.trials) == 2  # the preset's n_trials as the study's total
-        first[arch] = study.user_attrs[StudyAttr.COMPARE]
+        first[arch] = study.user_attrs["compare"]
         assert first[arch]["seeds"] == [1000, 1001]
 
     code, out, err = run_cli(argv)  # everything is complete: nothing is trained again
@@ -51,7 +51,7 @@ def test_run_does_studies_compare_and_report_and_resumes_without_redoing(tiny_np
     for arch in ("mlp_l2", "cnn"):
         study = optuna.load_study(study_name=f"cifar10-{arch}", storage=storage)
         assert len(study.trials) == 2
-        assert study.user_attrs[StudyAttr.COMPARE]["date"] == first[arch]["date"]
+        assert study.user_attrs["compare"]["date"] == first[arch]["date"]
     assert "MLP with L2" in out[out.rindex("Test-set macro metrics"):]
 
 
@@ -65,11 +65,11 @@ def test_run_with_bad_data_touches_no_storage(tmp_path):
 def _planted(storage, name: str, trials: list[tuple[float, float, bool]]) -> optuna.Study:
     """A study whose trials have (val_loss, val_accuracy, is_baseline), stored as optimize would."""
     study = optuna.create_study(study_name=name, storage=storage)
-    study.set_user_attr(StudyAttr.ARCH, "resnet")
+    StudyRecord(arch="resnet").write(study)
     for loss, acc, baseline in trials:
         study.add_trial(create_trial(value=loss, state=TrialState.COMPLETE, params={},
                                      distributions={},
-                                     user_attrs={TrialAttr.VAL_ACCURACY: acc, TrialAttr.BASELINE: baseline}))
+                                     user_attrs=TrialRecord(val_accuracy=acc, baseline=baseline).to_attrs()))
     return study
 
 

@@ -1,7 +1,8 @@
 """Retrain each study's best trial and the seed baseline on all training images, K seeds; compare on the test set.
 
 The ``compare`` command's library (named ``comparison``, not ``compare``: ``cifar_tune.compare`` is the Python
-API's function, and a submodule of that name would replace it on the package once imported).
+API's function, and a submodule of that name would replace it on the package once imported). Which studies,
+trials, seeds and data are compared is ``targets``'; what is stored of a comparison, ``record``'s.
 
 For every architecture with a study: the best completed trial's config (the ``config`` the objective stored, else
 rebuilt from its params with the space) and the seed's baseline config (``architectures.get(arch).baseline``) are
@@ -20,12 +21,7 @@ Results go to ``compare.csv`` and ``compare.md`` in the output folder, to the st
 plain data incl. per-seed confusion matrices, for ``cifar-tune report``; and a section of the study note that
 optuna-dashboard shows), and the trained models to ``storage/models/<study>/<variant>-seed<k>.keras``.
 
-Data: a study records the fingerprint of the data it was tuned on and, in its settings, the ``--subset`` it used.
-When the data given to compare are not a subset (no ``--subset``) but the study was tuned on one, compare takes
-the study's subset (same size and seed) of the given data, so a quick study gets a quick comparison; ``--subset``
-overrides, and ``--full-data`` compares on every training image and the whole test set (the final verdict on a
-study that was tuned on a subset to save time). Other mismatches are reported and the comparison runs on the data
-given.
+Data: the study's own, or its subset of the data given (``targets`` says which).
 """
 
 from __future__ import annotations
@@ -42,19 +38,19 @@ import optuna
 import pandas as pd
 
 from cifar_tune import choices, engines, runtime
-from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
-from cifar_tune.comparison.record import Target, jsonable, make_record, store
+from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR
+from cifar_tune.comparison.record import jsonable, make_record, store
+from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
-from cifar_tune.models import architectures, metrics
+from cifar_tune.models import metrics
 from cifar_tune.results import Comparison
 from cifar_tune.storage import database
 from cifar_tune.studies import catalog as records
-from cifar_tune.studies import spaces, validate
+from cifar_tune.studies import validate
+from cifar_tune.studies.records import ComparisonRecord
 from cifar_tune.views import figures as report
 from cifar_tune.views.tables import VARIANTS, aggregate, csv_frame, markdown
-
-FIRST_SEED = 1000  # compare's seeds count up from here, skipping the study's own seed
 
 
 @dataclass(frozen=True)
@@ -90,93 +86,6 @@ class CompareSettings:
         validate.check_choice("precision", self.precision, choices.PRECISIONS)
         if self.full_data and self.subset:
             raise UserError("--full-data compares on every image; it does not go with --subset")
-
-
-# --- finding the studies ---------------------------------------------------------------------------------------
-
-
-def recorded_source(storage_url: str, archs: list[str] | None = None) -> str | None:
-    """The ``--data`` the studies were tuned on (as recorded by ``optimize``), so compare can default to it."""
-    storage = database.storage_for_reading(storage_url)
-    for arch, name in records.find_studies(storage).items():
-        if archs is None or arch in archs:
-            attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
-            source = (attrs.get(StudyAttr.SETTINGS) or {}).get("data")
-            if source:
-                return source
-    return None
-
-
-def _recorded_fingerprint(study: optuna.Study) -> str | None:
-    m = re.match(r"data ([0-9a-f]{16})\b", str(study.user_attrs.get(StudyAttr.DATA, "")))
-    return m.group(1) if m else None
-
-
-def dataset_for_study(ds: data.Dataset, study: optuna.Study,
-                      full_data: bool = False) -> tuple[data.Dataset, list[str]]:
-    """The data to compare ``study`` on: ``ds``, or the study's recorded subset of it (see the module doc)."""
-    recorded = _recorded_fingerprint(study)
-    if recorded is None or ds.fingerprint() == recorded:
-        return ds, []
-    settings = study.user_attrs.get(StudyAttr.SETTINGS) or {}
-    n, seed = settings.get("subset"), int(settings.get("seed") or 0)
-    if full_data and n:
-        return ds, [f"the study was tuned on a subset of {int(n):,} training images; comparing on all "
-                    f"{len(ds.y_train):,} and {len(ds.y_test):,} test images (--full-data)"]
-    if n and "(subset " not in ds.source:  # the user gave no --subset: follow the study
-        try:
-            sub = data.subset(ds, int(n), seed)
-        except UserError:
-            sub = None
-        if sub is not None:
-            note = f"using the study's subset of {n:,} training images (seed {seed}); pass --subset to override"
-            if sub.fingerprint() != recorded:
-                note += (f"; note: these data differ from the study's (fingerprint {sub.fingerprint()} vs "
-                         f"{recorded}: another source or subset)")
-            return sub, [note]
-    return ds, [f"note: the data differ from those the study was tuned on (fingerprint {ds.fingerprint()} vs "
-                f"{recorded}); comparing on {ds.source}"]
-
-
-def _tuned_config(arch: str, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
-    config = trial.user_attrs.get(TrialAttr.CONFIG)
-    if isinstance(config, dict):
-        return architectures.get(arch).config(config)
-    space_path = (study.user_attrs.get(StudyAttr.SPACE) or {}).get("path")
-    space = spaces.load(arch, space_path if space_path and Path(space_path).is_file() else None)
-    return space.config_from_params(trial.params)
-
-
-def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, epochs: int | None,
-                   full_data: bool = False) -> tuple[list[Target], list[str]]:
-    """The architectures to compare and the skip messages; UserError when nothing is left to compare."""
-    storage = database.storage_for_reading(storage_url)
-    found = records.find_studies(storage)
-    where = database.mask_url(storage_url)
-    if not found:
-        raise UserError(f"no studies in {where} (run `cifar-tune optimize --arch ...` first)")
-    skipped, targets = [], []
-    for arch in list(dict.fromkeys(archs or found)):
-        architectures.get(arch)
-        if arch not in found:
-            skipped.append(f"skipping {arch}: no study for it in {where}")
-            continue
-        study = optuna.load_study(study_name=found[arch], storage=storage)
-        best = records.best_trial(study)
-        if best is None:
-            skipped.append(f"skipping {arch}: study {found[arch]} has no completed trial yet")
-            continue
-        target_ds, notes = dataset_for_study(ds, study, full_data)
-        warning = records.not_learned(study)
-        if warning:
-            notes.append(f"WARNING: {warning}")
-        targets.append(Target(arch, study, best, records.baseline_trial(study), _tuned_config(arch, study, best),
-                              architectures.get(arch).config(),
-                              epochs or int(study.user_attrs.get(StudyAttr.EPOCHS, choices.DEFAULT_EPOCHS)),
-                              target_ds, notes))
-    if not targets:
-        raise UserError(f"nothing to compare in {where}: " + "; ".join(skipped))
-    return targets, skipped
 
 
 # --- training and evaluating -----------------------------------------------------------------------------------
@@ -219,30 +128,24 @@ def _copy_model(src: str, study_name: str, variant: str, seed: int) -> str:
 # --- the command -----------------------------------------------------------------------------------------------
 
 
-def compare_seeds(study: optuna.Study, k: int) -> list[int]:
-    """``k`` seeds the study never trained with: from FIRST_SEED up, skipping the seed its trials used."""
-    used = (study.user_attrs.get(StudyAttr.SETTINGS) or {}).get("seed", 0)
-    return [s for s in range(FIRST_SEED, FIRST_SEED + k + 1) if s != used][:k]
-
-
 # A comparison at the seed's budget trains for hours on a CPU, and compare stores its record only at the end. So
-# each finished run is also kept in the study (StudyAttr.COMPARE_RUNS) under what determines it (config, seed,
+# each finished run is also kept in the study (``ComparisonRecord.keep_runs``) under what determines it (config, seed,
 # epochs, data, engine, precision); a compare that is interrupted and started again reuses the runs that match
 # and trains the rest. Optuna keeps trials, not these runs, so this small ledger is ours. It is dropped once the
 # record is stored: a finished compare run again trains afresh.
 
 
 def _kept_run(t: Target, name: str, key: dict) -> dict | None:
-    kept = (t.study.user_attrs.get(StudyAttr.COMPARE_RUNS) or {}).get(name)
+    kept = ComparisonRecord.kept_runs(t.study).get(name)
     if kept and kept["key"] == key and Path(kept["run"]["model"]).exists():
         return kept["run"]
     return None
 
 
 def _keep_run(t: Target, name: str, key: dict, run: dict) -> None:
-    runs = t.study.user_attrs.get(StudyAttr.COMPARE_RUNS) or {}
+    runs = ComparisonRecord.kept_runs(t.study)
     runs[name] = {"key": key, "run": jsonable(run)}
-    t.study.set_user_attr(StudyAttr.COMPARE_RUNS, runs)
+    ComparisonRecord.keep_runs(t.study, runs)
 
 
 def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -307,9 +210,9 @@ def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.D
             mine, runs = compare_target(t, used, s)
             rows += mine
             agg = aggregate(pd.DataFrame(mine))
-            stored[t.study.study_name] = jsonable(make_record(t, runs, agg, date=date, seeds=used,
-                                                              precision=s.precision, out=out))
-            store(t, stored[t.study.study_name], agg)
+            record = make_record(t, runs, agg, date=date, seeds=used, precision=s.precision, out=out)
+            store(t, record, agg)
+            stored[t.study.study_name] = record.to_attrs()
             facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
                               f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
                               f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")

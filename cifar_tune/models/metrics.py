@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-COLUMNS = ("Accuracy", "Precision", "Recall", "F1 Score")
+ACCURACY, F1 = "Accuracy", "F1 Score"  # the two the verdict and the short tables name
+COLUMNS = (ACCURACY, "Precision", "Recall", F1)
 
 
 def macro_row(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

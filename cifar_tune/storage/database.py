@@ -10,11 +10,12 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 
-from cifar_tune.choices import DEFAULT_STORAGE, SQLITE_TIMEOUT_ENV, TrialAttr
+from cifar_tune.choices import DEFAULT_STORAGE, SQLITE_TIMEOUT_ENV
 from cifar_tune.errors import UserError
 
 # Heartbeats and the retry callback are marked experimental; they are the documented way to do what we need,
@@ -132,20 +133,25 @@ def _engine_kwargs(url: str, pooled: bool = True) -> dict:
 class _RetryDeadWorkerTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a heartbeat-stale trial (same parameters, once), made visible.
 
-    The retry carries Optuna's system attrs ``failed_trial``/``retry_history`` and our user attr ``retry_of``
-    (which the dashboard shows); it does not inherit the dead trial's partial curves or results.
+    The retry carries Optuna's system attrs ``failed_trial``/``retry_history`` and the user attrs ``retry_attrs``
+    gives for the dead trial (the tuning loop passes ``studies.records.TrialRecord.retry_attrs``: its baseline flag
+    and ``retry_of``, which the dashboard shows; none: no user attrs); it does not inherit the dead trial's partial
+    curves or results. The storage layer knows no record keys: they are the records' (a layer above).
     """
 
+    def __init__(self, retry_attrs: Callable[[optuna.trial.FrozenTrial], dict] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self._retry_attrs = retry_attrs
+
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        trial.user_attrs = {**{k: v for k, v in trial.user_attrs.items() if k == TrialAttr.BASELINE},
-                            TrialAttr.RETRY_OF: trial.number}
+        trial.user_attrs = self._retry_attrs(trial) if self._retry_attrs is not None else {}
         # Pruner bookkeeping (Hyperband's completed rungs) and artifacts belong to the dead run, not the retry.
         trial.system_attrs = {k: v for k, v in trial.system_attrs.items()
                               if not k.startswith(("completed_rung_", "artifacts:"))}
         before = len(study.get_trials(deepcopy=False))
         super().__call__(study, trial)
         added = study.get_trials(deepcopy=False)[before:]
-        retry = next((t for t in added if t.user_attrs.get(TrialAttr.RETRY_OF) == trial.number), None)
+        retry = next((t for t in added if t.system_attrs.get("failed_trial") == trial.number), None)
         then = f"retried as trial {retry.number}" if retry else "not retried again (it was a retry already)"
         print(f"trial {trial.number:>3} fail     its worker stopped (no heartbeat); {then}", flush=True)
 
@@ -158,7 +164,7 @@ def heartbeat(interval: int | None, grace: int | None) -> tuple[int, int]:
     return interval, grace or max(DEFAULT_GRACE_PERIOD, 4 * interval)
 
 
-def _heartbeat_kwargs(interval: int | None, grace: int | None) -> dict:
+def _heartbeat_kwargs(interval: int | None, grace: int | None, retry_attrs=None) -> dict:
     """Heartbeat settings, and retry-once of a dead worker's trial (Optuna's callback, renamed in 4.9).
 
     The heartbeat is a daemon thread of the worker process that writes the running trial's beat every
@@ -172,7 +178,7 @@ def _heartbeat_kwargs(interval: int | None, grace: int | None) -> dict:
                         f"({HEARTBEAT_GRACE_BEATS * interval} s): a live worker's beat may come late on a busy "
                         "machine, and its trial must not look dead")
     return {"heartbeat_interval": interval, "grace_period": grace,
-            "heartbeat_stale_trial_callback": _RetryDeadWorkerTrial(max_retry=1)}
+            "heartbeat_stale_trial_callback": _RetryDeadWorkerTrial(retry_attrs, max_retry=1)}
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -199,11 +205,13 @@ def _check_writable_sqlite(url: str, path: Path) -> None:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 with_heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """Open (and for SQLite create) the storage for writing; any trial run through it beats a heartbeat.
+                 with_heartbeat: bool = True,
+                 retry_attrs: Callable[[optuna.trial.FrozenTrial], dict] | None = None) -> optuna.storages.RDBStorage:
+    """Open (and for SQLite create) the storage for writing; any trial run through it beats a heartbeat, and a
+    dead worker's trial is retried once with the user attrs ``retry_attrs(dead trial)`` (default: none).
     A damaged or locked SQLite file is refused before anything is written to it."""
     check_url(url)
-    kwargs = _heartbeat_kwargs(heartbeat_interval, grace_period) if with_heartbeat else {}
+    kwargs = _heartbeat_kwargs(heartbeat_interval, grace_period, retry_attrs) if with_heartbeat else {}
     path = _sqlite_path(url)
     if path is not None:
         _check_writable_sqlite(url, path)

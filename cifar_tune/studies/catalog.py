@@ -9,9 +9,10 @@ import re
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from cifar_tune.choices import ARCH_KEYS, StudyAttr, TrialAttr, study_name
+from cifar_tune.choices import ARCH_KEYS, study_name
 from cifar_tune.errors import UserError
 from cifar_tune.storage.database import mask_url
+from cifar_tune.studies.records import StudyRecord, TrialRecord
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHANCE_ACCURACY = 0.1  # ten balanced classes
@@ -21,7 +22,7 @@ LEARNED_MARGIN = 0.05  # a best trial within 5 points of chance has learned noth
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     """The study's completed baseline trial, if any."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return next((t for t in done if t.user_attrs.get(TrialAttr.BASELINE)), None)
+    return next((t for t in done if TrialRecord.read(t).baseline), None)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -47,7 +48,7 @@ def started_trials(study: optuna.Study) -> int:
 
 def retried_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trials that retry a dead worker's trial."""
-    return [t for t in trials if t.user_attrs.get(TrialAttr.RETRY_OF) is not None]
+    return [t for t in trials if TrialRecord.read(t).retry_of is not None]
 
 
 def counts_by_state(trials: list[FrozenTrial]) -> dict[str, int]:
@@ -58,13 +59,14 @@ def counts_by_state(trials: list[FrozenTrial]) -> dict[str, int]:
 
 def live_trials(study: optuna.Study, workers: set[str] | None = None) -> list[FrozenTrial]:
     """Running trials started by cifar-tune workers (all of them beat a heartbeat), optionally only ``workers``'."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if TrialAttr.WORKER in t.user_attrs and (workers is None or t.user_attrs[TrialAttr.WORKER] in workers)]
+    running = [(t, TrialRecord.read(t).worker) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    return [t for t, worker in running if worker is not None and (workers is None or worker in workers)]
 
 
-def study_arch(name: str, user_attrs: dict) -> str | None:
-    """The architecture a study tunes: its ``arch`` attribute, else its default name ``cifar10-<arch>``."""
-    arch = user_attrs.get(StudyAttr.ARCH)
+def study_arch(study) -> str | None:
+    """The architecture ``study`` (a study or a study summary) tunes: its record's ``arch``, else its default name
+    ``cifar10-<arch>``."""
+    name, arch = study.study_name, StudyRecord.read(study).arch
     if arch in ARCH_KEYS:
         return arch
     m = re.fullmatch(r"cifar10-(\w+)", name)
@@ -81,9 +83,9 @@ def not_learned(study: optuna.Study) -> str | None:
     best = best_trial(study)
     if best is None:
         return None
-    acc = best.user_attrs.get(TrialAttr.VAL_ACCURACY)
+    acc = TrialRecord.read(best).val_accuracy
     base = baseline_trial(study)
-    base_acc = base.user_attrs.get(TrialAttr.VAL_ACCURACY) if base is not None else None
+    base_acc = TrialRecord.read(base).val_accuracy if base is not None else None
     hint = "the budget (epochs, training images) is likely too small for this architecture to learn"
     if acc is not None and acc < CHANCE_ACCURACY + LEARNED_MARGIN:
         return (f"not learned: the best trial #{best.number} reaches validation accuracy {acc:.3f}, within "
@@ -101,7 +103,7 @@ def find_studies(storage: optuna.storages.BaseStorage) -> dict[str, str]:
     not one: compare, run and report never crown its trials or write into it."""
     by_arch: dict[str, list[str]] = {}
     for s in sorted(optuna.get_all_study_summaries(storage, include_best_trial=False), key=lambda s: s._study_id):
-        arch = s.user_attrs.get(StudyAttr.ARCH)
+        arch = StudyRecord.read(s).arch
         if arch in ARCH_KEYS and s.directions == [optuna.study.StudyDirection.MINIMIZE]:
             by_arch.setdefault(arch, []).append(s.study_name)
     # The default name wins; otherwise the most recently created study of that architecture.

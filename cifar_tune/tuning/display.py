@@ -10,10 +10,11 @@ import optuna
 from optuna.trial import TrialState
 
 from cifar_tune import runtime
-from cifar_tune.choices import DEFAULT_STORAGE, TrialAttr, study_name
+from cifar_tune.choices import DEFAULT_STORAGE, study_name
 from cifar_tune.storage.database import mask_url
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.studies.records import TrialRecord
 
 
 def short_params(params: dict) -> str:
@@ -24,21 +25,24 @@ def short_params(params: dict) -> str:
     return " ".join(f"{k}={fmt(v)}" for k, v in params.items() if not k.startswith("use_") or not v)
 
 
+def _acc(record: TrialRecord) -> float:
+    return float("nan") if record.val_accuracy is None else record.val_accuracy
+
+
 def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """One line for a finished trial: number, state, value, validation accuracy, key params, best so far."""
-    state = trial.state.name.lower()
+    state, record = trial.state.name.lower(), TrialRecord.read(trial)
     if trial.state == TrialState.COMPLETE:
-        value = (f"val_loss {trial.value:.4f} "
-                 f"val_acc {trial.user_attrs.get(TrialAttr.VAL_ACCURACY, float('nan')):.4f}")
+        value = f"val_loss {trial.value:.4f} val_acc {_acc(record):.4f}"
     elif trial.state == TrialState.PRUNED:
         value = f"at epoch {trial.last_step + 1}" if trial.last_step is not None else ""
     else:
-        value = trial.user_attrs.get(TrialAttr.FAIL_REASON, "")[:80]
+        value = (record.fail_reason or "")[:80]
     best = records.best_trial(study)
     best_text = f"best #{best.number} {best.value:.4f}" if best is not None else "best -"
-    tag = " (baseline)" if trial.user_attrs.get(TrialAttr.BASELINE) else ""
-    if trial.user_attrs.get(TrialAttr.RETRY_OF) is not None:
-        tag += f" (retry of #{trial.user_attrs[TrialAttr.RETRY_OF]})"
+    tag = " (baseline)" if record.baseline else ""
+    if record.retry_of is not None:
+        tag += f" (retry of #{record.retry_of})"
     return f"trial {trial.number:>3} {state:<8} {value:<36} | {short_params(trial.params)}{tag} | {best_text}"
 
 
@@ -50,7 +54,7 @@ def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 def taken_over_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, value: float | None) -> str:
     """One line for a trial another worker declared dead (its heartbeat came late) while this worker ran it."""
     retry = next((t.number for t in study.get_trials(deepcopy=False)
-                  if t.user_attrs.get(TrialAttr.RETRY_OF) == trial.number), None)
+                  if TrialRecord.read(t).retry_of == trial.number), None)
     again = f"retried as trial {retry}" if retry is not None else "not retried"
     result = f" (val_loss {value:.4f})" if value is not None else ""
     return (f"trial {trial.number:>3} taken over: another worker failed it as dead (no heartbeat within the grace "
@@ -88,7 +92,7 @@ def summary(study: optuna.Study) -> str:
     for name, t in (("baseline", records.baseline_trial(study)), ("best", best)):
         if t is not None:
             lines.append(f"  {name:<8} trial {t.number:>3}: val_loss {t.value:.4f} "
-                         f"val_acc {t.user_attrs.get(TrialAttr.VAL_ACCURACY, float('nan')):.4f}  "
+                         f"val_acc {_acc(TrialRecord.read(t)):.4f}  "
                          f"{short_params(t.params)}")
     warning = records.not_learned(study)
     if warning:

@@ -12,9 +12,9 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from cifar_tune import engines, runtime
-from cifar_tune.choices import TrialAttr
 from cifar_tune.data.cifar10 import Split
 from cifar_tune.errors import Diverged, TakenOver, TrialFailed, UserError
+from cifar_tune.studies.records import TrialRecord
 from cifar_tune.studies.spaces import Space
 
 
@@ -29,15 +29,15 @@ class TrialRecorder(keras.callbacks.Callback):
         self.curves: dict[str, list[float]] = {}
         self.epoch = 0
 
-    def _set(self, key: str, value) -> None:
+    def _set(self, **fields) -> None:
         try:
-            self.trial.set_user_attr(key, value)
+            TrialRecord.update(self.trial, **fields)
         except optuna.exceptions.UpdateFinishedTrialError:  # Optuna refuses writes to a finished trial
             raise TakenOver(f"trial {self.trial.number} was ended by another worker") from None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.model is not None:
-            self._set(TrialAttr.PARAMS, int(self.model.count_params()))
+            self._set(params=int(self.model.count_params()))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
@@ -51,8 +51,7 @@ class TrialRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for key, value in (logs or {}).items():
             self.curves.setdefault(key, []).append(float(value))
-        self._set(TrialAttr.CURVES, self.curves)
-        self._set(TrialAttr.EPOCHS_RUN, epoch + 1)
+        self._set(curves=self.curves, epochs_run=epoch + 1)
         runtime.raise_if_stopping()
         bad = sorted((k, float(v)) for k, v in (logs or {}).items() if not math.isfinite(float(v)))
         if bad:
@@ -77,14 +76,12 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
     set never enters here.
     """
     template = dataclasses.replace(template, engine=engines.resolve_engine(template.engine))
-    static = {TrialAttr.ARCH: space.arch, TrialAttr.DATA: split.description,
-              TrialAttr.BACKEND: keras.backend.backend(), TrialAttr.DEVICE: engines.device_name(),
-              TrialAttr.ENGINE: template.engine, TrialAttr.PRECISION: template.precision}
+    static = dict(arch=space.arch, data=split.description, backend=keras.backend.backend(),
+                  device=engines.device_name(), engine=template.engine, precision=template.precision)
 
     def objective(trial: optuna.Trial) -> float:
         config = space.suggest(trial)
-        for key, value in {**static, TrialAttr.CONFIG: config}.items():
-            trial.set_user_attr(key, value)
+        TrialRecord(**static, config=config).write(trial)
         recorder = TrialRecorder(trial)
         callbacks = [recorder, KerasPruningCallback(trial, "val_loss")]
         keras.backend.clear_session(free_memory=True)
@@ -94,25 +91,22 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
                 result = engines.train(dataclasses.replace(template, config=config), split.x_train,
                                        split.y_train, split.x_val, split.y_val, callbacks=callbacks)
             hist = result.history
-            trial.set_user_attr(TrialAttr.PARAMS, int(result.model.count_params()))
-            trial.set_user_attr(TrialAttr.SECONDS, round(result.seconds, 3))
-            trial.set_user_attr(TrialAttr.VAL_ACCURACY, hist["val_accuracy"][-1])
-            trial.set_user_attr(TrialAttr.ENGINE_INFO, result.info)
-            trial.set_user_attr(TrialAttr.RSS_MB, resident_mb())
+            TrialRecord.update(trial, params=int(result.model.count_params()), seconds=round(result.seconds, 3),
+                               val_accuracy=hist["val_accuracy"][-1], engine_info=result.info, rss_mb=resident_mb())
             return hist["val_loss"][-1]
         except (optuna.TrialPruned, UserError, optuna.exceptions.UpdateFinishedTrialError):  # TakenOver too
             raise
         except Diverged as e:  # expected in a search: the one-line reason, no traceback
-            trial.set_user_attr(TrialAttr.FAIL_REASON, str(e))
+            TrialRecord.update(trial, fail_reason=str(e))
             raise TrialFailed(str(e)) from None
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated says so)
-            trial.set_user_attr(TrialAttr.FAIL_REASON, str(e) or "interrupted by the user")
+            TrialRecord.update(trial, fail_reason=str(e) or "interrupted by the user")
             raise
         except Exception as e:  # any other failure (out of memory included) fails this trial only ...
             if runtime.stopping():  # ... unless it is a signal that TensorFlow turned into another error
-                trial.set_user_attr(TrialAttr.FAIL_REASON, runtime.stopping())
+                TrialRecord.update(trial, fail_reason=runtime.stopping())
                 raise KeyboardInterrupt(runtime.stopping()) from e
-            trial.set_user_attr(TrialAttr.FAIL_REASON, f"{type(e).__name__}: {e}"[:2000])
+            TrialRecord.update(trial, fail_reason=f"{type(e).__name__}: {e}"[:2000])
             raise TrialFailed(f"{type(e).__name__}: {e}") from e
         finally:
             # Drop this trial's graph and weights before the next one: Keras keeps global state otherwise.

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
-from cifar_tune.choices import TrialAttr
 from cifar_tune.storage.database import db_message
 from cifar_tune.storage.locks import study_lock
+from cifar_tune.studies.records import TrialRecord
 from cifar_tune.views import dashboard
 
 REFRESH_EVERY = 20.0  # seconds between refreshes of a study's note and figures while trials finish
@@ -50,7 +50,7 @@ def recorded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Tri
     store = dashboard.artifact_store()  # None (after one warning) when its folder cannot be used
 
     def run(trial: optuna.Trial) -> float:
-        trial.set_user_attr(TrialAttr.WORKER, WORKER_ID)
+        TrialRecord.update(trial, worker=WORKER_ID)
         ours = True
         try:
             return objective(trial)

@@ -12,13 +12,14 @@ import optuna
 from optuna.trial import TrialState
 
 from cifar_tune import runtime
-from cifar_tune.choices import ENGINES, PRUNERS, SAMPLERS, StudyAttr, TrialAttr
+from cifar_tune.choices import ENGINES, PRUNERS, SAMPLERS
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.storage.database import heartbeat, open_storage
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import spaces
 from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.studies.records import StudyRecord, TrialRecord
 from cifar_tune.tuning import story
 from cifar_tune.views import dashboard
 
@@ -105,7 +106,7 @@ def open_and_prepare(settings: OptimizeSettings):
     space, split = prepare(settings)
     dashboard.artifact_store(create=False)  # creates nothing: a refused command leaves no folder
     storage = open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
-                           grace_period=settings.grace_period)
+                           grace_period=settings.grace_period, retry_attrs=TrialRecord.retry_attrs)
     return storage, space, split
 
 
@@ -133,12 +134,10 @@ def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space,
             _requeue_lost_baseline(study, space)
         return study, False
     # The baseline first: a worker that loads the study meanwhile waits for it (see _wait_for_creator).
-    study.enqueue_trial(space.baseline_params(), user_attrs={TrialAttr.BASELINE: True})
-    attrs = {StudyAttr.ARCH: settings.arch, StudyAttr.EPOCHS: settings.epochs, StudyAttr.DATA: split.description,
-             StudyAttr.SPACE: space.to_dict(), StudyAttr.BASELINE_PARAMS: space.baseline_params(),
-             StudyAttr.SETTINGS: {k: v for k, v in settings.to_dict().items() if k != "storage"}}
-    for key, value in attrs.items():
-        study.set_user_attr(key, value)
+    study.enqueue_trial(space.baseline_params(), user_attrs=TrialRecord(baseline=True).to_attrs())
+    StudyRecord(arch=settings.arch, epochs=settings.epochs, data=split.description, space=space.to_dict(),
+                baseline_params=space.baseline_params(),
+                settings={k: v for k, v in settings.to_dict().items() if k != "storage"}).write(study)
     story.tell(study, "note")
     return study, True
 
@@ -148,7 +147,7 @@ def _wait_for_creator(study: optuna.Study, timeout: float = CREATOR_WAIT) -> Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         trials = study.get_trials(deepcopy=False)
-        young = not trials or (StudyAttr.SETTINGS not in study.user_attrs
+        young = not trials or (StudyRecord.read(study).settings is None  # the record's last attribute
                                and all(t.state == TrialState.WAITING for t in trials))
         if not young:
             return
@@ -162,7 +161,7 @@ def _check_ours(study: optuna.Study, name: str) -> None:
         shown = ", ".join(d.name.lower() for d in study.directions)
         raise UserError(f"study {name!r} in this storage is a {shown} study; cifar-tune's studies minimize the "
                         "validation loss: choose another --study-name")
-    if StudyAttr.ARCH not in study.user_attrs:
+    if StudyRecord.read(study).arch is None:
         raise UserError(f"study {name!r} in this storage was not created by cifar-tune (it has no cifar-tune "
                         "record): choose another --study-name")
 
@@ -200,11 +199,10 @@ def stored_record(study: optuna.Study) -> dict:
     left out, and not checked)."""
     from cifar_tune import engines
 
-    attrs = study.user_attrs
-    settings = attrs.get(StudyAttr.SETTINGS) if isinstance(attrs.get(StudyAttr.SETTINGS), dict) else {}
-    space = attrs.get(StudyAttr.SPACE)
-    stored = {"arch": attrs.get(StudyAttr.ARCH), "epochs": attrs.get(StudyAttr.EPOCHS),
-              "data": attrs.get(StudyAttr.DATA), "space": space.get("params") if isinstance(space, dict) else None,
+    record = StudyRecord.read(study)
+    settings = record.settings or {}
+    stored = {"arch": record.arch, "epochs": record.epochs, "data": record.data,
+              "space": record.space.get("params") if record.space else None,
               **{k: settings[k] for k in ("preset", "subset", "engine", "precision", "pruner") if k in settings}}
     if stored.get("engine") in ENGINES:
         stored["engine"] = engines.resolve_engine(stored["engine"])
@@ -213,7 +211,7 @@ def stored_record(study: optuna.Study) -> dict:
     if "grace_period" in settings:
         stored["heartbeat"] = _heartbeat_text(settings.get("heartbeat_interval"), settings["grace_period"])
         settings = {**settings, "heartbeat": True}  # checked below
-    return {k: v for k, v in stored.items() if k in attrs or k in settings or (k == "space" and v is not None)}
+    return {k: v for k, v in stored.items() if v is not None or k in settings}
 
 
 def _check_resume(study: optuna.Study, settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> None:
@@ -246,8 +244,8 @@ def _space_change(then: dict, now: dict) -> str:
 def _requeue_lost_baseline(study: optuna.Study, space: spaces.Space) -> None:
     """If the baseline trial was interrupted (Ctrl-C or SIGTERM during trial 0) and none is pending, enqueue it
     once more. A baseline that failed by itself (diverged, say) would fail again: it is not queued."""
-    baseline = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TrialAttr.BASELINE)]
+    baseline = [t for t in study.get_trials(deepcopy=False) if TrialRecord.read(t).baseline]
     interrupted = (runtime.INTERRUPTED, runtime.TERMINATED)
     if baseline and all(t.state == TrialState.FAIL for t in baseline) \
-            and baseline[-1].user_attrs.get(TrialAttr.FAIL_REASON) in interrupted:
-        study.enqueue_trial(space.baseline_params(), user_attrs={TrialAttr.BASELINE: True})
+            and TrialRecord.read(baseline[-1]).fail_reason in interrupted:
+        study.enqueue_trial(space.baseline_params(), user_attrs=TrialRecord(baseline=True).to_attrs())

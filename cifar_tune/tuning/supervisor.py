@@ -25,9 +25,9 @@ import optuna
 from optuna.trial import TrialState
 
 from cifar_tune import engines, runtime
-from cifar_tune.choices import TrialAttr
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.studies.records import TrialRecord
 from cifar_tune.tuning import display, story
 from cifar_tune.tuning.loop import poll_seconds, total_trials
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
@@ -61,7 +61,7 @@ class Supervisor:
     deaths: list[str] = field(default_factory=list)
 
     def ran_by(self, trials, wid: str) -> int:
-        return sum(1 for t in trials if t.user_attrs.get(TrialAttr.WORKER) == wid)
+        return sum(1 for t in trials if TrialRecord.read(t).worker == wid)
 
     def left(self, trials) -> int:
         """Trials still to hand out: the budget less those started (but not replaced) and those promised."""
@@ -70,7 +70,7 @@ class Supervisor:
         if self.total is not None:
             started = sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in gone)
             return self.total - started - promised
-        done = sum(1 for t in trials if t.user_attrs.get(TrialAttr.WORKER) in self.mine and t.number not in gone)
+        done = sum(1 for t in trials if TrialRecord.read(t).worker in self.mine and t.number not in gone)
         return self.settings.n_trials - done - promised
 
     def reap(self) -> None:

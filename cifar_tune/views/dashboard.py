@@ -38,12 +38,11 @@ from cifar_tune.choices import (
     FIGURE_CURVES,
     FIGURE_TRIALS,
     NOTE_TAG,
-    StudyAttr,
-    TrialAttr,
 )
 from cifar_tune.errors import UserError
 from cifar_tune.storage import database
 from cifar_tune.studies import catalog as records
+from cifar_tune.studies.records import StudyRecord, TrialRecord
 
 # --- serving -------------------------------------------------------------------------------------------------
 
@@ -153,17 +152,16 @@ def _params(params: dict) -> str:
 def _row(name: str, t: optuna.trial.FrozenTrial | None) -> str:
     if t is None:
         return f"| {name} | – | not finished yet | | |"
-    acc = t.user_attrs.get(TrialAttr.VAL_ACCURACY)
+    acc = TrialRecord.read(t).val_accuracy
     return (f"| {name} | #{t.number} | {t.value:.4f} | {'' if acc is None else f'{acc:.4f}'} | "
             f"{_params(t.params)} |")
 
 
 def study_note_section(study: optuna.Study) -> str:
     """The note section this module owns: what the study is, its search space and its results so far."""
-    a = study.user_attrs
-    arch = a.get(StudyAttr.ARCH, "?")
-    settings = a.get(StudyAttr.SETTINGS, {})
-    epochs = a.get(StudyAttr.EPOCHS, settings.get("epochs", "?"))
+    record = StudyRecord.read(study)
+    arch, settings = record.arch or "?", record.settings or {}
+    epochs = "?" if record.epochs is None else record.epochs
     pruner = settings.get("pruner", "?")
     lines = [f"## {_arch_label(arch)} (`{arch}`): tuning around the seed baseline {NOTE_TAG}", "",
              f"Objective: **validation loss after {epochs} epochs** (minimize), reported every epoch so that the "
@@ -171,10 +169,10 @@ def study_note_section(study: optuna.Study) -> str:
              "enqueued before any other, so the study can only improve on it. Validation images are carved from "
              "the training set; the test set is used only by `cifar-tune compare`.", "",
              "| setting | value |", "|---|---|",
-             f"| data | {a.get(StudyAttr.DATA, '?')} |",
+             f"| data | {record.data or '?'} |",
              f"| sampler / pruner | {settings.get('sampler', '?')} / {pruner} |",
              f"| preset | {settings.get('preset', '?')} |", ""]
-    space = a.get(StudyAttr.SPACE) or {}
+    space = record.space or {}
     if space.get("params"):
         where = Path(space.get("path", "")).name or f"{arch}.toml"
         lines += [f"### Search space (`{where}`)", "", "| parameter | baseline | searched |", "|---|---|---|"]
@@ -188,7 +186,7 @@ def study_note_section(study: optuna.Study) -> str:
     counts = ", ".join(f"{n} {state}" for state, n in records.counts_by_state(trials).items())
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines += [f"### Results so far ({stamp})", "", f"{len(trials)} trials: {counts or 'none yet'}."]
-    workers = sorted({t.user_attrs[TrialAttr.WORKER] for t in trials if t.user_attrs.get(TrialAttr.WORKER)})
+    workers = sorted({w for w in (TrialRecord.read(t).worker for t in trials) if w})
     if workers:
         hosts = sorted({w.rsplit(":", 1)[0] for w in workers})
         lines[-1] += (f" Run by {len(workers)} worker process{'es' if len(workers) != 1 else ''} on "
@@ -206,7 +204,7 @@ def study_note_section(study: optuna.Study) -> str:
     retries = records.retried_trials(trials)
     if retries:
         lines += ["", "Dead workers: " + "; ".join(
-            f"trial {t.user_attrs[TrialAttr.RETRY_OF]} stopped beating its heartbeat and was failed; "
+            f"trial {TrialRecord.read(t).retry_of} stopped beating its heartbeat and was failed; "
             f"trial {t.number} retried it with the same parameters ({t.state.name.lower()})" for t in retries) + "."]
     lines += ["", "On the study's main page: learning curves of the best trial against the baseline, and the "
                   "validation loss of every trial by epoch. On each trial's page: its own learning curves (an "
@@ -267,7 +265,7 @@ def best_vs_baseline_figure(study: optuna.Study):
         return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation loss", "validation accuracy"))
     for label, t, color in shown:
-        curves = t.user_attrs.get(TrialAttr.CURVES) or {}
+        curves = TrialRecord.read(t).curves or {}
         for col, key in ((1, "val_loss"), (2, "val_accuracy")):
             values = curves.get(key) or []
             fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers", name=label,
@@ -284,14 +282,14 @@ def trials_figure(study: optuna.Study):
     import plotly.graph_objects as go
 
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-              if (t.user_attrs.get(TrialAttr.CURVES) or {}).get("val_loss")]
+              if (TrialRecord.read(t).curves or {}).get("val_loss")]
     if not trials:
         return None
     base, best_trial = records.baseline_trial(study), records.best_trial(study)
     best = best_trial.number if best_trial is not None else None
     fig = go.Figure()
     for t in trials:
-        values = t.user_attrs[TrialAttr.CURVES]["val_loss"]
+        values = TrialRecord.read(t).curves["val_loss"]
         if base is not None and t.number == base.number:
             style, name = {"color": "#7f7f7f", "width": 3}, f"baseline (trial {t.number})"
         elif t.number == best:
@@ -376,7 +374,7 @@ def attach_trial_curves(trial: optuna.Trial, store=None) -> str | None:
     not fail a trial).
     """
     try:
-        curves = trial.user_attrs.get(TrialAttr.CURVES)
+        curves = TrialRecord.read(trial).curves
         if not curves:
             return None
         store = store or artifact_store()

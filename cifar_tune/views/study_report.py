@@ -14,12 +14,14 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from cifar_tune import runtime
-from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR, StudyAttr, TrialAttr
+from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR
 from cifar_tune.errors import UserError
 from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
 from cifar_tune.storage.database import mask_url, storage_for_reading
 from cifar_tune.studies import catalog as records
+from cifar_tune.studies.records import ComparisonRecord, StudyRecord, TrialRecord
 from cifar_tune.views.figures import compare_figures, facts_html, learning_curves_figure, write_html
+from cifar_tune.views.tables import stat_cell
 
 STUDY_REPORT_NAME = "study-report.html"
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials says nothing
@@ -50,7 +52,7 @@ def _importance_blocker(study) -> str | None:
 
 
 def _study_title(study, label: str | None) -> str:
-    arch = study.user_attrs.get(StudyAttr.ARCH, "?")
+    arch = StudyRecord.read(study).arch or "?"
     return f"{label} ({arch}, study {study.study_name})" if label else f"{arch} (study {study.study_name})"
 
 
@@ -87,31 +89,27 @@ def _study_figures(study, title: str, notes: list[str]) -> list[tuple[str, go.Fi
         notes.append(f"{title}: no completed trial yet: no learning curves")
         return figures
     base = records.baseline_trial(study)
-    curves = {}
-    if base is not None and base.number != best.number and base.user_attrs.get(TrialAttr.CURVES):
-        curves[f"baseline (trial {base.number})"] = base.user_attrs[TrialAttr.CURVES]
-    if best.user_attrs.get(TrialAttr.CURVES):
+    curves, best_curves = {}, TrialRecord.read(best).curves
+    if base is not None and base.number != best.number and TrialRecord.read(base).curves:
+        curves[f"baseline (trial {base.number})"] = TrialRecord.read(base).curves
+    if best_curves:
         tag = "best = baseline" if base is not None and base.number == best.number else "best"
-        curves[f"{tag} (trial {best.number})"] = best.user_attrs[TrialAttr.CURVES]
+        curves[f"{tag} (trial {best.number})"] = best_curves
     if curves:
         add("learning curves of the baseline and the best trial (train vs validation)",
             lambda: learning_curves_figure(curves))
     return figures
 
 
-def _compare_table_html(compared: dict[str, dict]) -> str:
+def _compare_table_html(compared: dict[str, ComparisonRecord]) -> str:
     rows = []
     for study_name, rec in compared.items():
-        label = rec.get("label") or rec.get("arch") or study_name
-        for row in rec.get("table", []):
+        label = rec.label or rec.arch or study_name
+        for row in rec.table:
             diff = row.get("Variant") not in ("baseline", "tuned")
             cells = {"Model": label, "Variant": row.get("Variant")}
             for m in METRIC_COLUMNS:
-                mean, std = row[m]["mean"], row[m]["std"]
-                head = f"{mean:+.4f}" if diff else f"{mean:.4f}"
-                cells[m] = f"{head} ± {std:.4f}" if std is not None else f"{head} ± n/a"
-                if diff and row[m].get("low") is not None:
-                    cells[m] += f" [{row[m]['low']:+.4f}, {row[m]['high']:+.4f}]"
+                cells[m] = stat_cell(row[m]["mean"], row[m]["std"], row[m].get("low"), row[m].get("high"), diff=diff)
             cells["Verdict"] = row.get("verdict", "")
             rows.append(cells)
     return pd.DataFrame(rows).to_html(index=False, border=0, classes="metrics")
@@ -121,27 +119,28 @@ def _study_rows(studies_: list) -> pd.DataFrame:
     rows = []
     for study in studies_:
         states = [t.state for t in study.get_trials(deepcopy=False)]
-        row = {"Study": study.study_name, "Arch": study.user_attrs.get(StudyAttr.ARCH, "?"),
-               "Epochs": study.user_attrs.get(StudyAttr.EPOCHS, ""), "Trials": len(states),
+        record = StudyRecord.read(study)
+        row = {"Study": study.study_name, "Arch": record.arch or "?",
+               "Epochs": "" if record.epochs is None else record.epochs, "Trials": len(states),
                **{s.name.lower(): states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
         base, best = records.baseline_trial(study), records.best_trial(study)
         for name, t in (("Baseline", base), ("Best", best)):
             row[f"{name} val_loss"] = f"{t.value:.4f}" if t is not None else "—"
-            row[f"{name} val_acc"] = (f"{t.user_attrs[TrialAttr.VAL_ACCURACY]:.4f}"
-                                      if t is not None and TrialAttr.VAL_ACCURACY in t.user_attrs else "—")
+            acc = TrialRecord.read(t).val_accuracy if t is not None else None
+            row[f"{name} val_acc"] = f"{acc:.4f}" if acc is not None else "—"
         row["Best trial"] = f"#{best.number}" if best is not None else "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _compare_section(studies_: list, compared: dict[str, dict]) -> tuple[str, list[tuple[str, go.Figure]]]:
+def _compare_section(studies_: list, compared: dict[str, ComparisonRecord]) -> tuple[str, list[tuple[str, go.Figure]]]:
     """The compare results stored with the studies: an HTML table and the metric bars and confusion matrices."""
     section = "<h2>Tuned vs baseline on the test set (cifar-tune compare)</h2>\n"
     figures: list[tuple[str, go.Figure]] = []
     missing = [s.study_name for s in studies_ if s.study_name not in compared]
     if compared:
-        figures += compare_figures(compared)
-        dates = sorted({str(r.get("date", "?")) for r in compared.values()})
+        figures += compare_figures({name: r.to_attrs() for name, r in compared.items()})
+        dates = sorted({str(r.date or "?") for r in compared.values()})
         section += ("<p>Each best trial and the seed baseline retrained from scratch on all training images, on "
                     "seeds the studies never trained with, each evaluated once on the test set; macro averages, "
                     "mean ± std over seeds; the difference row holds the per-seed paired differences with their 95% "
@@ -161,19 +160,18 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
         raise UserError(f"no studies in {mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
 
     def order(s):
-        arch = records.study_arch(s.study_name, s.user_attrs)
+        arch = records.study_arch(s)
         return (ARCH_KEYS.index(arch) if arch in ARCH_KEYS else len(ARCH_KEYS), s.study_name)
 
     studies_ = [optuna.load_study(study_name=s.study_name, storage=storage) for s in sorted(summaries, key=order)]
-    compared = {s.study_name: s.user_attrs[StudyAttr.COMPARE] for s in studies_
-                if isinstance(s.user_attrs.get(StudyAttr.COMPARE), dict)}
+    compared = {s.study_name: rec for s in studies_ if (rec := ComparisonRecord.read(s)) is not None}
     figures: list[tuple[str, go.Figure]] = []
     notes: list[str] = []
     # Ctrl-C / SIGTERM (runtime.run_stoppable) stop the drawing between studies, not inside plotly or fANOVA.
     with runtime.signals_deferred():
         for study in studies_:
             runtime.raise_if_stopping()
-            label = (compared.get(study.study_name) or {}).get("label")
+            label = compared[study.study_name].label if study.study_name in compared else None
             figures += _study_figures(study, _study_title(study, label), notes)
             warning = records.not_learned(study)
             if warning:

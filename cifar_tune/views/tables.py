@@ -12,9 +12,10 @@ from scipy import stats
 
 from cifar_tune.choices import COMPARE_DIFF as DIFF
 from cifar_tune.choices import COMPARE_VARIANTS as VARIANTS
-from cifar_tune.choices import StudyAttr, TrialAttr
 from cifar_tune.models import metrics
+from cifar_tune.models.metrics import ACCURACY, F1
 from cifar_tune.studies.catalog import best_trial, counts_by_state, find_studies, not_learned, study_arch
+from cifar_tune.studies.records import ComparisonRecord, TrialRecord
 
 CONFIDENCE = 0.95
 
@@ -57,25 +58,33 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
 def verdict(row) -> str:
     """For a difference row: 'better', 'worse', 'within noise' (the 95% interval of accuracy holds 0), or 'no
     difference' when every seed trained the same configuration (the best trial is the baseline)."""
-    low, high = row.get("Accuracy low"), row.get("Accuracy high")
+    low, high = row.get(f"{ACCURACY} low"), row.get(f"{ACCURACY} high")
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return "within noise (too few seeds for an interval)"
     if low == high == 0:
         return "no difference (the same configuration)"
     if low > 0:
-        return f"better (p = {row['Accuracy p']:.3g})"
+        return f"better (p = {row[f'{ACCURACY} p']:.3g})"
     if high < 0:
-        return f"worse (p = {row['Accuracy p']:.3g})"
-    return f"within noise (p = {row['Accuracy p']:.3g})"
+        return f"worse (p = {row[f'{ACCURACY} p']:.3g})"
+    return f"within noise (p = {row[f'{ACCURACY} p']:.3g})"
+
+
+def _missing(x) -> bool:
+    return x is None or math.isnan(x)
+
+
+def stat_cell(mean: float, std: float | None, low: float | None = None, high: float | None = None, *,
+              diff: bool = False) -> str:
+    """One table cell: ``mean ± std`` (4 decimals; ``± n/a`` without a std), a difference signed and with its
+    interval ``[low, high]`` when it has one. NaN and None (as a stored record holds it) alike mean none."""
+    head = f"{mean:+.4f}" if diff else f"{mean:.4f}"
+    interval = f" [{low:+.4f}, {high:+.4f}]" if diff and not _missing(low) else ""
+    return f"{head} ± n/a" if _missing(std) else f"{head} ± {std:.4f}{interval}"
 
 
 def _cell(r, m: str) -> str:
-    mean, std = r[m], r[f"{m} std"]
-    if r["Variant"] != DIFF:
-        return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f} ± n/a"
-    low, high = r.get(f"{m} low", float("nan")), r.get(f"{m} high", float("nan"))
-    interval = f" [{low:+.4f}, {high:+.4f}]" if not math.isnan(low) else ""
-    return f"{mean:+.4f} ± {std:.4f}{interval}" if not math.isnan(std) else f"{mean:+.4f} ± n/a"
+    return stat_cell(r[m], r[f"{m} std"], r.get(f"{m} low"), r.get(f"{m} high"), diff=r["Variant"] == DIFF)
 
 
 def display_table(agg: pd.DataFrame) -> pd.DataFrame:
@@ -125,8 +134,8 @@ def summary(per_seed: pd.DataFrame, agg: pd.DataFrame, out, *, seeds: int, secon
     table = display_table(agg).to_markdown(index=False, tablefmt="simple", disable_numparse=True)
     return (f"\nTest-set macro metrics, mean ± std over {seeds} seed(s); '{DIFF}' = paired per-seed differences "
             f"[95% interval]:\n{table}\n\nDone in {seconds:.0f} s. Wrote {out}/compare.csv and compare.md; models "
-            f"in {', '.join(models)}; results stored with the studies (user attribute '{StudyAttr.COMPARE}' and the "
-            f"study note).\nNext: cifar-tune report --storage '{storage}'")
+            f"in {', '.join(models)}; results stored with the studies (user attribute "
+            f"'{ComparisonRecord.ATTRIBUTE}' and the study note).\nNext: cifar-tune report --storage '{storage}'")
 
 
 def study_rows(storage) -> list[dict]:
@@ -137,13 +146,16 @@ def study_rows(storage) -> list[dict]:
         trials = study.get_trials(deepcopy=False)
         counts = counts_by_state(trials)
         best = best_trial(study)
-        rows.append({"study": s.study_name, "arch": study_arch(s.study_name, s.user_attrs) or "?",
+        rows.append({"study": s.study_name, "arch": study_arch(s) or "?",
                      "trials": len(trials),
                      **{k: counts.get(k, 0) for k in ("complete", "pruned", "fail", "running", "waiting")},
                      "best_val_loss": round(best.value, 4) if best else None,
-                     "best_val_acc": round(best.user_attrs.get(TrialAttr.VAL_ACCURACY, float("nan")), 4)
-                     if best else None})
+                     "best_val_acc": round(_or_nan(TrialRecord.read(best).val_accuracy), 4) if best else None})
     return rows
+
+
+def _or_nan(x: float | None) -> float:
+    return float("nan") if x is None else x
 
 
 def compared_rows(storage) -> list[dict]:
@@ -151,19 +163,18 @@ def compared_rows(storage) -> list[dict]:
     seeds), the paired difference with its 95% interval, and the verdict, as compare stored them."""
     rows = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        record = s.user_attrs.get(StudyAttr.COMPARE)
-        if not record:
+        record = ComparisonRecord.read(s)
+        if record is None:
             continue
-        table = {r["Variant"]: r for r in record["table"]}
-        diff = table[DIFF]
-        rows.append({"study": s.study_name, "arch": record["arch"], "epochs": record["epochs"],
-                     "train_images": record["train_images"], "test_images": record["test_images"],
-                     "seeds": len(record["seeds"]), "best_trial": record["best_trial"],
-                     "baseline_acc": table["baseline"]["Accuracy"]["mean"],
-                     "baseline_std": table["baseline"]["Accuracy"]["std"],
-                     "tuned_acc": table["tuned"]["Accuracy"]["mean"], "tuned_std": table["tuned"]["Accuracy"]["std"],
-                     "difference": diff["Accuracy"]["mean"], "ci95_low": diff["Accuracy"].get("low"),
-                     "ci95_high": diff["Accuracy"].get("high"), "tuned_f1": table["tuned"]["F1 Score"]["mean"],
+        table = {r["Variant"]: r for r in record.table}
+        base, tuned, diff = table["baseline"], table["tuned"], table[DIFF]
+        rows.append({"study": s.study_name, "arch": record.arch, "epochs": record.epochs,
+                     "train_images": record.train_images, "test_images": record.test_images,
+                     "seeds": len(record.seeds), "best_trial": record.best_trial,
+                     "baseline_acc": base[ACCURACY]["mean"], "baseline_std": base[ACCURACY]["std"],
+                     "tuned_acc": tuned[ACCURACY]["mean"], "tuned_std": tuned[ACCURACY]["std"],
+                     "difference": diff[ACCURACY]["mean"], "ci95_low": diff[ACCURACY].get("low"),
+                     "ci95_high": diff[ACCURACY].get("high"), "tuned_f1": tuned[F1]["mean"],
                      "verdict": diff.get("verdict", "")})
     return rows
 
@@ -172,7 +183,6 @@ def stored_table(storage_url: str, archs: list[str] | None = None) -> tuple[pd.D
     """The comparisons stored with the studies of ``archs`` (default: every architecture with a study), aggregated
     as ``compare`` aggregates its own (``compare_table.aggregate``: per architecture the baseline, tuned and
     paired-difference rows; empty when none is stored), and the not-learned warnings ("<arch>: <why>")."""
-    from cifar_tune.models.metrics import COLUMNS
     from cifar_tune.storage.database import storage_for_reading
 
     storage = storage_for_reading(storage_url)
@@ -185,10 +195,10 @@ def stored_table(storage_url: str, archs: list[str] | None = None) -> tuple[pd.D
         warning = not_learned(study)
         if warning:
             warnings.append(f"{arch}: {warning}")
-        rec = study.user_attrs.get(StudyAttr.COMPARE)
-        if not isinstance(rec, dict):
+        rec = ComparisonRecord.read(study)
+        if rec is None:
             continue
-        for variant, runs in rec["runs"].items():
-            rows += [{"arch": arch, "Model": rec["label"], "Variant": variant, "Seed": r["seed"],
-                      **{m: r[m] for m in COLUMNS}} for r in runs]
+        for variant, runs in rec.runs.items():
+            rows += [{"arch": arch, "Model": rec.label, "Variant": variant, "Seed": r["seed"],
+                      **{m: r[m] for m in metrics.COLUMNS}} for r in runs]
     return (aggregate(pd.DataFrame(rows)) if rows else pd.DataFrame()), warnings
