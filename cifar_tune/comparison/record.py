@@ -5,7 +5,6 @@ Python API's ``load``; and a section of the study note that optuna-dashboard sho
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from cifar_tune import progress
 from cifar_tune.choices import COMPARE_HEADING, StudyAttr
 from cifar_tune.data import cifar10 as data
 from cifar_tune.models import architectures, metrics
@@ -82,9 +82,9 @@ def store(target: Target, record: dict, agg: pd.DataFrame) -> None:
         with study_lock(target.study):
             dashboard.write_study_note(target.study, compare_table_markdown=note_section(target, agg, record))
     except Exception as e:
-        print(f"cifar-tune: warning: the study note of {target.study.study_name} was not updated "
-              f"({type(e).__name__}: {str(e)[:200]}); the results are in its '{StudyAttr.COMPARE}' attribute",
-              file=sys.stderr, flush=True)
+        progress.warn(f"cifar-tune: warning: the study note of {target.study.study_name} was not updated "
+                      f"({type(e).__name__}: {str(e)[:200]}); the results are in its '{StudyAttr.COMPARE}' "
+                      "attribute")
 
 
 def make_record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, date: str, seeds: list[int],

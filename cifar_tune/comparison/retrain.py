@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import gc
 import re
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +39,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from cifar_tune import engines, runtime
+from cifar_tune import engines, progress, runtime
 from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR, StudyAttr, TrialAttr
 from cifar_tune.comparison.record import Target, jsonable, make_record, store
 from cifar_tune.data import cifar10 as data
@@ -157,7 +156,8 @@ def _train_and_test(target: Target, variant: str, config: dict, seed: int, *, en
     keras.backend.clear_session(free_memory=True)
     ds = target.ds
     result = engines.train(target.arch, config, ds.x_train, ds.y_train, epochs=target.epochs, seed=seed,
-                            callbacks=[runtime.stop_callback()], verbose=verbose, engine=engine, precision=precision)
+                            callbacks=[progress.epoch_callback(f"{target.arch} {variant} seed {seed}", target.epochs),
+                                       runtime.stop_callback()], verbose=verbose, engine=engine, precision=precision)
     y_pred = engines.predict_classes(result.model, ds.x_test)  # the one look at the test set
     path = _model_path(target.study.study_name, variant, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,12 +215,12 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
     """Train and test baseline and tuned on each seed (the tuned run is copied when it is the baseline; runs kept
     from an interrupted compare of the same target are reused)."""
     same = t.tuned_config == t.baseline_config
-    print(f"\n== {t.label} ({t.arch}), study {t.study.study_name}: best trial #{t.best.number} vs the baseline; "
-          f"{t.epochs} epochs on {len(t.ds.y_train):,} training images, seeds {', '.join(map(str, seeds))}, test "
-          f"{len(t.ds.y_test):,} images" + (" (the best trial IS the baseline: trained once per seed)" if same
-                                             else ""), flush=True)
+    progress.info(f"\n== {t.label} ({t.arch}), study {t.study.study_name}: best trial #{t.best.number} vs the "
+                  f"baseline; {t.epochs} epochs on {len(t.ds.y_train):,} training images, seeds "
+                  f"{', '.join(map(str, seeds))}, test {len(t.ds.y_test):,} images"
+                  + (" (the best trial IS the baseline: trained once per seed)" if same else ""))
     for note in t.notes:
-        print(f"[{t.arch}] {note}", flush=True)
+        progress.info(f"[{t.arch}] {note}")
     rows, runs = [], {v: [] for v in VARIANTS}
     # what, besides config and seed, decides a run (the ledger's key; the data's hash is taken once, not per run)
     fixed = {"epochs": t.epochs, "data": t.ds.fingerprint(), "engine": engines.resolve_engine(engine),
@@ -239,8 +239,8 @@ def compare_target(t: Target, seeds: list[int], *, engine: str, precision: str,
                 runtime.raise_if_stopping()  # a signal during the test or the save: stop now, this run is kept
             runs[variant].append(run_)
             m = run_["metrics"]
-            print(f"[{t.arch}] {variant:<8} seed {seed}: test accuracy {m['Accuracy']:.4f}, macro F1 "
-                  f"{m['F1 Score']:.4f} ({run_['seconds']:.1f} s training{kept})", flush=True)
+            progress.info(f"[{t.arch}] {variant:<8} seed {seed}: test accuracy {m['Accuracy']:.4f}, macro F1 "
+                          f"{m['F1 Score']:.4f} ({run_['seconds']:.1f} s training{kept})")
             trial = t.best.number if variant == "tuned" else (t.baseline_trial.number if t.baseline_trial else None)
             rows.append({"arch": t.arch, "Model": t.label, "Variant": variant, "Seed": seed, **m, "Trial": trial,
                          "Epochs": t.epochs, "Seconds": run_["seconds"], "Model file": run_["model"],
@@ -259,13 +259,13 @@ def run(ds: data.Dataset, *, archs: list[str] | None = None, seeds: int = 3, epo
     # every user error before anything is written
     targets, skipped = select_targets(ds, storage, archs, epochs, full_data)
     for message in skipped:
-        print(f"cifar-tune: {message}", file=sys.stderr, flush=True)
+        progress.warn(f"cifar-tune: {message}")
     out = report.make_out_dir(out_dir, "compare")
-    print(engines.describe(engine, precision), flush=True)
+    progress.info(engines.describe(engine, precision))
     rows, stored, start_all = [], {}, time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(storage)}
-    # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
+    # Ctrl-C / SIGTERM (the CLI's run_stoppable) only record themselves in here: training stops at the next batch,
     # a finished run is kept in the ledger first, and a target's record is stored whole or not at all. Raised at
     # an arbitrary point instead, the KeyboardInterrupt was swallowed by a TensorFlow weakref callback.
     with runtime.signals_deferred():
@@ -299,25 +299,6 @@ def resume_command(source: str | None, subset: int | None, *, archs: list[str] |
         ("--subset", subset), ("--out", out_dir), ("--engine", None if engine == "auto" else engine),
         ("--precision", None if precision == "float32" else precision), ("--full-data", full_data),
         ("--verbose", bool(verbose))])
-
-
-def run_cli(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int, epochs: int | None,
-            storage: str, out_dir: str | None, engine: str, precision: str, verbose: int,
-            full_data: bool = False) -> int:
-    """The ``compare`` command (``compare_and_print``); Ctrl-C or SIGTERM ends it with one line and 130 or 143
-    (``runtime.run_stoppable``), every finished training kept in its study for the same command to reuse."""
-    options = dict(archs=archs, seeds=seeds, epochs=epochs, storage=storage, out_dir=out_dir, engine=engine,
-                   precision=precision, verbose=verbose, full_data=full_data)
-    return runtime.run_stoppable(
-        lambda: compare_and_print(source, subset, **options),
-        lambda: f"compare stopped; the trainings it finished are kept in the studies; continue with: "
-                f"{resume_command(source, subset, **options)}")
-
-
-def compare_and_print(source: str | None, subset: int | None, **options) -> int:
-    """The ``compare`` command's work: ``compare_studies``, then print its table and where everything went."""
-    print(compare_studies(source, subset, **options).summary())
-    return 0
 
 
 def compare_studies(source: str | None, subset: int | None, *, archs: list[str] | None, seeds: int,

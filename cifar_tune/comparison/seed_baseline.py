@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import keras
 import pandas as pd
 
-from cifar_tune import engines, runtime
+from cifar_tune import engines, progress, runtime
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures, metrics
@@ -35,27 +34,6 @@ PROTOCOLS = {
 }
 TABLE_COLUMNS = ("Model", *metrics.COLUMNS)
 KEPT = "kept-runs.json"  # in the output folder: the architectures an interrupted baseline finished (see run)
-
-
-class EpochPrinter(keras.callbacks.Callback):
-    """Prints one line per finished epoch: ``[cnn] epoch 3/10 loss .. acc .. val_loss .. val_acc .. (12.3s)``."""
-
-    def __init__(self, tag: str, epochs: int):
-        super().__init__()
-        self.tag, self.epochs, self._start = tag, epochs, time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-
-        def fmt(key: str) -> str:
-            return f"{logs[key]:.4f}" if key in logs else "n/a"
-
-        print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs} loss {fmt('loss')} acc {fmt('accuracy')} "
-              f"val_loss {fmt('val_loss')} val_acc {fmt('val_accuracy')} "
-              f"({time.perf_counter() - self._start:.1f}s)", flush=True)
 
 
 def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None, seed: int = 0) -> data.Split:
@@ -99,10 +77,10 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
     out = report.make_out_dir(out_dir, "baseline")
 
     fingerprint = ds.fingerprint()
-    print(engines.describe(engine, precision), flush=True)
-    print(f"Protocol: {PROTOCOLS[protocol]}", flush=True)
-    print(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
-          f"{len(split.y_val):,}, test {len(ds.y_test):,}", flush=True)
+    progress.info(engines.describe(engine, precision))
+    progress.info(f"Protocol: {PROTOCOLS[protocol]}")
+    progress.info(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
+                  f"{len(split.y_val):,}, test {len(ds.y_test):,}")
     rows, histories, runs = [], {}, []
     progress = {} if progress is None else progress
     progress.update(out=out, done=[])
@@ -110,11 +88,11 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
                       "seed": seed, "data": fingerprint, "engine": engines.resolve_engine(engine),
                       "precision": precision}, "archs": {}}
     kept = _read_kept(out / KEPT, ledger["key"])
-    # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
+    # Ctrl-C / SIGTERM (the CLI's run_stoppable) only record themselves in here: training stops at the next batch,
     # and a finished architecture is kept before the command stops.
     with runtime.signals_deferred():
         for spec in specs:
-            print(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}", flush=True)
+            progress.info(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}")
             if spec.key in kept:
                 row, history, run_ = kept[spec.key]["row"], kept[spec.key]["history"], kept[spec.key]["run"]
                 note = ", kept from the interrupted baseline"
@@ -128,8 +106,8 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
             rows.append(row)
             histories[spec.label] = history
             runs.append(run_)
-            print(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
-                  f"({run_['seconds']:.0f}s training{note})", flush=True)
+            progress.info(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
+                          f"({run_['seconds']:.0f}s training{note})")
             runtime.raise_if_stopping()  # a signal during the test: stop now, this architecture is kept
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     _write_outputs(table, histories, runs, out, ds=ds, split=split, protocol=protocol, fingerprint=fingerprint,
@@ -140,8 +118,9 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
 def _train_one(spec, ds: data.Dataset, split: data.Split, *, epochs: int, batch_size: int, seed: int, verbose: int,
                engine: str, precision: str) -> tuple[dict, dict, dict]:
     """Train one architecture at its seed config and test it: (its table row, its history, what the run was)."""
-    # One line per epoch of ours, or (verbose) Keras's progress bar, which ends each epoch with metrics.
-    callbacks = ([] if verbose else [EpochPrinter(spec.key, epochs)]) + [runtime.stop_callback()]
+    # An Epoch event per epoch (the CLI prints a line for each unless verbose: then Keras's progress bar, which
+    # ends each epoch with metrics, says it).
+    callbacks = [progress.epoch_callback(spec.key, epochs), runtime.stop_callback()]
     result = engines.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train, split.x_val,
                            split.y_val, epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
                            engine=engine, precision=precision)
@@ -168,7 +147,7 @@ def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: 
         _history_frame(histories, runs).to_csv(out / "history.csv", index=False)
         write_report(table, histories, runs, settings, out / "report.html")
     except OSError as e:  # a full disk or a share gone: a write says neither the errno's file nor the folder
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)  # the results, still
+        progress.info(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))  # the results, still
         raise OSError(e.errno, e.strerror, str(e.filename or out)) from None
     (out / KEPT).unlink(missing_ok=True)  # done: the same command trains afresh
 
@@ -199,36 +178,6 @@ def resume_command(archs: list[str], *, epochs: int, batch_size: int, protocol: 
         [("--val-size", val_size), ("--data", source), ("--subset", subset),
          ("--engine", None if engine == "auto" else engine),
          ("--precision", None if precision == "float32" else precision)])
-
-
-def run_cli(ds: data.Dataset, archs: list[str], *, source: str | None, subset: int | None, epochs: int,
-            batch_size: int, protocol: str, val_size: int | None, out_dir: str | None, seed: int, verbose: int,
-            engine: str, precision: str) -> int:
-    """The ``baseline`` command on ``ds`` (loaded from ``source`` and ``subset``): run, print the table. Ctrl-C or
-    SIGTERM ends it with one line and 130 or 143 (``runtime.run_stoppable``); the finished architectures are kept
-    in the output folder, and the printed command (the same, with ``--out`` that folder) continues."""
-    progress: dict = {}
-
-    def command() -> int:
-        result = run(ds, archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size,
-                     out_dir=out_dir, seed=seed, verbose=verbose, engine=engine, precision=precision,
-                     progress=progress)
-        print(f"\nProtocol: {PROTOCOLS[protocol]}")
-        print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        print(f"\nWrote {result.out}/metrics.csv, metrics.md and report.html")
-        return 0
-
-    def interrupted() -> str:
-        if "out" not in progress:
-            return "baseline stopped before training; nothing was written"
-        done = progress["done"]
-        return (f"baseline stopped; {len(done)} of {len(archs)} architectures finished"
-                + (f" ({', '.join(done)}), kept in {progress['out']}/{KEPT}" if done else "") + "; continue with: "
-                + resume_command(archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size,
-                                 out=progress["out"], seed=seed, source=source, subset=subset, engine=engine,
-                                 precision=precision))
-
-    return runtime.run_stoppable(command, interrupted)
 
 
 def _history_frame(histories: dict[str, dict], runs: list[dict]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from cifar_tune import engines, runtime
+from cifar_tune import engines, progress, runtime
 from cifar_tune.choices import TrialAttr
 from cifar_tune.data.cifar10 import Split
 from cifar_tune.errors import UserError
@@ -102,7 +102,8 @@ def make_objective(space: Space, split: Split, *, epochs: int, seed: int = 0, en
         for key, value in {**static, TrialAttr.CONFIG: config}.items():
             trial.set_user_attr(key, value)
         recorder = TrialRecorder(trial)
-        callbacks = [recorder, KerasPruningCallback(trial, "val_loss")]
+        callbacks = [progress.epoch_callback(f"trial {trial.number}", epochs), recorder,
+                     KerasPruningCallback(trial, "val_loss")]
         keras.backend.clear_session(free_memory=True)
         try:
             runtime.raise_if_stopping()  # a signal that arrived between trials
