@@ -21,8 +21,8 @@ import optuna
 import pytest
 
 from cifar_tune import cli
-from cifar_tune import pipeline as job
 from cifar_tune.choices import StudyAttr
+from cifar_tune.cli import jobs as job
 from cifar_tune.studies import presets
 
 URL = "sqlite:///storage/cifar_tune.db"

@@ -12,8 +12,8 @@ from optuna.trial import TrialState, create_trial
 
 from cifar_tune import cli
 from cifar_tune.choices import StudyAttr, TrialAttr
+from cifar_tune.cli import display
 from cifar_tune.studies import catalog as records
-from cifar_tune.tuning import display
 from cifar_tune.views import dashboard, tables
 
 URL = "sqlite:///storage/cifar_tune.db"
