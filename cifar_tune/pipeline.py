@@ -30,10 +30,11 @@ from pathlib import Path
 
 import optuna
 
-from cifar_tune import progress, runtime, tuning
+from cifar_tune import runtime, tuning
 from cifar_tune.choices import DEFAULT_STORAGE, StudyAttr, TrialAttr
 from cifar_tune.comparison.retrain import compare_studies
 from cifar_tune.data import cifar10 as data
+from cifar_tune.progress import info
 from cifar_tune.results import Comparison, JobResult
 from cifar_tune.storage import database
 from cifar_tune.studies import catalog as records
@@ -60,10 +61,10 @@ def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> dict[str
         if timeout is not None:
             left = timeout - (time.monotonic() - start)
             if left <= 0:
-                progress.info(f"\n== {settings.arch}: the job's --timeout is spent; its study gets no new trials")
+                info(f"\n== {settings.arch}: the job's --timeout is spent; its study gets no new trials")
                 continue
             share = left / (len(plan) - i)
-        progress.info(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""))
+        info(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""))
         studies[settings.arch] = tuning.run_study(study_settings(settings, share))  # a signal raises: the job's
         # line says it
     return studies
@@ -147,7 +148,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     todo, missing = to_compare(first.storage, archs, seeds), without_result(first.storage, archs)
     out, comparison = Path(out_dir) if out_dir else None, None
     if todo:
-        progress.info(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)")
+        info(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)")
         # without --data, compare takes each study's recorded data and subset
         comparison = compare_studies(first.data, None, archs=todo, seeds=seeds, epochs=None, storage=first.storage,
                                      out_dir=str(out / "compare") if out else None, engine=first.engine,
@@ -155,7 +156,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
         if show_comparison is not None:
             show_comparison(comparison)
     elif not missing:
-        progress.info("\n== compare: every architecture's comparison is up to date")
+        info("\n== compare: every architecture's comparison is up to date")
     progress["phase"] = "report"
     path = study_report.write_study_report(first.storage, out)
     agg, warnings = tables.stored_table(first.storage, archs)

@@ -36,7 +36,8 @@ def test_a_recording_reporter_receives_the_trial_and_epoch_events(tiny_npz, capf
         ("Epoch", "trial 1", 0), ("Epoch", "trial 1", 1), ("TrialFinished", None, None)]
     finished = [e for e in per_trial if isinstance(e, progress.TrialFinished)]
     assert [e.trial.number for e in finished] == [0, 1] and not any(e.taken_over for e in finished)
-    assert all({"loss", "val_loss"} <= set(e.logs) and e.epochs == 2 for e in per_trial if isinstance(e, progress.Epoch))
+    epochs = [e for e in per_trial if isinstance(e, progress.Epoch)]
+    assert all({"loss", "val_loss"} <= set(e.logs) and e.epochs == 2 for e in epochs)
     assert capfd.readouterr().out == ""  # the reporter got it all; no bar, no line
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from cifar_tune import engines, progress, runtime
+from cifar_tune import engines, runtime
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures, metrics
+from cifar_tune.progress import epoch_callback, info
 from cifar_tune.results import BaselineResult
 from cifar_tune.studies import validate
 from cifar_tune.views import figures as report
@@ -77,9 +78,9 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
     out = report.make_out_dir(out_dir, "baseline")
 
     fingerprint = ds.fingerprint()
-    progress.info(engines.describe(engine, precision))
-    progress.info(f"Protocol: {PROTOCOLS[protocol]}")
-    progress.info(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
+    info(engines.describe(engine, precision))
+    info(f"Protocol: {PROTOCOLS[protocol]}")
+    info(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
                   f"{len(split.y_val):,}, test {len(ds.y_test):,}")
     rows, histories, runs = [], {}, []
     progress = {} if progress is None else progress
@@ -92,7 +93,7 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
     # and a finished architecture is kept before the command stops.
     with runtime.signals_deferred():
         for spec in specs:
-            progress.info(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}")
+            info(f"\n== {spec.label} ({spec.key}): {epochs} epochs, batch {batch_size}")
             if spec.key in kept:
                 row, history, run_ = kept[spec.key]["row"], kept[spec.key]["history"], kept[spec.key]["run"]
                 note = ", kept from the interrupted baseline"
@@ -106,7 +107,7 @@ def run(ds: data.Dataset, archs: list[str], *, epochs: int = 10, batch_size: int
             rows.append(row)
             histories[spec.label] = history
             runs.append(run_)
-            progress.info(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
+            info(f"[{spec.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
                           f"({run_['seconds']:.0f}s training{note})")
             runtime.raise_if_stopping()  # a signal during the test: stop now, this architecture is kept
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
@@ -120,7 +121,7 @@ def _train_one(spec, ds: data.Dataset, split: data.Split, *, epochs: int, batch_
     """Train one architecture at its seed config and test it: (its table row, its history, what the run was)."""
     # An Epoch event per epoch (the CLI prints a line for each unless verbose: then Keras's progress bar, which
     # ends each epoch with metrics, says it).
-    callbacks = [progress.epoch_callback(spec.key, epochs), runtime.stop_callback()]
+    callbacks = [epoch_callback(spec.key, epochs), runtime.stop_callback()]
     result = engines.train(spec.key, {"batch_size": batch_size}, split.x_train, split.y_train, split.x_val,
                            split.y_val, epochs=epochs, seed=seed, callbacks=callbacks, verbose=verbose,
                            engine=engine, precision=precision)
@@ -147,7 +148,7 @@ def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: 
         _history_frame(histories, runs).to_csv(out / "history.csv", index=False)
         write_report(table, histories, runs, settings, out / "report.html")
     except OSError as e:  # a full disk or a share gone: a write says neither the errno's file nor the folder
-        progress.info(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))  # the results, still
+        info(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))  # the results, still
         raise OSError(e.errno, e.strerror, str(e.filename or out)) from None
     (out / KEPT).unlink(missing_ok=True)  # done: the same command trains afresh
 
