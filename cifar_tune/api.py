@@ -5,8 +5,15 @@ given a settings object (``OptimizeSettings``, ``BaselineSettings``, ``CompareSe
 
 Every function raises the library's exceptions (``cifar_tune.UserError`` and its subclasses, one line each) and
 never exits; after Ctrl-C or SIGTERM it raises KeyboardInterrupt (``errors.Terminated`` for SIGTERM) once the
-running trial was failed and what finished was kept, as the CLI does. Progress (trial and epoch lines) is still
-printed as the CLI prints it; results are returned, never printed. Keras loads on the first call that trains
+running trial was failed and what finished was kept, as the CLI does. Results are returned, never printed.
+
+Progress: the library reports it to ``cifar_tune.progress``'s current reporter. A function here that trains,
+called with no reporter installed (a notebook, a script), installs ``progress.TqdmReporter`` for the call:
+``tqdm.auto`` progress bars of the trials and of each training's epochs (a widget in Jupyter, text on standard
+error elsewhere; nothing on standard output), warnings on standard error, and every event logged under the
+logger ``cifar_tune`` (``progress.enable_default_handler()`` shows its lines). A reporter the
+caller installed (``with cifar_tune.progress.reporting(my_reporter): ...``, any callable taking an event) is used
+instead. Keras loads on the first call that trains
 (``runtime.import_keras``: the backend is chosen and TensorFlow's native logs are silenced first), not on
 ``import cifar_tune``.
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from cifar_tune import choices, runtime
+from cifar_tune import choices, progress, runtime
 from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
 from cifar_tune.errors import UserError
 from cifar_tune.studies import validate
@@ -32,6 +39,11 @@ __all__ = ["baseline", "compare", "load", "make_settings", "optimize", "run"]
 
 def _archs(archs: list[str] | tuple[str, ...] | None, default: list[str] | None) -> list[str] | None:
     return default if archs is None else validate.check_unique_list("archs", archs, ARCH_KEYS)
+
+
+def _progress_bars():
+    """The progress reporter of a call: the caller's, else tqdm's bars (see the module docstring)."""
+    return progress.reporting_unless_installed(progress.TqdmReporter)
 
 
 def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.Study:
@@ -64,7 +76,7 @@ def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.
         raise UserError("give optimize an OptimizeSettings or keywords, not both")
     elif not isinstance(settings, presets.OptimizeSettings):
         raise UserError(f"optimize takes an OptimizeSettings, got {type(settings).__name__}")
-    with runtime.stops_on_signals():
+    with runtime.stops_on_signals(), _progress_bars():
         return tuning.run_study(settings)
 
 
@@ -95,7 +107,7 @@ def baseline(archs: list[str] | None = None, *, data: str | os.PathLike | None =
         val_size=val_size, out_dir=None if out is None else os.fspath(out), seed=seed, verbose=int(verbose),
         engine=engine, precision=precision, data=None if data is None else os.fspath(data), subset=subset)
     ds = seed_baseline.load_data(settings)
-    with runtime.stops_on_signals():
+    with runtime.stops_on_signals(), _progress_bars():
         return seed_baseline.run(ds, settings)
 
 
@@ -125,7 +137,7 @@ def compare(archs: list[str] | None = None, *, seeds: int = choices.DEFAULT_COMP
         archs=archs, seeds=seeds, epochs=epochs, storage=DEFAULT_STORAGE if storage is None else storage,
         out_dir=None if out is None else os.fspath(out), engine=engine, precision=precision, verbose=int(verbose),
         full_data=full_data, data=os.fspath(data) if data is not None else os.environ.get(DATA_ENV), subset=subset)
-    with runtime.stops_on_signals():
+    with runtime.stops_on_signals(), _progress_bars():
         return comparison.compare_studies(settings)
 
 
@@ -151,7 +163,7 @@ def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int =
     if timeout is not None:
         study_keywords["timeout"] = timeout  # as the CLI's --timeout: each study's bound too
     plan = presets.make_plan(_archs(archs, list(ARCH_KEYS)), preset=preset, **study_keywords)
-    with runtime.stops_on_signals():
+    with runtime.stops_on_signals(), _progress_bars():
         return job.run_job(plan, seeds=seeds, timeout=timeout, out_dir=None if out is None else os.fspath(out))
 
 

@@ -17,13 +17,12 @@ short would leave a comparison on fewer seeds than asked.
 The job's verdict is its parts': an architecture whose study has no completed trial (every trial diverged,
 failed or was pruned, or the --timeout left it none) cannot be compared, and the job then ends with one line
 naming it and why, and exit status 1, after comparing and reporting the others. Ctrl-C or SIGTERM stop it in
-any phase as ``optimize`` stops (one line, 130 or 143, ``runtime.run_stoppable``); what finished is kept
+any phase as ``optimize`` stops (one line, 130 or 143, the CLI's ``run_stoppable``); what finished is kept
 (trials, and compare's trainings in its ledger) and the printed ``cifar-tune run`` command continues.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,7 +34,7 @@ from cifar_tune import runtime, tuning
 from cifar_tune.choices import DEFAULT_STORAGE
 from cifar_tune.comparison.retrain import CompareSettings, compare_studies
 from cifar_tune.data import cifar10 as data
-from cifar_tune.errors import WorkersStopped
+from cifar_tune.progress import info
 from cifar_tune.results import Comparison, JobResult
 from cifar_tune.storage import database
 from cifar_tune.studies import catalog as records
@@ -56,21 +55,19 @@ def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeS
 def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> dict[str, optuna.Study]:
     """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring); returns the
     studies that ran by architecture. A study whose workers stopped raises ``WorkersStopped``; one stopped by a
-    signal raises KeyboardInterrupt (``runtime.run_stoppable`` says the rest)."""
+    signal raises KeyboardInterrupt (the CLI's ``run_stoppable`` says the rest)."""
     start, studies = time.monotonic(), {}
     for i, settings in enumerate(plan):
         share = None
         if timeout is not None:
             left = timeout - (time.monotonic() - start)
             if left <= 0:
-                print(f"\n== {settings.arch}: the job's --timeout is spent; its study gets no new trials", flush=True)
+                info(f"\n== {settings.arch}: the job's --timeout is spent; its study gets no new trials")
                 continue
             share = left / (len(plan) - i)
-        print(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""),
-              flush=True)
-        began = time.perf_counter()
+        info(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""))
         studies[settings.arch] = tuning.run_study(study_settings(settings, share))  # a signal raises: the job's
-        tuning.print_done(settings, studies[settings.arch], time.perf_counter() - began)  # line says it
+        # line says it
     return studies
 
 
@@ -134,46 +131,6 @@ KEPT = {"studies": "finished trials are stored", "compare": "the trainings compa
         "report": "the report reads the stored records only: nothing is lost"}
 
 
-def run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None) -> int:
-    """``cifar-tune run``: ``run_job``, printing the comparison and the job's table and the report's path. Returns
-    0, 1 when an architecture could not be compared, the workers' status when a study's workers stopped, 130 or
-    143 when a signal stopped it (see the module docstring)."""
-    validate.check_args(seeds=seeds, timeout=timeout, out_dir=out_dir)  # as the CLI does
-    progress = {"phase": "studies"}
-    return runtime.run_stoppable(
-        lambda: _run_cli(plan, seeds=seeds, timeout=timeout, out_dir=out_dir, progress=progress),
-        lambda: f"run stopped in its {progress['phase']} phase; {KEPT[progress['phase']]}; continue the job with: "
-                f"{resume_command(plan, seeds=seeds, timeout=timeout, out_dir=out_dir)}")
-
-
-def _run_cli(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out_dir: str | None,
-             progress: dict) -> int:
-    try:
-        result = run_job(plan, seeds=seeds, timeout=timeout, out_dir=out_dir, progress=progress,
-                         show_comparison=lambda comparison: print(comparison.summary()))
-    except WorkersStopped as e:
-        print(f"cifar-tune run: the {e.arch} study stopped (exit status {e.status}); the same "
-              "`cifar-tune run` command resumes the job", file=sys.stderr)
-        return e.status
-    missing, seconds = result.not_compared, result.seconds
-    what = (f"The job ended in {seconds:.0f} s without a comparison of {', '.join(missing)}" if missing
-            else f"The job is done in {seconds:.0f} s")
-    if not result.table.empty:
-        print(f"\n{what}. Test-set macro metrics (mean ± std over seeds; tuned - baseline: paired differences [95% "
-              "interval]):")
-        print(result.display.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
-    else:
-        print(f"\n{what}.")
-    for warning in result.warnings:
-        print(f"WARNING: {warning}")
-    print(f"\nReport: {result.report}", flush=True)
-    if missing:  # the verdict of the job's parts: these could not be compared
-        print("cifar-tune run: error: nothing to compare for " + "; ".join(f"{a}: {w}" for a, w in missing.items()),
-              file=sys.stderr)
-        return 1
-    return 0
-
-
 def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | None = None,
             out_dir: str | Path | None = None, progress: dict | None = None,
             show_comparison: Callable[[Comparison], None] | None = None) -> JobResult:
@@ -192,7 +149,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     todo, missing = to_compare(first.storage, archs, seeds), without_result(first.storage, archs)
     out, comparison = Path(out_dir) if out_dir else None, None
     if todo:
-        print(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)", flush=True)
+        info(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)")
         # without --data, compare takes each study's recorded data and subset
         comparison = compare_studies(CompareSettings(
             archs=tuple(todo), seeds=seeds, storage=first.storage, out_dir=str(out / "compare") if out else None,
@@ -200,7 +157,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
         if show_comparison is not None:
             show_comparison(comparison)
     elif not missing:
-        print("\n== compare: every architecture's comparison is up to date", flush=True)
+        info("\n== compare: every architecture's comparison is up to date")
     progress["phase"] = "report"
     path = study_report.write_study_report(first.storage, out)
     agg, warnings = tables.stored_table(first.storage, archs)

@@ -21,7 +21,7 @@ import optuna
 import pytest
 
 from cifar_tune import cli
-from cifar_tune import pipeline as job
+from cifar_tune.cli import jobs as job
 
 URL = "sqlite:///storage/cifar_tune.db"
 CODES = [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]

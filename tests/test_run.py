@@ -11,9 +11,9 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from cifar_tune import cli
+from cifar_tune.cli import display
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import StudyRecord, TrialRecord
-from cifar_tune.tuning import display
 from cifar_tune.views import dashboard, tables
 
 URL = "sqlite:///storage/cifar_tune.db"

@@ -66,7 +66,7 @@ def test_workers_command_lines_carry_no_password(pg_url, tiny_npz, tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, 9)  # left-overs of a failed test only: the group is ours
     assert parent.returncode == 0, err[-3000:]
-    workers = [line for line in seen.values() if b"cifar_tune.tuning.worker" in line]
+    workers = [line for line in seen.values() if b"cifar_tune.cli.worker" in line]
     assert len(workers) >= 2, seen
     leaks = [line.replace(b"\0", b" ").decode() for line in seen.values() if password.encode() in line]
     assert not leaks

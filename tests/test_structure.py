@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cifar_tune"
 # The layers, lowest first: a module imports only from its own layer or below (a package names all its modules).
 # The library never imports the CLI; views read records and never call tuning or comparison.
 LAYERS = (
-    ("cifar_tune.errors", "cifar_tune.choices"),
+    ("cifar_tune.errors", "cifar_tune.choices", "cifar_tune.progress"),
     ("cifar_tune.data",),
     ("cifar_tune.models", "cifar_tune.storage"),
     ("cifar_tune.engines", "cifar_tune.runtime"),
@@ -162,3 +162,45 @@ def test_tests_and_benchmarks_import_helpers_as_packages():
              if p != root / "benchmarks" / "gpu_check.py" and p != Path(__file__).resolve()
              and ("sys.path.insert" in p.read_text() or "sys.path.append" in p.read_text())]
     assert edits == []
+# Printing lives in the CLI: the library reports through cifar_tune.progress. Writing to the standard streams
+# outside cifar_tune/cli/ is allowed only here, each with its reason (none is needed today: the runtime's
+# flushes of sys.stderr around a file-descriptor swap write nothing).
+STREAM_WRITES_ALLOWED: set[tuple[str, int]] = set()
+
+
+def stream_writes(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for each print() call and each direct write to sys.stdout / sys.stderr (``.write``,
+    ``.writelines``, or the stream passed as ``file=`` / as an argument, e.g. to a logging handler)."""
+    def is_stream(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr", "__stdout__", "__stderr__")
+                and isinstance(node.value, ast.Name) and node.value.id == "sys")
+
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Name) and node.func.id == "print":
+            found.append((node.lineno, "print()"))
+        elif isinstance(node.func, ast.Attribute) and node.func.attr in ("write", "writelines") \
+                and is_stream(node.func.value):
+            found.append((node.lineno, f"sys.{node.func.value.attr}.{node.func.attr}()"))
+        elif any(is_stream(a) for a in [*node.args, *(k.value for k in node.keywords)]):
+            found.append((node.lineno, "a standard stream passed to a call"))
+    return found
+
+
+def test_the_stream_finder_finds_prints_and_stream_writes():
+    source = ("import sys\nprint('x')\nsys.stderr.write('y')\nprint('z', file=sys.stdout)\nsys.stderr.flush()\n"
+              "logging.StreamHandler(sys.stderr)\nlog.print('fine')\n")
+    assert [line for line, _ in stream_writes(ast.parse(source))] == [2, 3, 4, 6]
+
+
+def test_only_the_cli_prints():
+    found = []
+    for name, path in sorted(modules().items()):
+        if name == "cifar_tune.cli" or name.startswith("cifar_tune.cli."):
+            continue
+        found += [f"{path.relative_to(PACKAGE.parent)}:{line}: {what}" for line, what in
+                  stream_writes(ast.parse(path.read_text())) if (name, line) not in STREAM_WRITES_ALLOWED]
+    assert found == [], "print or write to a standard stream outside cifar_tune/cli/ (report through " \
+                        "cifar_tune.progress):\n" + "\n".join(found)

@@ -145,12 +145,13 @@ def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_train
     ({"storage": ""}, "storage must not be empty"),
 ])
 def test_compare_run_cli_checks_its_arguments_before_the_storage(kwargs, message):
+    from cifar_tune.cli import jobs
     from cifar_tune.comparison import retrain as compare
 
     kwargs = {"archs": None, "seeds": 3, "epochs": None, "storage": "sqlite:///storage/cifar_tune.db",
               "out_dir": None, "engine": "auto", "precision": "float32", "verbose": 0, **kwargs}
     with pytest.raises(UserError, match=message):
-        compare.run_cli(compare.CompareSettings(**kwargs))
+        jobs.compare(compare.CompareSettings(**kwargs))
     assert not Path("storage").exists()
 
 

@@ -1,4 +1,6 @@
-"""The ``cifar-tune`` command: parse, call the library, print. Nothing here trains or stores by itself."""
+"""The ``cifar-tune`` command: parse, call the library, print (the console reporter, ``console.py``, for every
+command; the long commands' result lines and exit statuses in ``jobs.py``). Nothing here trains or stores by
+itself."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ import argparse
 import os
 import sys
 
-from cifar_tune import choices
+from cifar_tune import choices, progress
 from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune.cli.console import Console
 from cifar_tune.errors import InvalidValue, UserError
 from cifar_tune.studies import validate
 
@@ -188,13 +191,14 @@ def _training(args) -> dict:
 
 
 def cmd_baseline(args) -> int:
+    from cifar_tune.cli import jobs
     from cifar_tune.comparison import seed_baseline as baseline
 
     settings = baseline.BaselineSettings(archs=args.archs, epochs=args.epochs, batch_size=args.batch_size,
                                          protocol=args.protocol, val_size=args.val_size, out_dir=args.out,
                                          seed=args.seed, data=args.data, subset=args.subset, **_training(args))
     # the checks and the data as the Python API's cifar_tune.baseline: bad data fail here, before any training
-    return baseline.run_cli(baseline.load_data(settings), settings)
+    return jobs.baseline(baseline.load_data(settings), settings)
 
 
 def study_keywords(args) -> dict:
@@ -213,9 +217,9 @@ def optimize_settings(args):
 
 
 def cmd_optimize(args) -> int:
-    from cifar_tune import tuning
+    from cifar_tune.cli import jobs
 
-    return tuning.optimize(optimize_settings(args))
+    return jobs.optimize(optimize_settings(args))  # validates preset, space, storage URL: nothing stored yet
 
 
 def run_plan(args) -> list:
@@ -227,9 +231,9 @@ def run_plan(args) -> list:
 
 
 def cmd_run(args) -> int:
-    from cifar_tune import pipeline as job
+    from cifar_tune.cli import jobs
 
-    return job.run(run_plan(args), seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
+    return jobs.run(run_plan(args), seeds=args.seeds, timeout=args.timeout, out_dir=args.out)
 
 
 def cmd_doctor(args) -> int:
@@ -260,19 +264,20 @@ def cmd_studies(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from cifar_tune.cli import jobs
     from cifar_tune.comparison import retrain as compare
 
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
-    return compare.run_cli(compare.CompareSettings(
+    return jobs.compare(compare.CompareSettings(
         archs=args.archs, seeds=args.seeds, epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE,
         out_dir=args.out, full_data=args.full_data, data=args.data or os.environ.get(DATA_ENV), subset=args.subset,
         **_training(args)))
 
 
 def cmd_report(args) -> int:
-    from cifar_tune.views import study_report
+    from cifar_tune.cli import jobs
 
-    return study_report.run_cli(args.storage or DEFAULT_STORAGE, args.out)
+    return jobs.report(args.storage or DEFAULT_STORAGE, args.out)
 
 
 def cmd_dashboard(args) -> int:
@@ -294,11 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # usage errors (status 2) and --help (0), returned so callers in-process see them
         return int(e.code or 0)
     try:
-        if args.command in NEEDS_KERAS:
-            from cifar_tune import runtime
+        with progress.reporting(Console()):  # the library's progress and warnings, as the commands' lines
+            if args.command in NEEDS_KERAS:
+                from cifar_tune import runtime
 
-            runtime.import_keras()
-        return COMMANDS[args.command](args)
+                runtime.import_keras()
+            return COMMANDS[args.command](args)
     except UserError as e:
         print(f"cifar-tune: error: {e}", file=sys.stderr)
         return 2

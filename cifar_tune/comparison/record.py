@@ -5,12 +5,12 @@ optuna-dashboard shows."""
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cifar_tune import progress
 from cifar_tune.choices import COMPARE_HEADING
 from cifar_tune.comparison.targets import Target
 from cifar_tune.models import metrics
@@ -61,9 +61,9 @@ def store(target: Target, record: ComparisonRecord, agg: pd.DataFrame) -> None:
         with study_lock(target.study):
             dashboard.write_study_note(target.study, compare_table_markdown=note_section(target, agg, record))
     except Exception as e:
-        print(f"cifar-tune: warning: the study note of {target.study.study_name} was not updated "
-              f"({type(e).__name__}: {str(e)[:200]}); the results are in its '{ComparisonRecord.ATTRIBUTE}' attribute",
-              file=sys.stderr, flush=True)
+        progress.warn(f"cifar-tune: warning: the study note of {target.study.study_name} was not updated "
+                      f"({type(e).__name__}: {str(e)[:200]}); the results are in its "
+                      f"'{ComparisonRecord.ATTRIBUTE}' attribute")
 
 
 def make_record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, date: str, seeds: list[int],

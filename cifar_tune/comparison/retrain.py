@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import gc
 import re
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,7 +36,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from cifar_tune import choices, engines, runtime
+from cifar_tune import choices, engines, progress, runtime
 from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR
 from cifar_tune.comparison.record import jsonable, make_record, store
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
@@ -101,7 +100,8 @@ def _train_and_test(target: Target, variant: str, spec: engines.TrainSpec) -> di
 
     keras.backend.clear_session(free_memory=True)
     ds = target.ds
-    result = engines.train(spec, ds.x_train, ds.y_train, callbacks=[runtime.stop_callback()])
+    epochs = progress.epoch_callback(f"{target.arch} {variant} seed {spec.seed}", spec.epochs)
+    result = engines.train(spec, ds.x_train, ds.y_train, callbacks=[epochs, runtime.stop_callback()])
     y_pred = engines.predict_classes(result.model, ds.x_test)  # the one look at the test set
     path = _model_path(target.study.study_name, variant, spec.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,12 +152,12 @@ def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tu
     """Train and test baseline and tuned on each seed (the tuned run is copied when it is the baseline; runs kept
     from an interrupted compare of the same target are reused)."""
     same = t.tuned_config == t.baseline_config
-    print(f"\n== {t.label} ({t.arch}), study {t.study.study_name}: best trial #{t.best.number} vs the baseline; "
-          f"{t.epochs} epochs on {len(t.ds.y_train):,} training images, seeds {', '.join(map(str, seeds))}, test "
-          f"{len(t.ds.y_test):,} images" + (" (the best trial IS the baseline: trained once per seed)" if same
-                                             else ""), flush=True)
+    progress.info(f"\n== {t.label} ({t.arch}), study {t.study.study_name}: best trial #{t.best.number} vs the "
+                  f"baseline; {t.epochs} epochs on {len(t.ds.y_train):,} training images, seeds "
+                  f"{', '.join(map(str, seeds))}, test {len(t.ds.y_test):,} images"
+                  + (" (the best trial IS the baseline: trained once per seed)" if same else ""))
     for note in t.notes:
-        print(f"[{t.arch}] {note}", flush=True)
+        progress.info(f"[{t.arch}] {note}")
     rows, runs = [], {v: [] for v in VARIANTS}
     # what, besides config and seed, decides a run (the ledger's key; the data's hash is taken once, not per run)
     fixed = {"epochs": t.epochs, "data": t.ds.fingerprint(), "engine": engines.resolve_engine(settings.engine),
@@ -178,8 +178,8 @@ def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tu
                 runtime.raise_if_stopping()  # a signal during the test or the save: stop now, this run is kept
             runs[variant].append(run_)
             m = run_["metrics"]
-            print(f"[{t.arch}] {variant:<8} seed {seed}: test accuracy {m['Accuracy']:.4f}, macro F1 "
-                  f"{m['F1 Score']:.4f} ({run_['seconds']:.1f} s training{kept})", flush=True)
+            progress.info(f"[{t.arch}] {variant:<8} seed {seed}: test accuracy {m['Accuracy']:.4f}, macro F1 "
+                          f"{m['F1 Score']:.4f} ({run_['seconds']:.1f} s training{kept})")
             trial = t.best.number if variant == "tuned" else (t.baseline_trial.number if t.baseline_trial else None)
             rows.append({"arch": t.arch, "Model": t.label, "Variant": variant, "Seed": seed, **m, "Trial": trial,
                          "Epochs": t.epochs, "Seconds": run_["seconds"], "Model file": run_["model"],
@@ -195,13 +195,13 @@ def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.D
     # every user error before anything is written
     targets, skipped = select_targets(ds, s.storage, s.archs and list(s.archs), s.epochs, s.full_data)
     for message in skipped:
-        print(f"cifar-tune: {message}", file=sys.stderr, flush=True)
+        progress.warn(f"cifar-tune: {message}")
     out = report.make_out_dir(s.out_dir, "compare")
-    print(engines.describe(s.engine, s.precision), flush=True)
+    progress.info(engines.describe(s.engine, s.precision))
     rows, stored, start_all = [], {}, time.perf_counter()
     date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(s.storage)}
-    # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
+    # Ctrl-C / SIGTERM (the CLI's run_stoppable) only record themselves in here: training stops at the next batch,
     # a finished run is kept in the ledger first, and a target's record is stored whole or not at all. Raised at
     # an arbitrary point instead, the KeyboardInterrupt was swallowed by a TensorFlow weakref callback.
     with runtime.signals_deferred():
@@ -235,21 +235,6 @@ def resume_command(settings: CompareSettings) -> str:
         ("--engine", None if s.engine == choices.DEFAULT_ENGINE else s.engine),
         ("--precision", None if s.precision == choices.DEFAULT_PRECISION else s.precision),
         ("--full-data", s.full_data), ("--verbose", bool(s.verbose))])
-
-
-def run_cli(settings: CompareSettings) -> int:
-    """The ``compare`` command (``compare_and_print``); Ctrl-C or SIGTERM ends it with one line and 130 or 143
-    (``runtime.run_stoppable``), every finished training kept in its study for the same command to reuse."""
-    return runtime.run_stoppable(
-        lambda: compare_and_print(settings),
-        lambda: f"compare stopped; the trainings it finished are kept in the studies; continue with: "
-                f"{resume_command(settings)}")
-
-
-def compare_and_print(settings: CompareSettings) -> int:
-    """The ``compare`` command's work: ``compare_studies``, then print its table and where everything went."""
-    print(compare_studies(settings).summary())
-    return 0
 
 
 def compare_studies(settings: CompareSettings) -> Comparison:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from cifar_tune import choices, engines, runtime
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures, metrics
+from cifar_tune.progress import epoch_callback, info
 from cifar_tune.results import BaselineResult
 from cifar_tune.studies import validate
 from cifar_tune.views import figures as report
@@ -36,27 +36,6 @@ PROTOCOLS = {  # choices.PROTOCOLS, described
 }
 TABLE_COLUMNS = ("Model", *metrics.COLUMNS)
 KEPT = "kept-runs.json"  # in the output folder: the architectures an interrupted baseline finished (see run)
-
-
-class EpochPrinter(keras.callbacks.Callback):
-    """Prints one line per finished epoch: ``[cnn] epoch 3/10 loss .. acc .. val_loss .. val_acc .. (12.3s)``."""
-
-    def __init__(self, tag: str, epochs: int):
-        super().__init__()
-        self.tag, self.epochs, self._start = tag, epochs, time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-
-        def fmt(key: str) -> str:
-            return f"{logs[key]:.4f}" if key in logs else "n/a"
-
-        print(f"[{self.tag}] epoch {epoch + 1}/{self.epochs} loss {fmt('loss')} acc {fmt('accuracy')} "
-              f"val_loss {fmt('val_loss')} val_acc {fmt('val_accuracy')} "
-              f"({time.perf_counter() - self._start:.1f}s)", flush=True)
 
 
 @dataclass(frozen=True)
@@ -127,10 +106,10 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
     out = report.make_out_dir(s.out_dir, "baseline")
 
     fingerprint = ds.fingerprint()
-    print(engines.describe(s.engine, s.precision), flush=True)
-    print(f"Protocol: {PROTOCOLS[s.protocol]}", flush=True)
-    print(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation "
-          f"{len(split.y_val):,}, test {len(ds.y_test):,}", flush=True)
+    info(engines.describe(s.engine, s.precision))
+    info(f"Protocol: {PROTOCOLS[s.protocol]}")
+    info(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation {len(split.y_val):,}, test "
+         f"{len(ds.y_test):,}")
     rows, histories, runs = [], {}, []
     progress = {} if progress is None else progress
     progress.update(out=out, done=[])
@@ -138,11 +117,11 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
                       "val": len(split.y_val), "seed": s.seed, "data": fingerprint,
                       "engine": engines.resolve_engine(s.engine), "precision": s.precision}, "archs": {}}
     kept = _read_kept(out / KEPT, ledger["key"])
-    # Ctrl-C / SIGTERM (runtime.run_stoppable) only record themselves in here: training stops at the next batch,
+    # Ctrl-C / SIGTERM (the CLI's run_stoppable) only record themselves in here: training stops at the next batch,
     # and a finished architecture is kept before the command stops.
     with runtime.signals_deferred():
         for arch in specs:
-            print(f"\n== {arch.label} ({arch.key}): {s.epochs} epochs, batch {s.batch_size}", flush=True)
+            info(f"\n== {arch.label} ({arch.key}): {s.epochs} epochs, batch {s.batch_size}")
             if arch.key in kept:
                 row, history, run_ = kept[arch.key]["row"], kept[arch.key]["history"], kept[arch.key]["run"]
                 note = ", kept from the interrupted baseline"
@@ -157,8 +136,8 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
             rows.append(row)
             histories[arch.label] = history
             runs.append(run_)
-            print(f"[{arch.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
-                  f"({run_['seconds']:.0f}s training{note})", flush=True)
+            info(f"[{arch.key}] test accuracy {row['Accuracy']:.4f}, macro F1 {row['F1 Score']:.4f} "
+                 f"({run_['seconds']:.0f}s training{note})")
             runtime.raise_if_stopping()  # a signal during the test: stop now, this architecture is kept
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     _write_outputs(table, histories, runs, out, ds=ds, split=split, settings=s, fingerprint=fingerprint)
@@ -168,8 +147,9 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
 def _train_one(arch: architectures.Architecture, spec: engines.TrainSpec, ds: data.Dataset,
                split: data.Split) -> tuple[dict, dict, dict]:
     """Train one architecture at its seed config and test it: (its table row, its history, what the run was)."""
-    # One line per epoch of ours, or (verbose) Keras's progress bar, which ends each epoch with metrics.
-    callbacks = ([] if spec.verbose else [EpochPrinter(arch.key, spec.epochs)]) + [runtime.stop_callback()]
+    # An Epoch event per epoch (the CLI prints a line for each unless verbose: then Keras's progress bar, which
+    # ends each epoch with metrics, says it).
+    callbacks = [epoch_callback(arch.key, spec.epochs), runtime.stop_callback()]
     result = engines.train(spec, split.x_train, split.y_train, split.x_val, split.y_val, callbacks=callbacks)
     y_pred = engines.predict_classes(result.model, ds.x_test)
     row = {"Model": arch.label, **metrics.macro_row(ds.y_test, y_pred)}
@@ -194,7 +174,7 @@ def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: 
         _history_frame(histories, runs).to_csv(out / "history.csv", index=False)
         write_report(table, histories, runs, facts, out / "report.html")
     except OSError as e:  # a full disk or a share gone: a write says neither the errno's file nor the folder
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)  # the results, still
+        info(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))  # the results, still
         raise OSError(e.errno, e.strerror, str(e.filename or out)) from None
     (out / KEPT).unlink(missing_ok=True)  # done: the same command trains afresh
 
@@ -224,30 +204,6 @@ def resume_command(settings: BaselineSettings, out: Path) -> str:
         [("--val-size", s.val_size), ("--data", s.data), ("--subset", s.subset),
          ("--engine", None if s.engine == choices.DEFAULT_ENGINE else s.engine),
          ("--precision", None if s.precision == choices.DEFAULT_PRECISION else s.precision)])
-
-
-def run_cli(ds: data.Dataset, settings: BaselineSettings) -> int:
-    """The ``baseline`` command on ``ds`` (loaded by ``load_data(settings)``): run, print the table. Ctrl-C or
-    SIGTERM ends it with one line and 130 or 143 (``runtime.run_stoppable``); the finished architectures are kept
-    in the output folder, and the printed command (the same, with ``--out`` that folder) continues."""
-    progress: dict = {}
-
-    def command() -> int:
-        result = run(ds, settings, progress)
-        print(f"\nProtocol: {PROTOCOLS[settings.protocol]}")
-        print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        print(f"\nWrote {result.out}/metrics.csv, metrics.md and report.html")
-        return 0
-
-    def interrupted() -> str:
-        if "out" not in progress:
-            return "baseline stopped before training; nothing was written"
-        done = progress["done"]
-        return (f"baseline stopped; {len(done)} of {len(settings.archs)} architectures finished"
-                + (f" ({', '.join(done)}), kept in {progress['out']}/{KEPT}" if done else "") + "; continue with: "
-                + resume_command(settings, progress["out"]))
-
-    return runtime.run_stoppable(command, interrupted)
 
 
 def _history_frame(histories: dict[str, dict], runs: list[dict]) -> pd.DataFrame:

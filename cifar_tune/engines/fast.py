@@ -8,11 +8,11 @@ engine with a one-line notice. Also: each ``--jobs`` worker's share of one GPU's
 from __future__ import annotations
 
 import math
-import sys
 
 import keras
 import numpy as np
 
+from cifar_tune import progress
 from cifar_tune.engines import base
 
 
@@ -29,7 +29,7 @@ def train(spec: base.TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val:
         from cifar_tune.engines import tf_fit
 
         return tf_fit.train(*args)
-    print(f"cifar-tune: the fast engine has no {backend} loop; using the keras engine", file=sys.stderr)
+    progress.warn(f"cifar-tune: the fast engine has no {backend} loop; using the keras engine")
     return base.train_keras(*args)
 
 

@@ -65,6 +65,7 @@ import keras
 import numpy as np
 
 from cifar_tune import choices as names
+from cifar_tune import progress
 from cifar_tune.engines import base
 from cifar_tune.engines.jax_program import (
     Program,
@@ -186,7 +187,7 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list)
         _write_back(model, run.state)  # arrays are rebound, not copied: callbacks see this epoch's weights (read
         # them now: the next epoch's train_steps consumes these buffers; the last epoch's are the model's for good)
         if spec.verbose:
-            print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+            progress.info(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in logs.items()))
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)  # optuna.TrialPruned raised here propagates to the objective
         if model.stop_training:  # e.g. keras.callbacks.EarlyStopping

@@ -7,7 +7,6 @@ from cifar_tune.runtime.signals import (
     TERMINATED,
     command_line,
     raise_if_stopping,
-    run_stoppable,
     signals_deferred,
     stop_callback,
     stop_on_signals,
@@ -16,5 +15,5 @@ from cifar_tune.runtime.signals import (
 )
 
 __all__ = ["INTERRUPTED", "TERMINATED", "choose_backend", "command_line", "import_keras",
-           "quiet_native_stderr", "raise_if_stopping", "run_stoppable", "signals_deferred", "stop_callback",
+           "quiet_native_stderr", "raise_if_stopping", "signals_deferred", "stop_callback",
            "stop_on_signals", "stopping", "stops_on_signals"]

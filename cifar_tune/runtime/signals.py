@@ -6,10 +6,9 @@ from __future__ import annotations
 import contextlib
 import shlex
 import signal
-import sys
 import threading
 
-from cifar_tune.errors import INTERRUPTED_STATUS, TERMINATED_STATUS, Terminated
+from cifar_tune.errors import Terminated
 
 INTERRUPTED, TERMINATED = "interrupted by the user", "terminated (SIGTERM)"
 _stop = {"reason": None, "deferred": False}
@@ -68,27 +67,6 @@ def stop_callback():
                                           on_epoch_end=lambda epoch, logs: raise_if_stopping())
 
 
-def run_stoppable(command, interrupted) -> int:
-    """Run one long command (``baseline``, ``compare``, ``run``, ``report``) as ``optimize`` runs: Ctrl-C and SIGTERM
-    are recorded (``stop_on_signals``) and stop it at the next batch of training or between its steps; then one
-    line on stderr, ``cifar-tune: interrupted (Ctrl-C): <interrupted()>``, and exit status 130 (SIGINT) or 143
-    (SIGTERM), as a shell reports a process killed by that signal. ``command()`` returns the exit status;
-    ``interrupted()`` (called after the stop, so it can count what was kept) says what was interrupted, what is
-    kept and the command that continues."""
-    stop_on_signals()
-    try:
-        # Deferred throughout, not only while training: raised between two steps, a KeyboardInterrupt could land
-        # in a garbage-collection callback, which Python reports as "Exception ignored" and swallows. The steps
-        # call raise_if_stopping (each batch, each trial, each training of compare, each study of the report).
-        with signals_deferred():
-            return command()
-    except KeyboardInterrupt as e:
-        terminated = isinstance(e, Terminated) or stopping() == TERMINATED
-        print(f"cifar-tune: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {interrupted()}",
-              file=sys.stderr, flush=True)
-        return TERMINATED_STATUS if terminated else INTERRUPTED_STATUS
-
-
 @contextlib.contextmanager
 def stops_on_signals():
     """For the Python API: within, Ctrl-C and SIGTERM stop a call as they stop a command (``stop_on_signals``:
@@ -101,7 +79,7 @@ def stops_on_signals():
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     stop_on_signals()
     try:
-        with signals_deferred():  # as run_stoppable: the steps check, the exception never lands in a callback
+        with signals_deferred():  # as the CLI does: the steps check, the exception never lands in a callback
             yield
     finally:
         for signum, handler in zip((signal.SIGINT, signal.SIGTERM), before):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from cifar_tune import progress
 from cifar_tune.choices import DEFAULT_STORAGE, SQLITE_TIMEOUT_ENV
 from cifar_tune.errors import UserError
 
@@ -153,7 +154,7 @@ class _RetryDeadWorkerTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         added = study.get_trials(deepcopy=False)[before:]
         retry = next((t for t in added if t.system_attrs.get("failed_trial") == trial.number), None)
         then = f"retried as trial {retry.number}" if retry else "not retried again (it was a retry already)"
-        print(f"trial {trial.number:>3} fail     its worker stopped (no heartbeat); {then}", flush=True)
+        progress.info(f"trial {trial.number:>3} fail     its worker stopped (no heartbeat); {then}")
 
 
 def heartbeat(interval: int | None, grace: int | None) -> tuple[int, int]:

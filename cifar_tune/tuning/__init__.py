@@ -1,79 +1,79 @@
 """Optuna studies of one architecture: ``run_study(settings)`` runs (or resumes) one and returns the study;
-``optimize(settings)`` is the command around it (the summary lines, the exit status).
+``run_worker`` runs trials in this process (a supervised worker process's loop). Progress goes to
+``cifar_tune.progress`` (the header, a ``TrialFinished`` per trial, the summary): nothing here prints.
 
 The public face of the tuning package; the CLI calls only what ``__all__`` names. Inside:
 ``study.py`` (create or resume, sampler, pruner, baseline first), ``objective.py`` (train one trial, report
-validation loss every epoch, prune, record), ``loop.py`` (run trials in this process), ``supervisor.py`` and
-``worker.py`` (worker processes), ``display.py`` (what is printed) and ``story.py`` (what optuna-dashboard shows).
+validation loss every epoch, prune, record), ``loop.py`` (run trials in this process), ``supervisor.py`` (worker
+processes, ``python -m cifar_tune.cli.worker``) and ``story.py`` (what optuna-dashboard shows).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
 import optuna
 
-from cifar_tune import runtime
+from cifar_tune import progress
 from cifar_tune.errors import WorkersStopped
-from cifar_tune.storage.database import mask_url, storage_for_reading
+from cifar_tune.storage.database import storage_for_reading
 
 if TYPE_CHECKING:
     from cifar_tune.studies.presets import OptimizeSettings
 
-__all__ = ["optimize", "print_done", "run_study"]
-
-
-def optimize(settings: OptimizeSettings) -> int:
-    """The ``optimize`` command: run the study (``run_study``), print the summary, and return the exit status: 0,
-    the workers' status when they stopped (``WorkersStopped``), or 130 / 143 after Ctrl-C / SIGTERM, which print one
-    line with the command that resumes. A user error raised inside propagates (the CLI prints it, status 2)."""
-    from cifar_tune.tuning import display
-
-    def command() -> int:
-        start = time.perf_counter()
-        try:
-            study = run_study(settings)
-        except WorkersStopped as e:  # the workers said why; the command ends with their status
-            return e.status
-        print_done(settings, study, time.perf_counter() - start)
-        return 0
-
-    return runtime.run_stoppable(
-        command,
-        lambda: "optimize stopped; the running trial is marked failed, finished trials are stored; resume with: "
-                f"{display.resume_command(settings)}")
+__all__ = ["quiet_optuna", "run_study", "run_worker"]
 
 
 def run_study(settings: OptimizeSettings) -> optuna.Study:
-    """Run (or resume) the study and return it (read back from the storage, every trial in it), printing a line
-    per trial as it goes (the Python API's ``cifar_tune.optimize``, the CLI's ``optimize`` and ``run``).
+    """Run (or resume) the study and return it (read back from the storage, every trial in it), reporting its
+    progress as it goes (``progress.StudyStarted``, a ``TrialFinished`` per trial, ``StudyFinished`` at the end;
+    the Python API's ``cifar_tune.optimize``, the CLI's ``optimize`` and ``run``).
 
     Raises ``UserError`` for the user's input (data, storage, space), ``WorkersStopped`` when worker processes
     (``--jobs``, or more trials than ``trials_per_process``) stopped before the trials were done, and, after Ctrl-C
     or SIGTERM, KeyboardInterrupt (``errors.Terminated``) once the running trial was failed: the caller says what
     stopped (``optimize``, ``cifar-tune run``)."""
-    # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.tuning.worker``) runs this
-    # package's __init__ before its own first line, which loads Keras with TensorFlow's native logs silenced.
-    from cifar_tune.tuning import display
-    from cifar_tune.tuning.loop import needs_supervisor, run_worker
+    # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.cli.worker``) imports this
+    # package before it loads Keras with TensorFlow's native logs silenced.
+    from cifar_tune.tuning.loop import needs_supervisor
+    from cifar_tune.tuning.loop import run_worker as run_here
     from cifar_tune.tuning.supervisor import run_jobs
 
-    display.quiet_optuna()
+    start = time.perf_counter()
+    quiet_optuna()
     if needs_supervisor(settings):
         code = run_jobs(settings)
         if code:
             raise WorkersStopped(settings.arch, code)
     else:
-        run_worker(settings, settings.n_trials)
-    return optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
+        run_here(settings, settings.n_trials)
+    study = optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
+    progress.report(progress.StudyFinished(settings, study, time.perf_counter() - start))
+    return study
 
 
-def print_done(settings: OptimizeSettings, study: optuna.Study, seconds: float) -> None:
-    """The lines a finished study ends with on the command line: its time, the best trial beside the baseline, and
-    how to inspect it."""
-    from cifar_tune.tuning import display
+def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> optuna.Study:
+    """``loop.run_worker``: run trials of the study in this process (``worker`` > 0: as a supervisor's worker
+    process, at most ``n_trials`` of a study-wide total); returns the study. Raises as ``run_study``."""
+    from cifar_tune.tuning.loop import run_worker as run_here
 
-    print(f"\nDone in {seconds:.0f} s. {display.summary(study)}")
-    print(f"Inspect: cifar-tune dashboard --storage '{mask_url(settings.storage)}'   "
-          f"(or: optuna-dashboard '{mask_url(settings.storage)}')")
+    return run_here(settings, n_trials, worker=worker)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; for Ctrl-C / SIGTERM our one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info = None
+        return True
+
+
+def quiet_optuna() -> None:
+    """Our one event per trial replaces Optuna's INFO lines; interruptions lose their traceback."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").addFilter(_NoInterruptTraceback())
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_NoInterruptTraceback())

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from cifar_tune import engines, runtime
+from cifar_tune import engines, progress, runtime
 from cifar_tune.choices import TOTAL_TRIALS_ENV
 from cifar_tune.errors import InvalidValue, TrialFailed, UserError
 from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
@@ -42,7 +42,7 @@ from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
-from cifar_tune.tuning import display, story
+from cifar_tune.tuning import story
 from cifar_tune.tuning.objective import make_objective
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
@@ -92,12 +92,13 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
     study, created = create_or_load(settings, storage, space, split)
     total = total_trials(settings)
     if worker == 0:
-        print(engines.describe(settings.engine, settings.precision), flush=True)
-        print(display.header(settings, study, created, total), flush=True)
+        progress.info(engines.describe(settings.engine, settings.precision))
+        planned = n_trials if total is None else max(0, total - records.started_trials(study))
+        progress.report(progress.StudyStarted(settings, study, created, total, planned=planned))
     template = engines.TrainSpec(space.arch, epochs=settings.epochs, seed=settings.seed, engine=settings.engine,
                                  precision=settings.precision, verbose=int(settings.verbose))
     objective = story.recorded(make_objective(space, split, template))
-    callbacks = [display.print_trial, story.callback]
+    callbacks = [_report_trial, story.callback]
     try:
         if total is None:
             run_trials(study, objective, n_trials, timeout=settings.timeout, callbacks=callbacks)
@@ -109,6 +110,11 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
     finally:
         story.tell(study)
     return study
+
+
+def _report_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A trial callback: its ``TrialFinished`` event (the CLI prints the trial's line)."""
+    progress.report(progress.TrialFinished(study, trial))
 
 
 def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], float], total: int, *,
@@ -202,7 +208,7 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     # Told a result Optuna would have stored, yet the stored trial failed: it had ended before our tell.
     kept = state == TrialState.PRUNED or (state == TrialState.COMPLETE and math.isfinite(value))
     if taken or (kept and frozen.state == TrialState.FAIL):
-        display.print_taken_over(study, frozen, value if kept else None)
+        progress.report(progress.TrialFinished(study, frozen, taken_over=True, value=value if kept else None))
         return None
     for callback in callbacks:
         callback(study, frozen)

@@ -11,7 +11,7 @@ import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from cifar_tune import engines, runtime
+from cifar_tune import engines, progress, runtime
 from cifar_tune.data.cifar10 import Split
 from cifar_tune.errors import Diverged, TakenOver, TrialFailed, UserError
 from cifar_tune.studies.records import TrialRecord
@@ -83,7 +83,8 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
         config = space.suggest(trial)
         TrialRecord(**static, config=config).write(trial)
         recorder = TrialRecorder(trial)
-        callbacks = [recorder, KerasPruningCallback(trial, "val_loss")]
+        callbacks = [progress.epoch_callback(f"trial {trial.number}", template.epochs), recorder,
+                     KerasPruningCallback(trial, "val_loss")]
         keras.backend.clear_session(free_memory=True)
         try:
             runtime.raise_if_stopping()  # a signal that arrived between trials

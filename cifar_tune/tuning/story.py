@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
 
+from cifar_tune import progress
 from cifar_tune.storage.database import db_message
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies.records import TrialRecord
@@ -35,8 +35,8 @@ def tell(study: optuna.Study, what: str = "all") -> None:
         if not _state["warned"]:
             _state["warned"] = True
             reason = db_message(e).strip().splitlines()  # a storage error: the database's own words
-            print(f"warning: could not update the study's dashboard note/figures: {type(e).__name__}: "
-                  f"{reason[0][:200] if reason else ''}", file=sys.stderr, flush=True)
+            progress.warn(f"warning: could not update the study's dashboard note/figures: {type(e).__name__}: "
+                          f"{reason[0][:200] if reason else ''}")
 
 
 def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -1,8 +1,9 @@
 """Supervise worker processes on this machine (``optimize --jobs N``, or more trials than one process should run).
 
 The supervisor trains nothing. It creates the study (so the baseline is queued before any worker starts),
-starts ``jobs`` workers (``python -m cifar_tune.tuning.worker``, the settings as JSON on their standard input:
-nothing of them, a password least of all, is on a command line), replaces each with a fresh process after
+starts ``jobs`` workers (``python -m cifar_tune.cli.worker``, a process entry point that prints as the CLI does,
+the settings as JSON on their standard input: nothing of them, a password least of all, is on a command line),
+replaces each with a fresh process after
 ``trials_per_process`` trials (Keras's TensorFlow trainer does not give all memory back between trials), and
 watches the heartbeats: the trial of a worker that died is failed after the grace period and retried once
 (same parameters) by a worker, and the dead worker's share goes to the others, so the command still ends with
@@ -24,11 +25,11 @@ from dataclasses import dataclass, field, replace
 import optuna
 from optuna.trial import TrialState
 
-from cifar_tune import engines, runtime
+from cifar_tune import engines, progress, runtime
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
-from cifar_tune.tuning import display, story
+from cifar_tune.tuning import story
 from cifar_tune.tuning.loop import poll_seconds, total_trials
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
@@ -83,13 +84,12 @@ class Supervisor:
             del self.children[slot]
             if code != 0:
                 self.deaths.append(f"worker {slot} (pid {child.proc.pid}) {_describe_exit(code)}")
-                print(self.deaths[-1], file=sys.stderr, flush=True)
+                progress.warn(self.deaths[-1])
             if code in (USER_ERROR, INTERRUPTED):
                 self.stop_code = code
             self.failed_starts = self.failed_starts + 1 if code != 0 or self.ran_by(trials, child.wid) == 0 else 0
             if self.failed_starts >= MAX_FAILED_STARTS and not self.stop_code:
-                print(f"{MAX_FAILED_STARTS} workers in a row ended without a trial; giving up", file=sys.stderr,
-                      flush=True)
+                progress.warn(f"{MAX_FAILED_STARTS} workers in a row ended without a trial; giving up")
                 self.stop_code = code or 1
 
     def spawn(self, remaining: float | None) -> None:
@@ -133,7 +133,7 @@ def start_worker(settings: OptimizeSettings, slot: int, n_trials: int, timeout: 
     """A worker process, its settings as JSON on standard input (kept off the command line and environment)."""
     job = {"settings": replace(settings, jobs=1, timeout=timeout, total_trials=total).to_dict(),
            "n_trials": n_trials, "worker": slot}
-    proc = subprocess.Popen([sys.executable, "-m", "cifar_tune.tuning.worker"], stdin=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_tune.cli.worker"], stdin=subprocess.PIPE, text=True,
                             env=worker_env(settings.jobs))
     proc.stdin.write(json.dumps(job))
     proc.stdin.close()
@@ -151,7 +151,7 @@ def fail_running_trials(study: optuna.Study, wid: str, reason: str) -> None:
     """Fail the trials a killed worker left running (Optuna would, after the grace period; we know now)."""
     for t in records.live_trials(study, {wid}):
         study.tell(t.number, state=TrialState.FAIL)
-        print(f"trial {t.number:>3} fail     {reason}", file=sys.stderr, flush=True)
+        progress.warn(f"trial {t.number:>3} fail     {reason}")
 
 
 def _describe_exit(code: int) -> str:
@@ -170,8 +170,9 @@ def run_jobs(settings: OptimizeSettings) -> int:
     del split  # the workers load their own copy
     total = total_trials(settings)
     sup = Supervisor(settings, study, total, settings.trials_per_process)
-    print(engines.describe(settings.engine, settings.precision), flush=True)
-    print(display.header(settings, study, created, total, settings.trials_per_process), flush=True)
+    progress.info(engines.describe(settings.engine, settings.precision))
+    planned = settings.n_trials if total is None else max(0, total - records.started_trials(study))
+    progress.report(progress.StudyStarted(settings, study, created, total, settings.trials_per_process, planned))
     poll, start = poll_seconds(storage), time.monotonic()
     try:
         # A signal is seen at the next poll, never raised inside a library call (where it could be swallowed
@@ -194,5 +195,5 @@ def run_jobs(settings: OptimizeSettings) -> int:
     if sup.stop_code == INTERRUPTED:
         raise KeyboardInterrupt
     if sup.deaths and not sup.stop_code:
-        print("the other workers ran the lost trials: the command ran all its trials", file=sys.stderr, flush=True)
+        progress.warn("the other workers ran the lost trials: the command ran all its trials")
     return sup.stop_code

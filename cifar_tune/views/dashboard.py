@@ -22,7 +22,6 @@ from __future__ import annotations
 import html
 import os
 import socket
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from cifar_tune import progress
 from cifar_tune.choices import (
     ARCH_LABELS,
     ARTIFACTS_DIR,
@@ -70,8 +70,8 @@ def artifact_store(create: bool = True) -> optuna.artifacts.FileSystemArtifactSt
         if not _warned_artifacts:
             _warned_artifacts.append(path)
             why = "not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or str(e)
-            print(f"warning: artifact folder {path} cannot be used ({why}): trials run without their learning-curve "
-                  f"artifacts (set ${ARTIFACTS_ENV} to a writable folder)", file=sys.stderr, flush=True)
+            progress.warn(f"warning: artifact folder {path} cannot be used ({why}): trials run without their "
+                          f"learning-curve artifacts (set ${ARTIFACTS_ENV} to a writable folder)")
         return None
     return optuna.artifacts.FileSystemArtifactStore(str(path)) if create else None
 
@@ -104,8 +104,8 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
     store = artifact_store()
     shown = f"[{host}]" if ":" in host else host
     artifacts = f"artifacts in {artifact_dir()}/" if store is not None else "no artifacts"
-    print(f"optuna-dashboard on {database.mask_url(storage_url)} ({artifacts}): "
-          f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)", flush=True)
+    progress.info(f"optuna-dashboard on {database.mask_url(storage_url)} ({artifacts}): "
+                  f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)")
     try:
         optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
     except OSError as e:  # the port was taken between our check and the server's bind
@@ -387,6 +387,5 @@ def attach_trial_curves(trial: optuna.Trial, store=None) -> str | None:
             return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
                                                     mimetype="image/svg+xml")
     except Exception as e:
-        print(f"warning: trial {trial.number}: learning-curve artifact not stored: {type(e).__name__}: {e}",
-              file=sys.stderr, flush=True)
+        progress.warn(f"warning: trial {trial.number}: learning-curve artifact not stored: {type(e).__name__}: {e}")
         return None

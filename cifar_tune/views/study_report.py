@@ -4,7 +4,6 @@ the compare results stored with the studies (tables, metric bars, confusion matr
 from __future__ import annotations
 
 import html
-import shlex
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from cifar_tune import runtime
-from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR
+from cifar_tune.choices import ARCH_KEYS, REPORTS_DIR
 from cifar_tune.errors import UserError
 from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
 from cifar_tune.storage.database import mask_url, storage_for_reading
@@ -167,7 +166,7 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
     compared = {s.study_name: rec for s in studies_ if (rec := ComparisonRecord.read(s)) is not None}
     figures: list[tuple[str, go.Figure]] = []
     notes: list[str] = []
-    # Ctrl-C / SIGTERM (runtime.run_stoppable) stop the drawing between studies, not inside plotly or fANOVA.
+    # Ctrl-C / SIGTERM (the CLI's run_stoppable) stop the drawing between studies, not inside plotly or fANOVA.
     with runtime.signals_deferred():
         for study in studies_:
             runtime.raise_if_stopping()
@@ -188,16 +187,3 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
         return write_html(figures + compare_figures, path, title="cifar-tune: study report", intro_html=intro)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def run_cli(storage_url: str, out: str | Path | None) -> int:
-    """The ``report`` command. Ctrl-C or SIGTERM ends it with one line and 130 or 143 (``runtime.run_stoppable``);
-    the report only reads the stored records, so the same command draws it again from the start."""
-    def command() -> int:
-        print(f"Wrote {write_study_report(storage_url, out)}")
-        return 0
-
-    again = ["cifar-tune", "report"] + (["--storage", mask_url(storage_url)] if storage_url != DEFAULT_STORAGE else [])
-    again += ["--out", str(out)] if out is not None else []
-    return runtime.run_stoppable(command, lambda: "report stopped before it was written (it reads the stored records "
-                                                  f"only: nothing is lost); draw it again with: {shlex.join(again)}")

@@ -1,10 +1,9 @@
-"""What the optimize command prints: the header, one line per finished trial, the summary, the resume command.
-Printing only: nothing here decides or stores."""
+"""The optimize command's lines as text: the header, one line per finished trial, the summary, the resume command.
+Formatting only (``console.py`` prints them): nothing here decides or stores."""
 
 from __future__ import annotations
 
-import logging
-import sys
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
@@ -13,8 +12,10 @@ from cifar_tune import runtime
 from cifar_tune.choices import DEFAULT_STORAGE, study_name
 from cifar_tune.storage.database import mask_url
 from cifar_tune.studies import catalog as records
-from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
+
+if TYPE_CHECKING:
+    from cifar_tune.studies.presets import OptimizeSettings  # loads Keras: the CLI imports this module before
 
 
 def short_params(params: dict) -> str:
@@ -46,11 +47,6 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     return f"trial {trial.number:>3} {state:<8} {value:<36} | {short_params(trial.params)}{tag} | {best_text}"
 
 
-def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """An ``optimize`` callback: the trial's line."""
-    print(trial_line(study, trial), flush=True)
-
-
 def taken_over_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, value: float | None) -> str:
     """One line for a trial another worker declared dead (its heartbeat came late) while this worker ran it."""
     retry = next((t.number for t in study.get_trials(deepcopy=False)
@@ -59,11 +55,6 @@ def taken_over_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, value:
     result = f" (val_loss {value:.4f})" if value is not None else ""
     return (f"trial {trial.number:>3} taken over: another worker failed it as dead (no heartbeat within the grace "
             f"period) and it was {again}; this worker's result{result} is not kept, and it goes on")
-
-
-def print_taken_over(study: optuna.Study, trial: optuna.trial.FrozenTrial, value: float | None) -> None:
-    """Print ``taken_over_line`` (to standard error: the trial ended in a state this worker did not choose)."""
-    print(taken_over_line(study, trial, value), file=sys.stderr, flush=True)
 
 
 def header(settings: OptimizeSettings, study: optuna.Study, created: bool, total: int | None = None,
@@ -110,20 +101,3 @@ def resume_command(settings: OptimizeSettings) -> str:
         ("--sampler", settings.sampler), ("--pruner", settings.pruner), ("--engine", settings.engine),
         ("--precision", settings.precision), ("--total-trials", settings.total_trials),
         ("--jobs", settings.jobs if settings.jobs > 1 else None)])
-
-
-class _NoInterruptTraceback(logging.Filter):
-    """Optuna logs a failed trial with its traceback; for Ctrl-C / SIGTERM our one line says it all."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
-            record.exc_info = None
-        return True
-
-
-def quiet_optuna() -> None:
-    """Our one line per trial replaces Optuna's INFO lines; interruptions lose their traceback."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna").addFilter(_NoInterruptTraceback())
-    for handler in logging.getLogger("optuna").handlers:
-        handler.addFilter(_NoInterruptTraceback())
