@@ -14,12 +14,12 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from synthetic import synthetic_cifar
 
 import cifar_tune as ct
 from cifar_tune import cli
 from cifar_tune.choices import COMPARE_DIFF
 from cifar_tune.studies import presets
+from tests.synthetic import synthetic_cifar
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "cifar_tune"
@@ -218,7 +218,7 @@ def test_ctrl_c_in_optimize_fails_the_running_trial_raises_keyboardinterrupt_and
     import signal
     import time
 
-    from trial_states import wait_for_states
+    from tests.trial_states import wait_for_states
 
     code = ("import signal, cifar_tune as ct\n"
             "before = signal.getsignal(signal.SIGINT)\n"

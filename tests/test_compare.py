@@ -35,7 +35,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     """Two small studies (cnn, mlp_l2) and one `compare --seeds 2` over them (and a study-less mlp_bn)."""
-    from conftest import synthetic_cifar
+    from tests.conftest import synthetic_cifar
 
     root = tmp_path_factory.mktemp("compare")
     data = root / "tiny.npz"
@@ -223,9 +223,8 @@ def test_compare_follows_the_studys_subset(tiny_npz, capsys):
 
 @pytest.mark.parametrize("engine", ["keras", "fast"])
 def test_training_without_validation_data(engine):
-    from conftest import synthetic_cifar
-
     from cifar_tune import engines
+    from tests.conftest import synthetic_cifar
 
     x, y, _, _ = synthetic_cifar(n_train=64, n_test=10)
     result = engines.train(engines.TrainSpec("mlp_l2", {"units": 16, "batch_size": 32}, epochs=1, engine=engine), x, y)

@@ -16,10 +16,10 @@ import nbformat
 import numpy as np
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
-from synthetic import synthetic_cifar
 
 import cifar_tune
 from cifar_tune.choices import ARCH_LABELS, COMPARE_DIFF
+from tests.synthetic import synthetic_cifar
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "examples" / "seed_notebook.ipynb"

@@ -125,10 +125,9 @@ def never_trains(monkeypatch):
     ({"val_size": True, "protocol": "holdout"}, "val-size must be an integer in 10..10000000, got True"),
 ])
 def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_trains, kwargs, message):
-    from synthetic import synthetic_cifar
-
     from cifar_tune.comparison import seed_baseline as baseline
     from cifar_tune.data import cifar10 as data
+    from tests.synthetic import synthetic_cifar
 
     ds = data.Dataset(*synthetic_cifar(), source="synthetic")
     kwargs = {"archs": ["mlp_l2"], "out_dir": tmp_path / "out", **kwargs}
