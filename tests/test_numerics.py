@@ -116,6 +116,18 @@ def test_a_worker_checks_before_its_first_trial(tmp_path, monkeypatch):
         numerics.verify("resnet", "bf16")
 
 
+def test_optimize_stops_before_its_first_trial_on_a_faulty_device(tiny_npz, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(numerics.DIR_ENV, str(tmp_path / "numerics"))
+    monkeypatch.setitem(architectures.ARCHITECTURES, "resnet",
+                        replace(architectures.ARCHITECTURES["resnet"], builder=broken_resnet))
+    argv = ["optimize", "--arch", "resnet", "--precision", "bf16", "--n-trials", "1", "--epochs", "1",
+            "--val-size", "100", "--data", str(tiny_npz)]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("cifar-tune: error: numerics check failed: resnet in bf16") and err.count("\n") == 1
+    assert "Trial" not in out and not Path("storage/cifar_tune.db").exists()  # stopped before the study
+
+
 def _jax_check(python: str, script: str, timeout: int = 1500) -> dict:
     """Run ``script`` under KERAS_BACKEND=jax on JAX's CPU; its last line is JSON."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),

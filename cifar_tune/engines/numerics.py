@@ -230,7 +230,7 @@ def measure(arch: str, precision: str, batch: int = 32, seed: int = 0) -> list[R
     x = rng.random((batch, *architectures.INPUT_SHAPE), dtype=np.float32)
     y = rng.integers(0, architectures.NUM_CLASSES, batch).astype("int32")
     model = _build(arch, "float32", seed)
-    state = {"trainable": _numpy(model.trainable_variables),
+    state = {"trainable": [np.asarray(v.numpy(), dtype="float32") for v in model.trainable_variables],
              "non_trainable": [np.asarray(v.numpy()) for v in model.non_trainable_variables]}
     with _on_cpu():
         reference, ref_seconds = _run(model, state, x, y, compiled=False)
