@@ -166,11 +166,23 @@ def _run(model, state: dict, x, y, compiled: bool) -> tuple[dict, float]:
     """Forward outputs and a training step's loss and gradients (numpy), and the seconds (compiling included)."""
     tensors = {k: [keras.ops.convert_to_tensor(a) for a in arrays] for k, arrays in state.items()}
     forward, train_step = _functions(model, compiled)
-    start = time.perf_counter()
-    probs = forward(tensors["trainable"], tensors["non_trainable"], keras.ops.convert_to_tensor(x))
-    loss, grads = train_step(tensors["trainable"], tensors["non_trainable"], keras.ops.convert_to_tensor(x),
-                             keras.ops.convert_to_tensor(y))
-    out = {"probs": _numpy([probs])[0], "loss": _numpy([loss])[0], "grads": _numpy(grads)}
+    logger = None
+    if keras.backend.backend() == "tensorflow":
+        # each check traces new functions, as it must: TF's warning that they retrace is noise in doctor's output
+        import tensorflow as tf
+
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")
+    try:
+        start = time.perf_counter()
+        probs = forward(tensors["trainable"], tensors["non_trainable"], keras.ops.convert_to_tensor(x))
+        loss, grads = train_step(tensors["trainable"], tensors["non_trainable"], keras.ops.convert_to_tensor(x),
+                                 keras.ops.convert_to_tensor(y))
+        out = {"probs": _numpy([probs])[0], "loss": _numpy([loss])[0], "grads": _numpy(grads)}
+    finally:
+        if logger is not None:
+            logger.setLevel(level)
     return out, time.perf_counter() - start
 
 
