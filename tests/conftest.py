@@ -27,6 +27,13 @@ def tiny_npz(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def shared_numerics_cache(tmp_path_factory) -> None:
+    """One numerics-check cache for the whole session and its subprocesses (every test has its own storage/):
+    each command's worker still checks its architecture, but each is measured once per session, not per test."""
+    os.environ.setdefault("CIFAR_TUNE_NUMERICS_DIR", str(tmp_path_factory.mktemp("numerics")))
+
+
 @pytest.fixture(autouse=True)
 def isolated_cwd(tmp_path: Path, monkeypatch) -> Path:
     """Every test runs in its own folder, so the default storage/ never touches the repo; no ambient data."""

@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(p)
     p.add_argument("--data", type=_text("data"),
                    help="the data source to check (default: $CIFAR_TUNE_DATA, else the download)")
+    p.add_argument("--check", action="store_true", help="also check every architecture's numerics in float32 and "
+                   "bf16 against a CPU float32 reference (seconds per architecture; cached per device and version)")
 
     p = sub.add_parser("studies", help="list the studies in a storage")
     _add_storage(p)
@@ -241,7 +243,7 @@ def cmd_doctor(args) -> int:
 
     for key, value in doctor.facts(args.storage or DEFAULT_STORAGE, args.data).items():
         print(f"{key + ':':<14} {value}")
-    return 0
+    return doctor.check_numerics() if args.check else 0
 
 
 def cmd_studies(args) -> int:

@@ -65,3 +65,17 @@ def facts(storage_url: str, source: str | None) -> dict[str, str]:
            "data": data_fact(source),
            "storage": storage_fact(storage_url)}
     return out
+
+
+def check_numerics() -> int:
+    """``doctor --check``: print the numerics table of every architecture in float32 and bf16 (eager and
+    compiled, against the CPU float32 reference; cached per device and version), then raise ``UserError`` (one
+    line: architecture, precision, backend version, what works instead) for the first row that is off."""
+    from cifar_tune.engines import numerics
+
+    rows = numerics.check()
+    print(f"\nnumerics ({numerics.backend_version()}, {numerics.device_kind()}; cache {numerics.cache_path()}):")
+    print(numerics.table(rows), flush=True)
+    numerics.require(rows)
+    print("numerics: every architecture computes right in every precision on this device")
+    return 0

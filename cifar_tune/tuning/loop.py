@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cifar_tune import engines, progress, runtime
 from cifar_tune.choices import TOTAL_TRIALS_ENV
+from cifar_tune.engines import numerics
 from cifar_tune.errors import InvalidValue, TrialFailed, UserError
 from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
 from cifar_tune.storage.locks import study_lock
@@ -87,7 +88,9 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
 
     Without a study-wide target: ``n_trials`` new trials (or until the timeout). With one: until the study holds
     that many trials, at most ``n_trials`` of them here when this process is a supervisor's worker (``worker`` > 0).
+    Raises ``UserError`` before any trial when the device computes the architecture wrongly in the precision.
     """
+    numerics.verify(settings.arch, settings.precision)  # numerics first (once per process, cached per device)
     storage, space, split = open_and_prepare(settings)
     study, created = create_or_load(settings, storage, space, split)
     total = total_trials(settings)
