@@ -95,6 +95,7 @@ class TrialAttr:
     ENGINE_INFO = "engine_info"
     RSS_MB = "rss_mb"
     FAIL_REASON = "fail_reason"
+    GPU = "gpu"  # the CUDA_VISIBLE_DEVICES entry a placed worker computed on (runtime.gpus)
 
 
 # --- the study note optuna-dashboard shows: sections and who owns them ---------------------------------------

@@ -15,6 +15,7 @@ from cifar_tune import engines, runtime
 from cifar_tune.choices import TrialAttr
 from cifar_tune.data.cifar10 import Split
 from cifar_tune.errors import Diverged, TakenOver, TrialFailed, UserError
+from cifar_tune.runtime import gpus
 from cifar_tune.studies.spaces import Space
 
 
@@ -79,7 +80,8 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
     template = dataclasses.replace(template, engine=engines.resolve_engine(template.engine))
     static = {TrialAttr.ARCH: space.arch, TrialAttr.DATA: split.description,
               TrialAttr.BACKEND: keras.backend.backend(), TrialAttr.DEVICE: engines.device_name(),
-              TrialAttr.ENGINE: template.engine, TrialAttr.PRECISION: template.precision}
+              TrialAttr.ENGINE: template.engine, TrialAttr.PRECISION: template.precision,
+              **({TrialAttr.GPU: gpu} if (gpu := gpus.gpu_of_this_process()) else {})}
 
     def objective(trial: optuna.Trial) -> float:
         config = space.suggest(trial)
