@@ -79,7 +79,8 @@ class Message:
 class StudyStarted:
     """A study run begins: ``settings`` (``OptimizeSettings``), the ``optuna.Study``, whether this run ``created``
     it, the study-wide ``total`` (None: ``settings.n_trials`` new trials), ``per_process`` (trials per worker
-    process when workers run them) and ``planned``: the trials this run expects to run (None: unknown)."""
+    process when workers run them), ``planned``: the trials this run expects to run (None: unknown), and ``gpus``:
+    the GPUs its workers are placed on (``runtime.gpus``; empty: none, or one process)."""
 
     settings: Any
     study: Any
@@ -87,6 +88,7 @@ class StudyStarted:
     total: int | None = None
     per_process: int | None = None
     planned: int | None = None
+    gpus: tuple[str, ...] | list[str] = ()
     level = logging.INFO
 
     def __str__(self) -> str:

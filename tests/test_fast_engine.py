@@ -11,7 +11,7 @@ batch dropped, a traced hyperparameter baked in from the first trial.
 Keras fixes its backend at import and this test session runs TensorFlow, so the JAX checks run in a subprocess
 (tests/fast_engine_check.py with KERAS_BACKEND=jax) that prints plain JSON; the tests assert on that. JAX's CPU
 convolutions are slow, so the data are tiny (64 images, 2 epochs) and the default checks share one process.
-The TensorFlow path and ``memory_share_env`` are checked in this process.
+The TensorFlow path is checked in this process.
 """
 
 from __future__ import annotations
@@ -351,14 +351,3 @@ def test_fast_engine_on_tensorflow_is_compiled_fit_returning_the_inner_model():
     predicted = engines.predict_classes(result.model, xv)
     assert (predicted == yv).mean() == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
     assert result.history["val_accuracy"][-1] >= 0.8
-
-
-def test_memory_share_env_splits_one_gpu_between_workers():
-    from cifar_tune.engines.fast import memory_share_env
-
-    assert memory_share_env(1) == {}
-    env = memory_share_env(4)
-    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.22"
-    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
-    assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
-    assert float(memory_share_env(3)["XLA_PYTHON_CLIENT_MEM_FRACTION"]) * 3 <= 0.9

@@ -80,9 +80,15 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=choices.SAMPLERS)
     p.add_argument("--pruner", choices=choices.PRUNERS)
     p.add_argument("--seed", type=_number("seed"), help="the trials' seed, 0 .. 4294967295 (default 0)")
-    p.add_argument("--jobs", type=_number("jobs"), default=1, help="worker processes on this machine")
+    p.add_argument("--jobs", type=_number("jobs"), default=None,
+                   help="worker processes on this machine (default: one per visible GPU, 1 without GPUs); they are "
+                        "placed round robin over the GPUs (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--jobs-per-gpu", type=_number("jobs_per_gpu"), default=None,
+                   help="workers sharing each GPU, each with that share of its memory (default 1; with --jobs: as "
+                        "many as the GPUs get)")
     p.add_argument("--trials-per-process", type=_number("trials_per_process"), default=None,
-                   help="a worker replaces itself with a fresh process after this many trials (default 10): "
+                   help="a worker replaces itself with a fresh process after this many trials (default 10 on "
+                        "TensorFlow, no bound on JAX): "
                         "bounds memory, which Keras's TensorFlow trainer does not fully release between trials")
     p.add_argument("--heartbeat-interval", type=_number("heartbeat_interval"), default=None,
                    help="seconds between a running trial's heartbeats (RDB storage)")

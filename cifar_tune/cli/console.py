@@ -23,7 +23,8 @@ class Console:
         if isinstance(event, progress.Message):
             _say(event.text, event.level >= logging.WARNING)
         elif isinstance(event, progress.StudyStarted):
-            _say(display.header(event.settings, event.study, event.created, event.total, event.per_process))
+            _say(display.header(event.settings, event.study, event.created, event.total, event.per_process,
+                                 list(event.gpus)))
         elif isinstance(event, progress.TrialFinished) and event.taken_over:
             _say(display.taken_over_line(event.study, event.trial, event.value), True)  # a state not chosen here
         elif isinstance(event, progress.TrialFinished):

@@ -58,14 +58,17 @@ def taken_over_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, value:
 
 
 def header(settings: OptimizeSettings, study: optuna.Study, created: bool, total: int | None = None,
-           per_process: int | None = None) -> str:
+           per_process: int | None = None, gpus: list[str] | None = None) -> str:
     """The first line of an optimize command: study, storage, budget, sampler, pruner, workers."""
     how = "new study" if created else f"resuming ({len(study.trials)} trials stored)"
     if total is None:
         budget = f"{settings.n_trials} new trials"
     else:
         budget = f"until the study holds {total} trials (now {records.started_trials(study)})"
-    workers = f"{settings.jobs} worker(s)" + (f", a fresh process every {per_process} trials" if per_process else "")
+    workers = f"{settings.jobs} worker(s)"
+    if gpus and settings.jobs > 1:  # where they compute (runtime.gpus.worker_placement: round robin)
+        workers += f" on {len(gpus)} GPU(s) {','.join(gpus)}"
+    workers += f", a fresh process every {per_process} trials" if per_process else ""
     return (f"Study {settings.study_name} ({settings.arch}) in {mask_url(settings.storage)}: {how}; "
             f"{budget} of {settings.epochs} epochs, {settings.sampler} sampler, "
             f"{settings.pruner} pruner, preset {settings.preset}, {workers}")

@@ -34,6 +34,7 @@ from cifar_tune.choices import (
 )
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures
+from cifar_tune.runtime.gpus import gpu_of_this_process
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ def device_description() -> str:
     """Where training computes, for people: ``NVIDIA H200, 140 GiB`` or ``CPU, 2 cores``."""
     if device_name() == "gpu":
         gpus = nvidia_gpus()
+        placed = gpu_of_this_process()  # a --jobs worker sees one GPU: name its index
+        if gpus and placed is not None:
+            return f"{gpus[0]} (GPU {placed})"
         if gpus:
             return f"{gpus[0]}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "")
         return "GPU"

@@ -7,8 +7,6 @@ engine with a one-line notice. Also: each ``--jobs`` worker's share of one GPU's
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 
@@ -32,16 +30,3 @@ def train(spec: base.TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val:
     progress.warn(f"cifar-tune: the fast engine has no {backend} loop; using the keras engine")
     return base.train_keras(*args)
 
-
-def memory_share_env(n_jobs: int) -> dict[str, str]:
-    """Environment variables that give each of ``n_jobs`` worker processes its share of one GPU's memory."""
-    if n_jobs <= 1:
-        return {}
-    # JAX preallocates 75% of the GPU by default: a second process would find too little. Each worker instead
-    # takes an equal slice of 90% (10% left for the CUDA contexts); the fraction caps its allocator either way.
-    share = math.floor(90 / n_jobs) / 100
-    return {
-        "XLA_PYTHON_CLIENT_PREALLOCATE": "true",  # claim the slice up front: workers cannot starve each other
-        "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{share:.2f}",
-        "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow has no per-process fraction variable; grow on demand
-    }

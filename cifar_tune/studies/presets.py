@@ -27,13 +27,17 @@ CHOICES = {"sampler": names.SAMPLERS, "pruner": names.PRUNERS, "engine": names.E
 # What each numeric setting may be, wherever it comes from (preset, command line, a worker's JSON): RANGES, in
 # validate.py, the one table every command's flags share.
 RANGED = ("n_trials", "timeout", "epochs", "val_size", "subset", "seed", "median_startup_trials",
-          "median_warmup_epochs", "trials_per_process", "jobs", "total_trials", "heartbeat_interval", "grace_period")
-OPTIONAL = {"timeout", "subset", "total_trials", "heartbeat_interval", "grace_period", "val_size"}
+          "median_warmup_epochs", "trials_per_process", "jobs", "jobs_per_gpu", "total_trials", "heartbeat_interval",
+          "grace_period")
+OPTIONAL = {"timeout", "subset", "total_trials", "heartbeat_interval", "grace_period", "val_size", "jobs_per_gpu",
+            "trials_per_process"}
 BUILT_IN = {"n_trials": 50, "timeout": None, "epochs": names.DEFAULT_EPOCHS, "sampler": names.DEFAULT_SAMPLER,
             "pruner": names.DEFAULT_PRUNER, "val_size": None, "subset": None, "seed": names.DEFAULT_SEED,
             "engine": names.DEFAULT_ENGINE, "precision": names.DEFAULT_PRECISION,
             "median_startup_trials": 3, "median_warmup_epochs": 1,  # the median pruner's patience
-            "trials_per_process": 10}  # a worker replaces itself with a fresh process after this many trials
+            # a worker replaces itself with a fresh process after this many trials; None: 10 on TensorFlow (its
+            # trainer does not give all memory back between trials), never on JAX (tuning.loop.trials_per_process)
+            "trials_per_process": None}
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,10 @@ class OptimizeSettings:
     precision: str
     median_startup_trials: int
     median_warmup_epochs: int
-    trials_per_process: int
+    trials_per_process: int | None
     data: str | None = None
     jobs: int = 1
+    jobs_per_gpu: int | None = None  # workers sharing one GPU (runtime.gpus)
     heartbeat_interval: int | None = None
     grace_period: int | None = None
     verbose: bool = False
@@ -141,7 +146,8 @@ def merge(preset: dict, flags: dict, preset_name: str) -> dict:
 
 
 # The settings besides the preset keys (KEYS), each with the command line's default: what a flag or a keyword sets.
-EXTRA = {"space": None, "storage": None, "study_name": None, "data": None, "jobs": 1, "heartbeat_interval": None,
+EXTRA = {"space": None, "storage": None, "study_name": None, "data": None, "jobs": None, "jobs_per_gpu": None,
+         "heartbeat_interval": None,
          "grace_period": None, "verbose": False, "total_trials": None}
 
 
@@ -153,9 +159,11 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     ``given``: the preset keys (``KEYS``: ``n_trials``, ``timeout`` in seconds, ``epochs``, ``sampler``, ``pruner``,
     ``val_size`` and ``subset`` in images, ``seed``, ``engine``, ``precision``, ...) and ``EXTRA`` (``space``: a
     search-space TOML path, ``storage``: an Optuna storage URL, ``study_name``, ``data``: a CIFAR-10 source,
-    ``jobs``, ``heartbeat_interval`` and ``grace_period`` in seconds, ``verbose``, ``total_trials``); a value of
+    ``jobs`` (default: one per visible GPU, times ``jobs_per_gpu``; 1 without GPUs), ``jobs_per_gpu``,
+    ``heartbeat_interval`` and ``grace_period`` in seconds, ``verbose``, ``total_trials``); a value of
     None is not given (the default applies), as an absent flag. Validates the merge, the preset, the space file
     and the storage URL, and stores nothing. Raises ``UserError`` (``errors.InvalidValue`` for a bad value)."""
+    from cifar_tune.runtime import gpus
     from cifar_tune.storage import database
 
     unknown = sorted(set(given) - set(KEYS) - set(EXTRA))
@@ -187,7 +195,8 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
             raise UserError(f"cannot use data path {data}: {e}") from None
     study = names.study_name(arch) if extra["study_name"] is None else extra["study_name"]
     return OptimizeSettings(arch=arch, space_path=extra["space"], storage=storage, study_name=study,
-                            preset=preset_name, data=data, jobs=extra["jobs"],
+                            preset=preset_name, data=data, jobs_per_gpu=extra["jobs_per_gpu"],
+                            jobs=gpus.default_jobs(extra["jobs"], extra["jobs_per_gpu"], gpus.visible_gpus()),
                             heartbeat_interval=extra["heartbeat_interval"], grace_period=extra["grace_period"],
                             verbose=bool(extra["verbose"]), total_trials=extra["total_trials"], **values)
 

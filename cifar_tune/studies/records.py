@@ -116,7 +116,7 @@ class TrialRecord:
     """What a trial keeps: set by the tuning loop (``worker``), the objective (``config``, ``arch``, ``data``,
     ``backend``, ``device``, ``engine``, ``precision``; per epoch ``curves`` {name: [float per epoch]} and
     ``epochs_run``; at the end ``params`` (count), ``seconds``, ``val_accuracy`` (final epoch), ``engine_info``,
-    ``rss_mb``; or ``fail_reason``), the baseline's enqueueing (``baseline``) and the retry of a dead worker's
+    ``rss_mb``; or ``fail_reason``; ``gpu`` on a placed worker), the baseline's enqueueing (``baseline``) and the retry of a dead worker's
     trial (``retry_of``: the dead trial's number). Fields not stored read as None (``baseline``: False)."""
 
     VERSION: ClassVar[int] = 1
@@ -138,6 +138,7 @@ class TrialRecord:
     engine_info: dict | None = None
     rss_mb: float | None = None
     fail_reason: str | None = None
+    gpu: str | None = None  # the CUDA_VISIBLE_DEVICES entry of a worker placed on one GPU (runtime.gpus)
     version: int = 1
 
     def to_attrs(self) -> dict:

@@ -68,14 +68,28 @@ def needs_supervisor(settings: OptimizeSettings) -> bool:
     should run: Keras's TensorFlow trainer does not give all memory back between trials)."""
     if settings.jobs > 1:
         return True
-    total = total_trials(settings)
+    per_process, total = trials_per_process(settings), total_trials(settings)
+    if per_process is None:
+        return False
     if total is None:
-        return settings.n_trials > settings.trials_per_process
+        return settings.n_trials > per_process
     try:
         study = optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
-        return total - records.started_trials(study) > settings.trials_per_process
+        return total - records.started_trials(study) > per_process
     except (UserError, KeyError):  # no storage or no study yet
-        return total > settings.trials_per_process
+        return total > per_process
+
+
+TF_TRIALS_PER_PROCESS = 10  # Keras's TensorFlow trainer does not give all memory back between trials
+
+
+def trials_per_process(settings: OptimizeSettings) -> int | None:
+    """Trials one worker process runs before a fresh one replaces it: the setting when given, else 10 on
+    TensorFlow and no bound on other backends (JAX frees a trial's buffers, and a fresh process would compile
+    every program again)."""
+    if settings.trials_per_process is not None:
+        return settings.trials_per_process
+    return TF_TRIALS_PER_PROCESS if runtime.choose_backend() == "tensorflow" else None
 
 
 def poll_seconds(storage) -> float:

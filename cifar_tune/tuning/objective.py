@@ -14,6 +14,7 @@ from optuna_integration import KerasPruningCallback
 from cifar_tune import engines, progress, runtime
 from cifar_tune.data.cifar10 import Split
 from cifar_tune.errors import Diverged, TakenOver, TrialFailed, UserError
+from cifar_tune.runtime import gpus
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.studies.spaces import Space
 
@@ -77,7 +78,8 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
     """
     template = dataclasses.replace(template, engine=engines.resolve_engine(template.engine))
     static = dict(arch=space.arch, data=split.description, backend=keras.backend.backend(),
-                  device=engines.device_name(), engine=template.engine, precision=template.precision)
+                  device=engines.device_name(), engine=template.engine, precision=template.precision,
+                  gpu=gpus.gpu_of_this_process())
 
     def objective(trial: optuna.Trial) -> float:
         config = space.suggest(trial)

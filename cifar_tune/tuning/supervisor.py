@@ -26,11 +26,12 @@ import optuna
 from optuna.trial import TrialState
 
 from cifar_tune import engines, progress, runtime
+from cifar_tune.runtime import gpus
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.tuning import story
-from cifar_tune.tuning.loop import poll_seconds, total_trials
+from cifar_tune.tuning.loop import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
 MAX_FAILED_STARTS = 3  # workers in a row that end without running a trial: give up (the cause would repeat)
@@ -54,7 +55,7 @@ class Supervisor:
     settings: OptimizeSettings
     study: optuna.Study
     total: int | None
-    per_process: int
+    per_process: int | None  # trials per worker process before a fresh one (None: no bound)
     children: dict[int, Child] = field(default_factory=dict)  # slot -> worker
     mine: set[str] = field(default_factory=set)  # every worker id this command started
     failed_starts: int = 0
@@ -99,7 +100,8 @@ class Supervisor:
         for i, slot in enumerate(free):
             if budget <= 0:
                 break
-            n = min(self.per_process, -(-budget // (len(free) - i)))
+            n = -(-budget // (len(free) - i))
+            n = n if self.per_process is None else min(self.per_process, n)
             proc = start_worker(self.settings, slot, n, remaining, self.total)
             self.children[slot] = Child(proc, n, f"{socket.gethostname()}:{proc.pid}")
             self.mine.add(self.children[slot].wid)
@@ -134,17 +136,15 @@ def start_worker(settings: OptimizeSettings, slot: int, n_trials: int, timeout: 
     job = {"settings": replace(settings, jobs=1, timeout=timeout, total_trials=total).to_dict(),
            "n_trials": n_trials, "worker": slot}
     proc = subprocess.Popen([sys.executable, "-m", "cifar_tune.cli.worker"], stdin=subprocess.PIPE, text=True,
-                            env=worker_env(settings.jobs))
+                            env=worker_env(settings, slot))
     proc.stdin.write(json.dumps(job))
     proc.stdin.close()
     return proc
 
 
-def worker_env(jobs: int) -> dict[str, str]:
-    """This process's environment, plus each worker's share of one GPU's memory."""
-    from cifar_tune.engines.fast import memory_share_env  # imports the backend: only supervisors need it
-
-    return {**os.environ, **memory_share_env(jobs)}
+def worker_env(settings: OptimizeSettings, slot: int) -> dict[str, str]:
+    """This process's environment, plus worker ``slot``'s GPU and its share of that GPU's memory (runtime.gpus)."""
+    return {**os.environ, **gpus.worker_placement(slot, settings.jobs, settings.jobs_per_gpu, gpus.visible_gpus())}
 
 
 def fail_running_trials(study: optuna.Study, wid: str, reason: str) -> None:
@@ -169,10 +169,11 @@ def run_jobs(settings: OptimizeSettings) -> int:
     study, created = create_or_load(settings, storage, space, split)  # study and baseline exist before workers
     del split  # the workers load their own copy
     total = total_trials(settings)
-    sup = Supervisor(settings, study, total, settings.trials_per_process)
+    sup = Supervisor(settings, study, total, trials_per_process(settings))
     progress.info(engines.describe(settings.engine, settings.precision))
     planned = settings.n_trials if total is None else max(0, total - records.started_trials(study))
-    progress.report(progress.StudyStarted(settings, study, created, total, settings.trials_per_process, planned))
+    progress.report(progress.StudyStarted(settings, study, created, total, trials_per_process(settings), planned,
+                                          gpus.visible_gpus()))
     poll, start = poll_seconds(storage), time.monotonic()
     try:
         # A signal is seen at the next poll, never raised inside a library call (where it could be swallowed
