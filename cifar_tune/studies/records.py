@@ -114,10 +114,11 @@ class StudyRecord:
 @dataclass
 class TrialRecord:
     """What a trial keeps: set by the tuning loop (``worker``), the objective (``config``, ``arch``, ``data``,
-    ``backend``, ``device``, ``engine``, ``precision``; per epoch ``curves`` {name: [float per epoch]} and
-    ``epochs_run``; at the end ``params`` (count), ``seconds``, ``val_accuracy`` (final epoch), ``engine_info``,
-    ``rss_mb``; or ``fail_reason``; ``gpu`` on a placed worker), the baseline's enqueueing (``baseline``) and the retry of a dead worker's
-    trial (``retry_of``: the dead trial's number). Fields not stored read as None (``baseline``: False)."""
+    ``backend``, ``device``, ``engine``, ``precision``, ``gpu`` on a worker placed on one GPU; per epoch
+    ``curves`` {name: [float per epoch]} and ``epochs_run``; at the end ``params`` (count), ``seconds``,
+    ``val_accuracy`` (final epoch), ``engine_info``, ``rss_mb``; or ``fail_reason``), the baseline's enqueueing
+    (``baseline``) and the retry of a dead worker's trial (``retry_of``: the dead trial's number). Fields not
+    stored read as None (``baseline``: False)."""
 
     VERSION: ClassVar[int] = 1
     baseline: bool = False
