@@ -204,3 +204,11 @@ def test_only_the_cli_prints():
                   stream_writes(ast.parse(path.read_text())) if (name, line) not in STREAM_WRITES_ALLOWED]
     assert found == [], "print or write to a standard stream outside cifar_tune/cli/ (report through " \
                         "cifar_tune.progress):\n" + "\n".join(found)
+
+
+def test_seeding_goes_through_one_function():
+    """``keras.utils.set_random_seed`` imports TensorFlow whenever it is installed: only engines.base (on the
+    TensorFlow backend) and tf_fit (TensorFlow only) call it; everything else seeds through
+    ``engines.base.set_random_seed`` (a JAX process must never load TensorFlow)."""
+    callers = sorted(name for name, path in modules().items() if "keras.utils.set_random_seed(" in path.read_text())
+    assert callers == ["cifar_tune.engines.base", "cifar_tune.engines.tf_fit"]

@@ -190,7 +190,7 @@ def _build(arch: str, precision: str, seed: int) -> keras.Model:
     """The architecture at its seed config in ``precision``, without dropout (see ``measure``)."""
     spec = architectures.get(arch)
     config = {"dropout": 0.0} if "dropout" in spec.baseline else {}
-    keras.utils.set_random_seed(seed)
+    base.set_random_seed(seed)
     with base.precision_policy(precision):
         return spec.build(config)
 
