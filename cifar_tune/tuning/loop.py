@@ -195,9 +195,9 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     retried first, a heartbeat while it runs, the callbacks after it); returns the finished trial, or None when
     another worker took it over.
 
-    States: the objective's value -> COMPLETE (a non-finite value: FAIL, Optuna's rule); ``optuna.TrialPruned``
-    -> PRUNED; ``TrialFailed`` -> FAIL, and the study goes on. Anything else (Ctrl-C, a ``UserError``) fails the
-    trial and propagates: it would repeat in every trial.
+    States: the objective's value -> COMPLETE (a value that is not a finite number: FAIL, Optuna's rule);
+    ``optuna.TrialPruned`` -> PRUNED; ``TrialFailed`` -> FAIL, and the study goes on. Anything else (Ctrl-C, a
+    ``UserError``) fails the trial and propagates: it would repeat in every trial.
 
     The trial is asked for under the study lock (``locked``: the caller holds it already). On SQLite, Optuna's
     pop of a queued trial (the baseline, a retry) is not atomic between processes (no SELECT ... FOR UPDATE), and
@@ -212,7 +212,10 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     try:
         with _heartbeat(study, trial):
             try:
-                value, state = objective(trial), TrialState.COMPLETE
+                value = objective(trial)
+                # Optuna's rule, as study.optimize applies it: a value that is not a finite number fails the
+                # trial (tell refuses NaN with state COMPLETE, and would store inf as a result)
+                state = TrialState.COMPLETE if _finite(value) else TrialState.FAIL
             except optuna.TrialPruned:
                 state = TrialState.PRUNED
             except TrialFailed:
@@ -220,16 +223,24 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
             except optuna.exceptions.UpdateFinishedTrialError:  # TakenOver, or a write Optuna refused
                 taken = True
     finally:  # also on Ctrl-C: the trial never stays RUNNING; a trial already ended keeps its stored state
-        frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+        frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
+                            skip_if_finished=True)
         gc.collect()
     # Told a result Optuna would have stored, yet the stored trial failed: it had ended before our tell.
-    kept = state == TrialState.PRUNED or (state == TrialState.COMPLETE and math.isfinite(value))
+    kept = state in (TrialState.PRUNED, TrialState.COMPLETE)
     if taken or (kept and frozen.state == TrialState.FAIL):
         progress.report(progress.TrialFinished(study, frozen, taken_over=True, value=value if kept else None))
         return None
     for callback in callbacks:
         callback(study, frozen)
     return frozen
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
