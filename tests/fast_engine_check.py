@@ -112,7 +112,8 @@ def reuse(arch: str = "mlp_l2", epochs: int = 2) -> dict:
 
     def run(config, epochs):
         r = engines.train(engines.TrainSpec(arch, config, epochs, engine="fast"), x, y, xv, yv)
-        return {"history": r.history, "reused": r.info["program_reused"], "compile_seconds": r.info["compile_seconds"]}
+        return {"history": r.history, "reused": r.info["program_reused"], "compiled": r.info["compiled"],
+                "compile_seconds": r.info["compile_seconds"]}
 
     out = {"first": run(first, epochs), "second_reusing": run(second, epochs + 1),
            "other_batch": run(other_batch, epochs + 1)}
@@ -162,7 +163,8 @@ def _engine_batches(arch: str, config: dict, seed: int, epoch: int, y: np.ndarra
 
     key = jax_program.program_key(arch, architectures.get(arch).config(config), "float32", True)
     shuffle = jax_loop._PROGRAMS[key].shuffle
-    return np.asarray(shuffle(jax.random.key(seed), np.int32(epoch), np.asarray(y, np.int32)))
+    return np.asarray(shuffle(jax.random.key(seed), np.int32(epoch), np.asarray(y, np.int32),
+                              batch_size=int(config["batch_size"])))
 
 
 def replay(runs: list[dict], epochs: int = 2, seed: int = 0) -> dict:

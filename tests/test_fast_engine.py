@@ -139,8 +139,12 @@ def test_traced_hyperparameters_reuse_the_compiled_programs_and_none_is_baked_in
     r, cwd = jax_run
     reuse = r["reuse"]
     assert reuse["second_reusing"]["reused"] is True  # same structure: no new trace, no new compile
-    assert reuse["other_batch"]["reused"] is False  # a new batch size is a new shape: compiled anew
-    assert reuse["second_fresh"]["reused"] is False
+    assert reuse["second_reusing"]["compiled"] == []
+    # a new batch size is the same program at a new shape: the training step and the shuffle compile again,
+    # evaluation (whose batches are the engine's own) does not
+    assert reuse["other_batch"]["reused"] is True and reuse["other_batch"]["compiled"] == ["shuffle", "train_steps"]
+    assert reuse["second_fresh"]["reused"] is False  # after the programs were forgotten: all three compiled
+    assert reuse["second_fresh"]["compiled"] == ["evaluate", "shuffle", "train_steps"]
     # the values really enter the programs: the reused run equals the same config compiled on its own (any value
     # taken from the first config while tracing would make them differ) ...
     for key, values in reuse["second_fresh"]["history"].items():

@@ -19,7 +19,7 @@ from cifar_tune.choices import study_name
 from .common import NOT_REACHED, OK, Context, cifar_tune, command_text, not_reached, run_one
 from .plan import Plan
 from .report import fmt, table
-from .stored import finished_trials
+from .stored import compiles, finished_trials
 
 TARGET_SECONDS = 8 * 60
 
@@ -55,6 +55,7 @@ def run(ctx: Context, deadline: float) -> dict:
             step["seconds"] = res.seconds
             if study:
                 step["trials_finished"] = finished_trials(db, study)
+                step.update(compiles(db, study))  # compiles per study and their seconds (fast engine on JAX)
             if res.ok:
                 step["status"] = OK
             else:

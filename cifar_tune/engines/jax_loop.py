@@ -121,12 +121,14 @@ def _setup(program: Program, model, optimizer, config: dict, arrays: tuple, *, e
     mode = _loop_mode(platform)
     k = (steps, xv.shape[0]) if mode == "epoch" else (1, 1)
     shuffle_key = jax.random.key(seed)
-    compile_start = time.perf_counter()
-    shuffle = compiled(program, "shuffle", shuffle_key, np.int32(0), yt)
+    compile_start, known = time.perf_counter(), set(program.compiled)
+    shuffle = compiled(program, "shuffle", shuffle_key, np.int32(0), yt, batch_size=batch)
     batches_shape = jax.ShapeDtypeStruct((steps, batch), np.int32)
     train_steps = compiled(program, "train_steps", state, xt, yt, batches_shape, np.int32(0), hp, k=k[0])
     evaluate = compiled(program, "evaluate", state[0], state[1], xv, yv, mv, np.int32(0), hp, k=k[1])
     info = {"backend": "jax", "device": platform, "loop": mode,
+            # what this run compiled (reused executables cost nothing), the seconds it took
+            "compiled": sorted(sig[0] for sig in set(program.compiled) - known),
             "compile_seconds": round(time.perf_counter() - compile_start, 3),
             "upload_seconds": round(upload_seconds, 3), "steps_per_epoch": steps,
             "ragged_batch": "padded by wrap-around"}
@@ -168,7 +170,7 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list)
         key = program_key(arch, config, precision, inject)
         reused = key in _PROGRAMS
         if not reused:
-            _PROGRAMS[key] = make_program(arch, config, int(config["batch_size"]), inject)
+            _PROGRAMS[key] = make_program(arch, config, inject)
     run = _setup(_PROGRAMS[key], model, optimizer, config, (x_train, y_train, x_val, y_val), epochs=epochs,
                  seed=spec.seed)
     history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
@@ -200,12 +202,16 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list)
 
 
 def _enable_persistent_cache() -> None:
-    """Point JAX's persistent compilation cache at storage/jax_cache unless the user chose a directory."""
+    """Point JAX's persistent compilation cache at storage/jax_cache unless the user chose a directory, and keep
+    every program in it: JAX skips programs that compile in under a second by default, yet a study's many small
+    ones add up in every new worker process ($JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS still wins)."""
     import jax
 
     if not jax.config.jax_compilation_cache_dir:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(CACHE_DIR.resolve()))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _loop_mode(platform: str) -> str:

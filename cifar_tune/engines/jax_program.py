@@ -18,6 +18,9 @@ from cifar_tune.models import architectures
 
 # traced values, not part of the program key
 VALUE_PARAMS = ("learning_rate", "dropout", "l2", "optimizer", "weight_decay", "lr_schedule")
+# shapes, not part of the program key either: a Program's executables are compiled per argument shape
+# (``compiled``), so a new batch size compiles the training step and the shuffle again, never evaluation
+SHAPE_PARAMS = ("batch_size",)
 
 
 @dataclass
@@ -33,10 +36,11 @@ class Program:
     compiled: dict = field(default_factory=dict)  # (name, arg shapes, k) -> AOT-compiled executable
 
 def program_key(arch: str, config: dict, precision: str, inject: bool) -> tuple:
-    """What decides a compiled program: the structure-changing config values (all of them without injection)."""
+    """What decides a program: the structure-changing config values (all but the batch size without injection:
+    the values are then constants of the program)."""
     if not inject:
-        return arch, precision, tuple(sorted(config.items()))
-    structure = tuple(sorted((k, v) for k, v in config.items() if k not in VALUE_PARAMS))
+        return arch, precision, tuple(sorted((k, v) for k, v in config.items() if k not in SHAPE_PARAMS))
+    structure = tuple(sorted((k, v) for k, v in config.items() if k not in VALUE_PARAMS + SHAPE_PARAMS))
     return arch, precision, structure, config.get("dropout", 0) > 0, config.get("l2", 0) > 0
 
 
@@ -119,8 +123,9 @@ def _traced_optimizer(optimizer: keras.optimizers.Optimizer, schedule: base.Sche
         optimizer.weight_decay = saved[1]
 
 
-def make_program(arch: str, config: dict, batch_size: int, inject: bool) -> Program:
-    """Build the template model and the jitted functions for one structure (compiled later, per shape)."""
+def make_program(arch: str, config: dict, inject: bool) -> Program:
+    """Build the template model and the jitted functions for one structure (compiled later, per shape and batch
+    size: ``compiled``)."""
     import jax
     import jax.numpy as jnp
 
@@ -141,7 +146,7 @@ def make_program(arch: str, config: dict, batch_size: int, inject: bool) -> Prog
 
     grad_fn = jax.value_and_grad(loss_and_state, has_aux=True)
 
-    def shuffle(key, epoch, y):
+    def shuffle(key, epoch, y, *, batch_size):
         """This epoch's batches of image indices, (steps, batch_size), drawn on the device."""
         n = y.shape[0]
         steps = -(-n // batch_size)
@@ -179,7 +184,7 @@ def make_program(arch: str, config: dict, batch_size: int, inject: bool) -> Prog
 
     # donate_argnums: the old state's buffers are reused for the new one (as Keras's own trainer does); without
     # it every step allocates fresh weights and Adam moments, which on CPU doubled the MLPs' step time.
-    return Program(template, optimizer, inject, jax.jit(shuffle),
+    return Program(template, optimizer, inject, jax.jit(shuffle, static_argnames="batch_size"),
                     jax.jit(train_steps, static_argnames="k", donate_argnums=0),
                     jax.jit(evaluate, static_argnames="k"))
 
