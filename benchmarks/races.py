@@ -38,7 +38,8 @@ def one_round(storage: str, data: Path, args, cwd: Path) -> dict:
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}) for _ in range(args.commands)]
     errors = [p.communicate(timeout=900)[1] for p in procs]
-    failed = [e.strip().splitlines()[-1][:160] if e.strip() else "" for p, e in zip(procs, errors) if p.returncode]
+    failed = [e.strip().splitlines()[-1][:160] if e.strip() else ""
+              for p, e in zip(procs, errors, strict=True) if p.returncode]
     import optuna
 
     try:

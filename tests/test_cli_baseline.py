@@ -120,7 +120,7 @@ class _Hostile:
 
 
 def _npz(tmp_path: Path, name: str, **arrays) -> Path:
-    base = dict(zip(("x_train", "y_train", "x_test", "y_test"), synthetic_cifar()))
+    base = dict(zip(("x_train", "y_train", "x_test", "y_test"), synthetic_cifar(), strict=True))
     np.savez(tmp_path / name, **{**base, **arrays})
     return tmp_path / name
 

@@ -262,7 +262,7 @@ def test_the_difference_row_says_within_noise_when_its_interval_holds_zero(diffs
     base = [0.5] * len(diffs)
     per_seed = pd.DataFrame([{"arch": "cnn", "Model": "Simple CNN", "Variant": v, "Seed": k,
                               **{m: b + (d if v == "tuned" else 0.0) for m in METRICS}}
-                             for k, (b, d) in enumerate(zip(base, diffs)) for v in ("baseline", "tuned")])
+                             for k, (b, d) in enumerate(zip(base, diffs, strict=True)) for v in ("baseline", "tuned")])
     agg = compare_table.aggregate(per_seed)
     row = agg[agg["Variant"] == compare_table.DIFF].iloc[0]
     assert compare_table.verdict(row).startswith(verdict)

@@ -18,7 +18,7 @@ from tests.conftest import synthetic_cifar, write_batches_dir, write_tarball
 
 
 def save_npz(path: Path, **arrays) -> Path:
-    base = dict(zip(("x_train", "y_train", "x_test", "y_test"), synthetic_cifar()))
+    base = dict(zip(("x_train", "y_train", "x_test", "y_test"), synthetic_cifar(), strict=True))
     base.update(arrays)
     np.savez(path, **{k: v for k, v in base.items() if v is not None})
     return path
@@ -265,7 +265,7 @@ def test_subset_is_stratified_seeded_and_scales_the_test_set(tiny_npz):
     assert "subset 100/33, seed 1" in sub.source
     # a subset's images are the source's images (with their own labels), not copies with shuffled labels
     rows = {ds.x_train[i].tobytes(): ds.y_train[i] for i in range(len(ds.y_train))}
-    assert all(rows[x.tobytes()] == y for x, y in zip(sub.x_train, sub.y_train))
+    assert all(rows[x.tobytes()] == y for x, y in zip(sub.x_train, sub.y_train, strict=True))
     full = data.subset(ds, 300)
     np.testing.assert_array_equal(full.x_train, ds.x_train)
     assert len(full.y_test) == 100

@@ -235,7 +235,7 @@ def test_npy_file_named_npz_is_refused(tmp_path):
 
 def npz_with_member(path: Path, key: str, header: dict, payload: bytes = b"\0" * 16) -> Path:
     """A real .npz except for member ``key``, whose .npy header says ``header`` over a few bytes."""
-    arrays = dict(zip(("x_train", "y_train", "x_test", "y_test"), synthetic_cifar()))
+    arrays = dict(zip(("x_train", "y_train", "x_test", "y_test"), synthetic_cifar(), strict=True))
     np.savez(path, **{k: v for k, v in arrays.items() if k != key})
     with zipfile.ZipFile(path, "a") as z, z.open(f"{key}.npy", "w") as member:
         np.lib.format.write_array_header_1_0(member, header)

@@ -88,7 +88,7 @@ def test_doctor_check_reports_a_planted_bf16_fault_in_one_line(tf_cache, tmp_pat
     monkeypatch.setitem(architectures.ARCHITECTURES, "resnet",
                         replace(architectures.ARCHITECTURES["resnet"], builder=broken_resnet))
     before = dict(numerics.COMPUTED)
-    for attempt in range(2):  # the failure is cached, and raised every time
+    for _attempt in range(2):  # the failure is cached, and raised every time
         assert cli.main(["doctor", "--check"]) == 2
         out, err = capsys.readouterr()
         assert len(err.strip().splitlines()) == 1, err

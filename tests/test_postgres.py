@@ -57,7 +57,7 @@ def test_three_workers_share_one_study_exactly(pg_url, tiny_npz, tmp_path, capsy
     finally:
         for p in procs:
             p.kill()
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
         assert pg_url.split("@")[0].rsplit(":", 1)[1] not in out + err  # the password never shows
     trials = load(pg_url).get_trials()

@@ -41,7 +41,7 @@ def finish(procs: list[subprocess.Popen], timeout: float = 400) -> list[tuple[in
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
 
 
 def load(storage: str) -> optuna.Study:
@@ -76,7 +76,7 @@ def test_commands_started_together_on_a_new_storage_share_it_without_duplicates(
     processes asking at the same moment)."""
     cmd = optimize_cmd(new_storage, tiny_npz, "--epochs", "1", "--n-trials", "2")
     results = finish([start(cmd, tmp_path) for _ in range(3)])
-    for code, out, err in results:
+    for code, _out, err in results:
         assert code == 0, err[-3000:]
         assert "Traceback" not in err and "Warning" not in err, err[-3000:]
     trials = load(new_storage).get_trials()

@@ -35,7 +35,8 @@ def test_every_record_of_the_committed_database_reads():
         trials = [TrialRecord.read(t) for t in study.get_trials()]
         assert all(t.version == 1 and t.arch == rec.arch and t.data == rec.data and t.config for t in trials)
         assert sum(t.baseline for t in trials) == 1 and all(t.curves and t.epochs_run for t in trials)
-        done = [t for t, f in zip(trials, study.get_trials()) if f.state == optuna.trial.TrialState.COMPLETE]
+        done = [t for t, f in zip(trials, study.get_trials(), strict=True)
+                if f.state == optuna.trial.TrialState.COMPLETE]
         assert done and all(0 < t.val_accuracy < 1 and t.val_accuracy == t.curves["val_accuracy"][-1] for t in done)
         cmp = ComparisonRecord.read(study)
         assert cmp.version == 1 and cmp.arch == rec.arch and cmp.epochs == rec.epochs and cmp.seeds

@@ -46,7 +46,7 @@ def run(ctx: Context, deadline: float) -> dict:
     results = {r.name: r for r in run_commands(ctx, commands, deadline, parallel=parallel, env=env)}
     accuracy: dict[str, dict[str, dict[int, float]]] = {a: {e: {} for e in ENGINES} for a in plan.agreement_archs}
     runs_out, failures = [], []
-    for (seed, engine), (name, argv) in zip(runs, commands):
+    for (seed, engine), (name, argv) in zip(runs, commands, strict=True):
         res = results.get(name)
         entry = {"seed": seed, "engine": engine, "command": command_text(argv)}
         if res is None:
@@ -58,7 +58,7 @@ def run(ctx: Context, deadline: float) -> dict:
             metrics = _read_metrics(Path(argv[argv.index("--out") + 1]) / "metrics.csv")
             if len(metrics) != len(plan.agreement_archs):
                 failures.append(f"`{name}`: metrics.csv has {len(metrics)} rows for {len(plan.agreement_archs)} archs")
-            for arch, row in zip(plan.agreement_archs, metrics):
+            for arch, row in zip(plan.agreement_archs, metrics, strict=False):  # a short file is a failure above
                 accuracy[arch][engine][seed] = float(row["Accuracy"])
                 entry.setdefault("accuracy", {})[arch] = float(row["Accuracy"])
         runs_out.append(entry)

@@ -29,7 +29,7 @@ def machine_facts(env: dict[str, str]) -> dict:
             out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                                   "--format=csv,noheader"], check=False, capture_output=True, text=True,
                                  timeout=30).stdout
-            facts["gpus"] = [dict(zip(("name", "memory", "driver"), (s.strip() for s in line.split(","))))
+            facts["gpus"] = [dict(zip(("name", "memory", "driver"), (s.strip() for s in line.split(",")), strict=False))
                              for line in out.splitlines() if line.strip()]
         except (OSError, subprocess.SubprocessError) as e:
             facts["gpus"] = f"nvidia-smi failed: {e}"

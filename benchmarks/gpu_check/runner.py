@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +203,7 @@ def _first_results(a: argparse.Namespace, argv, started: str, env: dict, data, l
 def main(argv: list[str] | None = None) -> int:
     """Run the check; 0, or 130 / 143 after Ctrl-C / SIGTERM (bad arguments exit 2 before anything is written)."""
     a = parse_args(argv)
-    t0, started = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     folders = [out] + ([Path(a.copy_to).resolve()] if a.copy_to else [])

@@ -82,7 +82,7 @@ def make_record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, da
         out_dir=str(out), notes=t.notes,
         table=[{"Variant": r["Variant"], **{m: stats_of(r, m) for m in metrics.COLUMNS},
                 **({"verdict": verdict(r)} if r["Variant"] == DIFF else {})} for _, r in agg.iterrows()],
-        runs={v: [{"seed": seed, **r["metrics"], "seconds": r["seconds"]} for seed, r in zip(seeds, runs[v])]
-              for v in VARIANTS},
+        runs={v: [{"seed": seed, **r["metrics"], "seconds": r["seconds"]}
+                  for seed, r in zip(seeds, runs[v], strict=True)] for v in VARIANTS},
         confusion={v: [r["confusion"] for r in runs[v]] for v in VARIANTS},
         models={v: [r["model"] for r in runs[v]] for v in VARIANTS})))

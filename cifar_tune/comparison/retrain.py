@@ -30,7 +30,7 @@ import gc
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
@@ -199,7 +199,7 @@ def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.D
     out = report.make_out_dir(s.out_dir, "compare")
     progress.info(engines.describe(s.engine, s.precision))
     rows, stored, start_all = [], {}, time.perf_counter()
-    date = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    date = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(s.storage)}
     # Ctrl-C / SIGTERM (the CLI's run_stoppable) only record themselves in here: training stops at the next batch,
     # a finished run is kept in the ledger first, and a target's record is stored whole or not at all. Raised at

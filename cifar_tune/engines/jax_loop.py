@@ -269,5 +269,5 @@ def _write_back(model: keras.Model, state) -> None:
     """Point the model's Keras variables at the trained arrays (JAX arrays are immutable: nothing is copied)."""
     trainable, non_trainable, _ = state
     for variables, values in ((model.trainable_variables, trainable), (model.non_trainable_variables, non_trainable)):
-        for variable, value in zip(variables, values):
+        for variable, value in zip(variables, values, strict=True):
             variable.assign(value)

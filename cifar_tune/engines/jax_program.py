@@ -95,7 +95,7 @@ def _traced_hyperparameters(model: keras.Model, hp: dict, inject: bool):
     finally:
         for layer in dropouts:
             del layer.call
-        for r, value in zip(regularizers, saved):
+        for r, value in zip(regularizers, saved, strict=True):
             r.l2 = value
 
 

@@ -9,8 +9,8 @@ scaled to [0, 1] (pixels / 255).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import keras
 from keras import layers

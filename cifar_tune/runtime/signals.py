@@ -82,7 +82,7 @@ def stops_on_signals():
         with signals_deferred():  # as the CLI does: the steps check, the exception never lands in a callback
             yield
     finally:
-        for signum, handler in zip((signal.SIGINT, signal.SIGTERM), before):
+        for signum, handler in zip((signal.SIGINT, signal.SIGTERM), before, strict=True):
             if handler is not None:  # None: set outside Python, cannot be put back
                 signal.signal(signum, handler)
         _stop["reason"] = None

@@ -13,14 +13,9 @@ range. Hyperparameters a space leaves out keep their baseline value.
 from __future__ import annotations
 
 import math
-import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from cifar_tune.choices import OPTIMIZERS, SCHEDULES
 from cifar_tune.data import safe_files

@@ -23,7 +23,7 @@ import html
 import os
 import socket
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
@@ -184,7 +184,7 @@ def study_note_section(study: optuna.Study) -> str:
 
     trials = study.get_trials(deepcopy=False)
     counts = ", ".join(f"{n} {state}" for state, n in records.counts_by_state(trials).items())
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines += [f"### Results so far ({stamp})", "", f"{len(trials)} trials: {counts or 'none yet'}."]
     workers = sorted({w for w in (TrialRecord.read(t).worker for t in trials) if w})
     if workers:
@@ -342,7 +342,7 @@ def curves_svg(curves: dict[str, list[float]], title: str) -> str:
             hi = hi if hi > lo else lo + 1e-9
             n = max(len(vs) for _, vs in series)
 
-            def xy(j, v):
+            def xy(j, v, x0=x0, n=n, lo=lo, hi=hi):  # this panel's frame (bound now: the loop moves on)
                 x = x0 + pad + (width - 2 * pad) * (j / max(n - 1, 1))
                 return x, pad - 12 + (height - 2 * pad) * (1 - (v - lo) / (hi - lo))
 
@@ -358,9 +358,8 @@ def curves_svg(curves: dict[str, list[float]], title: str) -> str:
                       f'<text x="{x0 + width / 2}" y="{height - pad + 8}" text-anchor="middle" font-size="14">'
                       f'epoch 1 … {n}</text>']
         panels.append("".join(parts))
-    legend = ('<text x="20" y="{y}" font-size="15"><tspan fill="#1f77b4">— train</tspan>  '
-              '<tspan fill="#ff7f0e">— validation</tspan>  {title}</text>').format(y=height - 6,
-                                                                                 title=html.escape(title))
+    legend = (f'<text x="20" y="{height - 6}" font-size="15"><tspan fill="#1f77b4">— train</tspan>  '
+              f'<tspan fill="#ff7f0e">— validation</tspan>  {html.escape(title)}</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height}" '
             f'viewBox="0 0 {2 * width} {height}" font-family="sans-serif">'
             f'<rect width="100%" height="100%" fill="white"/>{"".join(panels)}{legend}</svg>\n')
