@@ -122,6 +122,21 @@ def test_workers_share_the_study_exactly_each_on_its_own_gpu(cluster, pg_url, ti
     print(f"\n[ray] 4 workers, 2 nodes, {total} trials of 1 epoch: {took:.0f} s (driver start to end)")
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--workers", "2"], "--workers counts a Ray cluster's workers"),
+    (["--ray", "auto", "--jobs", "2"], "with --ray, Ray places them"),
+    (["--ray", "auto"], "not a SQLite file"),
+    (["--ray", "auto", "--workers", "0"], "--workers: must be an integer in 1..1024"),
+])
+def test_ray_flags_that_do_not_fit_are_refused_in_one_line(args, says, tiny_npz, tmp_path, capsys):
+    from cifar_tune import cli
+
+    code = cli.main(["optimize", "--arch", "mlp_l2", "--data", str(tiny_npz), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "storage").exists()  # nothing stored
+
+
 def test_a_password_on_the_command_line_is_refused_before_anything_is_stored(cluster, pg_url, tiny_npz):
     c, *_ = cluster
     proc = optimize(c.address, pg_url, tiny_npz, "--workers", "1", "--n-trials", "1")
