@@ -8,7 +8,9 @@ A job is plain data: ``{"settings": OptimizeSettings.to_dict(), "n_trials": N, "
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 
 from cifar_tune import progress
 
@@ -51,3 +53,18 @@ def run_job(job: dict) -> int:
 def _error(e: BaseException) -> int:
     progress.report(progress.Message(f"cifar-tune: error: {e}", logging.ERROR))
     return USER_ERROR
+
+
+def ray_worker(job: dict, reporter, env: dict[str, str]) -> int:
+    """A Ray task (``ray_backend.py``): one worker (``run_job``) in this fresh Ray worker process, its GPU set by Ray
+    (``CUDA_VISIBLE_DEVICES``), ``env`` its share of that GPU's memory (set before Keras loads), each trial
+    recording this node's id; returns the worker's exit status. Here, not in ``ray_backend.py``: a Ray worker imports
+    the task's module before the task runs, and this one loads no Keras (``run_job`` loads it, quietly, first)."""
+    import ray
+
+    os.environ.update(env)
+    job = {**job, "node": ray.get_runtime_context().get_node_id()}
+    if reporter is None:
+        progress.enable_default_handler()
+    with progress.reporting(reporter) if reporter is not None else contextlib.nullcontext():
+        return run_job(job)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -41,7 +40,7 @@ from cifar_tune.runtime import gpus
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.tuning import story
-from cifar_tune.tuning.entry import OK
+from cifar_tune.tuning.entry import OK, ray_worker
 from cifar_tune.tuning.loop import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
@@ -235,19 +234,3 @@ def shippable(reporter):
     except Exception:  # a reporter holding a file, a lock, a closure over the caller's state: stays here
         return None
     return reporter
-
-
-def ray_worker(job: dict, reporter, env: dict[str, str]) -> int:
-    """A Ray task: one worker (``entry.run_job``) in this fresh Ray worker process, its GPU set by Ray
-    (``CUDA_VISIBLE_DEVICES``), ``env`` its share of that GPU's memory (set before Keras loads), each trial
-    recording this node's id; returns the worker's exit status."""
-    import ray
-
-    from cifar_tune.tuning.entry import run_job
-
-    os.environ.update(env)
-    job = {**job, "node": ray.get_runtime_context().get_node_id()}
-    if reporter is None:
-        progress.enable_default_handler()
-    with progress.reporting(reporter) if reporter is not None else contextlib.nullcontext():
-        return run_job(job)
