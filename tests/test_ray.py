@@ -82,6 +82,19 @@ def settled(url: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=STUDY, storage=url).get_trials()
 
 
+def running(url: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's running trials; none while the driver has not created it (read without creating Optuna's
+    tables: creating them here would race the driver's creation)."""
+    from cifar_tune.errors import UserError
+    from cifar_tune.storage.database import storage_for_reading
+
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=storage_for_reading(url))
+    except (UserError, KeyError):
+        return []
+    return study.get_trials(states=(TrialState.RUNNING,))
+
+
 def text_under(folder: Path) -> str:
     """Every file under ``folder`` (Ray's session: logs, its dashboard's and GCS's files), as text."""
     return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*")
@@ -159,10 +172,7 @@ def test_a_node_lost_mid_study_ends_with_the_study_complete(cluster, pg_url, tin
     victim = second.node_id
     try:
         while time.monotonic() - start < 300:  # wait for a trial running on the second node
-            study = optuna.load_study(study_name=STUDY, storage=pg_url) if STUDY in optuna.get_all_study_names(
-                pg_url) else None
-            running = [t for t in study.get_trials(states=(TrialState.RUNNING,))] if study else []
-            if any(t.user_attrs.get("node") == victim and t.user_attrs.get("epochs_run") for t in running):
+            if any(t.user_attrs.get("node") == victim and t.user_attrs.get("epochs_run") for t in running(pg_url)):
                 break
             time.sleep(0.3)
         else:
