@@ -106,7 +106,8 @@ def resume_command(plan: list[OptimizeSettings], *, seeds: int, timeout: float |
          *((f"--{attr.replace('_', '-')}", common(attr)) for attr in ("n_trials", "epochs", "val_size", "seed", "data",
                                                                      "subset", "sampler", "pruner", "engine",
                                                                      "precision")),
-         ("--jobs", first.jobs if first.jobs > 1 else None), ("--timeout", timeout), ("--seeds", seeds),
+         ("--jobs", first.jobs if first.jobs > 1 else None), ("--ray", first.ray), ("--workers", first.workers),
+         ("--timeout", timeout), ("--seeds", seeds),
          ("--out", out_dir)])
 
 

@@ -167,6 +167,11 @@ def installed() -> bool:
     return bool(_installed)
 
 
+def current() -> Reporter | None:
+    """The reporter installed last (``reporting``), or None when events go to ``log_event``."""
+    return _installed[-1] if _installed else None
+
+
 def report(event: Event) -> None:
     """Send ``event`` to the current reporter."""
     (_installed[-1] if _installed else log_event)(event)

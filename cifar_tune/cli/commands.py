@@ -86,6 +86,14 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs-per-gpu", type=_number("jobs_per_gpu"), default=None,
                    help="workers sharing each GPU, each with that share of its memory (default 1; with --jobs: as "
                         "many as the GPUs get)")
+    p.add_argument("--ray", type=_text("ray"), default=None, metavar="ADDRESS",
+                   help="run the workers as tasks on a Ray cluster, placed by Ray: auto (the cluster this machine "
+                        "belongs to), HOST:6379, ray://HOST:10001 (Ray Client) or local (start Ray here); needs "
+                        "cifar-tune[ray] on every node and a PostgreSQL storage whose password the nodes hold "
+                        "($PGPASSWORD or ~/.pgpass)")
+    p.add_argument("--workers", type=_number("workers"), default=None,
+                   help="with --ray: workers on the cluster (default: --jobs-per-gpu per GPU of the cluster, one per "
+                        "node without GPUs)")
     p.add_argument("--trials-per-process", type=_number("trials_per_process"), default=None,
                    help="a worker replaces itself with a fresh process after this many trials (default 10 on "
                         "TensorFlow, no bound on JAX): "

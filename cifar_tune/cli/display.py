@@ -103,4 +103,5 @@ def resume_command(settings: OptimizeSettings) -> str:
         ("--data", settings.data), ("--subset", settings.subset), ("--space", settings.space_path),
         ("--sampler", settings.sampler), ("--pruner", settings.pruner), ("--engine", settings.engine),
         ("--precision", settings.precision), ("--total-trials", settings.total_trials),
-        ("--jobs", settings.jobs if settings.jobs > 1 else None)])
+        ("--jobs", settings.jobs if settings.jobs > 1 else None), ("--ray", settings.ray),
+        ("--workers", settings.workers), ("--jobs-per-gpu", settings.jobs_per_gpu if settings.ray else None)])

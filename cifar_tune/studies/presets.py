@@ -23,9 +23,9 @@ CHOICES = {"sampler": names.SAMPLERS, "pruner": names.PRUNERS, "engine": names.E
 # validate.py, the one table every command's flags share.
 RANGED = ("n_trials", "timeout", "epochs", "val_size", "subset", "seed", "median_startup_trials",
           "median_warmup_epochs", "trials_per_process", "jobs", "jobs_per_gpu", "total_trials", "heartbeat_interval",
-          "grace_period")
+          "grace_period", "workers")
 OPTIONAL = {"timeout", "subset", "total_trials", "heartbeat_interval", "grace_period", "val_size", "jobs_per_gpu",
-            "trials_per_process"}
+            "trials_per_process", "workers"}
 BUILT_IN = {"n_trials": 50, "timeout": None, "epochs": names.DEFAULT_EPOCHS, "sampler": names.DEFAULT_SAMPLER,
             "pruner": names.DEFAULT_PRUNER, "val_size": None, "subset": None, "seed": names.DEFAULT_SEED,
             "engine": names.DEFAULT_ENGINE, "precision": names.DEFAULT_PRECISION,
@@ -64,6 +64,8 @@ class OptimizeSettings:
     grace_period: int | None = None
     verbose: bool = False
     total_trials: int | None = None  # study-wide target (see tuning/loop.py); overrides n_trials when set
+    ray: str | None = None  # a Ray cluster's address (auto, host:port, ray://host:10001): workers are Ray tasks
+    workers: int | None = None  # Ray workers (None: jobs_per_gpu per GPU of the cluster; tuning/ray_backend.py)
 
     def __post_init__(self):
         """The same checks as the command line's (validate.py), for the Python API and a worker's JSON."""
@@ -74,7 +76,7 @@ class OptimizeSettings:
             validate.check_choice(key, getattr(self, key), choices)
         for key in ("storage", "study_name", "preset"):
             validate.check_nonempty(key, getattr(self, key))
-        for key in ("space_path", "data"):
+        for key in ("space_path", "data", "ray"):
             if getattr(self, key) is not None:
                 validate.check_nonempty(key, getattr(self, key))
         validate.check_val_size(self.val_size, self.subset)
@@ -143,7 +145,7 @@ def merge(preset: dict, flags: dict, preset_name: str) -> dict:
 # The settings besides the preset keys (KEYS), each with the command line's default: what a flag or a keyword sets.
 EXTRA = {"space": None, "storage": None, "study_name": None, "data": None, "jobs": None, "jobs_per_gpu": None,
          "heartbeat_interval": None,
-         "grace_period": None, "verbose": False, "total_trials": None}
+         "grace_period": None, "verbose": False, "total_trials": None, "ray": None, "workers": None}
 
 
 def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeSettings:
@@ -155,7 +157,8 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     ``val_size`` and ``subset`` in images, ``seed``, ``engine``, ``precision``, ...) and ``EXTRA`` (``space``: a
     search-space TOML path, ``storage``: an Optuna storage URL, ``study_name``, ``data``: a CIFAR-10 source,
     ``jobs`` (default: one per visible GPU, times ``jobs_per_gpu``; 1 without GPUs), ``jobs_per_gpu``,
-    ``heartbeat_interval`` and ``grace_period`` in seconds, ``verbose``, ``total_trials``); a value of
+    ``heartbeat_interval`` and ``grace_period`` in seconds, ``verbose``, ``total_trials``, ``ray``: a Ray cluster's
+    address whose workers run the trials, ``workers``: how many, with ``ray``); a value of
     None is not given (the default applies), as an absent flag. Validates the merge, the preset, the space file
     and the storage URL, and stores nothing. Raises ``UserError`` (``errors.InvalidValue`` for a bad value)."""
     from cifar_tune.runtime import gpus
@@ -181,6 +184,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     storage = names.DEFAULT_STORAGE if extra["storage"] is None else validate.check_nonempty("storage",
                                                                                              extra["storage"])
     database.check_url(storage)
+    check_ray(extra, storage)
     data = extra["data"]
     if data and data != names.KERAS_DATA:
         validate.check_nonempty("data", data)
@@ -191,9 +195,28 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     study = names.study_name(arch) if extra["study_name"] is None else extra["study_name"]
     return OptimizeSettings(arch=arch, space_path=extra["space"], storage=storage, study_name=study,
                             preset=preset_name, data=data, jobs_per_gpu=extra["jobs_per_gpu"],
-                            jobs=gpus.default_jobs(extra["jobs"], extra["jobs_per_gpu"], gpus.visible_gpus()),
+                            jobs=1 if extra["ray"] else gpus.default_jobs(extra["jobs"], extra["jobs_per_gpu"],
+                                                                          gpus.visible_gpus()),
                             heartbeat_interval=extra["heartbeat_interval"], grace_period=extra["grace_period"],
-                            verbose=bool(extra["verbose"]), total_trials=extra["total_trials"], **values)
+                            verbose=bool(extra["verbose"]), total_trials=extra["total_trials"], ray=extra["ray"],
+                            workers=extra["workers"], **values)
+
+
+def check_ray(extra: dict, storage: str) -> None:
+    """A Ray cluster's workers (``ray``, ``workers``) need each other: ``--workers`` without ``--ray`` and
+    ``--jobs`` with it (this machine's processes) are refused, and so is a SQLite file, which one machine holds
+    (the workers run on every node). Raises ``UserError``."""
+    if extra["ray"] is None:
+        if extra["workers"] is not None:
+            raise UserError("--workers counts a Ray cluster's workers: give --ray ADDRESS too (one machine: --jobs)")
+        return
+    validate.check_nonempty("ray", extra["ray"])
+    if extra["jobs"] is not None:
+        raise UserError("--jobs places worker processes on this machine; with --ray, Ray places them: give "
+                        "--workers")
+    if storage.startswith("sqlite"):
+        raise UserError("--ray runs workers on every node of the cluster: the storage must be a database server "
+                        "they all reach (postgresql+psycopg://user@host/db), not a SQLite file")
 
 
 NOT_IN_A_JOB = ("space", "study_name", "total_trials")  # a job has one study per architecture, of its preset's size

@@ -113,8 +113,9 @@ class StudyRecord:
 
 @dataclass
 class TrialRecord:
-    """What a trial keeps: set by the tuning loop (``worker``), the objective (``config``, ``arch``, ``data``,
-    ``backend``, ``device``, ``engine``, ``precision``, ``gpu`` on a worker placed on one GPU; per epoch
+    """What a trial keeps: set by the tuning loop (``worker``; ``node`` on a Ray cluster), the objective
+    (``config``, ``arch``, ``data``, ``backend``, ``device``, ``engine``, ``precision``, ``gpu`` on a worker placed
+    on one GPU; per epoch
     ``curves`` {name: [float per epoch]} and ``epochs_run``; at the end ``params`` (count), ``seconds``,
     ``val_accuracy`` (final epoch), ``engine_info``, ``rss_mb``; or ``fail_reason``), the baseline's enqueueing
     (``baseline``) and the retry of a dead worker's trial (``retry_of``: the dead trial's number). Fields not
@@ -140,6 +141,7 @@ class TrialRecord:
     rss_mb: float | None = None
     fail_reason: str | None = None
     gpu: str | None = None  # the CUDA_VISIBLE_DEVICES entry of a worker placed on one GPU (runtime.gpus)
+    node: str | None = None  # the Ray node id of a worker Ray placed (tuning/ray_backend.py); gpu is that node's
     version: int = 1
 
     def to_attrs(self) -> dict:

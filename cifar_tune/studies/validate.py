@@ -21,7 +21,7 @@ from cifar_tune.errors import InvalidValue
 RANGES = {"n_trials": (1, 10**6), "timeout": (1e-3, 1e9), "epochs": (1, 10**4), "val_size": (10, 10**7),
           "subset": (20, 10**7), "seed": (0, 2**32 - 1), "median_startup_trials": (0, 10**6),
           "median_warmup_epochs": (0, 10**4), "trials_per_process": (1, 10**6), "jobs": (1, 1024),
-          "jobs_per_gpu": (1, 64),
+          "jobs_per_gpu": (1, 64), "workers": (1, 1024),
           "total_trials": (1, 10**6), "heartbeat_interval": (1, 10**5), "grace_period": (2, 10**6),
           "batch_size": (1, 65536), "seeds": (1, 100), "port": (1, 65535)}
 FLOATS = {"timeout"}  # every other range holds integers only

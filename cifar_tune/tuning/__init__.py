@@ -4,8 +4,9 @@
 
 The public face of the tuning package; the CLI calls only what ``__all__`` names. Inside:
 ``study.py`` (create or resume, sampler, pruner, baseline first), ``objective.py`` (train one trial, report
-validation loss every epoch, prune, record), ``loop.py`` (run trials in this process), ``supervisor.py`` (worker
-processes, ``python -m cifar_tune.cli.worker``) and ``story.py`` (what optuna-dashboard shows).
+validation loss every epoch, prune, record), ``loop.py`` (run trials in this process), ``entry.py`` (the one
+entry of a worker), ``supervisor.py`` (worker processes, ``python -m cifar_tune.cli.worker``), ``ray_backend.py``
+(workers as tasks on a Ray cluster, ``--ray``) and ``story.py`` (what optuna-dashboard shows).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cifar_tune.storage.database import storage_for_reading
 if TYPE_CHECKING:
     from cifar_tune.studies.presets import OptimizeSettings
 
-__all__ = ["quiet_optuna", "run_study", "run_worker"]
+__all__ = ["quiet_optuna", "run_job", "run_study", "run_worker"]
 
 
 def run_study(settings: OptimizeSettings) -> optuna.Study:
@@ -32,9 +33,9 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
     the Python API's ``cifar_tune.optimize``, the CLI's ``optimize`` and ``run``).
 
     Raises ``UserError`` for the user's input (data, storage, space), ``WorkersStopped`` when worker processes
-    (``--jobs``, or more trials than ``trials_per_process``) stopped before the trials were done, and, after Ctrl-C
-    or SIGTERM, KeyboardInterrupt (``errors.Terminated``) once the running trial was failed: the caller says what
-    stopped (``optimize``, ``cifar-tune run``)."""
+    (``--jobs``, a Ray cluster's with ``--ray``, or more trials than ``trials_per_process``) stopped before the
+    trials were done, and, after Ctrl-C or SIGTERM, KeyboardInterrupt (``errors.Terminated``) once the running
+    trial was failed: the caller says what stopped (``optimize``, ``cifar-tune run``)."""
     # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.cli.worker``) imports this
     # package before it loads Keras with TensorFlow's native logs silenced.
     from cifar_tune.tuning.loop import needs_supervisor
@@ -43,7 +44,13 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
 
     start = time.perf_counter()
     quiet_optuna()
-    if needs_supervisor(settings):
+    if settings.ray is not None:  # workers on a Ray cluster (ray_backend.py)
+        from cifar_tune.tuning.ray_backend import run_on_ray
+
+        code = run_on_ray(settings)
+        if code:
+            raise WorkersStopped(settings.arch, code)
+    elif needs_supervisor(settings):
         code = run_jobs(settings)
         if code:
             raise WorkersStopped(settings.arch, code)
@@ -60,6 +67,14 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
     from cifar_tune.tuning.loop import run_worker as run_here
 
     return run_here(settings, n_trials, worker=worker)
+
+
+def run_job(job: dict) -> int:
+    """``entry.run_job``: a worker's job (settings, trials, slot) run in this process; returns its exit status
+    (0, 2, 130). The one entry of ``python -m cifar_tune.cli.worker`` and of a Ray cluster's workers."""
+    from cifar_tune.tuning.entry import run_job as run
+
+    return run(job)
 
 
 class _NoInterruptTraceback(logging.Filter):

@@ -97,11 +97,12 @@ def poll_seconds(storage) -> float:
     return max(0.5, min(float(getattr(storage, "heartbeat_interval", None) or DEFAULT_HEARTBEAT_INTERVAL), 5.0))
 
 
-def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> optuna.Study:
+def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node: str | None = None) -> optuna.Study:
     """Run trials of the study in this process; returns the study.
 
     Without a study-wide target: ``n_trials`` new trials (or until the timeout). With one: until the study holds
-    that many trials, at most ``n_trials`` of them here when this process is a supervisor's worker (``worker`` > 0).
+    that many trials, at most ``n_trials`` of them here when this process is a supervisor's or a Ray cluster's
+    worker (``worker`` > 0; ``node``: the Ray node id each trial records).
     Raises ``UserError`` before any trial when the device computes the architecture wrongly in the precision.
     """
     numerics.verify(settings.arch, settings.precision)  # numerics first (once per process, cached per device)
@@ -114,7 +115,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
         progress.report(progress.StudyStarted(settings, study, created, total, planned=planned))
     template = engines.TrainSpec(space.arch, epochs=settings.epochs, seed=settings.seed, engine=settings.engine,
                                  precision=settings.precision, verbose=int(settings.verbose))
-    objective = story.recorded(make_objective(space, split, template))
+    objective = story.recorded(make_objective(space, split, template), node)
     callbacks = [_report_trial, story.callback]
     try:
         if total is None:

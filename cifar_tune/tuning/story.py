@@ -45,12 +45,14 @@ def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         tell(study)
 
 
-def recorded(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
-    """The objective, plus: which worker ran the trial, and its learning-curve figure as a trial artifact."""
+def recorded(objective: Callable[[optuna.Trial], float], node: str | None = None) -> Callable[[optuna.Trial], float]:
+    """The objective, plus: which worker ran the trial (and on which Ray ``node``, when Ray placed it), and its
+    learning-curve figure as a trial artifact."""
+    where = {"worker": WORKER_ID} if node is None else {"worker": WORKER_ID, "node": node}
     store = dashboard.artifact_store()  # None (after one warning) when its folder cannot be used
 
     def run(trial: optuna.Trial) -> float:
-        TrialRecord.update(trial, worker=WORKER_ID)
+        TrialRecord.update(trial, **where)
         ours = True
         try:
             return objective(trial)
