@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = optuna.storages.RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
     print("| study | trials | structures | (structure, batch) | executables before | now |")
     print("|---|---:|---:|---:|---:|---:|")
-    for arch, name in catalog.find_studies(storage).items():
+    for name in catalog.find_studies(storage).values():
         c = counts(optuna.load_study(study_name=name, storage=storage))
         print(f"| {name} | {c['trials']} | {c['structures']} | {c['structure_batch_pairs']} | {c['before']} | "
               f"{c['now']} |")
