@@ -174,7 +174,7 @@ def test_libpq_style_url_and_masking(pg_url):
 def test_workers_starting_at_once_on_an_empty_database(pg_url):
     """N machines started together all create Optuna's tables; plain RDBStorage lets all but one fail with a
     duplicate-key error. Every one of ours opens the storage."""
-    code = ("import sys\nfrom cifar_tune import database\ntry:\n    database.open_storage(sys.argv[1])\n"
+    code = ("import sys\nfrom cifar_tune.storage import database\ntry:\n    database.open_storage(sys.argv[1])\n"
             "except Exception as e:\n    print(e)\n    sys.exit(3)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], stdout=subprocess.PIPE, text=True)
              for _ in range(6)]

@@ -19,8 +19,7 @@ import pytest
 
 from cifar_tune import cli
 from cifar_tune.errors import UserError
-from cifar_tune.storage import database
-from cifar_tune.views import dashboard
+from cifar_tune.storage import artifacts, database
 
 PY = [sys.executable, "-m", "cifar_tune"]
 TINY = ["--epochs", "1", "--val-size", "100", "--n-trials", "1"]
@@ -199,19 +198,23 @@ def test_the_dashboard_serves_without_an_unusable_artifact_folder(tmp_path):
     assert "Traceback" not in err and "artifact folder" in err
 
 
-def test_artifact_store_warns_once_and_gives_none(tmp_path, monkeypatch, capsys):
+def test_artifact_store_warns_once_and_gives_none(tmp_path, monkeypatch):
+    from cifar_tune import progress
+
     (tmp_path / "f").write_text("x")
     monkeypatch.setenv("CIFAR_TUNE_ARTIFACTS", str(tmp_path / "f"))
-    monkeypatch.setattr(dashboard, "_warned_artifacts", [])
-    assert dashboard.artifact_store() is None and dashboard.artifact_store() is None
-    assert capsys.readouterr().err.count("warning: artifact folder") == 1
+    monkeypatch.setattr(artifacts, "_warned_artifacts", [])
+    events = []
+    with progress.reporting(events.append):
+        assert artifacts.artifact_store() is None and artifacts.artifact_store() is None
+    assert [str(e) for e in events if "warning: artifact folder" in str(e)] and len(events) == 1
 
 
 # --- item 3: commands starting together on a new storage --------------------------------------------------------
 
 OPEN_AT = """
 import sys, time
-from cifar_tune import database
+from cifar_tune.storage import database
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
 database.open_storage(sys.argv[1])

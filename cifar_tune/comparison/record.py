@@ -16,7 +16,7 @@ from cifar_tune.comparison.targets import Target
 from cifar_tune.models import metrics
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies.records import ComparisonRecord
-from cifar_tune.views import dashboard
+from cifar_tune.views import study_note
 from cifar_tune.views.tables import DIFF, VARIANTS, display_table, verdict
 
 
@@ -59,7 +59,7 @@ def store(target: Target, record: ComparisonRecord, agg: pd.DataFrame) -> None:
     record.write(target.study)  # and drops the ledger of runs under way: the next compare trains afresh
     try:
         with study_lock(target.study):
-            dashboard.write_study_note(target.study, compare_table_markdown=note_section(target, agg, record))
+            study_note.write_study_note(target.study, compare_table_markdown=note_section(target, agg, record))
     except Exception as e:
         progress.warn(f"cifar-tune: warning: the study note of {target.study.study_name} was not updated "
                       f"({type(e).__name__}: {str(e)[:200]}); the results are in its "

@@ -1,4 +1,4 @@
-"""Where studies live: storage URLs, opening and checking an Optuna RDB storage (``database``), and the
-locks that order processes sharing one (``locks``)."""
+"""Where studies live: storage URLs, opening and checking an Optuna RDB storage (``database``), the locks that
+order processes sharing one (``locks``), and the artifact store beside it (``artifacts``)."""
 
-__all__ = ["database", "locks"]
+__all__ = ["artifacts", "database", "locks"]

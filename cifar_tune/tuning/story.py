@@ -12,10 +12,11 @@ import optuna
 from optuna.trial import TrialState
 
 from cifar_tune import progress
+from cifar_tune.storage import artifacts
 from cifar_tune.storage.database import db_message
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies.records import TrialRecord
-from cifar_tune.views import dashboard
+from cifar_tune.views import study_note
 
 REFRESH_EVERY = 20.0  # seconds between refreshes of a study's note and figures while trials finish
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -27,9 +28,9 @@ def tell(study: optuna.Study, what: str = "all") -> None:
     try:
         with study_lock(study):  # two workers writing at once would interleave the note's chunks
             if what == "note":
-                dashboard.write_study_note(study)
+                study_note.write_study_note(study)
             else:
-                dashboard.refresh_story(study)
+                study_note.refresh_story(study)
         _state["last"] = time.monotonic()
     except Exception as e:  # the dashboard story is a view: a failure here must not stop the trials
         if not _state["warned"]:
@@ -49,7 +50,7 @@ def recorded(objective: Callable[[optuna.Trial], float], node: str | None = None
     """The objective, plus: which worker ran the trial (and on which Ray ``node``, when Ray placed it), and its
     learning-curve figure as a trial artifact."""
     where = {"worker": WORKER_ID} if node is None else {"worker": WORKER_ID, "node": node}
-    store = dashboard.artifact_store()  # None (after one warning) when its folder cannot be used
+    store = artifacts.artifact_store()  # None (after one warning) when its folder cannot be used
 
     def run(trial: optuna.Trial) -> float:
         TrialRecord.update(trial, **where)
@@ -61,6 +62,6 @@ def recorded(objective: Callable[[optuna.Trial], float], node: str | None = None
             raise
         finally:  # the trial is still running here (Optuna tells the result after we return): artifacts attach
             if ours and store is not None:
-                dashboard.attach_trial_curves(trial, store)
+                study_note.attach_trial_curves(trial, store)
 
     return run

@@ -15,13 +15,13 @@ from cifar_tune import runtime
 from cifar_tune.choices import ENGINES, PRUNERS, SAMPLERS
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
+from cifar_tune.storage import artifacts
 from cifar_tune.storage.database import heartbeat, open_storage
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import spaces
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import StudyRecord, TrialRecord
 from cifar_tune.tuning import story
-from cifar_tune.views import dashboard
 
 # TPE's `group` and the heartbeat/retry machinery are marked experimental; they are the documented way to do
 # what we need, so their warnings would only be noise in every command's output.
@@ -104,7 +104,7 @@ def open_and_prepare(settings: OptimizeSettings):
     """(storage, space, split): the data are loaded and checked first, so bad data never touch the storage; an
     unusable artifact folder costs its warning before the storage is touched too (a side store, never the study)."""
     space, split = prepare(settings)
-    dashboard.artifact_store(create=False)  # creates nothing: a refused command leaves no folder
+    artifacts.artifact_store(create=False)  # creates nothing: a refused command leaves no folder
     storage = open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
                            grace_period=settings.grace_period, retry_attrs=TrialRecord.retry_attrs)
     return storage, space, split
