@@ -11,6 +11,7 @@ Determinism on CPU: no ``enable_op_determinism`` is needed; both engines repeat 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -122,3 +123,69 @@ def test_a_killed_workers_trial_resumes_from_its_checkpoint(engine, data, tmp_pa
         np.testing.assert_allclose(resumed[key], curves[key], rtol=1e-6, err_msg=key)
     assert retry.value == pytest.approx(whole.value, rel=1e-6)
     assert [retry.intermediate_values[i] for i in range(EPOCHS)] == pytest.approx(curves["val_loss"], rel=1e-6)
+
+
+def test_stock_fit_resumed_in_process_repeats_the_uninterrupted_run(tmp_path):
+    """The engine contract alone (TensorFlow, stock fit): a run resumed from its state after epoch 2 (through a
+    saved .npz) has the uninterrupted run's history; a state that does not fit, or lies outside the run, is refused."""
+    from cifar_tune import engines
+
+    x, y, xv, yv = synthetic_cifar(n_train=200, n_test=60)
+    spec = engines.TrainSpec("cnn_da", {"batch_size": 32, "flip": True, "translate": 0.1}, epochs=4, seed=3,
+                             engine="keras")
+    states = []
+    whole = engines.train(spec, x, y, xv, yv, checkpoint=states.append)
+    assert [s.epoch for s in states] == [1, 2, 3, 4]
+    states[1].save(tmp_path / "state.npz")
+    resume = engines.Resume.load(tmp_path / "state.npz")
+    later = []
+    resumed = engines.train(spec, x, y, xv, yv, resume=resume, checkpoint=later.append)
+    assert [s.epoch for s in later] == [3, 4] and resumed.epochs_run == 4
+    assert resumed.history == whole.history  # bit for bit on CPU
+    with pytest.raises(ValueError, match="does not fit"):
+        engines.train(engines.TrainSpec("cnn", {"batch_size": 32}, epochs=4, engine="keras"), x, y, xv, yv,
+                      resume=resume)
+    with pytest.raises(ValueError, match="cannot resume at epoch 4 of 4"):
+        engines.train(spec, x, y, xv, yv, resume=states[3])
+
+
+def test_a_retry_of_a_retry_finds_the_nearest_checkpoint_and_a_lost_one_starts_afresh(tmp_path):
+    """The chain of retries (Optuna's ``failed_trial`` where no record names it) and the removal of every
+    checkpoint of the chain once the trial ends; a checkpoint whose file is gone (an artifact folder not shared)
+    costs one warning and the trial starts at epoch 0."""
+    from cifar_tune import engines, progress
+    from cifar_tune.tuning.checkpoints import TrialCheckpoints
+
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    state = engines.Resume(2, [np.ones((2, 2), np.float32)], [np.zeros(1, np.int64)], {"val_loss": [0.5, 0.25]})
+    first = study.ask()
+    TrialCheckpoints(first, store, epochs=5).save(state)
+    study.tell(first, state=TrialState.FAIL)
+    second = study.ask()  # a retry of the first (Optuna's own mark) that died before its first checkpoint
+    study._storage.set_trial_system_attr(second._trial_id, "failed_trial", first.number)
+    study.tell(second, state=TrialState.FAIL)
+    third = study.ask()
+    TrialRecord.update(third, retry_of=second.number)
+    saved, events = TrialCheckpoints(third, store, epochs=5), []
+    with progress.reporting(events.append):
+        resumed = saved.resume()
+    assert [e.text for e in events] == ["trial   2 resumes trial 0 from its checkpoint after epoch 2"]
+    assert resumed.epoch == 2 and resumed.history == state.history and resumed.model[0].tolist() == [[1, 1], [1, 1]]
+    assert third.user_attrs["resumed_from_epoch"] == 2 and third.user_attrs["resumed_from_trial"] == first.number
+    assert study.trials[2].intermediate_values == {0: 0.5, 1: 0.25}
+    saved.save(engines.Resume(3, resumed.model, resumed.optimizer, {"val_loss": [0.5, 0.25, 0.125]}))
+    saved.save(engines.Resume(4, resumed.model, resumed.optimizer, {"val_loss": [0.5, 0.25, 0.125, 0.1]}))
+    assert len(list(tmp_path.glob("checkpoint-*"))) == 2  # the first trial's and the third's latest
+    saved.remove()
+    assert not list(tmp_path.glob("checkpoint-*"))
+    stats = TrialRecord.read(study.trials[2]).checkpoint
+    assert stats["artifact_id"] is None and stats["epoch"] == 4 and stats["count"] == 2 and stats["bytes"] > 100
+    study.tell(third, 0.1)
+
+    fourth = study.ask()  # a retry of the first again, whose checkpoint is gone now
+    TrialRecord.update(fourth, retry_of=first.number)
+    with progress.reporting(events.append):
+        assert TrialCheckpoints(fourth, store, epochs=5).resume() is None
+    assert "the checkpoint of trial 0 cannot be read" in events[-1].text and events[-1].level == logging.WARNING
+    assert "resumed_from_epoch" not in fourth.user_attrs
