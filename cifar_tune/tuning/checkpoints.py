@@ -129,15 +129,16 @@ class TrialCheckpoints:
                 TrialRecord.update(self.trial, checkpoint={**stats, "artifact_id": None})
 
     def _ancestors(self) -> list[optuna.trial.FrozenTrial]:
-        """The trials this one retries, nearest first (its own retry_of, that trial's, ...)."""
+        """The trials this one retries, nearest first (its own retry_of, that trial's, ...); the study's trials
+        are read only for a retry."""
+        parent = _parent(self.trial)
+        if parent is None:
+            return []
         trials = {t.number: t for t in self.trial.study.get_trials(deepcopy=False)}
-        chain, current = [], trials.get(self.trial.number)
-        while current is not None and len(chain) < MAX_CHAIN:
-            parent = TrialRecord.read(current).retry_of
-            parent = current.system_attrs.get("failed_trial") if parent is None else parent
-            current = trials.get(parent) if isinstance(parent, int) else None
-            if current is not None:
-                chain.append(current)
+        chain: list[optuna.trial.FrozenTrial] = []
+        while (current := trials.get(parent)) is not None and len(chain) < MAX_CHAIN:
+            chain.append(current)
+            parent = _parent(current)
         return chain
 
     def _load(self, number: int, artifact_id: str) -> engines.Resume | None:
@@ -159,3 +160,10 @@ class TrialCheckpoints:
         except Exception:  # noqa: BLE001 - gone already (another worker's cleanup), or the folder went away
             pass
 
+
+def _parent(trial) -> int | None:
+    """The number of the trial ``trial`` retries: our record's ``retry_of`` (the tuning loop's retries carry it),
+    else Optuna's ``failed_trial`` (a frozen trial's system attrs; a running ``optuna.Trial`` shows none)."""
+    parent = TrialRecord.read(trial).retry_of
+    parent = getattr(trial, "system_attrs", {}).get("failed_trial") if parent is None else parent
+    return parent if isinstance(parent, int) else None
