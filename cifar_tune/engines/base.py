@@ -88,6 +88,102 @@ class TrainResult:
     info: dict = field(default_factory=dict)
 
 
+@dataclass
+class Resume:
+    """A training run's state after ``epoch`` whole epochs: what a preempted run continues from, and what an
+    engine's per-epoch checkpoint hook (``checkpoint(state)``) receives.
+
+    ``model``: the values of ``model.trainable_variables`` then ``model.non_trainable_variables`` (BatchNorm
+    statistics and the Dropout / augmentation seed-generator states: the RNG state the engines need), host
+    arrays in that order; ``optimizer``: ``optimizer.variables`` (step count, Adam moments; the step count drives
+    the learning-rate schedule); ``history``: the per-epoch logs so far ({name: [float per epoch]}, ``epoch``
+    long). The data shuffle needs no state: both engines draw epoch k's order from (seed, k) alone.
+
+    Stored as one uncompressed ``.npz`` (``save``/``load``), not a ``.keras`` file: the fast JAX engine holds its
+    state as arrays, not a compiled model, and ``.keras`` leaves the seed-generator states out; the arrays are
+    restored by position, so a checkpoint fits the architecture and config that wrote it (``restore`` checks the
+    shapes and raises ``ValueError`` otherwise).
+    """
+
+    epoch: int
+    model: list[np.ndarray]
+    optimizer: list[np.ndarray]
+    history: dict[str, list[float]]
+
+    @staticmethod
+    def variables(model: keras.Model) -> list:
+        """The model variables a checkpoint holds, in its order."""
+        return [*model.trainable_variables, *model.non_trainable_variables]
+
+    @classmethod
+    def of(cls, epoch: int, model: keras.Model, optimizer: keras.optimizers.Optimizer, history: dict) -> Resume:
+        """The state of a Keras model and its optimizer after ``epoch`` epochs (host copies)."""
+        return cls(epoch, [np.array(v.numpy()) for v in cls.variables(model)],
+                   [np.array(v.numpy()) for v in optimizer.variables],
+                   {k: [float(x) for x in v] for k, v in history.items()})
+
+    def restore(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+        """Assign the stored values to ``model`` and a built ``optimizer``; ValueError when they do not fit."""
+        # lengths are compared next: zip must not raise before the one-line reason
+        pairs = [*zip(self.variables(model), self.model, strict=False),
+                 *zip(optimizer.variables, self.optimizer, strict=False)]
+        if len(self.model) != len(self.variables(model)) or len(self.optimizer) != len(optimizer.variables) \
+                or any(tuple(v.shape) != a.shape for v, a in pairs):
+            raise ValueError("the checkpoint does not fit this model and optimizer")
+        for variable, value in pairs:
+            variable.assign(value)
+
+    def save(self, path) -> None:
+        """Write the state to ``path`` (an ``.npz`` file)."""
+        arrays = {f"model_{i}": a for i, a in enumerate(self.model)}
+        arrays.update({f"optimizer_{i}": a for i, a in enumerate(self.optimizer)})
+        arrays.update({f"history_{k}": np.asarray(v, np.float64) for k, v in self.history.items()})
+        np.savez(path, epoch=np.int64(self.epoch), **arrays)
+
+    @classmethod
+    def load(cls, path) -> Resume:
+        """The state stored at ``path`` by ``save``."""
+        with np.load(path, allow_pickle=False) as f:
+            def numbered(prefix: str) -> list[np.ndarray]:
+                return [f[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) for k in f.files))]
+
+            history = {k[len("history_"):]: f[k].tolist() for k in f.files if k.startswith("history_")}
+            return cls(int(f["epoch"]), numbered("model_"), numbered("optimizer_"), history)
+
+
+class _CheckpointEachEpoch(keras.callbacks.Callback):
+    """Stock fit's per-epoch checkpoint hook, called last among the epoch callbacks (a pruned epoch raises first
+    and is not checkpointed). ``model``: the model whose variables a checkpoint holds (fit may run a wrapper)."""
+
+    def __init__(self, hook, model: keras.Model, start: Resume | None):
+        super().__init__()
+        self.hook, self.inner = hook, model
+        self.history = {k: list(v) for k, v in (start.history if start else {}).items()}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.hook(Resume.of(epoch + 1, self.inner, self.model.optimizer, self.history))
+
+
+def resumed_fit(model: keras.Model, inner: keras.Model, x, y, *, spec: TrainSpec, callbacks: list,
+                resume: Resume | None, checkpoint, **fit_kwargs) -> dict[str, list[float]]:
+    """``model.fit`` (compiled already) for ``spec.epochs``, from ``resume`` when given (variables and optimizer
+    restored, ``initial_epoch`` = the epochs done), calling ``checkpoint(Resume)`` after every epoch when given;
+    returns the whole history (the resumed epochs' included). ``inner``: the model a checkpoint holds."""
+    if resume is not None:
+        model.optimizer.build(model.trainable_variables)  # Keras builds it lazily; its variables must exist
+        resume.restore(inner, model.optimizer)
+    if checkpoint is not None:
+        callbacks = [*callbacks, _CheckpointEachEpoch(checkpoint, inner, resume)]
+    hist = model.fit(x, y, epochs=spec.epochs, initial_epoch=resume.epoch if resume else 0, callbacks=callbacks,
+                     verbose=spec.verbose, shuffle=True, **fit_kwargs)
+    history = {k: list(v) for k, v in (resume.history if resume else {}).items()}
+    for key, values in hist.history.items():
+        history[key] = history.get(key, []) + [float(v) for v in values]
+    return history
+
+
 def scale(x: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1], as the seed does."""
     return x.astype("float32") / 255.0
@@ -228,10 +324,11 @@ def compile_model(model: keras.Model, config: dict, total_steps: int = 1) -> ker
 
 
 def train_keras(spec: TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
-                y_val: np.ndarray | None, callbacks: list) -> TrainResult:
+                y_val: np.ndarray | None, callbacks: list, resume: Resume | None = None,
+                checkpoint=None) -> TrainResult:
     """The stock-fit engine: Keras's own ``model.fit`` on [0, 1] floats (the reference every engine matches).
 
-    Without validation arrays nothing is validated.
+    Without validation arrays nothing is validated. ``resume``/``checkpoint``: see ``engines.train``.
     """
     set_random_seed(spec.seed)
     with precision_policy(spec.precision):
@@ -240,10 +337,9 @@ def train_keras(spec: TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val
                               spec.epochs * steps_per_epoch(len(x_train), batch_size))
         start = time.perf_counter()
         validation = None if x_val is None else (scale(x_val), y_val)
-        hist = model.fit(scale(x_train), y_train, batch_size=batch_size, epochs=spec.epochs,
-                         validation_data=validation, callbacks=list(callbacks), verbose=spec.verbose, shuffle=True)
+        history = resumed_fit(model, model, scale(x_train), y_train, spec=spec, callbacks=list(callbacks),
+                              resume=resume, checkpoint=checkpoint, batch_size=batch_size, validation_data=validation)
         seconds = time.perf_counter() - start
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return TrainResult(model, history, seconds, len(history.get("loss", [])), engine="keras",
                        precision=spec.precision)
 

@@ -15,9 +15,9 @@ from cifar_tune.engines import base
 
 
 def train(spec: base.TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-          callbacks: list) -> base.TrainResult:
+          callbacks: list, resume: base.Resume | None = None, checkpoint=None) -> base.TrainResult:
     """Train ``spec`` on uint8 arrays in the backend's fastest loop (``engines.train``'s contract)."""
-    args = (spec, x_train, y_train, x_val, y_val, callbacks)
+    args = (spec, x_train, y_train, x_val, y_val, callbacks, resume, checkpoint)
     backend = keras.backend.backend()
     if backend == "jax":
         from cifar_tune.engines import jax_loop

@@ -155,8 +155,11 @@ def _epoch(run: _Run, epoch: int, n_val: int) -> dict[str, float]:
     return {k: float(v) for k, v in logs.items()}
 
 
-def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list) -> base.TrainResult:
-    """Train ``spec`` in the device-resident loop (``engines.train``'s contract)."""
+def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list, resume: base.Resume | None = None,
+          checkpoint=None) -> base.TrainResult:
+    """Train ``spec`` in the device-resident loop (``engines.train``'s contract). A resumed run restores the
+    trial's model and optimizer before their values become the device state, and goes on at epoch
+    ``resume.epoch`` with the same (seed, epoch) shuffle keys, so it repeats the uninterrupted run."""
     arch, config, epochs, precision = spec.arch, spec.config, spec.epochs, spec.precision
     _enable_persistent_cache()
     start = time.perf_counter()
@@ -166,6 +169,8 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list)
         # on whether the program cache was warm.
         model = architectures.get(arch).build(config)
         optimizer, _ = optimizer_for(model)
+        if resume is not None:
+            resume.restore(model, optimizer)
         inject = values_match_config(model, config)
         key = program_key(arch, config, precision, inject)
         reused = key in _PROGRAMS
@@ -173,14 +178,15 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list)
             _PROGRAMS[key] = make_program(arch, config, inject)
     run = _setup(_PROGRAMS[key], model, optimizer, config, (x_train, y_train, x_val, y_val), epochs=epochs,
                  seed=spec.seed)
-    history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    history: dict[str, list[float]] = {k: list((resume.history if resume else {}).get(k, []))
+                                       for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
     model.stop_training = False
     for cb in callbacks:
         if hasattr(cb, "set_model"):
             cb.set_model(model)
         cb.on_train_begin({})
     logs: dict[str, float] = {}
-    for epoch in range(epochs):
+    for epoch in range(resume.epoch if resume else 0, epochs):
         for cb in callbacks:
             cb.on_epoch_begin(epoch, {})
         logs = _epoch(run, epoch, len(x_val))
@@ -194,11 +200,22 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list)
             cb.on_epoch_end(epoch, logs)  # optuna.TrialPruned raised here propagates to the objective
         if model.stop_training:  # e.g. keras.callbacks.EarlyStopping
             break
+        if checkpoint is not None:
+            checkpoint(_state_after(epoch + 1, run.state, history))
     for cb in callbacks:
         cb.on_train_end(dict(logs))
     base.compile_model(model, config)  # like the keras engine: evaluate() works too
     return base.TrainResult(model, history, time.perf_counter() - start, len(history["loss"]), engine="fast",
                             precision=precision, info={**run.info, "program_reused": reused})
+
+
+def _state_after(epoch: int, state, history: dict) -> base.Resume:
+    """The run's state as host arrays (copied now: the next epoch's step consumes the device buffers)."""
+    import jax
+
+    trainable, non_trainable, opt_vars = jax.device_get(state)
+    return base.Resume(epoch, [np.array(a) for a in (*trainable, *non_trainable)], [np.array(a) for a in opt_vars],
+                       {k: list(v) for k, v in history.items()})
 
 
 def _enable_persistent_cache() -> None:

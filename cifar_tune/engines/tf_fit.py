@@ -16,7 +16,8 @@ from cifar_tune.engines import base
 from cifar_tune.models import architectures
 
 
-def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list) -> base.TrainResult:
+def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list, resume: base.Resume | None = None,
+          checkpoint=None) -> base.TrainResult:
     """``fit`` with one host round trip per epoch and XLA where Keras chooses it (``engines.train``'s contract)."""
     config = spec.config
     keras.utils.set_random_seed(spec.seed)
@@ -31,11 +32,10 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list)
         wrapper.compile(optimizer=base.make_optimizer(config, spec.epochs * steps),
                         loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=steps)
         start = time.perf_counter()
-        hist = wrapper.fit(x_train, y_train, batch_size=batch_size, epochs=spec.epochs,
-                           validation_data=(x_val, y_val), callbacks=callbacks, verbose=spec.verbose, shuffle=True)
+        history = base.resumed_fit(wrapper, model, x_train, y_train, spec=spec, callbacks=callbacks, resume=resume,
+                                   checkpoint=checkpoint, batch_size=batch_size, validation_data=(x_val, y_val))
         seconds = time.perf_counter() - start
     base.compile_model(model, config)
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     info = {"backend": "tensorflow", "device": base.device_name(), "steps_per_execution": steps,
             "ragged_batch": "smaller last batch (fit)"}
     return base.TrainResult(model, history, seconds, len(history.get("loss", [])), engine="fast",

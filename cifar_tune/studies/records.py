@@ -118,8 +118,12 @@ class TrialRecord:
     on one GPU; per epoch
     ``curves`` {name: [float per epoch]} and ``epochs_run``; at the end ``params`` (count), ``seconds``,
     ``val_accuracy`` (final epoch), ``engine_info``, ``rss_mb``; or ``fail_reason``), the baseline's enqueueing
-    (``baseline``) and the retry of a dead worker's trial (``retry_of``: the dead trial's number). Fields not
-    stored read as None (``baseline``: False)."""
+    (``baseline``) and the retry of a dead worker's trial (``retry_of``: the dead trial's number). Preemption
+    (``tuning/checkpoints.py``): ``checkpoint``, the trial's latest checkpoint ({``artifact_id``: the artifact
+    store's id, None once removed; ``epoch``: epochs done; ``bytes``; ``seconds`` it took; ``total_seconds``
+    and ``count``: all the trial wrote}), and on a retry that resumed one, ``resumed_from_epoch`` (epochs it
+    did not train again) and ``resumed_from_trial`` (whose checkpoint). Fields not stored read as None
+    (``baseline``: False)."""
 
     VERSION: ClassVar[int] = 1
     baseline: bool = False
@@ -142,6 +146,9 @@ class TrialRecord:
     fail_reason: str | None = None
     gpu: str | None = None  # the CUDA_VISIBLE_DEVICES entry of a worker placed on one GPU (runtime.gpus)
     node: str | None = None  # the Ray node id of a worker Ray placed (tuning/ray_backend.py); gpu is that node's
+    checkpoint: dict | None = None  # the latest epoch checkpoint: artifact id, epoch, bytes, seconds (checkpoints.py)
+    resumed_from_epoch: int | None = None  # a retry that resumed: the epochs its dead predecessor had finished
+    resumed_from_trial: int | None = None
     version: int = 1
 
     def to_attrs(self) -> dict:

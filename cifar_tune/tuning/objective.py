@@ -15,8 +15,10 @@ from cifar_tune import engines, progress, runtime
 from cifar_tune.data.cifar10 import Split
 from cifar_tune.errors import Diverged, TakenOver, TrialFailed, UserError
 from cifar_tune.runtime import gpus
+from cifar_tune.storage.artifacts import artifact_store
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.studies.spaces import Space
+from cifar_tune.tuning import checkpoints
 
 
 class TrialRecorder(keras.callbacks.Callback):
@@ -24,10 +26,10 @@ class TrialRecorder(keras.callbacks.Callback):
     training (at the batch with stock fit, at the epoch with the fast engine, which calls epoch callbacks only),
     and stops training a trial that another worker has ended meanwhile (``TakenOver``)."""
 
-    def __init__(self, trial: optuna.Trial):
+    def __init__(self, trial: optuna.Trial, curves: dict[str, list[float]] | None = None):
         super().__init__()
         self.trial = trial
-        self.curves: dict[str, list[float]] = {}
+        self.curves: dict[str, list[float]] = {k: list(v) for k, v in (curves or {}).items()}  # a resume's so far
         self.epoch = 0
 
     def _set(self, **fields) -> None:
@@ -75,16 +77,22 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
     its config replaced by the one the trial samples from ``space``. Every trial trains with the same seed
     (common random numbers: configs are compared under the same initialisation and shuffling noise). The test
     set never enters here.
+
+    Every epoch but the last is checkpointed into the artifact store, and a retry of a dead worker's trial
+    resumes from its last checkpoint (``checkpoints.py``); a trial that ends here removes its checkpoints.
     """
     template = dataclasses.replace(template, engine=engines.resolve_engine(template.engine))
     static = dict(arch=space.arch, data=split.description, backend=keras.backend.backend(),
                   device=engines.device_name(), engine=template.engine, precision=template.precision,
                   gpu=gpus.gpu_of_this_process())
+    store = artifact_store()  # None (after one warning) when its folder cannot be used: no checkpoints then
 
     def objective(trial: optuna.Trial) -> float:
         config = space.suggest(trial)
         TrialRecord(**static, config=config).write(trial)
-        recorder = TrialRecorder(trial)
+        saved = checkpoints.TrialCheckpoints(trial, store, template.epochs)
+        resume = saved.resume()
+        recorder = TrialRecorder(trial, resume.history if resume else None)
         callbacks = [progress.epoch_callback(f"trial {trial.number}", template.epochs), recorder,
                      KerasPruningCallback(trial, "val_loss")]
         keras.backend.clear_session(free_memory=True)
@@ -92,12 +100,16 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
             runtime.raise_if_stopping()  # a signal that arrived between trials
             with runtime.signals_deferred():
                 result = engines.train(dataclasses.replace(template, config=config), split.x_train,
-                                       split.y_train, split.x_val, split.y_val, callbacks=callbacks)
+                                       split.y_train, split.x_val, split.y_val, callbacks=callbacks,
+                                       resume=resume, checkpoint=saved.save if saved.enabled else None)
             hist = result.history
             TrialRecord.update(trial, params=int(result.model.count_params()), seconds=round(result.seconds, 3),
                                val_accuracy=hist["val_accuracy"][-1], engine_info=result.info, rss_mb=resident_mb())
             return hist["val_loss"][-1]
-        except (optuna.TrialPruned, UserError, optuna.exceptions.UpdateFinishedTrialError):  # TakenOver too
+        except optuna.exceptions.UpdateFinishedTrialError:  # TakenOver too: its retry may resume the checkpoint
+            saved.store = None
+            raise
+        except (optuna.TrialPruned, UserError):
             raise
         except Diverged as e:  # expected in a search: the one-line reason, no traceback
             TrialRecord.update(trial, fail_reason=str(e))
@@ -112,6 +124,7 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
             TrialRecord.update(trial, fail_reason=f"{type(e).__name__}: {e}"[:2000])
             raise TrialFailed(f"{type(e).__name__}: {e}") from e
         finally:
+            saved.remove()  # ended here (a trial taken over disabled it above)
             # Drop this trial's graph and weights before the next one: Keras keeps global state otherwise.
             keras.backend.clear_session(free_memory=True)
             gc.collect()
