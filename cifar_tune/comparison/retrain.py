@@ -13,7 +13,7 @@ trial of a study trains with the study's seed, so retraining on that seed would 
 draw it was selected on. Nothing is validated during this retraining; every model is evaluated exactly
 once on the test set, which the studies never saw.
 
-The table (``compare_table.py``) gives mean ± sample standard deviation over the seeds of the four macro
+The table (``views/tables.py``) gives mean ± sample standard deviation over the seeds of the four macro
 metrics, and the tuned-minus-baseline row: mean and standard deviation of the per-seed paired differences, their
 95% confidence interval and p-value, and "within noise" when the accuracy interval holds 0.
 

@@ -1,4 +1,4 @@
-"""One set of checks for every value a user gives, wherever it comes from: a command-line flag (``cli.py``'s
+"""One set of checks for every value a user gives, wherever it comes from: a command-line flag (``cli/commands.py``'s
 argparse types), a preset file (``presets.py``), the settings a worker reads as JSON, or a call of the Python
 API (``cifar_tune.api``: ``presets.make_settings``, ``seed_baseline.run``, ``comparison.compare_studies``).
 Each check raises ``InvalidValue`` (a ``UserError``) whose message names the value and what it may be; ``rule``

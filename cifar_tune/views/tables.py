@@ -181,7 +181,7 @@ def compared_rows(storage) -> list[dict]:
 
 def stored_table(storage_url: str, archs: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The comparisons stored with the studies of ``archs`` (default: every architecture with a study), aggregated
-    as ``compare`` aggregates its own (``compare_table.aggregate``: per architecture the baseline, tuned and
+    as ``compare`` aggregates its own (``aggregate`` above: per architecture the baseline, tuned and
     paired-difference rows; empty when none is stored), and the not-learned warnings ("<arch>: <why>")."""
     from cifar_tune.storage.database import storage_for_reading
 
