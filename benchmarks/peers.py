@@ -55,7 +55,7 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
     """What the run was: command, budget, machine, date (the versions are in each run's record)."""
     line = (f"{args.trials} trials x {args.epochs} epochs (max) on {args.subset:,} training images "
             f"({args.subset // 10:,} of them validate), test on {args.subset // 5:,}; best config retrained on "
-            f"{args.seeds} seeds; {args.repeats} repetition(s); {platform.machine()}, {os.cpu_count()} CPU cores")
+            f"{args.seeds} seeds; {platform.machine()}, {os.cpu_count()} CPU cores")
     return {"command": "python benchmarks/peers.py " + " ".join(argv), "budget_line": line,
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
             "python": platform.python_version(), "date": datetime.now().isoformat(timespec="seconds"),

@@ -94,6 +94,7 @@ def run(budgets: list[common.Budget], tools: list[str], repeats: int, out: Path,
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
     results["meta"] = meta
+    results["commands"] = [*results.get("commands", []), meta["command"]]  # every invocation that added runs
     done = {(r["rep"], r["arch"], r["tool"]) for r in results["runs"] if "error" not in r}
     results["runs"] = [r for r in results["runs"] if (r["rep"], r["arch"], r["tool"]) in done]
     for rep in range(repeats):

@@ -107,7 +107,9 @@ def markdown(results: dict) -> str:
     meta = results.get("meta", {})
     lines = [f"Budget: {meta.get('budget_line', '')}", ""]
     for arch in dict.fromkeys(r["arch"] for r in results["runs"]):
-        lines += [f"**{arch}**", "", *arch_table(results, arch), ""]
+        reps = len({r["rep"] for r in results["runs"] if r["arch"] == arch})
+        lines += [f"**{arch}** ({reps} repetition{'s' if reps > 1 else ''}: median [min, max])" if reps > 1
+                  else f"**{arch}** (1 repetition)", "", *arch_table(results, arch), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
