@@ -93,8 +93,8 @@ def run(budgets: list[common.Budget], tools: list[str], repeats: int, out: Path,
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    results["meta"] = meta
-    results["commands"] = [*results.get("commands", []), meta["command"]]  # every invocation that added runs
+    earlier = results.get("commands", [results["meta"]["command"]] if "meta" in results else [])
+    results["meta"], results["commands"] = meta, [*earlier, meta["command"]]  # every invocation that added runs
     done = {(r["rep"], r["arch"], r["tool"]) for r in results["runs"] if "error" not in r}
     results["runs"] = [r for r in results["runs"] if (r["rep"], r["arch"], r["tool"]) in done]
     for rep in range(repeats):
