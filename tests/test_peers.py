@@ -16,10 +16,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.peers import common, table
 
-from benchmarks.peers import common, table  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 START, END = "<!-- peers-table -->", "<!-- /peers-table -->"
 

@@ -16,23 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 REPO = Path(__file__).resolve().parents[2]
 ARCHS = ("cnn", "mlp_l2")
 SEED_TRAINING = {"learning_rate": 1e-3, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0,
                  "lr_schedule": "constant"}
-# The seed's configs (cifar_tune/architectures.py), and their parameter counts (README's table).
+# The seed's configs (cifar_tune/models/architectures.py), and their parameter counts (README's table).
 BASELINES = {"cnn": {"width": 1.0, "dense_units": 64, "dropout": 0.0, "l2": 0.0, **SEED_TRAINING},
              "mlp_l2": {"units": 512, "dropout": 0.2, "l2": 1e-3, **SEED_TRAINING}}
 SEED_PARAMS = {"cnn": 167_562, "mlp_l2": 1_578_506}
@@ -57,7 +52,7 @@ class Budget:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "Budget":
+    def from_json(cls, text: str) -> Budget:
         return cls(**json.loads(text))
 
 
