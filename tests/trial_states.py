@@ -18,8 +18,11 @@ def wait_for_states(db: Path, want: Callable[[list[str]], bool], timeout: float 
     while time.time() < deadline:
         time.sleep(1)
         if Path(db).exists():
-            with sqlite3.connect(db) as con:
-                states = [s for (s,) in con.execute("select state from trials order by number")]
+            try:
+                with sqlite3.connect(db) as con:
+                    states = [s for (s,) in con.execute("select state from trials order by number")]
+            except sqlite3.OperationalError:  # the file exists, its tables not yet (or it is locked a moment)
+                continue
             if want(states):
                 return states
     pytest.fail(f"the trials never reached the awaited states (last seen: {states})")
