@@ -13,8 +13,10 @@ import logging
 import os
 
 from cifar_tune import progress
+from cifar_tune.errors import INTERRUPTED_STATUS, UserError
 
-OK, USER_ERROR, INTERRUPTED = 0, 2, 130  # the statuses a worker ends with (the supervisor's and Ray driver's rules)
+# the statuses a worker process ends with, errors.py's (the supervisor and the Ray driver read them)
+OK, USER_ERROR, INTERRUPTED = 0, UserError.status, INTERRUPTED_STATUS
 
 
 def run_job(job: dict) -> int:
@@ -27,7 +29,6 @@ def run_job(job: dict) -> int:
     runtime.import_keras()  # first: the imports below load Keras
 
     from cifar_tune import tuning
-    from cifar_tune.errors import UserError
     from cifar_tune.studies.presets import OptimizeSettings
     from cifar_tune.tuning.loop import run_worker
 

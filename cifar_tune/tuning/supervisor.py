@@ -31,12 +31,12 @@ from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.tuning import story
+from cifar_tune.tuning.entry import INTERRUPTED, USER_ERROR  # statuses every other worker would repeat: stop
 from cifar_tune.tuning.loop import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
 MAX_FAILED_STARTS = 3  # workers in a row that end without running a trial: give up (the cause would repeat)
 STOP_GRACE = 30.0  # seconds a worker has to fail its trial and exit after SIGTERM before it is killed
-USER_ERROR, INTERRUPTED = 2, 130  # worker exit statuses that every other worker would repeat: stop
 
 
 @dataclass
