@@ -38,7 +38,7 @@ def test_doctor_reads_the_drivers_cuda_version_from_nvidia_smi(tmp_path: Path):
     assert "NVIDIA H200, 140 GiB" in out.stdout  # the stand-in's two GPUs, as nvidia-smi lists them
 
 
-def test_the_gpu_extras_pin_a_floor_that_turns_a_fallback_into_an_error():
+def test_the_gpu_extras_pin_their_floors():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     assert extras["gpu"] == ["jax[cuda13]>=0.7.2"]  # 0.7.2: the first JAX with a cuda13 extra
@@ -55,6 +55,23 @@ def test_pip_resolves_the_gpu_extra_to_a_cuda_jax():
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "jax-cuda13-plugin" in out.stdout
+
+
+@pytest.mark.slow
+def test_the_floor_turns_pips_silent_fallback_into_an_error(tmp_path):
+    """On a platform without CUDA wheels (macOS arm64 here), plain ``jax[cuda13]`` makes pip fall back to a JAX that
+    lacks the extra, saying only "does not provide the extra"; the extra's floor (pyproject's ``gpu``) makes it an
+    error instead."""
+    def dry_run(requirement: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                               "--only-binary=:all:", "--platform", "macosx_11_0_arm64", "--python-version", "3.11",
+                               "--target", str(tmp_path), requirement], capture_output=True, text=True, timeout=600)
+
+    unpinned = dry_run("jax[cuda13]")
+    assert unpinned.returncode == 0 and "does not provide the extra 'cuda13'" in unpinned.stderr  # the fallback
+    gpu = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    pinned = dry_run(gpu[0])
+    assert pinned.returncode != 0 and "ResolutionImpossible" in pinned.stderr, pinned.stdout[-1000:]
 
 
 NO_TF = """
