@@ -41,14 +41,24 @@ def _where(obj: Any) -> str:
     return f"study {name!r}" if name else (f"trial {number}" if number is not None else "the record")
 
 
-def _stored(record: Any, skip: tuple[str, ...] = ()) -> dict:
-    """The record's stored fields that are set (None and False are what an absent attribute reads as)."""
-    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.init and f.name not in skip}
-    return {k: v for k, v in values.items() if v is not None and v is not False}  # 0 stays (trial 0's retry)
+class _UserAttrs:
+    """What StudyRecord and TrialRecord share: their stored form (the fields that are set, None and False being
+    what an absent attribute reads as, and the version) and its writing into a study or trial."""
+
+    def to_attrs(self) -> dict:
+        """The user attributes of the fields that are set, and the version (``enqueue_trial`` takes these too)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "version"}
+        stored = {k: v for k, v in values.items() if v is not None and v is not False}  # 0 stays (trial 0's retry)
+        return {_VERSION: self.version, **stored}
+
+    def write(self, target) -> None:
+        """Store the record in ``target`` (an ``optuna.Study`` or a running ``optuna.Trial``)."""
+        for key, value in self.to_attrs().items():
+            target.set_user_attr(key, value)
 
 
 @dataclass
-class StudyRecord:
+class StudyRecord(_UserAttrs):
     """A study's metadata, written once when ``optimize`` creates the study.
 
     Stored: ``arch``, ``epochs``, ``data`` (the split's description: fingerprint, validation size, seed; resumes
@@ -85,15 +95,6 @@ class StudyRecord:
         if self.epochs is None:  # the epochs are stored twice (attribute and settings): read them here only
             self.epochs = settings.get("epochs")
 
-    def to_attrs(self) -> dict:
-        """The user attributes, in the order they are written (``settings`` last)."""
-        return {_VERSION: self.version, **_stored(self, skip=("version",))}
-
-    def write(self, study) -> None:
-        """Store the record in ``study`` (an ``optuna.Study``)."""
-        for key, value in self.to_attrs().items():
-            study.set_user_attr(key, value)
-
     @classmethod
     def from_attrs(cls, attrs: dict, where: str = "the study") -> StudyRecord:
         """The record of a study's user attributes; a study another program made reads with ``arch`` None.
@@ -112,7 +113,7 @@ class StudyRecord:
 
 
 @dataclass
-class TrialRecord:
+class TrialRecord(_UserAttrs):
     """What a trial keeps: set by the tuning loop (``worker``; ``node`` on a Ray cluster), the objective
     (``config``, ``arch``, ``data``, ``backend``, ``device``, ``engine``, ``precision``, ``gpu`` on a worker placed
     on one GPU; per epoch
@@ -150,15 +151,6 @@ class TrialRecord:
     resumed_from_epoch: int | None = None  # a retry that resumed: the epochs its dead predecessor had finished
     resumed_from_trial: int | None = None
     version: int = 1
-
-    def to_attrs(self) -> dict:
-        """The user attributes of the fields that are set, and the version (for ``enqueue_trial``)."""
-        return {_VERSION: self.version, **_stored(self, skip=("version",))}
-
-    def write(self, trial) -> None:
-        """Store every field that is set, and the version, in ``trial`` (a running ``optuna.Trial``)."""
-        for key, value in self.to_attrs().items():
-            trial.set_user_attr(key, value)
 
     @classmethod
     def update(cls, trial, **fields) -> None:
