@@ -4,7 +4,7 @@ Use it from a test module with ``from pg import pg_cluster, pg_url  # noqa: F401
 name). ``pg_cluster`` (one per module) runs initdb + pg_ctl as a non-root user (``postgres`` when the tests run
 as root, as CI does), listens on 127.0.0.1 on a free port with a unix socket in the cluster's /tmp folder, and
 stops and deletes everything afterwards. ``pg_url`` gives each test a fresh database owned by a password-
-protected role, as the README's scaling-out recipe creates it, and yields its SQLAlchemy URL.
+protected role, as the scaling-out recipe (docs/scaling.md) creates it, and yields its SQLAlchemy URL.
 Without the binaries the tests skip with the reason (CI installs them: .ci/run).
 """
 

@@ -1,8 +1,9 @@
-"""benchmarks/peers.py: the peers train what cifar-tune trains, on its split; the README's table is the committed data.
+"""benchmarks/peers.py: the peers train what cifar-tune trains, on its split; the table in docs/benchmarks.md is
+the committed data.
 
 Fast: the split (cifar-tune's study records it; the peers' copy must describe the same data), the models' parameter
-counts, the space each peer samples, KerasTuner's Hyperband trial count, compare's seeds, and the README's
-"Compared with" table against ``results/peers-*/results.json``. Slow: the ``--smoke`` run of every tool.
+counts, the space each peer samples, KerasTuner's Hyperband trial count, compare's seeds, and
+docs/benchmarks.md's table against ``results/peers-*/results.json``. Slow: the ``--smoke`` run of every tool.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ START, END = "<!-- peers-table -->", "<!-- /peers-table -->"
 
 
 def readme_section() -> str:
-    text = (REPO / "README.md").read_text()
-    return text[text.index("## Compared with"):]
+    """docs/benchmarks.md, the comparison with the peers (the README links it)."""
+    return (REPO / "docs" / "benchmarks.md").read_text()
 
 
 def committed_results() -> Path:
     m = re.search(r"results/peers-[\w.-]+/results\.json", readme_section())
-    assert m, "the README's Compared with section names its results.json"
+    assert m, "docs/benchmarks.md names its results.json"
     return REPO / m.group(0)
 
 
@@ -96,7 +97,7 @@ def test_compare_seeds_are_cifar_tunes():
 
 
 def test_readme_table_is_the_committed_results():
-    """The README's table is ``table.markdown`` of the committed results.json, byte for byte, and every run
+    """docs/benchmarks.md's table is ``table.markdown`` of the committed results.json, byte for byte, and every run
     trained on cifar-tune's split."""
     results = json.loads(committed_results().read_text())
     section = readme_section()

@@ -1,4 +1,4 @@
-"""results.json -> medians, ranges, pairs and the Markdown table (the README's "Compared with" section is this text).
+"""results.json -> medians, ranges, pairs and the Markdown table (docs/benchmarks.md's table is this text).
 
 Every figure comes from ``results.json``'s runs (``bench.record``): a cell is the median over repetitions, with
 the range in brackets when there is more than one. Ratios are cifar-tune / peer, taken within one repetition (the
