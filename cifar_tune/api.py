@@ -16,10 +16,19 @@ caller installed (``with cifar_tune.progress.reporting(my_reporter): ...``, any 
 instead. Keras loads on the first call that trains
 (``runtime.import_keras``: the backend is chosen and TensorFlow's native logs are silenced first), not on
 ``import cifar_tune``.
+
+Threads: the functions that train (``optimize``, ``baseline``, ``compare``, ``run``) may be called from several
+threads at once; they train one at a time (``runtime.one_training_at_a_time``): a second call waits until the
+first has finished, then runs as it would alone. Waiting was chosen over refusing the second call because what a
+training relies on belongs to the process, not the thread (Keras's seeds, precision policy and sessions, the
+signal handlers, the progress reporter), so overlapping trainings would spoil each other's trials, while one
+after the other both callers get their results. Parallel trials: ``jobs=N`` (worker processes) or ``ray``.
+Standard error is never left silenced: the quiet import is counted across threads (``quiet_native_stderr``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -44,6 +53,14 @@ def _archs(archs: list[str] | tuple[str, ...] | None, default: list[str] | None)
 def _progress_bars():
     """The progress reporter of a call: the caller's, else tqdm's bars (see the module docstring)."""
     return progress.reporting_unless_installed(progress.TqdmReporter)
+
+
+@contextlib.contextmanager
+def _one_at_a_time(call: str):
+    """Around a call that trains: the process's one training (``runtime.one_training_at_a_time``: a call from
+    another thread waits), Ctrl-C and SIGTERM as the CLI handles them, and the progress bars."""
+    with runtime.one_training_at_a_time(call), runtime.stops_on_signals(), _progress_bars():
+        yield
 
 
 def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.Study:
@@ -77,7 +94,7 @@ def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.
         raise UserError("give optimize an OptimizeSettings or keywords, not both")
     elif not isinstance(settings, presets.OptimizeSettings):
         raise UserError(f"optimize takes an OptimizeSettings, got {type(settings).__name__}")
-    with runtime.stops_on_signals(), _progress_bars():
+    with _one_at_a_time("optimize"):
         return tuning.run_study(settings)
 
 
@@ -107,9 +124,10 @@ def baseline(archs: list[str] | None = None, *, data: str | os.PathLike | None =
         archs=ARCH_KEYS if archs is None else archs, epochs=epochs, batch_size=batch_size, protocol=protocol,
         val_size=val_size, out_dir=None if out is None else os.fspath(out), seed=seed, verbose=int(verbose),
         engine=engine, precision=precision, data=None if data is None else os.fspath(data), subset=subset)
-    ds = seed_baseline.load_data(settings)
-    with runtime.stops_on_signals(), _progress_bars():
-        return seed_baseline.run(ds, settings)
+    with runtime.one_training_at_a_time("baseline"):
+        ds = seed_baseline.load_data(settings)
+        with runtime.stops_on_signals(), _progress_bars():
+            return seed_baseline.run(ds, settings)
 
 
 def compare(archs: list[str] | None = None, *, seeds: int = choices.DEFAULT_COMPARE_SEEDS,
@@ -138,7 +156,7 @@ def compare(archs: list[str] | None = None, *, seeds: int = choices.DEFAULT_COMP
         archs=archs, seeds=seeds, epochs=epochs, storage=DEFAULT_STORAGE if storage is None else storage,
         out_dir=None if out is None else os.fspath(out), engine=engine, precision=precision, verbose=int(verbose),
         full_data=full_data, data=os.fspath(data) if data is not None else os.environ.get(DATA_ENV), subset=subset)
-    with runtime.stops_on_signals(), _progress_bars():
+    with _one_at_a_time("compare"):
         return comparison.compare_studies(settings)
 
 
@@ -164,7 +182,7 @@ def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int =
     if timeout is not None:
         study_keywords["timeout"] = timeout  # as the CLI's --timeout: each study's bound too
     plan = presets.make_plan(_archs(archs, list(ARCH_KEYS)), preset=preset, **study_keywords)
-    with runtime.stops_on_signals(), _progress_bars():
+    with _one_at_a_time("run"):
         return job.run_job(plan, seeds=seeds, timeout=timeout, out_dir=None if out is None else os.fspath(out))
 
 

@@ -46,6 +46,16 @@ class WorkersStopped(UserError):
         self.arch, self.status = arch, status
 
 
+class ClusterError(UserError):
+    """A Ray cluster (``--ray``) that cannot run the study: nothing answers at its address within the connect
+    timeout, its workers cannot run cifar-tune (not importable there, an error that would repeat), or they kept
+    being lost. One line naming the address or the cause; ``status``: the exit status (2, 1 for lost workers)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
 class TrialFailed(Exception):
     """This trial failed (the reason is stored with it); the study goes on. The tuning loop catches only this:
     anything else, a ``UserError`` above all, stops the study instead of failing trial after trial."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -242,3 +243,118 @@ def test_ctrl_c_in_optimize_fails_the_running_trial_raises_keyboardinterrupt_and
     study = optuna.load_study(study_name="cifar10-cnn", storage=f"sqlite:///{db}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
     assert study.trials[1].user_attrs["fail_reason"] == "interrupted by the user"
+
+
+# --- threads ---------------------------------------------------------------------------------------------------
+
+
+def test_quiet_imports_that_overlap_in_two_threads_leave_standard_error_as_it_was(monkeypatch):
+    """Thread A silences fd 2, thread B too, A leaves, then B: fd 2 is the one it was before A came in (each used to
+    restore the fd it had saved, and B had saved /dev/null: standard error silenced for good)."""
+    import threading
+
+    from cifar_tune import runtime
+    from cifar_tune.choices import NATIVE_LOGS_ENV
+
+    monkeypatch.delenv(NATIVE_LOGS_ENV, raising=False)
+    keep = os.dup(2)  # to put back whatever happens, so pytest's capture goes on
+    before = os.fstat(2)
+    steps = [threading.Event() for _ in range(4)]  # A in, B in, A out, B out
+
+    def quiet(enter: int, leave: int, done: int | None):
+        with runtime.quiet_native_stderr():
+            steps[enter].set()
+            steps[leave].wait(10)
+        if done is not None:
+            steps[done].set()
+
+    a = threading.Thread(target=quiet, args=(0, 1, 2))
+    b = threading.Thread(target=lambda: (steps[0].wait(10), quiet(1, 2, 3)))
+    try:
+        a.start()
+        b.start()
+        a.join(10)
+        b.join(10)
+        after = os.fstat(2)
+    finally:
+        os.dup2(keep, 2)
+        os.close(keep)
+    assert all(s.is_set() for s in steps)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino), "fd 2 left pointing elsewhere"
+
+
+@pytest.mark.parametrize("call", ["optimize", "baseline", "compare", "run"])
+def test_a_call_that_trains_waits_for_the_one_training_in_another_thread(call, caplog):
+    """Every API function that trains takes the process's one training: while another thread trains, it waits (a
+    line logged), then runs. Here each then fails on missing data / storage, which it meets only past the wait."""
+    import logging
+    import threading
+
+    from cifar_tune import runtime
+
+    calls = {"optimize": lambda: ct.optimize(arch="mlp_l2", data="none.npz", n_trials=1),
+             "baseline": lambda: ct.baseline(["mlp_l2"], data="none.npz"),
+             "compare": lambda: ct.compare(), "run": lambda: ct.run(["mlp_l2"], data="none.npz")}
+    runtime.import_keras()  # first, so that the wait below is the call's wait for the training, not Keras loading
+    training, release = threading.Event(), threading.Event()
+
+    def other_training():
+        with runtime.one_training_at_a_time("the other"):
+            training.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=other_training)
+    holder.start()
+    training.wait(10)
+    raised = []
+    waiter = threading.Thread(target=lambda: raised.append(_raised(calls[call])))
+    with caplog.at_level(logging.INFO, logger="cifar_tune"):
+        waiter.start()
+        waiter.join(3)
+        still_waiting = waiter.is_alive()
+        release.set()
+        waiter.join(60)
+        holder.join(10)
+    assert still_waiting and raised[0] is not None, raised
+    assert isinstance(raised[0], ct.UserError) and ("none.npz" in str(raised[0]) or "no storage" in str(raised[0]))
+    assert any(f"{call} waits" in r.getMessage() and "Thread-" in r.getMessage() for r in caplog.records)
+
+
+def _raised(call) -> BaseException | None:
+    try:
+        call()
+    except BaseException as e:  # what the call raised, checked by the test
+        return e
+    return None
+
+
+@pytest.mark.slow  # about 50 s on a busy 2-core CPU (a fresh process loads TensorFlow; 4 trials one after another)
+def test_two_threads_optimizing_at_once_both_complete_and_standard_error_stays(tiny_npz, tmp_path):
+    """Issue 28, item 3: two threads call ct.optimize at once (one process, two studies), the second while the first
+    loads Keras with fd 2 silenced (it used to save /dev/null as "the" stderr and restore it last: standard error
+    silenced for good). Both studies finish every trial (none failed by the other's Keras state: a
+    ``clear_session`` in one thread resets the Keras state of every thread), and standard error still writes."""
+    code = f"""
+import json, os, sys, threading, time, cifar_tune as ct
+results = {{}}
+def study(name):
+    s = ct.optimize(arch="mlp_l2", n_trials=2, epochs=1, val_size=100, data={str(tiny_npz)!r},
+                    storage=f"sqlite:///storage/{{name}}.db")
+    results[name] = [t.state.name for t in s.trials]
+first, second = (threading.Thread(target=study, args=(n,)) for n in ("first", "second"))
+first.start()
+while "keras" not in sys.modules:  # the first call is inside its quiet import of Keras
+    time.sleep(0.005)
+second.start()
+first.join()
+second.join()
+os.write(2, b"standard error still writes\\n")
+print(json.dumps(results))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "standard error still writes" in out.stderr, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results.keys() == {"first", "second"} and all(len(states) == 2 for states in results.values()), results
+    assert all(state in ("COMPLETE", "PRUNED") for states in results.values() for state in states), results

@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command](args)
     except UserError as e:
         print(f"cifar-tune: error: {e}", file=sys.stderr)
-        return 2
+        return e.status  # 2; a ClusterError of lost Ray workers: 1
     except KeyboardInterrupt:
         print("cifar-tune: interrupted", file=sys.stderr)
         return 130

@@ -12,10 +12,12 @@ from cifar_tune import progress
 
 class Console:
     """A ``progress`` reporter printing each event as its line. ``epoch_lines``: a line per finished epoch
-    (``baseline``: ``[cnn] epoch 3/10 loss .. acc .. val_loss .. val_acc .. (12.3s)``); other commands show none."""
+    (``baseline``: ``[cnn] epoch 3/10 loss .. acc .. val_loss .. val_acc .. (12.3s)``); other commands show none.
+    ``studies_started``: how many studies it announced (``StudyStarted``)."""
 
     def __init__(self, epoch_lines: bool = False):
         self.epoch_lines = epoch_lines
+        self.studies_started = 0  # StudyStarted events seen: an interrupted optimize says what it had begun
 
     def __call__(self, event: progress.Event) -> None:
         from cifar_tune.cli import display  # the study's lines (imported late: the CLI has not loaded Keras yet)
@@ -23,6 +25,7 @@ class Console:
         if isinstance(event, progress.Message):
             _say(event.text, event.level >= logging.WARNING)
         elif isinstance(event, progress.StudyStarted):
+            self.studies_started += 1
             _say(display.header(event.settings, event.study, event.created, event.total, event.per_process,
                                  list(event.gpus)))
         elif isinstance(event, progress.TrialFinished) and event.taken_over:

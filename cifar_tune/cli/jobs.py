@@ -44,8 +44,9 @@ def run_stoppable(command, interrupted) -> int:
 def optimize(settings: OptimizeSettings) -> int:
     """The ``optimize`` command: run the study (``tuning.run_study``: the console prints its lines and summary) and
     return the exit status: 0, the workers' status when they stopped (``WorkersStopped``), or 130 / 143 after
-    Ctrl-C / SIGTERM, which print one line with the command that resumes. A user error raised inside propagates
-    (``cli.main`` prints it, status 2)."""
+    Ctrl-C / SIGTERM, which print one line with the command that resumes (one that says nothing of trials when the
+    study had not started: stopped while connecting to a Ray cluster, loading the data). A user error raised
+    inside propagates (``cli.main`` prints it, status 2)."""
     from cifar_tune import tuning
     from cifar_tune.cli import display
 
@@ -56,10 +57,16 @@ def optimize(settings: OptimizeSettings) -> int:
             return e.status
         return 0
 
-    return run_stoppable(
-        command,
-        lambda: "optimize stopped; the running trial is marked failed, finished trials are stored; resume with: "
+    console = progress.current()  # the CLI's Console (cli.main), which counts the studies it announced
+    before = getattr(console, "studies_started", None)
+
+    def interrupted() -> str:
+        if before is not None and console.studies_started == before:  # stopped connecting, loading the data
+            return f"optimize stopped before its study started; start it again with: {display.resume_command(settings)}"
+        return ("optimize stopped; the running trial is marked failed, finished trials are stored; resume with: "
                 f"{display.resume_command(settings)}")
+
+    return run_stoppable(command, interrupted)
 
 
 def baseline(ds: Dataset, settings: BaselineSettings) -> int:

@@ -14,7 +14,10 @@ This process, the driver, trains nothing: it creates the study (the baseline que
 tasks in flight while trials are left, fails the trials of dead workers (``fail_stale_trials``, as the
 supervisor does), and ends when every trial has finished. A worker whose node dies: Ray runs its task again on a
 node still alive (``max_retries``), and the trial it was running stops beating, is failed after the grace period
-and retried once by whichever worker asks next. The workers' lines reach this terminal through Ray's log
+and retried once by whichever worker asks next. A worker that fails in a way that would repeat (its task raised:
+cifar-tune not importable on the node, a bug) is not replaced: the run stops with its cause in one line
+(``ClusterError``). The address must answer within ``CONNECT_TIMEOUT`` seconds (``answers``: ray.init has no
+connect timeout of its own). The workers' lines reach this terminal through Ray's log
 forwarding (Ray prefixes each with the task and its node).
 
 The storage's password never travels through Ray: the job a task gets holds the storage URL without it (Ray keeps
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -35,7 +40,7 @@ from typing import Any
 import optuna
 
 from cifar_tune import engines, progress, runtime
-from cifar_tune.errors import UserError
+from cifar_tune.errors import ClusterError, UserError
 from cifar_tune.runtime import gpus
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
@@ -47,15 +52,19 @@ from cifar_tune.tuning.study import create_or_load, open_and_prepare
 MAX_RETRIES = 3  # Ray runs a lost worker's task (its node died, or its process) again this many times
 MAX_LOST = 3  # workers in a row lost for good (Ray's retries spent): give up, the cause would repeat
 STOP_GRACE = 30.0  # seconds cancelled workers have to fail their trials and end
+CONNECT_TIMEOUT = 10.0  # seconds the cluster's address has to answer before ray.init is tried
 
 
 def run_on_ray(settings: OptimizeSettings) -> int:
     """Run the study's trials on the Ray cluster at ``settings.ray`` until the study holds its total; returns the
-    exit status (0, or a worker's: 2 for a user error or a failed storage, 1 when workers kept being lost).
+    exit status (0, or a worker's: 2 for a user error or a failed storage).
 
-    Raises ``UserError`` before anything is stored when Ray is not installed, the cluster cannot be reached, or
-    the storage's password is on this process's command line; KeyboardInterrupt after Ctrl-C or SIGTERM, once
-    the workers were cancelled (each fails its running trial)."""
+    Raises ``UserError`` before anything is stored when Ray is not installed or the storage's password is on this
+    process's command line; ``ClusterError`` (one line) before anything is stored when nothing answers at the
+    address within ``CONNECT_TIMEOUT`` seconds, and once the workers were cancelled when they cannot run the study
+    (an error that would repeat on every worker, such as cifar-tune not importable on the nodes: not retried) or
+    ``MAX_LOST`` in a row were lost; KeyboardInterrupt after Ctrl-C or SIGTERM, once the workers were cancelled
+    (each fails its running trial)."""
     ray, connected = connect(settings)
     try:
         return _run(ray, settings)
@@ -78,11 +87,60 @@ def connect(settings: OptimizeSettings):
         raise UserError("--ray needs Ray here and on the cluster: pip install 'cifar-tune[ray]'") from None
     if ray.is_initialized():
         return ray, False
+    answers(settings.ray)
     try:
         ray.init(address=settings.ray, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
-        raise UserError(f"cannot connect to the Ray cluster at {settings.ray}: {e}") from None
+        raise ClusterError(f"cannot connect to the Ray cluster at {settings.ray}: {e}") from None
     return ray, True
+
+
+def answers(address: str, timeout: float | None = None) -> None:
+    """Wait up to ``timeout`` seconds (default ``CONNECT_TIMEOUT``) for the cluster's address to accept a TCP
+    connection (its GCS port, or Ray Client's for ``ray://``); raises ``ClusterError`` naming the address and the
+    timeout, or KeyboardInterrupt at once after Ctrl-C. ``local`` (a Ray started here) is not checked; ``auto`` is
+    checked where Ray finds an address.
+
+    Why not ray.init alone: ray.init has no connect timeout. Against an address where nothing listens, Ray's GCS
+    client retries for minutes (20 tries of 5 s connects and 30 s waits, only its own warnings meanwhile) inside
+    native code that does not see Ctrl-C; its knobs (``RAY_gcs_rpc_server_connect_timeout_s``,
+    ``RAY_NUM_REDIS_GET_RETRIES``) are internal settings that would also govern the rest of the run."""
+    target = _host_port(address)
+    if target is None:
+        return
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    where = "" if f"{target[0]}:{target[1]}" == address else f" at {target[0]}:{target[1]}"
+    deadline, last = time.monotonic() + timeout, None
+    while True:
+        runtime.raise_if_stopping()  # Ctrl-C while waiting: at once, not after the timeout
+        try:
+            socket.create_connection(target, timeout=min(1.0, timeout)).close()
+            return
+        except OSError as e:
+            last = e.strerror or type(e).__name__
+        if time.monotonic() >= deadline:
+            raise ClusterError(f"cannot connect to the Ray cluster at {address}: nothing answered{where} "
+                               f"within {timeout:g} s ({last}); is its head node "
+                               "started (ray start --head) and the address right?")
+        time.sleep(0.25)
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) that ``address`` connects to: ``host:port`` (the GCS), ``ray://host[:port]`` (Ray Client,
+    port 10001 by default), ``auto`` as Ray resolves it ($RAY_ADDRESS or the cluster started on this machine);
+    None for ``local``, and where Ray will say itself that it finds nothing."""
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address(address) or ""
+        except Exception:  # no running cluster found, or Ray moved its helper: ray.init says what it finds
+            return None
+    client = address.startswith("ray://")
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = (address.removeprefix("ray://"), "10001") if client else ("", "")
+    return (host.strip("[]"), int(port)) if host and port else None
 
 
 def passwords(url: str) -> list[str]:
@@ -113,6 +171,27 @@ def placement(settings: OptimizeSettings, resources: dict, nodes: int) -> tuple[
     per_gpu, cluster_gpus = settings.jobs_per_gpu or 1, int(resources.get("GPU", 0))
     workers = settings.workers or (cluster_gpus * per_gpu if cluster_gpus else max(1, nodes))
     return workers, (round(1 / per_gpu, 4) if cluster_gpus else 0.0)
+
+
+def failure(e: Exception) -> tuple[str, bool]:
+    """What a worker that ended with ``e`` (a Ray error from ``ray.get``) died of, as one line
+    (``ModuleNotFoundError: No module named 'cifar_tune'``), and whether it would repeat: a ``RayTaskError`` (the
+    task raised, or its function or arguments could not be loaded in the worker: an import error) repeats on every
+    worker and is not retried; a lost worker (its process or node died: Ray retried it already) may not."""
+    import ray
+
+    cause = getattr(e, "cause", None)
+    inner = getattr(cause, "client_exc", None)  # RaySystemError: the exception that unpickling raised
+    if isinstance(inner, BaseException):
+        line = f"{type(inner).__name__}: {inner}"
+    else:  # the exception's last line in the worker's traceback, which Ray's text carries
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        found = [m[0] for raw in text.splitlines() if (m := _EXCEPTION_LINE.match(raw.strip()))]
+        line = found[-1] if found else f"{type(cause or e).__name__}: {str(cause or e).strip()}"
+    return line.splitlines()[0][:300], isinstance(e, ray.exceptions.RayTaskError)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): .+")
 
 
 def _run(ray, settings: OptimizeSettings) -> int:
@@ -156,6 +235,7 @@ class Driver:
     slots: int = 0
     lost_in_a_row: int = 0
     code: int = 0
+    error: ClusterError | None = None
 
     def drive(self, poll: float) -> int:
         """Keep workers in flight until the study holds ``total`` finished trials; returns the exit status."""
@@ -169,6 +249,8 @@ class Driver:
             remaining = None if timeout is None else timeout - (time.monotonic() - start)
             live = len(records.live_trials(self.study))
             left = self.total - records.started_trials(self.study)
+            if self.error is not None:
+                break
             if self.code or (remaining is not None and remaining <= 0):
                 if not self.pending:
                     break
@@ -179,8 +261,10 @@ class Driver:
             while len(self.pending) < min(self.workers, max(0, left) + live):
                 self.slots += 1
                 self.pending[remote.remote(self.job(remaining), reporter, env)] = self.slots
-        if self.code:
+        if self.code or self.error is not None:
             self.cancel()
+        if self.error is not None:
+            raise self.error
         return self.code
 
     def job(self, remaining: float | None) -> dict:
@@ -199,17 +283,33 @@ class Driver:
             slot = self.pending.pop(ref)
             try:
                 status = self.ray.get(ref)
-            except self.ray.exceptions.RayError as e:  # lost after Ray's retries: others take its share
-                self.lost_in_a_row += 1
-                progress.warn(f"Ray worker {slot} was lost ({type(e).__name__}) after {MAX_RETRIES} retries")
-                if self.lost_in_a_row >= MAX_LOST:
-                    progress.warn(f"{MAX_LOST} Ray workers in a row were lost; giving up")
-                    self.code = self.code or 1
+            except self.ray.exceptions.RayError as e:
+                self.lost(slot, e)
                 continue
             self.lost_in_a_row = 0
             if status != OK:
                 progress.warn(f"Ray worker {slot} exited with status {status}")
                 self.code = self.code or status
+
+    def lost(self, slot: int, e: Exception) -> None:
+        """A worker that ended with a Ray error: one that would repeat (``failure``) stops the run at once
+        (``self.error``), with its cause; a lost one (Ray's retries spent) is replaced, up to ``MAX_LOST`` in a row."""
+        cause, repeats = failure(e)
+        node = f" on {e.ip}" if getattr(e, "ip", None) else ""
+        if repeats:
+            hint = ("; install cifar-tune on every node of the cluster (pip install 'cifar-tune[ray]', in the "
+                    "environment its `ray start` runs in)" if cause.startswith(("ModuleNotFoundError", "ImportError"))
+                    else "")
+            self.error = self.error or ClusterError(
+                f"the Ray workers cannot run the study ({self.settings.ray}): worker {slot} failed{node} with "
+                f"{cause}{hint}; not retried, it would fail the same way")
+            return
+        self.lost_in_a_row += 1
+        progress.warn(f"Ray worker {slot} was lost{node} ({cause}) after {MAX_RETRIES} retries by Ray")
+        if self.lost_in_a_row >= MAX_LOST:
+            self.error = self.error or ClusterError(
+                f"{MAX_LOST} Ray workers in a row were lost ({self.settings.ray}), each after {MAX_RETRIES} retries "
+                f"by Ray; giving up (the last: {cause})", status=1)
 
     def cancel(self) -> None:
         """Cancel every worker still running (each fails its trial, as after Ctrl-C) and wait for them a while."""
@@ -217,7 +317,10 @@ class Driver:
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref)
         with contextlib.suppress(Exception):
-            self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=STOP_GRACE)
+            ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=STOP_GRACE)
+            for ref in ready:  # read, so that Ray does not print each ended worker's error as "unhandled"
+                with contextlib.suppress(Exception):
+                    self.ray.get(ref)
         self.pending.clear()
 
 
