@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from cifar_tune import choices, progress, runtime
 from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
-from cifar_tune.errors import UserError
+from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.studies import validate
 
 if TYPE_CHECKING:
@@ -173,8 +173,9 @@ def load(storage: str | None = None) -> Studies:
     SQLite file is created, no table added (``database.storage_for_reading``); Keras is not loaded.
 
     Returns ``Studies``: ``studies`` (architecture -> ``optuna.Study``; calling a Study's writing methods would
-    write), ``table`` (the stored comparisons aggregated as ``Comparison.table``), ``records``, ``warnings``,
-    ``figures()``. Raises ``UserError`` for a missing, damaged or non-Optuna storage.
+    write), ``table`` (the stored comparisons aggregated as ``Comparison.table``), ``records``, ``warnings``
+    (each also issued as a ``NotLearnedWarning``), ``figures()``. Raises ``UserError`` for a missing, damaged or
+    non-Optuna storage.
     """
     import optuna
 
@@ -197,6 +198,9 @@ def load(storage: str | None = None) -> Studies:
         if err is None:
             raise
         raise err from None
+    with _progress_bars():  # what `cifar-tune studies` warns about: a NotLearnedWarning each
+        for warning in warnings:
+            progress.warn(warning, NotLearnedWarning)
     return Studies(storage=database.mask_url(url), studies=studies, table=table, records=stored,
                    warnings=tuple(warnings))
 

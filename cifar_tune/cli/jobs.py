@@ -86,7 +86,7 @@ def baseline(ds: Dataset, settings: BaselineSettings) -> int:
                 + sb.resume_command(settings, state["out"]))
 
     # a line per epoch, unless --verbose: Keras's own progress bar says it then
-    with progress.reporting(Console(epoch_lines=not settings.verbose)):
+    with progress.reporting(Console(epoch_lines=not settings.verbose, verbose=bool(settings.verbose))):
         return run_stoppable(command, interrupted)
 
 
