@@ -141,7 +141,7 @@ def _drain(fd: int, into: list[bytes]) -> threading.Thread:
 def test_in_a_terminal_optimize_shows_a_live_line_for_the_running_trial(small_npz, monkeypatch):
     """Issue 30, item 2: a real pseudo-terminal as standard output; the trial's status line (epoch, batch, time,
     last val_loss) is redrawn in place from its first batch, and erased before every printed line."""
-    monkeypatch.setattr(progress, "BATCH_EVERY", 0.0)  # every batch: the line is sure to move within an epoch
+    monkeypatch.setattr(progress, "BATCH_EVERY", 0.0, raising=False)  # every batch: the line is sure to move within an epoch
     master, slave = pty.openpty()
     chunks: list[bytes] = []
     reader = _drain(master, chunks)
@@ -188,7 +188,7 @@ def test_the_api_bar_starts_with_the_training_and_moves_within_an_epoch_at_true_
 
     from cifar_tune import engines
 
-    monkeypatch.setattr(progress, "BATCH_EVERY", 0.0)
+    monkeypatch.setattr(progress, "BATCH_EVERY", 0.0, raising=False)
     x, y, _, _ = synthetic_cifar(640, 10)
     bars = progress.TqdmReporter()
     seen: dict = {}
@@ -245,9 +245,10 @@ def test_an_api_study_whose_best_trial_learned_less_than_the_baseline_warns_and_
     study.add_trial(create_trial(value=1e-6, state=TrialState.COMPLETE, params=baseline.params,
                                  distributions=baseline.distributions,
                                  user_attrs=TrialRecord(val_accuracy=acc - 0.055).to_attrs()))
-    with pytest.warns(ct.NotLearnedWarning, match=r"cifar10-mlp_l2: not learned: the best trial #1") as seen:
+    with pytest.warns(UserWarning, match=r"cifar10-mlp_l2: not learned: the best trial #1") as seen:
         ct.optimize(**keywords)
-    assert [w.filename for w in seen if w.category is ct.NotLearnedWarning] == [__file__]  # once, the caller's line
+    assert [w.filename for w in seen if "not learned" in str(w.message)] == [__file__]  # once, the caller's line
+    assert [w.category for w in seen if "not learned" in str(w.message)] == [ct.NotLearnedWarning]
     with pytest.warns(ct.NotLearnedWarning, match="not learned"):
         ct.load(url)  # reading the storage says it too
 
