@@ -9,9 +9,11 @@ running trial was failed and what finished was kept, as the CLI does. Results ar
 
 Progress: the library reports it to ``cifar_tune.progress``'s current reporter. A function here that trains,
 called with no reporter installed (a notebook, a script), installs ``progress.TqdmReporter`` for the call:
-``tqdm.auto`` progress bars of the trials and of each training's epochs (a widget in Jupyter, text on standard
-error elsewhere; nothing on standard output), warnings on standard error, and every event logged under the
-logger ``cifar_tune`` (``progress.enable_default_handler()`` shows its lines). A reporter the
+``tqdm.auto`` progress bars of the trials and of each training, from its first batch (a widget in Jupyter with
+the ``notebook`` extra's ipywidgets, text on standard error elsewhere; nothing on standard output), every warning
+the CLI would print as a Python warning (``ct.CifarTuneWarning``; ``ct.NotLearnedWarning`` for a study whose best
+trial learned nothing worth crowning), and every event logged under the logger ``cifar_tune``
+(``progress.enable_default_handler()`` shows its lines). A reporter the
 caller installed (``with cifar_tune.progress.reporting(my_reporter): ...``, any callable taking an event) is used
 instead. Keras loads on the first call that trains
 (``runtime.import_keras``: the backend is chosen and TensorFlow's native logs are silenced first), not on

@@ -141,7 +141,7 @@ def _drain(fd: int, into: list[bytes]) -> threading.Thread:
 def test_in_a_terminal_optimize_shows_a_live_line_for_the_running_trial(small_npz, monkeypatch):
     """Issue 30, item 2: a real pseudo-terminal as standard output; the trial's status line (epoch, batch, time,
     last val_loss) is redrawn in place from its first batch, and erased before every printed line."""
-    monkeypatch.setattr(progress, "BATCH_EVERY", 0.0, raising=False)  # every batch: the line is sure to move within an epoch
+    monkeypatch.setattr(progress, "BATCH_EVERY", 0.0, raising=False)  # every batch: sure to move within an epoch
     master, slave = pty.openpty()
     chunks: list[bytes] = []
     reader = _drain(master, chunks)
@@ -264,3 +264,14 @@ def test_an_api_study_whose_best_trial_learned_less_than_the_baseline_warns_and_
         assert cli.main(["report", "--storage", url, "--out", "r.html"]) == 0
     page = Path("r.html").read_text()
     assert re.search(r"<td>cifar10-mlp_l2</td>.*?<td>not learned: the best trial #1", page, re.S)
+
+
+def test_a_console_shipped_to_a_ray_worker_prints_epoch_lines_not_a_status_line():
+    """Ray forwards a worker's output line by line: a copy of a terminal's console draws no status line there."""
+    import pickle
+
+    console = Console(live=True)
+    copy = pickle.loads(pickle.dumps(console))
+    assert console.live and not console.epoch_lines
+    assert not copy.live and copy.epoch_lines
+    assert not pickle.loads(pickle.dumps(Console(live=True, verbose=True))).epoch_lines

@@ -57,10 +57,17 @@ class Console:
     its own progress bar, so neither."""
 
     def __init__(self, epoch_lines: bool | None = None, live: bool | None = None, verbose: bool = False):
+        self.given, self.verbose = epoch_lines, verbose
         self.live = (not verbose and _is_terminal(sys.stdout)) if live is None else live
         self.epoch_lines = (not verbose and not self.live) if epoch_lines is None else epoch_lines
         self.running: dict[str, _Training] = {}
         self.shown = False  # the status line is on the terminal now
+
+    def __setstate__(self, state: dict) -> None:
+        """A copy printing in another process whose output is forwarded line by line (a Ray worker's, see
+        ``ray_backend.shippable``): no status line there, a line per epoch instead."""
+        self.__dict__.update(state, live=False, shown=False, running={})
+        self.epoch_lines = not self.verbose if self.given is None else self.given
 
     def __call__(self, event: progress.Event) -> None:
         from cifar_tune.cli import display  # the study's lines (imported late: the CLI has not loaded Keras yet)
