@@ -52,7 +52,8 @@ def optimize(settings: OptimizeSettings) -> int:
     def command() -> int:
         try:
             tuning.run_study(settings)
-        except WorkersStopped as e:  # the workers said why; the command ends with their status
+        except WorkersStopped as e:  # the workers said why; the last line says what ended the study
+            print(f"cifar-tune: error: {e}", file=sys.stderr, flush=True)
             return e.status
         return 0
 

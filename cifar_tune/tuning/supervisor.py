@@ -186,7 +186,7 @@ def run_jobs(settings: OptimizeSettings) -> tuple[int, str]:
                 remaining = None if settings.timeout is None else settings.timeout - (time.monotonic() - start)
                 if not sup.stop_code and (remaining is None or remaining > 0):
                     sup.spawn(remaining)
-                timed_out = remaining is not None and remaining <= 0 and sup.left(study.get_trials()) > 0
+                timed_out = remaining is not None and remaining <= 0 and sup.left(study.get_trials(deepcopy=False)) > 0
                 if sup.finished(remaining is not None and remaining <= 0):
                     break
                 time.sleep(poll)
