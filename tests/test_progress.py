@@ -11,6 +11,7 @@ import pty
 import re
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -275,3 +276,17 @@ def test_a_console_shipped_to_a_ray_worker_prints_epoch_lines_not_a_status_line(
     assert console.live and not console.epoch_lines
     assert not copy.live and copy.epoch_lines
     assert not pickle.loads(pickle.dumps(Console(live=True, verbose=True))).epoch_lines
+
+
+def test_the_status_line_is_redrawn_while_a_training_sends_no_events(capsys, monkeypatch):
+    """The first batch's tracing or a validation can take seconds without an event: the line is redrawn meanwhile
+    (its elapsed time moves), and erased when the command ends."""
+    from cifar_tune.cli import console
+
+    monkeypatch.setattr(console, "TICK", 0.05)
+    with progress.reporting(Console(live=True)):
+        progress.report(progress.TrainingStarted("trial 0", 3, 100))
+        time.sleep(0.5)
+    out = capsys.readouterr().out
+    assert out.count("\r\x1b[Ktrial 0: epoch 1/3, 0s, last val_loss -") >= 4  # one event, many redraws
+    assert out.endswith("\r\x1b[K")

@@ -6,10 +6,11 @@ A training (a trial, a baseline or compare run) shows where it is in one of two 
 output is a terminal:
 
 * a terminal: a live status line at the bottom, redrawn in place (``\\r``, erase to the end of the line) as the
-  training's events arrive (at most every ``progress.BATCH_EVERY`` seconds): ``trial 3: epoch 2/3 batch 120/282,
-  1m12s, last val_loss 2.1034``. Every line printed erases it first and it is drawn again below, so lines never
-  mix with it; it is erased when the training ends. One row, never cursor movements: the lines of other
-  processes on the same terminal (a supervisor's worker processes) only overwrite it until its next redraw.
+  training's events arrive (at most every ``progress.BATCH_EVERY`` seconds) and every ``TICK`` second between
+  them: ``trial 3: epoch 2/3 batch 120/282, 1m12s, last val_loss 2.1034``. Every line printed erases it first
+  and it is drawn again below, so lines never mix with it; it is erased when the training ends. One row, never
+  cursor movements: the lines of other processes on the same terminal (a supervisor's worker processes) only
+  overwrite it until its next redraw.
 * a pipe or a file: no status line (no ``\\r`` in a log); a line per finished epoch instead (``epoch_line``),
   so a log shows every few minutes that the run is alive, bounded by trials × epochs, never by batches.
 
@@ -21,12 +22,14 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
 from cifar_tune import progress
 
 ERASE = "\r\x1b[K"  # back to the row's start, erase to its end (ANSI; every terminal emulator in use)
+TICK = 1.0  # seconds between redraws of the status line when no event came (its elapsed time moves on)
 
 
 @dataclass
@@ -62,14 +65,25 @@ class Console:
         self.epoch_lines = (not verbose and not self.live) if epoch_lines is None else epoch_lines
         self.running: dict[str, _Training] = {}
         self.shown = False  # the status line is on the terminal now
+        # A training's events stop for seconds at times (the first batch's tracing, validation): a daemon thread
+        # redraws the line every TICK seconds meanwhile, so its elapsed time moves; the lock keeps whole lines.
+        self.lock, self.ticker, self.stop = threading.RLock(), None, threading.Event()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("lock", "ticker", "stop")}
 
     def __setstate__(self, state: dict) -> None:
         """A copy printing in another process whose output is forwarded line by line (a Ray worker's, see
         ``ray_backend.shippable``): no status line there, a line per epoch instead."""
-        self.__dict__.update(state, live=False, shown=False, running={})
+        self.__dict__.update(state, live=False, shown=False, running={}, lock=threading.RLock(), ticker=None,
+                             stop=threading.Event())
         self.epoch_lines = not self.verbose if self.given is None else self.given
 
     def __call__(self, event: progress.Event) -> None:
+        with self.lock:  # the status line's thread reads what this changes
+            self._show(event)
+
+    def _show(self, event: progress.Event) -> None:
         from cifar_tune.cli import display  # the study's lines (imported late: the CLI has not loaded Keras yet)
 
         if isinstance(event, (progress.TrainingStarted, progress.Batch, progress.Epoch)):
@@ -93,6 +107,9 @@ class Console:
     def _training(self, event) -> None:
         if isinstance(event, progress.TrainingStarted):
             self.running[event.tag] = _Training(event.epochs, time.monotonic(), event.initial_epoch, 0, event.steps)
+            if self.live and self.ticker is None:
+                self.ticker = threading.Thread(target=self._tick, name="cifar-tune-status-line", daemon=True)
+                self.ticker.start()
         run = self.running.get(event.tag)
         if isinstance(event, progress.Epoch):
             if self.epoch_lines:
@@ -117,28 +134,42 @@ class Console:
         width = shutil.get_terminal_size((100, 24)).columns - 1
         return " | ".join(parts)[:width]
 
+    def _tick(self) -> None:
+        while not self.stop.wait(TICK):
+            with self.lock:
+                if self.running:
+                    self._draw()
+
     def _draw(self) -> None:
         if not self.live:
             return
-        line = self.status_line()
-        if line or self.shown:
-            sys.stdout.write(ERASE + line)
-            sys.stdout.flush()
-        self.shown = bool(line)
+        with self.lock:
+            line = self.status_line()
+            if line or self.shown:
+                sys.stdout.write(ERASE + line)
+                sys.stdout.flush()
+            self.shown = bool(line)
 
     def say(self, line: str, to_stderr: bool = False) -> None:
         """Print ``line`` (standard error for a warning), the status line erased first and drawn again after."""
-        if self.live:
-            sys.stdout.write(ERASE)
-            sys.stdout.flush()
-            self.shown = False
-        _say(line, to_stderr)
-        self._draw()
+        with self.lock:
+            if self.live:
+                sys.stdout.write(ERASE)
+                sys.stdout.flush()
+                self.shown = False
+            _say(line, to_stderr)
+            self._draw()
 
     def close(self) -> None:
-        """Erase the status line (``progress.reporting`` calls it when the command ends, an interrupted one too)."""
-        self.running.clear()
-        self._draw()
+        """Erase the status line and stop its redraws (``progress.reporting`` calls it when the command ends, an
+        interrupted one too)."""
+        self.stop.set()
+        if self.ticker is not None:
+            self.ticker.join(timeout=5)
+            self.ticker = None
+        with self.lock:
+            self.running.clear()
+            self._draw()
 
 
 def _elapsed(seconds: float) -> str:
