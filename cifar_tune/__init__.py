@@ -3,20 +3,21 @@
 The Python API (``import cifar_tune as ct``): ``ct.optimize``, ``ct.baseline``, ``ct.compare``, ``ct.run``,
 ``ct.load`` (see ``cifar_tune.api``), their result classes (``ct.BaselineResult``, ``ct.Comparison``,
 ``ct.JobResult``, ``ct.Studies``), ``ct.make_settings`` / ``ct.OptimizeSettings`` and the errors
-(``ct.UserError``, ``ct.DataError``, ``ct.WorkersStopped``). Importing the package is cheap: each name loads on
+(``ct.UserError``, ``ct.DataError``, ``ct.WorkersStopped``) and warnings (``ct.CifarTuneWarning``,
+``ct.NotLearnedWarning``). Importing the package is cheap: each name loads on
 first use (PEP 562), and Keras only when a function that trains is called.
 """
 
 from __future__ import annotations
 
-from cifar_tune.errors import DataError, UserError, WorkersStopped
+from cifar_tune.errors import CifarTuneWarning, DataError, NotLearnedWarning, UserError, WorkersStopped
 
 __version__ = "0.1.0"
 
 _LAZY = {"optimize": "api", "baseline": "api", "compare": "api", "run": "api", "load": "api",
          "make_settings": "api", "BaselineResult": "results", "Comparison": "results", "JobResult": "results",
          "Studies": "results", "OptimizeSettings": "studies.presets"}
-__all__ = ["DataError", "UserError", "WorkersStopped", "__version__", *_LAZY]
+__all__ = ["CifarTuneWarning", "DataError", "NotLearnedWarning", "UserError", "WorkersStopped", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -9,9 +9,11 @@ running trial was failed and what finished was kept, as the CLI does. Results ar
 
 Progress: the library reports it to ``cifar_tune.progress``'s current reporter. A function here that trains,
 called with no reporter installed (a notebook, a script), installs ``progress.TqdmReporter`` for the call:
-``tqdm.auto`` progress bars of the trials and of each training's epochs (a widget in Jupyter, text on standard
-error elsewhere; nothing on standard output), warnings on standard error, and every event logged under the
-logger ``cifar_tune`` (``progress.enable_default_handler()`` shows its lines). A reporter the
+``tqdm.auto`` progress bars of the trials and of each training, from its first batch (a widget in Jupyter with
+the ``notebook`` extra's ipywidgets, text on standard error elsewhere; nothing on standard output), every warning
+the CLI would print as a Python warning (``ct.CifarTuneWarning``; ``ct.NotLearnedWarning`` for a study whose best
+trial learned nothing worth crowning), and every event logged under the logger ``cifar_tune``
+(``progress.enable_default_handler()`` shows its lines). A reporter the
 caller installed (``with cifar_tune.progress.reporting(my_reporter): ...``, any callable taking an event) is used
 instead. Keras loads on the first call that trains
 (``runtime.import_keras``: the backend is chosen and TensorFlow's native logs are silenced first), not on
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from cifar_tune import choices, progress, runtime
 from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
-from cifar_tune.errors import UserError
+from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.studies import validate
 
 if TYPE_CHECKING:
@@ -191,8 +193,9 @@ def load(storage: str | None = None) -> Studies:
     SQLite file is created, no table added (``database.storage_for_reading``); Keras is not loaded.
 
     Returns ``Studies``: ``studies`` (architecture -> ``optuna.Study``; calling a Study's writing methods would
-    write), ``table`` (the stored comparisons aggregated as ``Comparison.table``), ``records``, ``warnings``,
-    ``figures()``. Raises ``UserError`` for a missing, damaged or non-Optuna storage.
+    write), ``table`` (the stored comparisons aggregated as ``Comparison.table``), ``records``, ``warnings``
+    (each also issued as a ``NotLearnedWarning``), ``figures()``. Raises ``UserError`` for a missing, damaged or
+    non-Optuna storage.
     """
     import optuna
 
@@ -215,6 +218,9 @@ def load(storage: str | None = None) -> Studies:
         if err is None:
             raise
         raise err from None
+    with _progress_bars():  # what `cifar-tune studies` warns about: a NotLearnedWarning each
+        for warning in warnings:
+            progress.warn(warning, NotLearnedWarning)
     return Studies(storage=database.mask_url(url), studies=studies, table=table, records=stored,
                    warnings=tuple(warnings))
 

@@ -56,6 +56,17 @@ class ClusterError(UserError):
         self.status = status
 
 
+class CifarTuneWarning(UserWarning):
+    """Something the user should see (what the CLI prints on standard error): the Python API's progress reporter
+    (``progress.TqdmReporter``) issues every warning-level event as a Python warning of this class or a
+    subclass, so a notebook shows it and ``warnings.filterwarnings`` / ``pytest.warns`` can select it."""
+
+
+class NotLearnedWarning(CifarTuneWarning):
+    """A study's best trial learned nothing worth crowning (``catalog.not_learned``: near chance, or a lower
+    accuracy than the baseline): its budget (epochs, training images) was likely too small."""
+
+
 class TrialFailed(Exception):
     """This trial failed (the reason is stored with it); the study goes on. The tuning loop catches only this:
     anything else, a ``UserError`` above all, stops the study instead of failing trial after trial."""

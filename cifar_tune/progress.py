@@ -2,28 +2,35 @@
 prints.
 
 Events (small frozen dataclasses): ``Message`` (a line with a ``logging`` level: INFO is progress, WARNING and
-above something the user should see), ``StudyStarted`` / ``StudyFinished`` (one study run), ``TrialFinished`` (a
-trial ended, or another worker took it over), ``Epoch`` (a training finished an epoch). ``report(event)`` sends
-one to the current reporter: any callable taking an event, installed with ``reporting(reporter)`` (a context
-manager; nests, and the reporter before comes back after).
+above something the user should see, with the Python warning ``category`` a notebook user gets it as),
+``StudyStarted`` / ``StudyFinished`` (one study run, and what ended it), ``TrialFinished`` (a trial ended, or
+another worker took it over), and a training's ``TrainingStarted``, ``Batch`` (within an epoch, at most every
+``BATCH_EVERY`` seconds) and ``Epoch`` (an epoch finished). ``report(event)`` sends one to the current
+reporter: any callable taking an event, installed with ``reporting(reporter)`` (a context manager; nests, and the
+reporter before comes back after).
 
 With no reporter installed the events go to Python's ``logging`` under the logger ``cifar_tune`` (DEBUG for
 epochs, INFO for progress, WARNING for warnings), following Optuna's conventions (``optuna.logging``: one library
 root logger, ``get_logger``, ``set_verbosity``, ``enable_default_handler``) with one difference: no handler is
 attached by default (a ``logging.NullHandler``, the standard library's advice for libraries), so the library is
 silent unless its caller configures logging or installs a reporter. The command line installs its console
-reporter (``cifar_tune.cli.console``); the Python API installs ``TqdmReporter`` (progress bars) when its caller
-installed none (see ``cifar_tune.api``).
+reporter (``cifar_tune.cli.console``); the Python API installs ``TqdmReporter`` (progress bars, and warnings as
+Python warnings) when its caller installed none (see ``cifar_tune.api``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from cifar_tune.errors import CifarTuneWarning
 
 LOGGER_NAME = "cifar_tune"
 _root = logging.getLogger(LOGGER_NAME)
@@ -66,10 +73,13 @@ def disable_default_handler() -> None:
 
 @dataclass(frozen=True)
 class Message:
-    """A line of progress (``logging.INFO``) or a warning (``logging.WARNING`` and above), said as is."""
+    """A line of progress (``logging.INFO``) or a warning (``logging.WARNING`` and above), said as is.
+    ``category``: the Python warning class the Python API's reporter raises a warning as (default
+    ``errors.CifarTuneWarning``)."""
 
     text: str
     level: int = logging.INFO
+    category: type[Warning] | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -117,6 +127,42 @@ class TrialFinished:
 
 
 @dataclass(frozen=True)
+class TrainingStarted:
+    """A training of ``tag`` (an architecture, or ``trial N``) begins: ``epochs`` in all, ``steps`` batches per
+    epoch (None where the engine does not say: the fast engine), from epoch ``initial_epoch`` (0-based; a resumed
+    trial starts later)."""
+
+    tag: str
+    epochs: int
+    steps: int | None = None
+    initial_epoch: int = 0
+    level = logging.DEBUG
+
+    def __str__(self) -> str:
+        steps = f", {self.steps} batches each" if self.steps else ""
+        return f"[{self.tag}] training: {self.epochs} epochs{steps}"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Within epoch ``epoch`` (0-based) of ``epochs`` of ``tag``'s training: ``step`` batches done of ``steps`` (None:
+    unknown), ``seconds`` since the epoch began. Sent at most every ``BATCH_EVERY`` seconds (stock Keras fit; the
+    fast engine runs an epoch as one compiled loop and sends none)."""
+
+    tag: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int | None = None
+    seconds: float = 0.0
+    level = logging.DEBUG
+
+    def __str__(self) -> str:
+        of = f"/{self.steps}" if self.steps else ""
+        return f"[{self.tag}] epoch {self.epoch + 1}/{self.epochs} batch {self.step}{of} ({self.seconds:.1f}s)"
+
+
+@dataclass(frozen=True)
 class Epoch:
     """A training of ``tag`` (an architecture, or ``trial N``) finished epoch ``epoch`` (0-based) of ``epochs``:
     its Keras ``logs`` (loss, accuracy, val_loss, val_accuracy when validated) and its ``seconds``."""
@@ -133,20 +179,29 @@ class Epoch:
         return f"[{self.tag}] epoch {self.epoch + 1}/{self.epochs} {logs} ({self.seconds:.1f}s)"
 
 
+# Why a study run ended (``StudyFinished.ended``): the new trials it was given ran, the study holds its study-wide
+# total, the timeout passed (no trial starts after it; the one running finishes).
+ENDED_TRIALS, ENDED_TOTAL, ENDED_TIMEOUT = "n_trials", "total_trials", "timeout"
+
+
 @dataclass(frozen=True)
 class StudyFinished:
-    """A study run ended after ``seconds``: ``settings`` and the ``optuna.Study`` read back (every trial in it)."""
+    """A study run ended after ``seconds``: ``settings``, the ``optuna.Study`` read back (every trial in it), and
+    ``ended``: which limit ended it (``ENDED_TRIALS``, ``ENDED_TOTAL``, ``ENDED_TIMEOUT``; None: not known).
+    (A run that Ctrl-C, SIGTERM or its stopped workers ended raises instead, and the caller says so.)"""
 
     settings: Any
     study: Any
     seconds: float
+    ended: str | None = None
     level = logging.INFO
 
     def __str__(self) -> str:
-        return f"study {self.study.study_name}: done in {self.seconds:.0f} s, {len(self.study.trials)} trials"
+        why = f" ({self.ended} reached)" if self.ended else ""
+        return f"study {self.study.study_name}: done in {self.seconds:.0f} s{why}, {len(self.study.trials)} trials"
 
 
-Event = Message | StudyStarted | TrialFinished | Epoch | StudyFinished
+Event = Message | StudyStarted | TrialFinished | TrainingStarted | Batch | Epoch | StudyFinished
 Reporter = Callable[[Event], None]
 
 
@@ -182,9 +237,10 @@ def info(text: str) -> None:
     report(Message(text))
 
 
-def warn(text: str) -> None:
-    """``report(Message(text, logging.WARNING))``: something the user should see (the CLI: on standard error)."""
-    report(Message(text, logging.WARNING))
+def warn(text: str, category: type[Warning] | None = None) -> None:
+    """``report(Message(text, logging.WARNING, category))``: something the user should see (the CLI: on standard
+    error; the Python API: a Python warning of ``category``, default ``errors.CifarTuneWarning``)."""
+    report(Message(text, logging.WARNING, category))
 
 
 @contextlib.contextmanager
@@ -206,19 +262,44 @@ def reporting_unless_installed(make: Callable[[], Reporter]) -> Iterator[None]:
         yield
 
 
+BATCH_EVERY = 0.5  # seconds between two Batch events of a training (a bar or a live line moves; no flood)
+
+
 def epoch_callback(tag: str, epochs: int):
-    """A Keras callback that reports an ``Epoch`` event at the end of each epoch (Keras loads on the call)."""
+    """A Keras callback reporting ``tag``'s training: ``TrainingStarted`` when ``fit`` begins, ``Batch`` within an
+    epoch (at most every ``BATCH_EVERY`` seconds), ``Epoch`` at each epoch's end with its logs and seconds (Keras
+    loads on the call)."""
     import keras
 
-    began = [time.perf_counter()]
+    class _Reporting(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch, self.began, self.last = 0, time.perf_counter(), 0.0
 
-    def begin(epoch, logs=None):
-        began[0] = time.perf_counter()
+        def _steps(self) -> int | None:
+            steps = (getattr(self, "params", None) or {}).get("steps")
+            return int(steps) if steps else None
 
-    def end(epoch, logs=None):
-        report(Epoch(tag, epoch, epochs, dict(logs or {}), time.perf_counter() - began[0]))
+        def on_train_begin(self, logs=None):
+            self.started = False
 
-    return keras.callbacks.LambdaCallback(on_epoch_begin=begin, on_epoch_end=end)
+        def on_epoch_begin(self, epoch, logs=None):
+            if not getattr(self, "started", False):  # the first epoch of this fit (a resumed one: not epoch 0)
+                self.started = True
+                report(TrainingStarted(tag, epochs, self._steps(), epoch))
+            self.epoch, self.began = epoch, time.perf_counter()
+            self.last = self.began
+
+        def on_train_batch_end(self, batch, logs=None):  # logs unread: no device sync for the bar
+            now = time.perf_counter()
+            if now - self.last >= BATCH_EVERY:
+                self.last = now
+                report(Batch(tag, self.epoch, epochs, batch + 1, self._steps(), now - self.began))
+
+        def on_epoch_end(self, epoch, logs=None):
+            report(Epoch(tag, epoch, epochs, dict(logs or {}), time.perf_counter() - self.began))
+
+    return _Reporting()
 
 
 def _logging_configured() -> bool:
@@ -226,35 +307,59 @@ def _logging_configured() -> bool:
     return any(not isinstance(h, logging.NullHandler) for lg in (_root, logging.getLogger()) for h in lg.handlers)
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _callers_stacklevel() -> int:
+    """The ``stacklevel`` of ``warnings.warn`` (called by the function calling this one) that names the frame which
+    called into the package (a notebook cell, a script's line): Python 3.12's ``skip_file_prefixes``, which 3.11,
+    the oldest Python supported, lacks. 1 (that function) when no frame outside the package called in."""
+    frame, level, outermost = sys._getframe(1), 1, None  # level 1: the caller of warnings.warn
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_PACKAGE):
+            outermost = level
+        frame, level = frame.f_back, level + 1
+    return outermost + 1 if outermost is not None and outermost + 1 < level else 1
+
+
 class TqdmReporter:
-    """Progress bars from ``tqdm.auto`` (a widget in Jupyter, text on standard error elsewhere): one for a study's
-    trials, one for the epochs of the training under way; every event also goes to ``log_event``. Warnings must
-    not vanish behind the bars: while the reporter is in use and logging is not configured, a standard-error
-    handler for WARNING and above is attached to the ``cifar_tune`` logger (``close`` removes it)."""
+    """The Python API's reporter: progress bars from ``tqdm.auto`` (a widget in Jupyter with ipywidgets, the
+    ``notebook`` extra; text on standard error elsewhere), one for a study's trials and one for the training
+    under way, and warnings as Python warnings; every event also goes to ``log_event``.
+
+    A training's bar starts when the training does (``TrainingStarted``), counts batches (or epochs where the
+    engine reports no batches), moves within an epoch (``Batch``) and shows the epoch and the last epoch's logs,
+    so its elapsed time and rate are true from the first batch. Every event at WARNING or above (a ``Message``,
+    a trial another worker took over) becomes ``warnings.warn(text, category)`` (its ``category``, default
+    ``errors.CifarTuneWarning``), attributed to the line that called the API: the Python convention for what the
+    caller can act on (a notebook shows it, and ``warnings.filterwarnings`` or ``pytest.warns`` select it by
+    class), where a log record would be invisible unless the caller configured logging."""
 
     def __init__(self):
-        self.trials = self.epochs = None
-        self._handler = None
-        if not _logging_configured():
-            self._handler = logging.StreamHandler()  # standard error
-            self._handler.setLevel(logging.WARNING)
-            _root.addHandler(self._handler)
+        self.trials = self.bar = None
+        self.steps: int | None = None
 
     def __call__(self, event: Event) -> None:
-        from tqdm.auto import tqdm
-
         log_event(event)
-        if isinstance(event, StudyStarted):
+        if event.level >= logging.WARNING:
+            self._warn(event)
+        elif isinstance(event, StudyStarted):
             self._close_bars()
-            self.trials = tqdm(total=event.planned, desc=event.study.study_name, unit="trial")
-        elif isinstance(event, Epoch):
-            if self.epochs is None or event.epoch == 0 or self.epochs.total != event.epochs:
-                self._close_epochs()
-                self.epochs = tqdm(total=event.epochs, desc=event.tag, unit="epoch", leave=False)
-            self.epochs.update(1)
-            self.epochs.set_postfix({k: f"{float(v):.4f}" for k, v in event.logs.items()}, refresh=True)
+            self.trials = self._tqdm(total=event.planned, desc=event.study.study_name, unit="trial")
+        elif isinstance(event, TrainingStarted):
+            self._close_training()
+            self.steps = event.steps
+            per = self.steps or 1
+            self.bar = self._tqdm(total=event.epochs * per, initial=event.initial_epoch * per, leave=False,
+                                  unit="batch" if self.steps else "epoch",
+                                  desc=f"{event.tag} epoch {event.initial_epoch + 1}/{event.epochs}")
+        elif isinstance(event, Batch) and self.bar is not None and self.steps:
+            self._move_to(event.epoch * self.steps + event.step, event)
+        elif isinstance(event, Epoch) and self.bar is not None:
+            self._move_to((event.epoch + 1) * (self.steps or 1), event)
+            self.bar.set_postfix({k: f"{float(v):.4f}" for k, v in event.logs.items()}, refresh=True)
         elif isinstance(event, TrialFinished) and not event.taken_over:
-            self._close_epochs()
+            self._close_training()
             if self.trials is not None:
                 self.trials.update(1)
                 value = "" if event.trial.value is None else f" {event.trial.value:.4f}"
@@ -262,21 +367,35 @@ class TqdmReporter:
         elif isinstance(event, StudyFinished):
             self._close_bars()
 
-    def _close_epochs(self) -> None:
-        if self.epochs is not None:
-            self.epochs.close()
-            self.epochs = None
+    @staticmethod
+    def _tqdm(**kwargs):
+        from tqdm.auto import tqdm
+
+        return tqdm(**kwargs)
+
+    def _move_to(self, position: int, event: Batch | Epoch) -> None:
+        epoch = min(event.epoch + (1 if isinstance(event, Epoch) else 0), event.epochs - 1)
+        self.bar.set_description_str(f"{event.tag} epoch {epoch + 1}/{event.epochs}", refresh=False)
+        self.bar.update(max(0, position - self.bar.n))
+
+    def _warn(self, event: Event) -> None:
+        from tqdm.auto import tqdm
+
+        category = getattr(event, "category", None) or CifarTuneWarning
+        with tqdm.external_write_mode():  # the text bars (standard error or output) step aside for the warning
+            warnings.warn(str(event), category, stacklevel=_callers_stacklevel())
+
+    def _close_training(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def _close_bars(self) -> None:
-        self._close_epochs()
+        self._close_training()
         if self.trials is not None:
             self.trials.close()
             self.trials = None
 
     def close(self) -> None:
-        """Close the open bars and remove the warnings' handler (``reporting`` calls it when the call ends, an
-        interrupted one too)."""
+        """Close the open bars (``reporting`` calls it when the call ends, an interrupted one too)."""
         self._close_bars()
-        if self._handler is not None:
-            _root.removeHandler(self._handler)
-            self._handler = None

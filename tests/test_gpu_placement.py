@@ -86,6 +86,10 @@ def test_jobs_respect_cuda_visible_devices(tmp_path: Path, tiny_npz: Path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 worker(s) on 2 GPU(s) 1,3" in out.stdout
     assert sorted(set(stored_gpus(tmp_path))) == ["1", "3"]
+    # issue 30: the supervisor's summary says which limit ended the run; the workers, through a pipe, print a
+    # line per epoch and no status line
+    assert "Ended: its 4 new trials ran (n_trials reached)." in out.stdout
+    assert out.stdout.count("] epoch 1/1 loss") == 4 and "\r" not in out.stdout
 
 
 def test_jobs_per_gpu_is_checked_at_the_door(tmp_path: Path, tiny_npz: Path):

@@ -271,7 +271,12 @@ def cmd_studies(args) -> int:
         return 0
     import pandas as pd
 
-    print(pd.DataFrame(rows).to_string(index=False))
+    warned = {r["study"]: r.pop("warning") for r in rows}  # beside each study, in short; in full below the table
+    print(pd.DataFrame([{**r, "warning": "NOT LEARNED" if warned[r["study"]] else ""} for r in rows])
+          .to_string(index=False))
+    for name, warning in warned.items():
+        if warning:
+            print(f"WARNING: {name}: {warning}")
     compared = tables.compared_rows(storage)
     if compared:
         print("\nCompared on the test set (cifar-tune compare; accuracy, mean over the seeds):")
@@ -315,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # usage errors (status 2) and --help (0), returned so callers in-process see them
         return int(e.code or 0)
     try:
-        with progress.reporting(Console()):  # the library's progress and warnings, as the commands' lines
+        # the library's progress and warnings, as the commands' lines (--verbose: Keras's bar shows the epochs)
+        with progress.reporting(Console(verbose=bool(getattr(args, "verbose", False)))):
             if args.command in NEEDS_KERAS:
                 from cifar_tune import runtime
 

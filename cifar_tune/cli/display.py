@@ -3,6 +3,7 @@ Formatting only (``console.py`` prints them): nothing here decides or stores."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import optuna
@@ -71,11 +72,45 @@ def header(settings: OptimizeSettings, study: optuna.Study, created: bool, total
     workers += f", a fresh process every {per_process} trials" if per_process else ""
     return (f"Study {settings.study_name} ({settings.arch}) in {mask_url(settings.storage)}: {how}; "
             f"{budget} of {settings.epochs} epochs, {settings.sampler} sampler, "
-            f"{settings.pruner} pruner, preset {settings.preset}, {workers}")
+            f"{settings.pruner} pruner, preset {settings.preset}, {workers}\n{limits(settings, total)}")
+
+
+def limits(settings: OptimizeSettings, total: int | None = None) -> str:
+    """Every limit that can end the run, in one line: the trials (new ones, or a study-wide total) and the
+    timeout, if any (no trial starts after it; the ones running finish)."""
+    trials = f"{settings.n_trials} new trials" if total is None else f"a study of {total} trials"
+    if settings.timeout is None:
+        return f"Ends after {trials} (no timeout; Ctrl-C stops it, finished trials are kept)."
+    return (f"Ends after {trials} or at the {settings.timeout:g} s timeout, whichever comes first (no trial "
+            "starts after the timeout; the running ones finish).")
+
+
+def ended_line(event) -> str:
+    """Which limit ended the run (a ``progress.StudyFinished``): the trials, the study-wide total, the timeout."""
+    from cifar_tune import progress
+
+    settings = event.settings
+    since = datetime.now() - timedelta(seconds=event.seconds)  # Optuna stores local times without a zone
+    ran = sum(1 for t in event.study.trials if t.datetime_start is not None and t.datetime_start >= since)
+    if event.ended == progress.ENDED_TRIALS:
+        return f"Ended: its {settings.n_trials} new trials ran (n_trials reached)."
+    if event.ended == progress.ENDED_TOTAL:
+        return f"Ended: the study holds its {total_of(settings)} trials (total_trials reached)."
+    if event.ended == progress.ENDED_TIMEOUT:
+        return (f"Ended: the {settings.timeout:g} s timeout passed (no trial starts after it) with {ran} trial(s) "
+                "run; give --timeout (or timeout=) more seconds, or run the command again for more.")
+    return ""
+
+
+def total_of(settings: OptimizeSettings) -> int | None:
+    from cifar_tune.tuning.loop import total_trials  # loads Keras (here: at a study's end only)
+
+    return total_trials(settings)
 
 
 def summary(study: optuna.Study) -> str:
-    """Trials by state, the best trial beside the baseline trial, and a warning when nothing was learned."""
+    """Trials by state and the best trial beside the baseline trial (a study that learned nothing: the
+    library's warning says it, ``tuning.run_study``)."""
     trials = study.get_trials(deepcopy=False)
     counts = records.counts_by_state(trials)
     shown = ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "fail") if s in counts)
@@ -88,9 +123,6 @@ def summary(study: optuna.Study) -> str:
             lines.append(f"  {name:<8} trial {t.number:>3}: val_loss {t.value:.4f} "
                          f"val_acc {_acc(TrialRecord.read(t)):.4f}  "
                          f"{short_params(t.params)}")
-    warning = records.not_learned(study)
-    if warning:
-        lines.append(f"WARNING: {warning}.")
     return "\n".join(lines)
 
 

@@ -53,7 +53,8 @@ def optimize(settings: OptimizeSettings) -> int:
     def command() -> int:
         try:
             tuning.run_study(settings)
-        except WorkersStopped as e:  # the workers said why; the command ends with their status
+        except WorkersStopped as e:  # the workers said why; the last line says what ended the study
+            print(f"cifar-tune: error: {e}", file=sys.stderr, flush=True)
             return e.status
         return 0
 
@@ -93,7 +94,7 @@ def baseline(ds: Dataset, settings: BaselineSettings) -> int:
                 + sb.resume_command(settings, state["out"]))
 
     # a line per epoch, unless --verbose: Keras's own progress bar says it then
-    with progress.reporting(Console(epoch_lines=not settings.verbose)):
+    with progress.reporting(Console(epoch_lines=not settings.verbose, verbose=bool(settings.verbose))):
         return run_stoppable(command, interrupted)
 
 

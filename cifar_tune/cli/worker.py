@@ -19,7 +19,7 @@ def main() -> int:
     job = json.loads(sys.stdin.read())
     from cifar_tune import tuning  # loads no Keras: tuning.run_job loads it first, its native logs silenced
 
-    with progress.reporting(Console()):
+    with progress.reporting(Console(verbose=bool(job["settings"].get("verbose")))):
         return tuning.run_job(job)
 
 

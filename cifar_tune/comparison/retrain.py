@@ -41,7 +41,7 @@ from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR
 from cifar_tune.comparison.record import jsonable, make_record, store
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
 from cifar_tune.data import cifar10 as data
-from cifar_tune.errors import UserError
+from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.models import metrics
 from cifar_tune.results import Comparison
 from cifar_tune.storage import database
@@ -157,7 +157,10 @@ def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tu
                   f"{', '.join(map(str, seeds))}, test {len(t.ds.y_test):,} images"
                   + (" (the best trial IS the baseline: trained once per seed)" if same else ""))
     for note in t.notes:
-        progress.info(f"[{t.arch}] {note}")
+        if t.warning and t.warning in note:  # a warning (the CLI: standard error; the API: NotLearnedWarning)
+            progress.warn(f"{t.study.study_name}: {t.warning}", NotLearnedWarning)
+        else:
+            progress.info(f"[{t.arch}] {note}")
     rows, runs = [], {v: [] for v in VARIANTS}
     # what, besides config and seed, decides a run (the ledger's key; the data's hash is taken once, not per run)
     fixed = {"epochs": t.epochs, "data": t.ds.fingerprint(), "engine": engines.resolve_engine(settings.engine),

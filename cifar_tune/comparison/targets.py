@@ -39,6 +39,7 @@ class Target:
     epochs: int
     ds: data.Dataset
     notes: list[str] = field(default_factory=list)
+    warning: str | None = None  # catalog.not_learned's (also in ``notes``, as the record keeps it)
 
     @property
     def label(self) -> str:
@@ -121,7 +122,8 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, 
         if warning:
             notes.append(f"WARNING: {warning}")
         targets.append(Target(arch, study, best, catalog.baseline_trial(study), _tuned_config(arch, study, best),
-                              architectures.get(arch).config(), epochs or _study_epochs(study), target_ds, notes))
+                              architectures.get(arch).config(), epochs or _study_epochs(study), target_ds, notes,
+                              warning))
     if not targets:
         raise UserError(f"nothing to compare in {where}: " + "; ".join(skipped))
     return targets, skipped

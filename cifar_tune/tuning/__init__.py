@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from cifar_tune import progress
-from cifar_tune.errors import WorkersStopped
+from cifar_tune.errors import NotLearnedWarning, WorkersStopped
 from cifar_tune.storage.database import storage_for_reading
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
     trial was failed: the caller says what stopped (``optimize``, ``cifar-tune run``)."""
     # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.cli.worker``) imports this
     # package before it loads Keras with TensorFlow's native logs silenced.
-    from cifar_tune.tuning.loop import needs_supervisor
+    from cifar_tune.tuning.loop import needs_supervisor, total_trials
     from cifar_tune.tuning.loop import run_worker as run_here
     from cifar_tune.tuning.supervisor import run_jobs
 
@@ -50,15 +50,29 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
         code = run_on_ray(settings)
         if code:
             raise WorkersStopped(settings.arch, code)
+        timed_out = settings.timeout is not None and time.perf_counter() - start >= settings.timeout
+        ended = progress.ENDED_TIMEOUT if timed_out else (
+            progress.ENDED_TRIALS if total_trials(settings) is None else progress.ENDED_TOTAL)
     elif needs_supervisor(settings):
-        code = run_jobs(settings)
+        code, ended = run_jobs(settings)
         if code:
             raise WorkersStopped(settings.arch, code)
     else:
-        run_here(settings, settings.n_trials)
+        ended = run_here(settings, settings.n_trials)[1]
     study = optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
-    progress.report(progress.StudyFinished(settings, study, time.perf_counter() - start))
+    progress.report(progress.StudyFinished(settings, study, time.perf_counter() - start, ended))
+    _warn_if_not_learned(study)
     return study
+
+
+def _warn_if_not_learned(study: optuna.Study) -> None:
+    """The study's best trial learned nothing worth crowning: a warning (the CLI: on standard error; the Python
+    API: a ``NotLearnedWarning``), after the run's summary."""
+    from cifar_tune.studies import catalog
+
+    warning = catalog.not_learned(study)
+    if warning:
+        progress.warn(f"{study.study_name}: {warning}", NotLearnedWarning)
 
 
 def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> optuna.Study:
@@ -66,7 +80,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> op
     process, at most ``n_trials`` of a study-wide total); returns the study. Raises as ``run_study``."""
     from cifar_tune.tuning.loop import run_worker as run_here
 
-    return run_here(settings, n_trials, worker=worker)
+    return run_here(settings, n_trials, worker=worker)[0]
 
 
 def run_job(job: dict) -> int:

@@ -97,8 +97,10 @@ def poll_seconds(storage) -> float:
     return max(0.5, min(float(getattr(storage, "heartbeat_interval", None) or DEFAULT_HEARTBEAT_INTERVAL), 5.0))
 
 
-def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node: str | None = None) -> optuna.Study:
-    """Run trials of the study in this process; returns the study.
+def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0,
+               node: str | None = None) -> tuple[optuna.Study, str]:
+    """Run trials of the study in this process; returns the study and which limit ended the run
+    (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``).
 
     Without a study-wide target: ``n_trials`` new trials (or until the timeout). With one: until the study holds
     that many trials, at most ``n_trials`` of them here when this process is a supervisor's or a Ray cluster's
@@ -119,15 +121,18 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
     callbacks = [_report_trial, story.callback]
     try:
         if total is None:
-            run_trials(study, objective, n_trials, timeout=settings.timeout, callbacks=callbacks)
+            done = run_trials(study, objective, n_trials, timeout=settings.timeout, callbacks=callbacks)
+            ended = progress.ENDED_TRIALS if done >= n_trials else progress.ENDED_TIMEOUT
         else:
             supervised = worker > 0
-            run_until_total(study, objective, total, max_trials=n_trials if supervised else None,
-                            stay=not supervised, timeout=settings.timeout, poll=poll_seconds(storage),
-                            callbacks=callbacks)
+            ran = run_until_total(study, objective, total, max_trials=n_trials if supervised else None,
+                                  stay=not supervised, timeout=settings.timeout, poll=poll_seconds(storage),
+                                  callbacks=callbacks)
+            reached = records.started_trials(study) >= total or (supervised and ran >= n_trials)
+            ended = progress.ENDED_TOTAL if reached else progress.ENDED_TIMEOUT
     finally:
         story.tell(study)
-    return study
+    return study, ended
 
 
 def _report_trial(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -163,8 +163,9 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-def run_jobs(settings: OptimizeSettings) -> int:
-    """Supervise workers until this command's trials are done; returns the exit status (0, or why it stopped)."""
+def run_jobs(settings: OptimizeSettings) -> tuple[int, str]:
+    """Supervise workers until this command's trials are done; returns the exit status (0, or why it stopped) and
+    which limit ended the run (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``)."""
     storage, space, split = open_and_prepare(settings)
     study, created = create_or_load(settings, storage, space, split)  # study and baseline exist before workers
     del split  # the workers load their own copy
@@ -174,7 +175,7 @@ def run_jobs(settings: OptimizeSettings) -> int:
     planned = settings.n_trials if total is None else max(0, total - records.started_trials(study))
     progress.report(progress.StudyStarted(settings, study, created, total, trials_per_process(settings), planned,
                                           gpus.visible_gpus()))
-    poll, start = poll_seconds(storage), time.monotonic()
+    poll, start, timed_out = poll_seconds(storage), time.monotonic(), False
     try:
         # A signal is seen at the next poll, never raised inside a library call (where it could be swallowed
         # or leave a just-started worker unrecorded); leaving the block raises it.
@@ -185,6 +186,7 @@ def run_jobs(settings: OptimizeSettings) -> int:
                 remaining = None if settings.timeout is None else settings.timeout - (time.monotonic() - start)
                 if not sup.stop_code and (remaining is None or remaining > 0):
                     sup.spawn(remaining)
+                timed_out = remaining is not None and remaining <= 0 and sup.left(study.get_trials(deepcopy=False)) > 0
                 if sup.finished(remaining is not None and remaining <= 0):
                     break
                 time.sleep(poll)
@@ -197,4 +199,5 @@ def run_jobs(settings: OptimizeSettings) -> int:
         raise KeyboardInterrupt
     if sup.deaths and not sup.stop_code:
         progress.warn("the other workers ran the lost trials: the command ran all its trials")
-    return sup.stop_code
+    ended = progress.ENDED_TIMEOUT if timed_out else progress.ENDED_TRIALS if total is None else progress.ENDED_TOTAL
+    return sup.stop_code, ended

@@ -128,6 +128,7 @@ def _study_rows(studies_: list) -> pd.DataFrame:
             acc = TrialRecord.read(t).val_accuracy if t is not None else None
             row[f"{name} val_acc"] = f"{acc:.4f}" if acc is not None else "—"
         row["Best trial"] = f"#{best.number}" if best is not None else "—"
+        row["Warning"] = records.not_learned(study) or ""  # beside the study, as `cifar-tune studies` shows it
         rows.append(row)
     return pd.DataFrame(rows)
 

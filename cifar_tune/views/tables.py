@@ -139,7 +139,8 @@ def summary(per_seed: pd.DataFrame, agg: pd.DataFrame, out, *, seeds: int, secon
 
 
 def study_rows(storage) -> list[dict]:
-    """One row per study in ``storage``: name, arch, trials by state, best value and accuracy."""
+    """One row per study in ``storage``: name, arch, trials by state, best value and accuracy, and ``warning``:
+    ``catalog.not_learned``'s reason when its best trial learned nothing worth crowning (else "")."""
     rows = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=s.study_name, storage=storage)
@@ -150,7 +151,8 @@ def study_rows(storage) -> list[dict]:
                      "trials": len(trials),
                      **{k: counts.get(k, 0) for k in ("complete", "pruned", "fail", "running", "waiting")},
                      "best_val_loss": round(best.value, 4) if best else None,
-                     "best_val_acc": round(_or_nan(TrialRecord.read(best).val_accuracy), 4) if best else None})
+                     "best_val_acc": round(_or_nan(TrialRecord.read(best).val_accuracy), 4) if best else None,
+                     "warning": not_learned(study) or ""})
     return rows
 
 
