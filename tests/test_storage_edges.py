@@ -171,6 +171,21 @@ def test_optimize_refuses_another_applications_database_touching_nothing(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "tiny.npz"]  # no journal, lock or storage/
 
 
+@pytest.mark.postgres
+def test_optimize_refuses_another_applications_postgres_database(pg_url, tiny_npz, capsys):
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        with engine.begin() as con:
+            con.execute(sqlalchemy.text("CREATE TABLE patients (id serial PRIMARY KEY, name text)"))
+        assert optimize(tiny_npz, pg_url) == 2
+        one_line(capsys, "is not an Optuna storage", "(patients)")
+        assert sqlalchemy.inspect(engine).get_table_names() == ["patients"]
+    finally:
+        engine.dispose()
+
+
 def test_an_empty_database_file_is_a_new_storage(tmp_path):
     (tmp_path / "new.db").write_bytes(b"")
     database.open_storage(f"sqlite:///{tmp_path}/new.db", with_heartbeat=False)
