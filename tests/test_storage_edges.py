@@ -147,8 +147,8 @@ def test_a_sqlite_argument_that_would_not_act_is_refused(query, words, tmp_path,
 
 def test_mode_rw_opens_an_existing_file_only(tmp_path):
     with pytest.raises(UserError, match="mode=rw opens an existing file only"):
-        database.open_storage(f"sqlite:///{tmp_path}/s.db?mode=rw", with_heartbeat=False)
-    assert not (tmp_path / "s.db").exists()
+        database.open_storage(f"sqlite:///{tmp_path}/sub/s.db?mode=rw", with_heartbeat=False)
+    assert list(tmp_path.iterdir()) == []  # no file, no folder
     plain_study(tmp_path / "s.db")
     database.open_storage(f"sqlite:///{tmp_path}/s.db?mode=rw", with_heartbeat=False)
 

@@ -153,12 +153,12 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     kwargs = _heartbeat_kwargs(heartbeat_interval, grace_period, retry_attrs) if with_heartbeat else {}
     path = sqlite_path(url)
     if path is not None:
+        if sqlite_mode(url) == "rw" and not path.exists():
+            raise UserError(f"no storage at {mask_url(url)}: mode=rw opens an existing file only (drop it to create "
+                            "one)")
         _check_writable_sqlite(url, path)
         if path.exists():
             check_sqlite_file(url, path)
-        elif sqlite_mode(url) == "rw":
-            raise UserError(f"no storage at {mask_url(url)}: mode=rw opens an existing file only (drop it to create "
-                            "one)")
     settled = True  # Optuna's tables all there (or none yet: a new storage)
     if path is None or path.exists():
         settled = check_schema(url, _table_names(url), writes)  # another application's database ends here
