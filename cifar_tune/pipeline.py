@@ -41,7 +41,7 @@ from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import ComparisonRecord, TrialRecord
-from cifar_tune.views import study_report, tables
+from cifar_tune.views import figures, study_report, tables
 
 
 def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeSettings:
@@ -132,6 +132,15 @@ KEPT = {"studies": "finished trials are stored", "compare": "the trainings compa
         "report": "the report reads the stored records only: nothing is lost"}
 
 
+def check_outputs(out_dir: str | Path | None) -> None:
+    """Refuse, creating nothing, an ``out_dir`` the job could not write its outputs in (compare's folder
+    ``out_dir/compare`` and the study report), before any study trains or a storage is touched. Raises
+    ``UserError``."""
+    figures.check_out_dir(out_dir)
+    figures.check_out_dir(Path(out_dir) / "compare" if out_dir else None)
+    study_report.check_report_path(out_dir)
+
+
 def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | None = None,
             out_dir: str | Path | None = None, progress: dict | None = None,
             show_comparison: Callable[[Comparison], None] | None = None) -> JobResult:
@@ -140,6 +149,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     is called with compare's result as soon as it has one. Raises ``UserError`` (bad data, storage),
     ``WorkersStopped``, or KeyboardInterrupt after Ctrl-C / SIGTERM with what finished kept."""
     validate.check_args(seeds=seeds, timeout=timeout, out_dir=None if out_dir is None else str(out_dir))
+    check_outputs(out_dir)
     start, progress = time.perf_counter(), {} if progress is None else progress
     progress["phase"] = "studies"
     first, archs = plan[0], [s.arch for s in plan]

@@ -149,6 +149,48 @@ def test_a_data_path_is_kept_absolute(tmp_path, monkeypatch):
     assert make_settings("cnn", data=choices.KERAS_DATA).data == choices.KERAS_DATA
 
 
+# --- pruner settings that cannot act (issue 28, item 6) -----------------------------------------------------------
+
+
+def test_a_median_warm_up_not_shorter_than_the_epochs_is_refused_naming_both(tmp_path, capsys):
+    """The median pruner prunes from epoch index median_warmup_epochs on: a warm-up of 5 in a study of 2 epochs
+    would never prune. Refused in the API and in one line (exit 2) on the command line, both values named."""
+    from cifar_tune import cli
+
+    path = preset_file(tmp_path, 'pruner = "median"\nmedian_warmup_epochs = 5\nepochs = 2\n')
+    with pytest.raises(InvalidValue, match=r"median_warmup_epochs = 5 \(preset .*mine.toml\) is not shorter than "
+                                           r"epochs = 2 \(preset .*mine.toml\)"):
+        make_settings("cnn", preset=str(path))
+    with pytest.raises(InvalidValue, match=r"median_warmup_epochs = 1 \(built-in default\) is not shorter than "
+                                           r"epochs = 1 \(--epochs\)"):
+        make_settings("cnn", pruner="median", epochs=1)
+    assert cli.main(["optimize", "--arch", "cnn", "--preset", str(path), "--storage",
+                     f"sqlite:///{tmp_path}/s.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "median_warmup_epochs = 5" in err and "epochs = 2" in err, err
+    assert not (tmp_path / "s.db").exists()
+    # a warm-up one epoch shorter may prune, and more epochs given on the command line make the preset's work
+    assert make_settings("cnn", preset=str(path), epochs=6).median_warmup_epochs == 5
+    assert make_settings("cnn", pruner="median", epochs=2).pruner == "median"
+
+
+def test_a_median_setting_with_another_pruner_is_refused(tmp_path):
+    with pytest.raises(InvalidValue, match=r"median_startup_trials = 2 \(keyword median_startup_trials\) acts only "
+                                           r"with the median pruner, and the pruner is hyperband \(preset default\)"):
+        make_settings("cnn", median_startup_trials=2)
+    path = preset_file(tmp_path, "median_warmup_epochs = 2\n")
+    with pytest.raises(InvalidValue, match=r"median_warmup_epochs = 2 \(preset .*\) .* the pruner is none "
+                                           r"\(--pruner\)"):
+        make_settings("cnn", preset=str(path), pruner="none")
+    assert make_settings("cnn", preset=str(path), pruner="median").median_warmup_epochs == 2
+
+
+def test_settings_from_a_workers_json_are_checked_for_the_pruner_too():
+    d = {**make_settings("cnn", pruner="median", epochs=3).to_dict(), "median_warmup_epochs": 3}
+    with pytest.raises(InvalidValue, match="is not shorter than epochs = 3"):
+        OptimizeSettings(**d)
+
+
 # --- the plain-dict form (a supervised worker's JSON) ------------------------------------------------------------
 
 

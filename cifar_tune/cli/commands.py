@@ -265,9 +265,11 @@ def cmd_studies(args) -> int:
     from cifar_tune.views import tables
 
     storage = database.storage_for_reading(args.storage or DEFAULT_STORAGE)
-    rows = tables.study_rows(storage)
+    rows, foreign = tables.study_rows(storage), tables.foreign_studies(storage)
+    if foreign:  # another program's, multi-objective or maximizing: listed, never read as ours
+        print("Foreign studies (not cifar-tune's; skipped): " + "; ".join(f"{n} ({why})" for n, why in foreign.items()))
     if not rows:
-        print(f"No studies in {database.mask_url(args.storage or DEFAULT_STORAGE)}")
+        print(f"No {'cifar-tune ' if foreign else ''}studies in {database.mask_url(args.storage or DEFAULT_STORAGE)}")
         return 0
     import pandas as pd
 

@@ -55,7 +55,8 @@ from cifar_tune.views.tables import VARIANTS, aggregate, csv_frame, markdown
 @dataclass(frozen=True)
 class CompareSettings:
     """Everything one ``compare`` run needs, with the command line's defaults, checked as the command line checks
-    them when made (``UserError``, ``errors.InvalidValue`` for a bad value; nothing is read or written).
+    them when made (``UserError``, ``errors.InvalidValue`` for a bad value; the storage URL and the output folder
+    are checked, nothing is read from a storage or written).
 
     ``archs``: architecture keys (None: every architecture with a study); ``seeds``: seeds per architecture;
     ``epochs`` (None: each study's); ``storage``: an Optuna storage URL; ``out_dir`` (None: a new folder under
@@ -81,10 +82,12 @@ class CompareSettings:
                             storage=self.storage)
         if self.archs is not None:
             object.__setattr__(self, "archs", tuple(self.archs))  # frozen otherwise
+        database.check_url(self.storage, writes="compare")  # compare stores its results in the studies
         validate.check_choice("engine", self.engine, choices.ENGINES)
         validate.check_choice("precision", self.precision, choices.PRECISIONS)
         if self.full_data and self.subset:
             raise UserError("--full-data compares on every image; it does not go with --subset")
+        report.check_out_dir(self.out_dir)  # before the storage is read or anything trains
 
 
 # --- training and evaluating -----------------------------------------------------------------------------------
@@ -253,7 +256,7 @@ def compare_studies(settings: CompareSettings) -> Comparison:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     start = time.perf_counter()
     archs = s.archs and list(s.archs)
-    records.check_studies(database.storage_for_reading(s.storage), s.storage, archs)
+    records.check_studies(database.storage_for_reading(s.storage, writes="compare"), s.storage, archs)
     ds = data.load_for_run(s.data or recorded_source(s.storage, archs), s.subset)
     per_seed, agg, out, stored = run(ds, s)
     return Comparison(per_seed=per_seed, table=agg, out=out, records=stored, seeds=s.seeds,

@@ -74,6 +74,7 @@ class BaselineSettings:
         if self.val_size is not None and self.protocol != "holdout":
             raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
         validate.check_val_size(self.val_size, self.subset, "--val-size", "--subset")
+        report.check_out_dir(self.out_dir)  # a path that cannot be the output folder: refused before the data load
 
 
 def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None, seed: int = 0) -> data.Split:

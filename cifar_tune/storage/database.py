@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -16,8 +15,18 @@ from pathlib import Path
 import optuna
 
 from cifar_tune import progress
-from cifar_tune.choices import DEFAULT_STORAGE, SQLITE_TIMEOUT_ENV
+from cifar_tune.choices import SQLITE_TIMEOUT_ENV
 from cifar_tune.errors import UserError
+from cifar_tune.storage.urls import (  # noqa: F401  (check_url, mask_url, normalize_url, read_only: used as database.*)
+    check_url,
+    engine_url,
+    mask_url,
+    normalize_url,
+    read_only,
+    scrub,
+    sqlite_mode,
+    sqlite_path,
+)
 
 # Heartbeats and the retry callback are marked experimental; they are the documented way to do what we need,
 # so their warnings would only be noise in every command's output.
@@ -45,71 +54,6 @@ def sqlite_timeout() -> float:
     if not 0.1 <= value <= 3600:  # NaN fails too
         raise UserError(f"${SQLITE_TIMEOUT_ENV}={raw!r}: expected seconds in 0.1 .. 3600")
     return value
-
-
-def normalize_url(url: str) -> str:
-    """``postgres://`` and ``postgresql://`` (libpq style) mean the installed psycopg 3 driver; a SQLite path
-    starting with ``~`` is the home folder, as in every other path option (SQLite itself would make a ``~``)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    m = re.match(r"(sqlite(?:\+\w+)?:///)(~[^/?]*)(.*)", url)
-    if m:
-        return m[1] + os.path.expanduser(m[2]) + m[3]
-    return url
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password (user part or ``?password=``) replaced by ***, safe to print or log."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        u = make_url(url)
-        if "password" in u.query:
-            u = u.update_query_dict({"password": "***"})
-        return u.render_as_string(hide_password=True).replace("password=%2A%2A%2A", "password=***")
-    except (ArgumentError, ValueError):
-        return "<unparsable storage URL>"
-
-
-def _passwords(url: str) -> list[str]:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        u = make_url(url)
-    except (ArgumentError, ValueError):
-        return []
-    return [str(p) for p in (u.password, u.query.get("password")) if p]
-
-
-def _scrub(text: str, url: str) -> str:
-    """``text`` with the URL's passwords (if any) replaced by ***: driver messages must not leak them."""
-    for password in _passwords(url):
-        text = text.replace(password, "***")
-    return text
-
-
-def check_url(url: str) -> None:
-    """Refuse a storage URL SQLAlchemy cannot parse or whose database driver is missing, without connecting."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        u = make_url(normalize_url(url))
-        u.get_dialect()
-    except ArgumentError:
-        raise UserError(f"invalid storage URL {mask_url(url)!r}: expected e.g. {DEFAULT_STORAGE} or "
-                        "postgresql+psycopg://user:password@host/db") from None
-    except (NoSuchModuleError, ImportError) as e:
-        hint = " (install cifar-tune[postgres])" if url.startswith("postgres") else ""
-        raise UserError(f"storage URL {mask_url(url)}: database driver not available{hint}: "
-                        f"{_scrub(str(e), url)}") from None
-    if u.get_backend_name() == "sqlite" and (u.database in (None, "", ":memory:") or u.query.get("mode") == "memory"
-                                             or u.database.startswith("file::memory:")):
-        raise UserError(f"storage URL {url}: an in-memory database would lose the study when the "
-                        f"command ends; give a file, e.g. {DEFAULT_STORAGE}")
 
 
 def _engine_kwargs(url: str, pooled: bool = True) -> dict:
@@ -182,14 +126,6 @@ def _heartbeat_kwargs(interval: int | None, grace: int | None, retry_attrs=None)
             "heartbeat_stale_trial_callback": _RetryDeadWorkerTrial(retry_attrs, max_retry=1)}
 
 
-def _sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL (check_url refused in-memory ones); None for a server URL."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(normalize_url(url))
-    return Path(u.database) if u.get_backend_name() == "sqlite" else None
-
-
 def _check_writable_sqlite(url: str, path: Path) -> None:
     """Create the SQLite file's folder; refuse a file or folder SQLite could not write (it needs the folder for
     its journal). ``os.access`` sees what permissions, read-only mounts and immutable files allow, even to root."""
@@ -206,19 +142,29 @@ def _check_writable_sqlite(url: str, path: Path) -> None:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 with_heartbeat: bool = True,
+                 with_heartbeat: bool = True, writes: str = "optimize",
                  retry_attrs: Callable[[optuna.trial.FrozenTrial], dict] | None = None) -> optuna.storages.RDBStorage:
     """Open (and for SQLite create) the storage for writing; any trial run through it beats a heartbeat, and a
     dead worker's trial is retried once with the user attrs ``retry_attrs(dead trial)`` (default: none).
-    A damaged or locked SQLite file is refused before anything is written to it."""
-    check_url(url)
+    Refused before anything is written to it (``UserError``, naming ``writes``, the command): a read-only URL, a
+    damaged or locked SQLite file, a database that holds other tables but not Optuna's (another application's),
+    and one that lacks some of Optuna's tables (``check_schema``)."""
+    check_url(url, writes=writes)
     kwargs = _heartbeat_kwargs(heartbeat_interval, grace_period, retry_attrs) if with_heartbeat else {}
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None:
+        if sqlite_mode(url) == "rw" and not path.exists():
+            raise UserError(f"no storage at {mask_url(url)}: mode=rw opens an existing file only (drop it to create "
+                            "one)")
         _check_writable_sqlite(url, path)
         if path.exists():
             check_sqlite_file(url, path)
+    settled = True  # Optuna's tables all there (or none yet: a new storage)
+    if path is None or path.exists():
+        settled = check_schema(url, _table_names(url), writes)  # another application's database ends here
     with _creation_lock(url, path):
+        if not settled:  # Optuna's tables in part: another command may have been creating them under this lock
+            check_schema(url, _table_names(url), writes, settled=True)
         return _open(url, kwargs)
 
 
@@ -227,9 +173,12 @@ def check_sqlite_file(url: str, path: Path) -> None:
     back a crashed writer's journal first, as any reader must); a file another process holds locked is waited
     for at most :func:`sqlite_timeout` seconds."""
     import sqlite3
+    from urllib.parse import quote
 
     try:
-        with contextlib.closing(sqlite3.connect(path, timeout=sqlite_timeout())) as con:
+        connect = (dict(database=f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True) if read_only(url)
+                   else dict(database=path))  # a read-only URL is never opened for writing, even to check it
+        with contextlib.closing(sqlite3.connect(**connect, timeout=sqlite_timeout())) as con:
             problems = [row[0] for row in con.execute("PRAGMA quick_check(3)")]
     except sqlite3.Error as e:
         raise storage_error(url, e) from None
@@ -274,7 +223,7 @@ def _creation_lock(url: str, path: Path | None):
 
 
 def _open(url: str, kwargs: dict, pooled: bool = True) -> optuna.storages.RDBStorage:
-    real = normalize_url(url)
+    real = engine_url(url)
     for attempt in range(6):
         try:
             with _quiet_sqlalchemy():
@@ -321,9 +270,9 @@ def storage_error(url: str, e: BaseException, doing: str = "storage") -> UserErr
     reason = " ".join(lines[:2])[:300] if lines else type(e).__name__
     hint = next((h for key, h in _HINTS if key in reason.lower()), "")
     if hint:
-        path = _sqlite_path(url) if url.startswith("sqlite") else None
+        path = sqlite_path(url) if url.startswith("sqlite") else None
         hint = " (" + hint.format(timeout=sqlite_timeout(), env=SQLITE_TIMEOUT_ENV).replace("FILE", str(path)) + ")"
-    return UserError(f"{doing} {mask_url(url)}: {_scrub(reason, url)}{hint}")
+    return UserError(f"{doing} {mask_url(url)}: {scrub(reason, url)}{hint}")
 
 
 def db_message(e: BaseException) -> str:
@@ -347,7 +296,7 @@ def storage_failure(url: str, e: BaseException) -> UserError | None:
     kinds = (SQLAlchemyError, sqlite3.Error, optuna.exceptions.StorageInternalError)
     if any(isinstance(x, ValueError) and _raised_reading_storage(x) for x in _causes(e)):
         # Optuna stores attributes and distributions as JSON: SQLite's page check cannot see a damaged record
-        return UserError(f"storage {mask_url(url)}: a stored record is not valid JSON ({_scrub(str(e), url)[:120]}; "
+        return UserError(f"storage {mask_url(url)}: a stored record is not valid JSON ({scrub(str(e), url)[:120]}; "
                          "the file is damaged or was written by another program; nothing was written)")
     if not any(isinstance(x, kinds) or type(x).__module__.startswith("psycopg") for x in _causes(e)):
         return None
@@ -386,35 +335,65 @@ def _quiet_sqlalchemy():
         logger.setLevel(level)
 
 
-def storage_for_reading(url: str) -> optuna.storages.RDBStorage:
-    """Open an existing storage, writing nothing: no SQLite file that is not there, no damaged SQLite file, and
-    no Optuna table in a database that lacks one (RDBStorage's constructor would create the missing ones, e.g.
-    in another application's database, or in a damaged or partly copied one)."""
-    from optuna.storages._rdb.models import BaseModel  # Optuna's schema: it has no public list of its tables
+def _table_names(url: str) -> set[str]:
+    """The tables of the storage's database (its default schema), read without writing anything."""
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.exc import SQLAlchemyError
 
-    check_url(url)
-    path = _sqlite_path(url)
-    if path is not None and not path.exists():
-        raise UserError(f"no storage at {mask_url(url)} (run `cifar-tune optimize` first, or pass --storage)")
-    if path is not None:
-        check_sqlite_file(url, path)
-    real = normalize_url(url)
+    real = engine_url(url)
     engine = create_engine(real, **_engine_kwargs(real, pooled=False))
     try:
-        tables = set(inspect(engine).get_table_names())
+        return set(inspect(engine).get_table_names())
     except SQLAlchemyError as e:
         raise _cannot_open(url, e) from None
     finally:
         engine.dispose()
-    if not OPTUNA_TABLES <= tables:
+
+
+def check_schema(url: str, tables: set[str], writes: str | None = None, settled: bool = False) -> bool:
+    """Refuse a database that is not an Optuna storage before anything touches it (RDBStorage's constructor would
+    create the tables it lacks: in another application's database, or in a damaged or partly copied one).
+
+    ``tables``: the database's (``_table_names``). For a reader (``writes`` None) a database without Optuna's
+    tables holds no studies. For a writer (``writes``: the command) an empty database is a new storage, and one
+    with tables but not Optuna's is another application's. Either way a database with some of Optuna's tables
+    but not all (``alembic_version`` too: RDBStorage stamps a missing one) is damaged or partly copied, refused
+    once ``settled``; True when the schema is whole or empty, False when a writer should look again under the
+    creation lock (another command may be creating it). Raises ``UserError``."""
+    from optuna.storages._rdb.models import BaseModel  # Optuna's schema: it has no public list of its tables
+
+    optuna_tables = {*BaseModel.metadata.tables, "alembic_version"}
+    if writes and not tables:
+        return True
+    if not OPTUNA_TABLES <= tables and (not writes or tables - optuna_tables):
+        if writes:
+            theirs = sorted(tables - optuna_tables)
+            raise UserError(f"storage {mask_url(url)} is not an Optuna storage: it holds another application's "
+                            f"tables ({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''}) and not "
+                            f"Optuna's; {writes} would add Optuna's tables to it: give another --storage "
+                            "(nothing was written)")
         raise UserError(f"storage {mask_url(url)} holds no Optuna studies (it lacks Optuna's tables; run "
                         "`cifar-tune optimize` on it first, or check --storage)")
-    # alembic_version too: RDBStorage stamps a missing one, and a reading command must not write
-    missing = sorted({*BaseModel.metadata.tables, "alembic_version"} - tables)
-    if missing:
-        raise UserError(f"storage {mask_url(url)} lacks Optuna's table{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(missing)}: a damaged or partly copied database, or one of an older Optuna "
-                        "(`optuna storage upgrade` upgrades it); nothing was written")
+    missing = sorted(optuna_tables - tables)
+    if not missing:
+        return True
+    if writes and not settled:
+        return False
+    raise UserError(f"storage {mask_url(url)} lacks Optuna's table{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(missing)}: a damaged or partly copied database, or one of an older Optuna "
+                    "(`optuna storage upgrade` upgrades it); nothing was written")
+
+
+def storage_for_reading(url: str, writes: str | None = None) -> optuna.storages.RDBStorage:
+    """Open an existing storage, writing nothing: no SQLite file that is not there, no damaged SQLite file, and
+    no Optuna table in a database that lacks one (``check_schema``). A read-only SQLite URL (``?mode=ro``) is
+    opened read-only. ``writes``: the command that will write through it later (``compare`` stores its results
+    in the studies), which a read-only URL refuses. Raises ``UserError``."""
+    check_url(url, writes=writes)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise UserError(f"no storage at {mask_url(url)} (run `cifar-tune optimize` first, or pass --storage)")
+    if path is not None:
+        check_sqlite_file(url, path)
+    check_schema(url, _table_names(url))
     return _open(url, {}, pooled=False)

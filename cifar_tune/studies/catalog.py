@@ -73,6 +73,41 @@ def study_arch(study) -> str | None:
     return m.group(1) if m and m.group(1) in ARCH_KEYS else None
 
 
+def foreign_reason(study) -> str | None:
+    """Why ``study`` (a study or a study summary) is not one cifar-tune can read as its own, or None: it is one
+    objective minimized (the validation loss) of an architecture (``study_arch``). Another program's study, a
+    multi-objective or maximizing one has no single best trial to crown or compare."""
+    directions = study.directions
+    if len(directions) != 1:
+        return f"multi-objective ({', '.join(d.name.lower() for d in directions)})"
+    if directions[0] != optuna.study.StudyDirection.MINIMIZE:
+        return "maximizes its objective"
+    if study_arch(study) is None:
+        return "not created by cifar-tune (no cifar-tune record)"
+    return None
+
+
+def split_studies(storage: optuna.storages.BaseStorage) -> tuple[list, dict[str, str]]:
+    """The storage's study summaries cifar-tune reads as its own, and the foreign ones: name -> why
+    (``foreign_reason``), which every reading command lists as foreign and skips."""
+    ours, foreign = [], {}
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        why = foreign_reason(s)
+        if why is None:
+            ours.append(s)
+        else:
+            foreign[s.study_name] = why
+    return ours, foreign
+
+
+def foreign_line(foreign: dict[str, str]) -> str:
+    """The foreign studies in one line (empty when there is none)."""
+    if not foreign:
+        return ""
+    return (f"skipped {len(foreign)} foreign stud{'ies' if len(foreign) > 1 else 'y'}: "
+            + "; ".join(f"{name} ({why})" for name, why in foreign.items()))
+
+
 def not_learned(study: optuna.Study) -> str | None:
     """Why the study's best trial should not be trusted as a winner (None when it looks sound).
 

@@ -80,6 +80,7 @@ class OptimizeSettings:
             if getattr(self, key) is not None:
                 validate.check_nonempty(key, getattr(self, key))
         validate.check_val_size(self.val_size, self.subset)
+        validate.check_pruner(self.to_dict())
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-able; ``OptimizeSettings(**d)`` rebuilds it)."""
@@ -129,7 +130,8 @@ def merge(preset: dict, flags: dict, preset_name: str) -> dict:
     ``--val-size``, the preset's ``val_size`` is dropped and the default split applies to the user's subset (a
     tenth of it, at most 5,000: ``data.default_val_size``), so ``--preset quick --subset 2000`` validates on 200
     images instead of failing on the preset's 2,000. A split that still does not fit its subset is refused in one
-    line naming the flag or preset key each number came from.
+    line naming the flag or preset key each number came from, and so is a pruner setting that cannot act within
+    the study's epochs (``validate.check_pruner``).
     """
     if "subset" in flags and "val_size" not in flags:
         preset = {k: v for k, v in preset.items() if k != "val_size"}
@@ -139,6 +141,13 @@ def merge(preset: dict, flags: dict, preset_name: str) -> dict:
         return f"--{validate.label(key)}" if key in flags else f"{key} of preset {preset_name}"
 
     validate.check_val_size(values["val_size"], values["subset"], origin("val_size"), origin("subset"))
+
+    def source(key: str) -> str:  # the median settings have no flag: a keyword of the Python API sets them
+        if key in flags:
+            return f"keyword {key}" if key in validate.MEDIAN_SETTINGS else f"--{validate.label(key)}"
+        return f"preset {preset_name}" if key in preset else "built-in default"
+
+    validate.check_pruner(values, {*flags, *preset}, source)
     return values
 
 
@@ -183,7 +192,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     spaces.load(arch, extra["space"])  # a bad space file fails now, before anything is stored
     storage = names.DEFAULT_STORAGE if extra["storage"] is None else validate.check_nonempty("storage",
                                                                                              extra["storage"])
-    database.check_url(storage)
+    database.check_url(storage, writes="optimize")
     check_ray(extra, storage)
     data = extra["data"]
     if data and data != names.KERAS_DATA:

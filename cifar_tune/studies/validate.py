@@ -126,3 +126,25 @@ def check_args(*, archs=None, **values) -> None:
             check_optional(name, value)
         elif value is not None:
             check_nonempty(name, value)
+
+
+MEDIAN_SETTINGS = ("median_startup_trials", "median_warmup_epochs")  # what acts only with the median pruner
+
+
+def check_pruner(values: dict, given: Iterable[str] = (), origin=lambda key: "given") -> None:
+    """Refuse pruner settings that cannot act within the study: a median pruner whose warm-up is not shorter than
+    the epochs (the step it may first prune at, epoch index ``median_warmup_epochs``, is never reached), and a
+    median setting given (``given``: the keys a flag, keyword or preset set) with another pruner. ``values`` holds
+    ``pruner``, ``epochs`` and the median settings; ``origin(key)`` names where a value came from. Hyperband has
+    no setting of its own: its resources are the study's epochs (tuning.study.make_pruner). Raises
+    ``InvalidValue``."""
+    pruner, epochs, warmup = values["pruner"], values["epochs"], values["median_warmup_epochs"]
+    if pruner == "median" and warmup >= epochs:
+        raise InvalidValue(f"median_warmup_epochs = {warmup} ({origin('median_warmup_epochs')})",
+                           f"is not shorter than epochs = {epochs} ({origin('epochs')}): the median pruner would "
+                           f"never prune a trial; give a warm-up below {epochs}, more epochs, or another pruner")
+    wasted = [key for key in MEDIAN_SETTINGS if key in given]
+    if pruner != "median" and wasted:
+        raise InvalidValue(f"{wasted[0]} = {values[wasted[0]]} ({origin(wasted[0])})",
+                           f"acts only with the median pruner, and the pruner is {pruner} ({origin('pruner')}): "
+                           "drop it or choose the median pruner")

@@ -29,7 +29,9 @@ def _check_port(host: str, port: int) -> None:
 
 
 def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
-    """Serve optuna-dashboard on the storage (with the artifact store) until Ctrl-C; returns the exit status."""
+    """Serve optuna-dashboard on the storage (with the artifact store) until the first Ctrl-C, even one that comes
+    while a response is in flight; returns the exit status. A read-only SQLite URL (``?mode=ro``) is served
+    read-only: the dashboard shows everything, and its edits (notes, deleting) fail."""
     import optuna_dashboard
 
     storage = database.storage_for_reading(storage_url)  # a wrong URL or password ends here, in one line
@@ -37,12 +39,51 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
     store = artifact_store()
     shown = f"[{host}]" if ":" in host else host
     artifacts = f"artifacts in {artifact_dir()}/" if store is not None else "no artifacts"
-    progress.info(f"optuna-dashboard on {database.mask_url(storage_url)} ({artifacts}): "
+    read_only = ", read-only: its edits fail" if database.read_only(storage_url) else ""
+    progress.info(f"optuna-dashboard on {database.mask_url(storage_url)} ({artifacts}{read_only}): "
                   f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)")
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
     try:
-        optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+        _serve_until_interrupted(app, host, port)
     except OSError as e:  # the port was taken between our check and the server's bind
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    except KeyboardInterrupt:
-        pass
     return 0
+
+
+SHUTDOWN_WAIT = 2.0  # seconds the server may take to finish a response in flight after Ctrl-C
+
+
+def _serve_until_interrupted(app, host: str, port: int) -> None:
+    """Serve ``app`` with Bottle's wsgiref server (what ``optuna_dashboard.run_server`` uses) in a daemon thread
+    until Ctrl-C in the main thread. Served in the main thread, a Ctrl-C that lands while a response is computed
+    is caught by wsgiref's handler (a bare ``except``), logged as an error of that request, and the server
+    serves on; here the main thread only waits, so the first Ctrl-C always stops it. Raises the server's
+    ``OSError`` (the port was taken)."""
+    import threading
+
+    from bottle import WSGIRefServer
+
+    server = WSGIRefServer(host=host, port=port)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(app)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name="optuna-dashboard", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        srv = getattr(server, "srv", None)
+        if srv is not None:  # stop serving; a response still in flight gets SHUTDOWN_WAIT, then the process ends
+            stopper = threading.Thread(target=srv.shutdown, daemon=True)
+            stopper.start()
+            stopper.join(SHUTDOWN_WAIT)
+            srv.server_close()
+        return
+    if failed:
+        raise failed[0]

@@ -28,6 +28,24 @@ _CURVES = (("accuracy", "val_accuracy", "accuracy"), ("loss", "val_loss", "loss"
 # --- figures -------------------------------------------------------------------------------------------------
 
 
+def check_out_dir(out_dir: str | Path | None) -> None:
+    """Refuse, creating nothing, an output folder ``make_out_dir`` could not make or write (None: the default
+    under ``storage/reports/``): a path that is not a folder, a file where a folder above it should be, or a
+    folder that cannot be written. Every command checks its outputs so before it touches a storage or trains.
+    Raises ``UserError``."""
+    out = Path(out_dir).expanduser() if out_dir else REPORTS_DIR
+    existing = out
+    while not existing.exists() and existing != existing.parent:  # the nearest folder that is there
+        existing = existing.parent
+    if existing == out and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder")
+    if existing != out and not existing.is_dir():
+        raise UserError(f"cannot create output folder {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {existing} is not writable" if existing == out else
+                        f"cannot create output folder {out}: {existing} is not writable")
+
+
 def make_out_dir(out_dir: str | Path | None, prefix: str) -> Path:
     """Create the output folder: ``out_dir``, or a new ``storage/reports/<prefix>-YYYYmmdd-HHMMSS[-n]``."""
     from datetime import datetime

@@ -19,7 +19,7 @@ from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
 from cifar_tune.storage.database import mask_url, storage_for_reading
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import ComparisonRecord, StudyRecord, TrialRecord
-from cifar_tune.views.figures import compare_figures, facts_html, learning_curves_figure, write_html
+from cifar_tune.views.figures import check_out_dir, compare_figures, facts_html, learning_curves_figure, write_html
 from cifar_tune.views.tables import stat_cell
 
 STUDY_REPORT_NAME = "study-report.html"
@@ -34,6 +34,17 @@ def study_report_path(out: str | Path | None) -> Path:
     if path.suffix.lower() in (".html", ".htm") and not path.is_dir():
         return path
     return path / STUDY_REPORT_NAME
+
+
+def check_report_path(out: str | Path | None) -> Path:
+    """The report's path (``study_report_path``), refused (``UserError``) before anything is read or written when
+    it could not be written: a folder there, or a folder above it that is a file or not writable. Creates
+    nothing."""
+    path = study_report_path(out)
+    if path.is_dir():
+        raise UserError(f"cannot write the report {path}: it is a folder")
+    check_out_dir(path.parent)
+    return path
 
 
 def _importance_blocker(study) -> str | None:
@@ -154,10 +165,12 @@ def _compare_section(studies_: list, compared: dict[str, ComparisonRecord]) -> t
 
 def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
     """One self-contained HTML page about every study in the storage, and the compare results stored with them."""
+    path = check_report_path(out)  # before the storage is read: a path that cannot be written costs nothing
     storage = storage_for_reading(storage_url)
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    summaries, foreign = records.split_studies(storage)
     if not summaries:
-        raise UserError(f"no studies in {mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
+        raise UserError(f"no {'cifar-tune ' if foreign else ''}studies in {mask_url(storage_url)} (run `cifar-tune "
+                        f"optimize --arch ...` first){'; ' + records.foreign_line(foreign) if foreign else ''}")
 
     def order(s):
         arch = records.study_arch(s)
@@ -166,7 +179,7 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
     studies_ = [optuna.load_study(study_name=s.study_name, storage=storage) for s in sorted(summaries, key=order)]
     compared = {s.study_name: rec for s in studies_ if (rec := ComparisonRecord.read(s)) is not None}
     figures: list[tuple[str, go.Figure]] = []
-    notes: list[str] = []
+    notes: list[str] = [records.foreign_line(foreign)] if foreign else []
     # Ctrl-C / SIGTERM (the CLI's run_stoppable) stop the drawing between studies, not inside plotly or fANOVA.
     with runtime.signals_deferred():
         for study in studies_:
@@ -183,7 +196,6 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
              + _study_rows(studies_).to_html(index=False, border=0, classes="metrics") + "\n" + compare_html)
     if notes:
         intro += "<h2>Notes</h2>\n<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>\n"
-    path = study_report_path(out)
     try:
         return write_html(figures + compare_figures, path, title="cifar-tune: study report", intro_html=intro)
     except OSError as e:

@@ -14,7 +14,7 @@ from cifar_tune.choices import COMPARE_DIFF as DIFF
 from cifar_tune.choices import COMPARE_VARIANTS as VARIANTS
 from cifar_tune.models import metrics
 from cifar_tune.models.metrics import ACCURACY, F1
-from cifar_tune.studies.catalog import best_trial, counts_by_state, find_studies, not_learned, study_arch
+from cifar_tune.studies.catalog import best_trial, counts_by_state, find_studies, not_learned, split_studies, study_arch
 from cifar_tune.studies.records import ComparisonRecord, TrialRecord
 
 CONFIDENCE = 0.95
@@ -139,10 +139,11 @@ def summary(per_seed: pd.DataFrame, agg: pd.DataFrame, out, *, seeds: int, secon
 
 
 def study_rows(storage) -> list[dict]:
-    """One row per study in ``storage``: name, arch, trials by state, best value and accuracy, and ``warning``:
-    ``catalog.not_learned``'s reason when its best trial learned nothing worth crowning (else "")."""
+    """One row per cifar-tune study in ``storage``: name, arch, trials by state, best value and accuracy, and
+    ``warning``: ``catalog.not_learned``'s reason when its best trial learned nothing worth crowning (else "");
+    foreign studies are skipped (``foreign_studies``)."""
     rows = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+    for s in split_studies(storage)[0]:
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         counts = counts_by_state(trials)
@@ -156,6 +157,12 @@ def study_rows(storage) -> list[dict]:
     return rows
 
 
+def foreign_studies(storage) -> dict[str, str]:
+    """The studies in ``storage`` that are not cifar-tune's (another program's, multi-objective, maximizing): name
+    -> why (``catalog.foreign_reason``)."""
+    return split_studies(storage)[1]
+
+
 def _or_nan(x: float | None) -> float:
     return float("nan") if x is None else x
 
@@ -164,7 +171,7 @@ def compared_rows(storage) -> list[dict]:
     """One row per study that ``compare`` has run on: test accuracy of baseline and tuned (mean and std over the
     seeds), the paired difference with its 95% interval, and the verdict, as compare stored them."""
     rows = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+    for s in split_studies(storage)[0]:
         record = ComparisonRecord.read(s)
         if record is None:
             continue
