@@ -200,7 +200,9 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     ``optuna.TrialPruned`` -> PRUNED; ``TrialFailed`` -> FAIL, and the study goes on. Anything else (Ctrl-C, a
     ``UserError``) fails the trial and propagates: it would repeat in every trial.
 
-    The trial is asked for under the study lock (``locked``: the caller holds it already). On SQLite, Optuna's
+    A baseline trial the study owes (``study.requeue_lost_baseline``: its dead retry, a stop) is queued again
+    first, so the next trial asked for is the baseline. The trial is asked for under the study lock (``locked``:
+    the caller holds it already). On SQLite, Optuna's
     pop of a queued trial (the baseline, a retry) is not atomic between processes (no SELECT ... FOR UPDATE), and
     two commands starting together were seen to run the same queued trial, one of them losing a trial.
     """
