@@ -96,9 +96,11 @@ def replaced_whole(path: str | os.PathLike) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is not None and os.fspath(e.filename) == os.fspath(tmp):
+            e.filename = os.fspath(path)  # the error names the file the caller asked for, not the hidden one
         raise
 
 
