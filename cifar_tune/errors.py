@@ -80,6 +80,13 @@ class Diverged(Exception):
         super().__init__(f"diverged at epoch {epoch}: {name} {value}")
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint (``engines.Resume``) that the run cannot continue from: its arrays do not fit the model and
+    optimizer the spec builds (written by an older layout, or for another model), or its epoch lies outside the
+    run. Raised by the engines before anything trained; the tuning loop's objective warns and trains the trial
+    from epoch 0 instead (a side store never costs a trial)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, ``docker stop``, a supervisor): handled like Ctrl-C, so the running trial is failed
     with its reason and the process exits without a traceback, with ``status`` (143)."""

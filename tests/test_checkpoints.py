@@ -170,6 +170,8 @@ def test_a_retry_of_a_retry_finds_the_nearest_checkpoint_and_a_lost_one_starts_a
     saved, events = TrialCheckpoints(third, store, epochs=5), []
     with progress.reporting(events.append):
         resumed = saved.resume()
+        assert events == [] and "resumed_from_epoch" not in third.user_attrs  # nothing before the engine restored it
+        saved.resumed()
     assert [e.text for e in events] == ["trial   2 resumes trial 0 from its checkpoint after epoch 2"]
     assert resumed.epoch == 2 and resumed.history == state.history and resumed.model[0].tolist() == [[1, 1], [1, 1]]
     assert third.user_attrs["resumed_from_epoch"] == 2 and third.user_attrs["resumed_from_trial"] == first.number

@@ -41,6 +41,7 @@ from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR
 from cifar_tune.comparison.record import jsonable, make_record, store
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
 from cifar_tune.data import cifar10 as data
+from cifar_tune.data import safe_files
 from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.models import metrics
 from cifar_tune.results import Comparison
@@ -108,7 +109,8 @@ def _train_and_test(target: Target, variant: str, spec: engines.TrainSpec) -> di
     y_pred = engines.predict_classes(result.model, ds.x_test)  # the one look at the test set
     path = _model_path(target.study.study_name, variant, spec.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    result.model.save(path)
+    with safe_files.replaced_whole(path) as tmp:  # whole or absent (a full disk); the suffix stays .keras
+        result.model.save(tmp)
     run = {"metrics": metrics.macro_row(ds.y_test, y_pred),
            "confusion": metrics.confusion(ds.y_test, y_pred).astype(int).tolist(),
            "seconds": round(result.seconds, 3), "engine": result.engine, "model": str(path),
@@ -226,8 +228,9 @@ def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.D
     agg = aggregate(per_seed)
     facts.update({"Engine / precision": f"{', '.join(sorted(set(per_seed['Engine'])))} / {s.precision}",
                   "Wall time": f"{time.perf_counter() - start_all:.0f} s"})
-    csv_frame(per_seed, agg).to_csv(out / "compare.csv", index=False)
-    (out / "compare.md").write_text(markdown(per_seed, agg, facts), encoding="utf-8")
+    with safe_files.replaced_whole(out / "compare.csv") as tmp:  # each file whole or absent
+        csv_frame(per_seed, agg).to_csv(tmp, index=False)
+    safe_files.write_text_whole(out / "compare.md", markdown(per_seed, agg, facts))
     return per_seed, agg, out, stored
 
 

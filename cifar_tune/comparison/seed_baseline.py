@@ -21,6 +21,7 @@ import pandas as pd
 
 from cifar_tune import choices, engines, runtime
 from cifar_tune.data import cifar10 as data
+from cifar_tune.data import safe_files
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures, metrics
 from cifar_tune.progress import epoch_callback, info
@@ -172,7 +173,8 @@ def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: 
              "Engine / precision": f"{runs[0]['engine']} / {s.precision}", **_machine()}
     try:
         report.write_tables(table, out)
-        _history_frame(histories, runs).to_csv(out / "history.csv", index=False)
+        with safe_files.replaced_whole(out / "history.csv") as tmp:  # each file whole or absent
+            _history_frame(histories, runs).to_csv(tmp, index=False)
         write_report(table, histories, runs, facts, out / "report.html")
     except OSError as e:  # a full disk or a share gone: a write says neither the errno's file nor the folder
         info(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))  # the results, still
@@ -191,9 +193,7 @@ def _read_kept(path: Path, key: dict) -> dict:
 
 def _write_kept(path: Path, ledger: dict) -> None:
     """Rewrite the ledger whole (a new file renamed over the old: never half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(ledger), encoding="utf-8")
-    os.replace(tmp, path)
+    safe_files.write_text_whole(path, json.dumps(ledger))
 
 
 def resume_command(settings: BaselineSettings, out: Path) -> str:

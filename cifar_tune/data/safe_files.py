@@ -1,16 +1,24 @@
-"""One safe way to open every file the product reads (data, search spaces, presets).
+"""One safe way to open every file the product reads (data, search spaces, presets), and to write every file
+it writes (``replaced_whole``: whole or not at all).
 
 A path may name anything: a FIFO (opening it for reading waits for a writer for ever), a device (``/dev/zero``
 never ends), a directory, or a file far larger than any the product expects. ``open_regular`` opens without
 blocking and refuses anything but a regular file, checked on the opened descriptor (no race between a check and
 the open); ``read_text`` also bounds the size before a byte is read. Every refusal is one ``UserError`` line (or
 the caller's subclass of it) naming the file.
+
+A write can fail half-way (a full disk, a quota, a share gone) or be killed: ``replaced_whole`` has the writer
+write a hidden temporary file beside the target, then renames it over the target (``os.replace``: atomic within
+one file system), so the target is either the old file or the whole new one, never a part.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from cifar_tune.errors import UserError
@@ -65,3 +73,41 @@ def read_text(path: str | os.PathLike, what: str, max_bytes: int = MAX_TEXT_BYTE
         return blob.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
+
+
+@contextlib.contextmanager
+def replaced_whole(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same folder, same suffix: ``.NAME.<hex>.tmp.SUFFIX``) for the caller
+    to write; when the block ends without an error, the file is flushed to disk and renamed over ``path``.
+
+    On any error (``OSError`` with ENOSPC from a full disk, an exception of the writer, Ctrl-C) the temporary file
+    is removed, ``path`` is left as it was, and the error propagates. A process killed mid-write leaves only the
+    hidden temporary file, never a partial ``path``. Python and Keras have no such helper (``tempfile`` removes
+    its files instead of renaming them; Keras's ``model.save`` writes in place); the suffix is kept because
+    writers choose the format by it (``model.save`` wants ``.keras``).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data on disk before the rename, or a crash could leave an empty file under ``path``
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is not None and os.fspath(e.filename) == os.fspath(tmp):
+            e.filename = os.fspath(path)  # the error names the file the caller asked for, not the hidden one
+        raise
+
+
+def write_text_whole(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all (``replaced_whole``); returns ``path``. Raises the
+    ``OSError`` of a failed write, ``path`` untouched."""
+    path = Path(path)
+    with replaced_whole(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

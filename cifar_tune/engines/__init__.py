@@ -28,7 +28,7 @@ from cifar_tune.engines.base import (
     scale,
     steps_per_epoch,
 )
-from cifar_tune.errors import UserError
+from cifar_tune.errors import CheckpointMismatch, UserError
 
 __all__ = ["Resume", "TrainResult", "TrainSpec", "compile_model", "describe", "device_description",
            "device_name", "make_optimizer", "precision_policy", "predict_classes", "resolve_engine", "scale",
@@ -72,13 +72,15 @@ def train(spec: TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     Given the same data and seed, a resumed run repeats an uninterrupted one (bit for bit on CPU, measured for
     both engines: ``tests/test_checkpoints.py``): the fast JAX loop keys epoch k's shuffle by (seed, k), stock
     fit's data shuffle comes from the seed alone in each epoch's fresh iterator, and every other random draw
-    from the restored seed-generator states. Raises ``ValueError`` when ``resume`` does not fit the model the
-    spec builds, or its epoch is not inside the run.
+    from the restored seed-generator states. The state is restored before any callback is called (their
+    ``on_train_begin`` sees the resumed model). Raises ``CheckpointMismatch`` (a ``ValueError``), before any
+    callback is called and anything trained, when ``resume`` does not fit the model the spec builds, or its
+    epoch is not inside the run.
     """
     spec = dataclasses.replace(spec, engine=resolve_engine(spec.engine))
     callbacks = list(callbacks or [])
     if resume is not None and not 0 < resume.epoch < spec.epochs:
-        raise ValueError(f"cannot resume at epoch {resume.epoch} of {spec.epochs}")
+        raise CheckpointMismatch(f"cannot resume at epoch {resume.epoch} of {spec.epochs}")
     state = dict(resume=resume, checkpoint=checkpoint)
     if spec.engine == "keras":
         return base.train_keras(spec, x_train, y_train, x_val, y_val, callbacks, **state)

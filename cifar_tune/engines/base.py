@@ -32,7 +32,7 @@ from cifar_tune.choices import (
     PRECISIONS,
     SCHEDULES,
 )
-from cifar_tune.errors import UserError
+from cifar_tune.errors import CheckpointMismatch, UserError
 from cifar_tune.models import architectures
 from cifar_tune.runtime.gpus import gpu_of_this_process
 
@@ -102,7 +102,7 @@ class Resume:
     Stored as one uncompressed ``.npz`` (``save``/``load``), not a ``.keras`` file: the fast JAX engine holds its
     state as arrays, not a compiled model, and ``.keras`` leaves the seed-generator states out; the arrays are
     restored by position, so a checkpoint fits the architecture and config that wrote it (``restore`` checks the
-    shapes and raises ``ValueError`` otherwise).
+    shapes and raises ``CheckpointMismatch``, a ``ValueError``, otherwise).
     """
 
     epoch: int
@@ -123,15 +123,21 @@ class Resume:
                    {k: [float(x) for x in v] for k, v in history.items()})
 
     def restore(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
-        """Assign the stored values to ``model`` and a built ``optimizer``; ValueError when they do not fit."""
+        """Assign the stored values to ``model`` and a built ``optimizer``. Raises ``CheckpointMismatch`` (a
+        ``ValueError``) when they do not fit: another count of arrays, another shape, a value Keras cannot assign
+        (variables already assigned then are the caller's to discard)."""
         # lengths are compared next: zip must not raise before the one-line reason
         pairs = [*zip(self.variables(model), self.model, strict=False),
                  *zip(optimizer.variables, self.optimizer, strict=False)]
         if len(self.model) != len(self.variables(model)) or len(self.optimizer) != len(optimizer.variables) \
-                or any(tuple(v.shape) != a.shape for v, a in pairs):
-            raise ValueError("the checkpoint does not fit this model and optimizer")
+                or any(tuple(v.shape) != tuple(np.shape(a)) for v, a in pairs):
+            raise CheckpointMismatch("the checkpoint does not fit this model and optimizer")
         for variable, value in pairs:
-            variable.assign(value)
+            try:
+                variable.assign(value)
+            except Exception as e:  # a dtype Keras cannot cast (an older layout): the same refusal
+                raise CheckpointMismatch(f"the checkpoint does not fit this model and optimizer ({variable.path}: "
+                                         f"{type(e).__name__})") from None
 
     def save(self, path) -> None:
         """Write the state to ``path`` (an ``.npz`` file)."""

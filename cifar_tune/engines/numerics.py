@@ -24,7 +24,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cifar_tune import progress
 from cifar_tune.choices import ARCH_KEYS, STORAGE_DIR
+from cifar_tune.data import safe_files
 from cifar_tune.engines import base
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures
@@ -271,13 +273,15 @@ def _read_cache(path) -> dict:
 
 def _write_cache(path, entries: dict) -> None:
     """Merge ``entries`` into the file and replace it whole (another worker's entries written meanwhile stay,
-    but for a race in the same instant, which only costs that worker's entry a recomputation later)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    merged = {**_read_cache(path), **entries}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(merged, f, indent=1)
-    os.replace(tmp, path)
+    but for a race in the same instant, which only costs that worker's entry a recomputation later). A cache:
+    a write that fails (a full disk) is a warning, and the file stays as it was."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        merged = {**_read_cache(path), **entries}
+        safe_files.write_text_whole(path, json.dumps(merged, indent=1))
+    except OSError as e:
+        progress.warn(f"warning: the numerics check's cache {path} was not written ({e.strerror or e}): the check "
+                      "runs again next time")
 
 
 def check(archs=ARCH_KEYS, precisions=base.PRECISIONS, batch: int = 32, seed: int = 0, *,

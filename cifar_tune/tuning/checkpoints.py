@@ -19,19 +19,25 @@ its retry with the same parameters (``storage/database.py``); the retry's record
   trial's system attrs, which cannot be removed from a finished trial, so every removed checkpoint would stay
   listed on the dashboard as a dead link (and Optuna's ``get_all_artifact_meta`` fails on the dashboard's way of
   un-listing one).
-* **Resume**: the retry takes the latest checkpoint of the nearest trial up its chain of retries that has one,
-  restores it, records ``resumed_from_epoch``/``resumed_from_trial``, continues the curves record, and its
-  training reports only the remaining epochs to the pruner. The earlier epochs' validation losses are copied
-  into the retry's intermediate values first (``trial.report``, no pruning check), so its curve in Optuna is
-  whole: pruners and the dashboard compare trials epoch by epoch, and a retry without its first epochs would
-  look like a different curve.
+* **Resume**: the retry takes the latest checkpoint of the nearest trial up its chain of retries that has one
+  (``resume``), the engine restores it, and only then (``resumed``, from the first callback) the retry records
+  ``resumed_from_epoch``/``resumed_from_trial``, continues the curves record, and its training reports only the
+  remaining epochs to the pruner. The earlier epochs' validation losses are copied into the retry's
+  intermediate values first (``trial.report``, no pruning check), so its curve in Optuna is whole: pruners and
+  the dashboard compare trials epoch by epoch, and a retry without its first epochs would look like a
+  different curve.
 * **Removal**: when a trial ends in this process (complete, pruned, failed, interrupted), its checkpoint and
   those of the trials it resumed are removed; none is kept, the best trial's neither (``compare`` retrains the
   best configuration from scratch, and a checkpoint is for survival, not a result). A trial another worker took
   over keeps its checkpoint: its retry may be resuming from it.
 
-The artifact folder must be shared by every machine of a study (``$CIFAR_TUNE_ARTIFACTS``); a retry that cannot
-read a checkpoint says so in one warning and starts at epoch 0.
+The artifact folder must be shared by every machine of a study (``$CIFAR_TUNE_ARTIFACTS``). A checkpoint is a
+side store and never costs a trial: a retry whose checkpoint cannot be read, lies outside its epochs, holds
+curves that do not match its epoch, or does not fit the model and optimizer (an older layout, another model:
+the engine refuses it before training, ``errors.CheckpointMismatch``) says so in one warning and starts at
+epoch 0, before anything of the checkpoint reached the trial; a checkpoint that cannot be written (a full
+disk) is one warning per trial, the trial goes on without it, and nothing of it stays in the folder (the
+store writes whole files only, ``storage/artifacts.py``).
 """
 
 from __future__ import annotations
@@ -63,24 +69,32 @@ class TrialCheckpoints:
         self.trial, self.store, self.epochs = trial, store, epochs
         self.current: dict | None = None  # this trial's checkpoint pointer (TrialRecord.checkpoint)
         self.spent, self.count = 0.0, 0  # seconds this trial's checkpoints took so far, and how many it wrote
+        self.pending: tuple[int, engines.Resume] | None = None  # (trial number, state) resume() chose
+        self.unsaved = 0  # checkpoints this trial could not write (the first one warns)
 
     @property
     def enabled(self) -> bool:
         return self.store is not None
 
     def save(self, state: engines.Resume) -> None:
-        """Store ``state`` as the trial's latest checkpoint and remove the previous one. Raises ``TakenOver`` when
-        another worker ended the trial meanwhile (nothing of this checkpoint stays)."""
+        """Store ``state`` as the trial's latest checkpoint and remove the previous one. A write that fails (a full
+        disk, the folder gone) is a warning, the first of the trial only: the trial goes on, its previous
+        checkpoint stays the latest, and nothing of the failed one stays. Raises ``TakenOver`` when another
+        worker ended the trial meanwhile (nothing of this checkpoint stays)."""
         if state.epoch >= self.epochs:
             return
         start = time.perf_counter()
         artifact_id = f"checkpoint-{uuid.uuid4()}.npz"
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "state.npz"
-            state.save(path)
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                self.store.write(artifact_id, f)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "state.npz"
+                state.save(path)
+                size = path.stat().st_size
+                with open(path, "rb") as f:
+                    self.store.write(artifact_id, f)  # whole or absent (storage.artifacts.WholeFileArtifactStore)
+        except Exception as e:  # noqa: BLE001 - a side store: never worth the trial
+            self._unsaved(state.epoch, e)
+            return
         seconds = time.perf_counter() - start
         pointer = {"artifact_id": artifact_id, "epoch": state.epoch, "bytes": size, "seconds": round(seconds, 4),
                    "total_seconds": round(self.spent + seconds, 4), "count": self.count + 1}
@@ -89,14 +103,19 @@ class TrialCheckpoints:
         except optuna.exceptions.UpdateFinishedTrialError:
             self._drop(artifact_id)
             raise TakenOver(f"trial {self.trial.number} was ended by another worker") from None
+        except BaseException:  # the storage failed: a checkpoint nothing points at must not stay
+            self._drop(artifact_id)
+            raise
         previous, self.current = self.current, pointer
         self.spent, self.count = self.spent + seconds, self.count + 1
         if previous:
             self._drop(previous["artifact_id"])
 
     def resume(self) -> engines.Resume | None:
-        """The latest checkpoint up this trial's chain of retries (None: start at epoch 0). Records where the
-        trial resumed and copies the earlier epochs' validation losses into its intermediate values."""
+        """The latest checkpoint up this trial's chain of retries (None: start at epoch 0), checked as far as it
+        can be without the model: readable, its epoch inside the trial's, its curves as long as its epoch. A
+        checkpoint that fails a check costs one warning and None. Nothing reaches the trial yet: ``resumed`` once
+        the engine restored it, ``refuse`` when the engine could not."""
         if not self.enabled:
             return None
         for ancestor in self._ancestors():
@@ -104,15 +123,47 @@ class TrialCheckpoints:
             if not pointer or not pointer.get("artifact_id"):
                 continue
             state = self._load(ancestor.number, pointer["artifact_id"])
-            if state is None or not 0 < state.epoch < self.epochs:
+            problem = None if state is None else _problem(state, self.epochs)
+            if problem:
+                self._warn(ancestor.number, problem)
+            if state is None or problem:
                 return None
-            TrialRecord.update(self.trial, resumed_from_epoch=state.epoch, resumed_from_trial=ancestor.number)
-            for step, value in enumerate(state.history.get("val_loss", [])):
-                self.trial.report(value, step)  # as KerasPruningCallback reports them (step = epoch index)
-            progress.info(f"trial {self.trial.number:>3} resumes trial {ancestor.number} from its checkpoint after "
-                          f"epoch {state.epoch}")
+            self.pending = (ancestor.number, state)
             return state
         return None
+
+    def resumed(self) -> None:
+        """The engine restored the state ``resume`` returned (the first callback of its training calls this):
+        record where the trial resumed and copy the earlier epochs' validation losses into its intermediate
+        values. Does nothing when ``resume`` returned None."""
+        if self.pending is None:
+            return
+        number, state = self.pending
+        self.pending = None
+        TrialRecord.update(self.trial, resumed_from_epoch=state.epoch, resumed_from_trial=number)
+        for step, value in enumerate(state.history["val_loss"]):
+            self.trial.report(value, step)  # as KerasPruningCallback reports them (step = epoch index)
+        progress.info(f"trial {self.trial.number:>3} resumes trial {number} from its checkpoint after "
+                      f"epoch {state.epoch}")
+
+    def refuse(self, error: Exception) -> None:
+        """The engine refused the state ``resume`` returned (``errors.CheckpointMismatch``): one warning; the
+        trial trains from epoch 0."""
+        if self.pending is not None:
+            self._warn(self.pending[0], str(error))
+            self.pending = None
+
+    def _warn(self, number: int, problem: str) -> None:
+        progress.warn(f"warning: trial {self.trial.number}: the checkpoint of trial {number} cannot be used "
+                      f"({problem}); starting at epoch 0")
+
+    def _unsaved(self, epoch: int, error: Exception) -> None:
+        self.unsaved += 1
+        if self.unsaved == 1:
+            kept = f"a retry resumes after epoch {self.current['epoch']}" if self.current else "a retry starts afresh"
+            progress.warn(f"warning: trial {self.trial.number}: its checkpoint after epoch {epoch} was not stored "
+                          f"in ${ARTIFACTS_ENV} ({type(error).__name__}: {error}); the trial goes on without it "
+                          f"({kept})")
 
     def remove(self) -> None:
         """Remove the checkpoints of this trial and of the trials it retried (the trial ended here)."""
@@ -167,3 +218,14 @@ def _parent(trial) -> int | None:
     parent = TrialRecord.read(trial).retry_of
     parent = getattr(trial, "system_attrs", {}).get("failed_trial") if parent is None else parent
     return parent if isinstance(parent, int) else None
+
+
+def _problem(state: engines.Resume, epochs: int) -> str | None:
+    """Why ``state`` cannot start a trial of ``epochs`` epochs, in words, checked without the model (the engine
+    checks that its arrays fit), or None."""
+    if not 0 < state.epoch < epochs:
+        return f"it is after epoch {state.epoch}, outside this trial's {epochs}"
+    lengths = {k: len(v) for k, v in state.history.items()}
+    if "val_loss" not in lengths or set(lengths.values()) != {state.epoch}:
+        return f"its curves do not match its {state.epoch} epochs (an older layout?)"
+    return None

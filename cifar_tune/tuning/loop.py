@@ -45,7 +45,7 @@ from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.tuning import story
 from cifar_tune.tuning.objective import make_objective
-from cifar_tune.tuning.study import create_or_load, open_and_prepare
+from cifar_tune.tuning.study import create_or_load, open_and_prepare, requeue_lost_baseline
 
 MAX_TAKEN_OVER = 3  # trials in a row another worker declared dead: this worker's heartbeat cannot keep up
 
@@ -205,7 +205,9 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     ``optuna.TrialPruned`` -> PRUNED; ``TrialFailed`` -> FAIL, and the study goes on. Anything else (Ctrl-C, a
     ``UserError``) fails the trial and propagates: it would repeat in every trial.
 
-    The trial is asked for under the study lock (``locked``: the caller holds it already). On SQLite, Optuna's
+    A baseline trial the study owes (``study.requeue_lost_baseline``: its dead retry, a stop) is queued again
+    first, so the next trial asked for is the baseline. The trial is asked for under the study lock (``locked``:
+    the caller holds it already). On SQLite, Optuna's
     pop of a queued trial (the baseline, a retry) is not atomic between processes (no SELECT ... FOR UPDATE), and
     two commands starting together were seen to run the same queued trial, one of them losing a trial.
     """
@@ -213,6 +215,7 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     with warnings.catch_warnings(), (contextlib.nullcontext() if locked else study_lock(study)):
         # Optuna warns that heartbeats belong to study.optimize: ours beats (below)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        requeue_lost_baseline(study)  # a baseline lost while the study runs (its dead retry) is queued first
         trial = study.ask()
     state, value, taken = TrialState.FAIL, None, False
     try:

@@ -13,7 +13,7 @@ from optuna_integration import KerasPruningCallback
 
 from cifar_tune import engines, progress, runtime
 from cifar_tune.data.cifar10 import Split
-from cifar_tune.errors import Diverged, TakenOver, TrialFailed, UserError
+from cifar_tune.errors import CheckpointMismatch, Diverged, TakenOver, TrialFailed, UserError
 from cifar_tune.runtime import gpus
 from cifar_tune.storage.artifacts import artifact_store
 from cifar_tune.studies.records import TrialRecord
@@ -26,9 +26,10 @@ class TrialRecorder(keras.callbacks.Callback):
     training (at the batch with stock fit, at the epoch with the fast engine, which calls epoch callbacks only),
     and stops training a trial that another worker has ended meanwhile (``TakenOver``)."""
 
-    def __init__(self, trial: optuna.Trial, curves: dict[str, list[float]] | None = None):
+    def __init__(self, trial: optuna.Trial, curves: dict[str, list[float]] | None = None,
+                 begin: Callable[[], None] | None = None):
         super().__init__()
-        self.trial = trial
+        self.trial, self.begin = trial, begin  # begin: called first when training begins (the state is restored)
         self.curves: dict[str, list[float]] = {k: list(v) for k, v in (curves or {}).items()}  # a resume's so far
         self.epoch = 0
 
@@ -39,6 +40,8 @@ class TrialRecorder(keras.callbacks.Callback):
             raise TakenOver(f"trial {self.trial.number} was ended by another worker") from None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.begin is not None:
+            self.begin()
         if self.model is not None:
             self._set(params=int(self.model.count_params()))
 
@@ -87,21 +90,31 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
                   gpu=gpus.gpu_of_this_process())
     store = artifact_store()  # None (after one warning) when its folder cannot be used: no checkpoints then
 
+    def train(trial: optuna.Trial, config: dict, saved: checkpoints.TrialCheckpoints,
+              resume: engines.Resume | None) -> engines.TrainResult:
+        recorder = TrialRecorder(trial, resume.history if resume else None, begin=saved.resumed)
+        callbacks = [progress.epoch_callback(f"trial {trial.number}", template.epochs), recorder,
+                     KerasPruningCallback(trial, "val_loss")]
+        keras.backend.clear_session(free_memory=True)
+        return engines.train(dataclasses.replace(template, config=config), split.x_train, split.y_train,
+                             split.x_val, split.y_val, callbacks=callbacks, resume=resume,
+                             checkpoint=saved.save if saved.enabled else None)
+
     def objective(trial: optuna.Trial) -> float:
         config = space.suggest(trial)
         TrialRecord(**static, config=config).write(trial)
         saved = checkpoints.TrialCheckpoints(trial, store, template.epochs)
         resume = saved.resume()
-        recorder = TrialRecorder(trial, resume.history if resume else None)
-        callbacks = [progress.epoch_callback(f"trial {trial.number}", template.epochs), recorder,
-                     KerasPruningCallback(trial, "val_loss")]
-        keras.backend.clear_session(free_memory=True)
         try:
             runtime.raise_if_stopping()  # a signal that arrived between trials
             with runtime.signals_deferred():
-                result = engines.train(dataclasses.replace(template, config=config), split.x_train,
-                                       split.y_train, split.x_val, split.y_val, callbacks=callbacks,
-                                       resume=resume, checkpoint=saved.save if saved.enabled else None)
+                try:
+                    result = train(trial, config, saved, resume)
+                except CheckpointMismatch as e:  # refused before anything trained or reached the trial
+                    if resume is None:
+                        raise
+                    saved.refuse(e)  # one warning: a side store never costs the trial
+                    result = train(trial, config, saved, None)
             hist = result.history
             TrialRecord.update(trial, params=int(result.model.count_params()), seconds=round(result.seconds, 3),
                                val_accuracy=hist["val_accuracy"][-1], engine_info=result.info, rss_mb=resident_mb())

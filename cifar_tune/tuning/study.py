@@ -131,7 +131,7 @@ def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space,
         _check_ours(study, settings.study_name)
         _check_resume(study, settings, space, split)
         with study_lock(study):  # workers resuming at once re-enqueue it only once
-            _requeue_lost_baseline(study, space)
+            requeue_lost_baseline(study, space.baseline_params())
         return study, False
     # The baseline first: a worker that loads the study meanwhile waits for it (see _wait_for_creator).
     study.enqueue_trial(space.baseline_params(), user_attrs=TrialRecord(baseline=True).to_attrs())
@@ -241,11 +241,42 @@ def _space_change(then: dict, now: dict) -> str:
     return "search space"
 
 
-def _requeue_lost_baseline(study: optuna.Study, space: spaces.Space) -> None:
-    """If the baseline trial was interrupted (Ctrl-C or SIGTERM during trial 0) and none is pending, enqueue it
-    once more. A baseline that failed by itself (diverged, say) would fail again: it is not queued."""
+# Failures that say nothing of the baseline's configuration, so the study still owes its baseline: a stop, and
+# the side-store failures of older versions (a checkpoint that did not fit, a full disk under the artifacts)
+# which failed the trial then; today a side store costs a warning, never the trial.
+LOST_BASELINE_REASONS = (runtime.INTERRUPTED, runtime.TERMINATED, "ValueError: the checkpoint does not fit",
+                         "ValueError: cannot resume at epoch", "OSError: [Errno 28]")
+MAX_DEAD_BASELINES = 4  # baseline trials whose worker died (2 requeues' worth): a config that kills its worker
+
+
+def baseline_owed(study: optuna.Study) -> bool:
+    """Whether the study owes its baseline trial: it has one, none is complete, pruned, running or waiting, and
+    the last one was lost rather than failed by itself. Lost: stopped (Ctrl-C, SIGTERM), a side-store failure of
+    an older version (``LOST_BASELINE_REASONS``), or a dead worker's retry (Optuna retries a dead trial once;
+    the dead retry is lost for good) while fewer than ``MAX_DEAD_BASELINES`` baseline trials died so. A baseline
+    that failed by itself (diverged, say) would fail again: it is not owed."""
     baseline = [t for t in study.get_trials(deepcopy=False) if TrialRecord.read(t).baseline]
-    interrupted = (runtime.INTERRUPTED, runtime.TERMINATED)
-    if baseline and all(t.state == TrialState.FAIL for t in baseline) \
-            and TrialRecord.read(baseline[-1]).fail_reason in interrupted:
-        study.enqueue_trial(space.baseline_params(), user_attrs=TrialRecord(baseline=True).to_attrs())
+    if not baseline or any(t.state != TrialState.FAIL for t in baseline):
+        return False
+    last = TrialRecord.read(baseline[-1])
+    if last.fail_reason is not None:
+        return last.fail_reason.startswith(LOST_BASELINE_REASONS)
+    # No reason: failed by a heartbeat (its worker died). A first death is retried by whoever failed it (the
+    # retry callback, right after the failure), so only a dead retry is lost.
+    retry = last.retry_of is not None or "failed_trial" in baseline[-1].system_attrs
+    dead = sum(TrialRecord.read(t).fail_reason is None for t in baseline)
+    return retry and dead < MAX_DEAD_BASELINES
+
+
+def requeue_lost_baseline(study: optuna.Study, params: dict | None = None) -> bool:
+    """Enqueue the baseline trial once more, as it was queued the first time (its parameters, the baseline
+    flag), when the study owes it (``baseline_owed``); True if it did. ``params``: the baseline's parameters
+    (default: those the study's record keeps). Call it under the study lock (``storage.locks.study_lock``), so
+    workers doing it at once enqueue it once."""
+    if not baseline_owed(study):
+        return False
+    params = params or StudyRecord.read(study).baseline_params
+    if not params:  # a study without its record's parameters: nothing to queue it with
+        return False
+    study.enqueue_trial(params, user_attrs=TrialRecord(baseline=True).to_attrs())
+    return True

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cifar_tune.choices import REPORTS_DIR
+from cifar_tune.data import safe_files
 from cifar_tune.errors import UserError
 from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
 
@@ -116,11 +117,13 @@ def metric_bars_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def write_tables(table: pd.DataFrame, out_dir: str | Path, stem: str = "metrics") -> list[Path]:
-    """Write ``table`` as ``<stem>.csv`` (full precision) and ``<stem>.md`` (4 decimals) into ``out_dir``."""
+    """Write ``table`` as ``<stem>.csv`` (full precision) and ``<stem>.md`` (4 decimals) into ``out_dir``, each
+    whole or not at all (``safe_files.replaced_whole``); raises the ``OSError`` of a failed write."""
     out = Path(out_dir)
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
-    table.to_csv(csv_path, index=False)
-    md_path.write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n", encoding="utf-8")
+    with safe_files.replaced_whole(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    safe_files.write_text_whole(md_path, table.to_markdown(index=False, floatfmt=".4f") + "\n")
     return [csv_path, md_path]
 
 
@@ -152,7 +155,8 @@ def facts_html(facts: dict[str, object]) -> str:
 def write_html(figures: list[tuple[str, go.Figure]], path: str | Path, title: str, intro_html: str = "") -> Path:
     """Write one self-contained HTML page: ``title``, ``intro_html``, then each titled figure.
 
-    plotly.js is embedded (inline, once, before the first figure), so the page opens offline.
+    plotly.js is embedded (inline, once, before the first figure), so the page opens offline. The page is
+    written whole or not at all (``safe_files.replaced_whole``); raises the ``OSError`` of a failed write.
     """
     path = Path(path)
     parts = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -164,8 +168,7 @@ def write_html(figures: list[tuple[str, go.Figure]], path: str | Path, title: st
         parts.append("\n")
     parts.append("</body>\n</html>\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(parts), encoding="utf-8")
-    return path
+    return safe_files.write_text_whole(path, "".join(parts))
 
 
 def confusion_figure(matrices: dict[str, list[list[int]]], class_names: list[str] | tuple[str, ...]) -> go.Figure:
