@@ -90,7 +90,8 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
                             stay=not supervised, timeout=settings.timeout, poll=poll_seconds(storage),
                             callbacks=callbacks)
     finally:
-        story.tell(study)
+        if worker == 0:  # a supervisor or a Ray driver refreshes the story once its workers are done
+            story.tell(study)
     return study
 
 
