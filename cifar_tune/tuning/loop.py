@@ -23,7 +23,6 @@ not count towards this command's ``--n-trials`` (its retry counts for whoever ru
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import threading
 import time
@@ -191,7 +190,6 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     finally:  # also on Ctrl-C: the trial never stays RUNNING; a trial already ended keeps its stored state
         frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
                             skip_if_finished=True)
-        gc.collect()
     # Told a result Optuna would have stored, yet the stored trial failed: it had ended before our tell.
     kept = state in (TrialState.PRUNED, TrialState.COMPLETE)
     if taken or (kept and frozen.state == TrialState.FAIL):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 from collections.abc import Callable
 
@@ -86,6 +85,7 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
                   device=engines.device_name(), engine=template.engine, precision=template.precision,
                   gpu=gpus.gpu_of_this_process())
     store = artifact_store()  # None (after one warning) when its folder cannot be used: no checkpoints then
+    keras.backend.clear_session(free_memory=False)  # the first trial starts clean too (the numerics check built)
 
     def objective(trial: optuna.Trial) -> float:
         config = space.suggest(trial)
@@ -95,7 +95,6 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
         recorder = TrialRecorder(trial, resume.history if resume else None)
         callbacks = [progress.epoch_callback(f"trial {trial.number}", template.epochs), recorder,
                      KerasPruningCallback(trial, "val_loss")]
-        keras.backend.clear_session(free_memory=True)
         try:
             runtime.raise_if_stopping()  # a signal that arrived between trials
             with runtime.signals_deferred():
@@ -125,8 +124,9 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
             raise TrialFailed(f"{type(e).__name__}: {e}") from e
         finally:
             saved.remove()  # ended here (a trial taken over disabled it above)
-            # Drop this trial's graph and weights before the next one: Keras keeps global state otherwise.
-            keras.backend.clear_session(free_memory=True)
-            gc.collect()
+            # Drop this trial's graph and weights before the next one (Keras keeps global state otherwise): one
+            # clear_session per trial, with its one full collection, as a plain Optuna script pays (it was two,
+            # and two more gc.collect: ~0.5 s each with TensorFlow's objects alive; benchmarks/outside_fit.py).
+            keras.backend.clear_session()
 
     return objective
