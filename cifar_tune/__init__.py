@@ -21,15 +21,11 @@ __all__ = ["CifarTuneWarning", "DataError", "NotLearnedWarning", "UserError", "W
 
 
 def __getattr__(name: str):
-    """The API's names, imported on first use (``OptimizeSettings`` loads Keras: its backend is chosen first)."""
+    """The API's names, imported on first use (none of them loads Keras)."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    if name == "OptimizeSettings":
-        from cifar_tune import runtime
-
-        runtime.import_keras()
     value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     globals()[name] = value  # found directly from now on
     return value

@@ -15,9 +15,10 @@ the CLI would print as a Python warning (``ct.CifarTuneWarning``; ``ct.NotLearne
 trial learned nothing worth crowning), and every event logged under the logger ``cifar_tune``
 (``progress.enable_default_handler()`` shows its lines). A reporter the
 caller installed (``with cifar_tune.progress.reporting(my_reporter): ...``, any callable taking an event) is used
-instead. Keras loads on the first call that trains
-(``runtime.import_keras``: the backend is chosen and TensorFlow's native logs are silenced first), not on
-``import cifar_tune``.
+instead. Keras loads only where training starts in this process (``runtime.import_keras``: the backend is chosen
+and TensorFlow's native logs are silenced first): not on ``import cifar_tune``, not to build or check settings
+(a refusal costs no Keras import), and never in a process that only supervises worker processes or drives a Ray
+cluster (the settings, spaces, presets, records and baseline configs are plain data).
 
 Threads: the functions that train (``optimize``, ``baseline``, ``compare``, ``run``) may be called from several
 threads at once; they train one at a time (``runtime.one_training_at_a_time``): a second call waits until the
@@ -84,7 +85,6 @@ def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.
     attribute ``val_accuracy``. Raises ``UserError`` for a bad keyword or value, data, space or storage (before
     anything is stored), ``WorkersStopped`` when worker processes stopped, KeyboardInterrupt after Ctrl-C.
     """
-    runtime.import_keras()  # presets loads Keras (through spaces): choose the backend, quietly, first
     from cifar_tune import tuning
     from cifar_tune.studies import presets
 
@@ -119,7 +119,6 @@ def baseline(archs: list[str] | None = None, *, data: str | os.PathLike | None =
     and macro averages on the test set), ``histories`` (per model, per epoch), ``out``. Raises ``UserError``
     (``DataError`` for the data) before anything is trained or written, KeyboardInterrupt after Ctrl-C.
     """
-    runtime.import_keras()
     from cifar_tune.comparison import seed_baseline
 
     settings = seed_baseline.BaselineSettings(
@@ -151,7 +150,6 @@ def compare(archs: list[str] | None = None, *, seeds: int = choices.DEFAULT_COMP
     data or arguments) before anything is trained, KeyboardInterrupt after Ctrl-C (finished trainings are kept
     in the studies and reused by the same call).
     """
-    runtime.import_keras()
     from cifar_tune.comparison import retrain as comparison
 
     settings = comparison.CompareSettings(
@@ -177,7 +175,6 @@ def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int =
     ``report`` path, ``not_compared``: architectures without a completed trial, and why). Raises ``UserError``,
     ``WorkersStopped``, KeyboardInterrupt after Ctrl-C (finished trials and trainings kept).
     """
-    runtime.import_keras()
     from cifar_tune import pipeline as job
     from cifar_tune.studies import presets
 
@@ -228,7 +225,6 @@ def load(storage: str | None = None) -> Studies:
 def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeSettings:
     """``presets.make_settings``: the settings ``optimize`` would build from these keywords (validated, nothing
     stored), for ``optimize(settings)`` or to inspect. Raises ``UserError``."""
-    runtime.import_keras()
     from cifar_tune.studies import presets
 
     return presets.make_settings(arch, preset=preset, **given)

@@ -50,6 +50,20 @@ def test_every_architecture_passes_in_float32_and_bf16_on_tensorflow(tf_cache, m
     assert all(0 < r.max_error <= r.tolerance for r in rows if r.precision == "bf16")
 
 
+def test_the_cache_lives_per_user_not_in_the_working_folder(monkeypatch, tmp_path):
+    """Without $CIFAR_TUNE_NUMERICS_DIR the cache is the user's (platformdirs), not ``storage/`` of the working
+    folder: a study in a new folder finds the check done (issue 27 item 4)."""
+    import platformdirs
+
+    monkeypatch.delenv(numerics.DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))  # platformdirs' folder on Linux
+    path = numerics.cache_path()
+    assert path.parent == platformdirs.user_cache_path("cifar-tune") / "numerics" and path.is_absolute()
+    assert not path.is_relative_to(Path.cwd() / "storage")
+    monkeypatch.setenv(numerics.DIR_ENV, str(tmp_path / "mine"))  # the override still wins
+    assert numerics.cache_path().parent == tmp_path / "mine"
+
+
 def test_the_cache_is_written_once_and_reused(tf_cache, monkeypatch):
     monkeypatch.setenv(numerics.DIR_ENV, str(tf_cache))
     (path,) = tf_cache.glob("*.json")

@@ -48,7 +48,7 @@ def started(monkeypatch) -> list:
     ``started.code``); each call is recorded as (slot, n_trials, timeout, total)."""
     calls, procs = _Started(), []
 
-    def start(settings, slot, n_trials, timeout, total):
+    def start(settings, slot, n_trials, timeout, total, describe=False):
         calls.append((slot, n_trials, timeout, total))
         procs.append(subprocess.Popen([sys.executable, "-c", calls.code], stdout=subprocess.PIPE, text=True))
         return procs[-1]

@@ -309,7 +309,9 @@ def cmd_dashboard(args) -> int:
     return dashboard.serve(args.storage or DEFAULT_STORAGE, host=args.host, port=args.port)
 
 
-NEEDS_KERAS = {"archs", "baseline", "optimize", "run", "compare", "doctor"}
+# The commands that load Keras before anything else; the others load it where training starts in this process
+# (after every check that needs no Keras: a refusal costs no Keras import), or never (a supervisor of workers).
+NEEDS_KERAS = {"archs", "doctor"}
 COMMANDS = {"archs": cmd_archs, "baseline": cmd_baseline, "optimize": cmd_optimize, "run": cmd_run,
             "doctor": cmd_doctor, "studies": cmd_studies, "compare": cmd_compare, "report": cmd_report,
             "dashboard": cmd_dashboard}

@@ -5,7 +5,7 @@ API's function, and a submodule of that name would replace it on the package onc
 trials, seeds and data are compared is ``targets``'; what is stored of a comparison, ``record``'s.
 
 For every architecture with a study: the best completed trial's config (the ``config`` the objective stored, else
-rebuilt from its params with the space) and the seed's baseline config (``architectures.get(arch).baseline``) are
+rebuilt from its params with the space) and the seed's baseline config (``models.configs.BASELINES[arch]``) are
 each trained from scratch on the full training set (train + the validation images the study held out) for the
 study's number of epochs, under the same protocol and the same K seeds (seed k initialises and shuffles
 both variants alike: paired runs). The seeds are ones the study never trained with (``compare_seeds``): every
@@ -22,6 +22,9 @@ plain data incl. per-seed confusion matrices, for ``cifar-tune report``; and a s
 optuna-dashboard shows), and the trained models to ``storage/models/<study>/<variant>-seed<k>.keras``.
 
 Data: the study's own, or its subset of the data given (``targets`` says which).
+
+The settings and the checks (studies, data, architectures) load no Keras: a refusal costs no Keras import;
+``run`` loads it (``runtime.import_keras``) when the training starts.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import pandas as pd
 
-from cifar_tune import choices, engines, progress, runtime
+from cifar_tune import choices, progress, runtime
 from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR
 from cifar_tune.comparison.record import jsonable, make_record, store
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
@@ -51,6 +55,9 @@ from cifar_tune.studies import validate
 from cifar_tune.studies.records import ComparisonRecord
 from cifar_tune.views import figures as report
 from cifar_tune.views.tables import VARIANTS, aggregate, csv_frame, markdown
+
+if TYPE_CHECKING:
+    from cifar_tune import engines
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ def _model_path(study_name: str, variant: str, seed: int) -> Path:
 
 def _train_and_test(target: Target, variant: str, spec: engines.TrainSpec) -> dict:
     import keras
+
+    from cifar_tune import engines
 
     keras.backend.clear_session(free_memory=True)
     ds = target.ds
@@ -156,6 +165,8 @@ def _keep_run(t: Target, name: str, key: dict, run: dict) -> None:
 def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tuple[list[dict], dict[str, list[dict]]]:
     """Train and test baseline and tuned on each seed (the tuned run is copied when it is the baseline; runs kept
     from an interrupted compare of the same target are reused)."""
+    from cifar_tune import engines
+
     same = t.tuned_config == t.baseline_config
     progress.info(f"\n== {t.label} ({t.arch}), study {t.study.study_name}: best trial #{t.best.number} vs the "
                   f"baseline; {t.epochs} epochs on {len(t.ds.y_train):,} training images, seeds "
@@ -204,6 +215,9 @@ def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.D
     targets, skipped = select_targets(ds, s.storage, s.archs and list(s.archs), s.epochs, s.full_data)
     for message in skipped:
         progress.warn(f"cifar-tune: {message}")
+    runtime.import_keras()  # training starts here: Keras loads now, once the studies and the data passed
+    from cifar_tune import engines
+
     out = report.make_out_dir(s.out_dir, "compare")
     progress.info(engines.describe(s.engine, s.precision))
     rows, stored, start_all = [], {}, time.perf_counter()

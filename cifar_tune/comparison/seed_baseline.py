@@ -4,6 +4,9 @@
 32, 10 epochs unless told otherwise), evaluates it on the test set and writes ``metrics.csv``, ``metrics.md``,
 ``history.csv`` and a self-contained ``report.html`` (learning curves, metric bars) into one output folder.
 
+The settings and the data (``BaselineSettings``, ``load_data``) load no Keras: a refusal costs no Keras import;
+``run`` loads it (``runtime.import_keras``) when the training starts.
+
 The ``baseline`` command's library (named ``seed_baseline``: ``cifar_tune.baseline`` is the Python API's
 function, and a submodule of that name would replace it on the package once imported).
 """
@@ -15,19 +18,23 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import pandas as pd
 
-from cifar_tune import choices, engines, runtime
+from cifar_tune import choices, runtime
 from cifar_tune.data import cifar10 as data
 from cifar_tune.data import safe_files
 from cifar_tune.errors import UserError
-from cifar_tune.models import architectures, metrics
+from cifar_tune.models import metrics
 from cifar_tune.progress import epoch_callback, info
 from cifar_tune.results import BaselineResult
 from cifar_tune.studies import validate
 from cifar_tune.views import figures as report
+
+if TYPE_CHECKING:
+    from cifar_tune import engines
+    from cifar_tune.models import architectures
 
 PROTOCOLS = {  # choices.PROTOCOLS, described
     "seed": "seed (as the notebook did: train on all training images, validation = the test set, which the "
@@ -102,6 +109,10 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
     it (epochs, batch size, protocol, split, seed, data, engine, precision): the same command with ``--out``
     that folder, after Ctrl-C or SIGTERM, reuses them and trains the rest; the file goes once the outputs are
     written. ``progress`` (if given) learns the folder (``out``) and the architectures finished (``done``)."""
+    runtime.import_keras()  # training starts here: Keras loads now, once the settings and the data passed
+    from cifar_tune import engines
+    from cifar_tune.models import architectures
+
     s = settings
     specs = [architectures.get(a) for a in s.archs]
     split = protocol_split(ds, s.protocol, s.val_size, s.seed)
@@ -149,6 +160,10 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
 def _train_one(arch: architectures.Architecture, spec: engines.TrainSpec, ds: data.Dataset,
                split: data.Split) -> tuple[dict, dict, dict]:
     """Train one architecture at its seed config and test it: (its table row, its history, what the run was)."""
+    import keras
+
+    from cifar_tune import engines
+
     # An Epoch event per epoch (the CLI prints a line for each unless verbose: then Keras's progress bar, which
     # ends each epoch with metrics, says it).
     callbacks = [epoch_callback(arch.key, spec.epochs), runtime.stop_callback()]
@@ -218,6 +233,10 @@ def _history_frame(histories: dict[str, dict], runs: list[dict]) -> pd.DataFrame
 
 
 def _machine() -> dict[str, str]:
+    import keras
+
+    from cifar_tune import engines
+
     return {"Machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, computing on "
                        f"{engines.device_name()}",
             "Software": f"Keras {keras.__version__} ({keras.backend.backend()} backend), Python "

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import optuna
 
+from cifar_tune.choices import ARCH_LABELS
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
-from cifar_tune.models import architectures
+from cifar_tune.models import configs
 from cifar_tune.storage import database
 from cifar_tune.studies import catalog, presets, spaces
 from cifar_tune.studies.records import StudyRecord, TrialRecord
@@ -43,7 +44,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        return architectures.get(self.arch).label
+        return ARCH_LABELS[self.arch]
 
 
 def recorded_source(storage_url: str, archs: list[str] | None = None) -> str | None:
@@ -92,7 +93,7 @@ def dataset_for_study(ds: data.Dataset, study: optuna.Study,
 def _tuned_config(arch: str, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
     config = TrialRecord.read(trial).config
     if isinstance(config, dict):
-        return architectures.get(arch).config(config)
+        return configs.complete(arch, config)
     space_path = (StudyRecord.read(study).space or {}).get("path")
     space = spaces.load(arch, space_path if space_path and Path(space_path).is_file() else None)
     return space.config_from_params(trial.params)
@@ -108,7 +109,7 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, 
         raise UserError(f"no studies in {where} (run `cifar-tune optimize --arch ...` first)")
     skipped, targets = [], []
     for arch in list(dict.fromkeys(archs or found)):
-        architectures.get(arch)
+        configs.baseline(arch)  # UserError for an unknown key
         if arch not in found:
             skipped.append(f"skipping {arch}: no study for it in {where}")
             continue
@@ -122,8 +123,7 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, 
         if warning:
             notes.append(f"WARNING: {warning}")
         targets.append(Target(arch, study, best, catalog.baseline_trial(study), _tuned_config(arch, study, best),
-                              architectures.get(arch).config(), epochs or _study_epochs(study), target_ds, notes,
-                              warning))
+                              configs.complete(arch), epochs or _study_epochs(study), target_ds, notes, warning))
     if not targets:
         raise UserError(f"nothing to compare in {where}: " + "; ".join(skipped))
     return targets, skipped

@@ -4,8 +4,9 @@
 and compiled (``jax.jit``; ``tf.function`` on TensorFlow), on the backend's default device, and compares each
 with a float32 reference computed eagerly on the CPU from the same weights and the same batch. ``require``
 raises a one-line ``UserError`` for the first row that is off (a non-finite value, or an error over the
-precision's tolerance). Results are cached per (backend, device, backend version, Keras version) in
-``storage/numerics/<key>.json``, failures included, so every worker of a study does not redo them.
+precision's tolerance). Results are cached per (backend, device, backend version, Keras version) in the user's
+cache folder (``cache_path``: ``~/.cache/cifar-tune/numerics/<key>.json`` on Linux), failures included, so every
+worker of a study, and every study in any working folder, does not redo them.
 
 Why: JAX 0.11.x/0.12.x on XLA:CPU computes a compiled bf16 conv+relu+max-pool with NaN/inf values scattered
 at random (issue 21): the ResNet's validation loss was NaN in bf16 with both engines, and a study would have
@@ -25,15 +26,14 @@ import keras
 import numpy as np
 
 from cifar_tune import progress
-from cifar_tune.choices import ARCH_KEYS, STORAGE_DIR
+from cifar_tune.choices import ARCH_KEYS
 from cifar_tune.data import safe_files
 from cifar_tune.engines import base
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures
 
 SKIP_ENV = "CIFAR_TUNE_SKIP_NUMERICS"  # "1": ``verify`` (the worker's check) does nothing
-DIR_ENV = "CIFAR_TUNE_NUMERICS_DIR"  # the cache's folder, else storage/numerics (the test suite shares one)
-NUMERICS_DIR = STORAGE_DIR / "numerics"
+DIR_ENV = "CIFAR_TUNE_NUMERICS_DIR"  # the cache's folder, else the user's (cache_dir; the test suite shares one)
 CHECK_VERSION = 1  # part of the cache key: a change to what is checked or to a tolerance invalidates old results
 MODES = ("eager", "compiled")
 WHATS = ("forward", "train step")
@@ -102,11 +102,24 @@ def device_kind() -> str:
     return "cpu"
 
 
+def cache_dir() -> Path:
+    """The cache's folder: ``$CIFAR_TUNE_NUMERICS_DIR``, else ``numerics`` in the user's cache folder
+    (platformdirs: ``$XDG_CACHE_HOME`` or ``~/.cache/cifar-tune`` on Linux, ``~/Library/Caches/cifar-tune`` on
+    macOS), never the working folder: a study in a new folder finds the check done, and a refused command leaves
+    nothing behind."""
+    import platformdirs
+
+    return Path(os.environ.get(DIR_ENV) or platformdirs.user_cache_path("cifar-tune") / "numerics")
+
+
 def cache_path() -> Path:
-    """``storage/numerics/<key>.json``: one file per backend, device, backend version and Keras version."""
-    key = f"{backend_version()}-{device_kind()}-keras {keras.__version__}-v{CHECK_VERSION}"
-    folder = os.environ.get(DIR_ENV) or NUMERICS_DIR
-    return Path(folder) / (re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") + ".json")
+    """``<cache_dir>/<key>.json``: one file per backend, device (and machine type: a home folder may be shared by
+    machines), backend version and Keras version."""
+    import platform
+
+    key = (f"{backend_version()}-{device_kind()} {platform.machine()}-keras {keras.__version__}"
+           f"-v{CHECK_VERSION}")
+    return cache_dir() / (re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") + ".json")
 
 
 # --- the computations, per backend ---------------------------------------------------------------------------

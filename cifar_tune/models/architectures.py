@@ -1,8 +1,9 @@
 """The five classifiers of the seed notebook, built from a config whose baseline reproduces the seed exactly.
 
-A config is a plain dict of hyperparameters. Model knobs are read here; the training knobs (``TRAINING_KEYS``:
-``learning_rate``, ``batch_size``, ``optimizer``, ...) travel in the same dict and are read by the training
-engines (``cifar_tune.engines``). Missing keys take the seed's values (``Architecture.config``, which
+A config is a plain dict of hyperparameters (its seed values and completion are plain data, ``configs.py``: no
+Keras there). Model knobs are read here; the training knobs (``TRAINING_KEYS``: ``learning_rate``,
+``batch_size``, ``optimizer``, ...) travel in the same dict and are read by the training engines
+(``cifar_tune.engines``). Missing keys take the seed's values (``Architecture.config``, which
 ``engines.TrainSpec`` applies once per run), so ``get(key).build({})`` is the seed's model. Inputs are images
 scaled to [0, 1] (pixels / 255).
 """
@@ -18,13 +19,8 @@ from keras import layers
 from cifar_tune.choices import ARCH_KEYS, ARCH_LABELS
 from cifar_tune.data.cifar10 import IMAGE_SHAPE as INPUT_SHAPE
 from cifar_tune.data.cifar10 import NUM_CLASSES
-from cifar_tune.errors import UserError
-
-TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "weight_decay", "lr_schedule")
-# The seed trains every model with Adam at a constant 1e-3, batch 32 (L2, where a model has it, is in the loss).
-# "adamw" adds decoupled weight decay (``weight_decay``); ``lr_schedule`` may be "cosine" or "warmup_cosine".
-SEED_TRAINING = {"learning_rate": 1e-3, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0,
-                 "lr_schedule": "constant"}
+from cifar_tune.models import configs
+from cifar_tune.models.configs import SEED_TRAINING, TRAINING_KEYS  # noqa: F401  (re-exported: their first home)
 
 
 @dataclass(frozen=True)
@@ -43,12 +39,7 @@ class Architecture:
 
     def config(self, config: dict | None = None) -> dict:
         """The full config: the baseline overlaid with ``config``; unknown keys are refused."""
-        config = dict(config or {})
-        unknown = sorted(set(config) - set(self.baseline))
-        if unknown:
-            raise UserError(f"{self.key}: unknown hyperparameter(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(sorted(self.baseline))}")
-        return {**self.baseline, **config}
+        return configs.complete(self.key, config)
 
 
 def _l2(strength: float):
@@ -131,29 +122,15 @@ def build_resnet(c: dict) -> keras.Model:
     return _sequential("resnet", stack + _head(c, c["dense_units"]))
 
 
-_BUILT: dict[str, Architecture] = {
-    a.key: a
-    for a in (
-        Architecture("mlp_bn", ARCH_LABELS["mlp_bn"], build_mlp_bn,
-                     {"units1": 512, "units2": 256, "dropout": 0.2, "l2": 0.0, **SEED_TRAINING}, 1_710_346),
-        Architecture("mlp_l2", ARCH_LABELS["mlp_l2"], build_mlp_l2,
-                     {"units": 512, "dropout": 0.2, "l2": 1e-3, **SEED_TRAINING}, 1_578_506),
-        Architecture("cnn", ARCH_LABELS["cnn"], build_cnn,
-                     {"width": 1.0, "dense_units": 64, "dropout": 0.0, "l2": 0.0, **SEED_TRAINING}, 167_562),
-        Architecture("cnn_da", ARCH_LABELS["cnn_da"], build_cnn_da,
-                     {"width": 1.0, "dense_units": 128, "dropout": 0.5, "l2": 0.0, "flip": False,
-                      "translate": 0.0, **SEED_TRAINING}, 315_722),
-        Architecture("resnet", ARCH_LABELS["resnet"], build_resnet,
-                     {"width": 1.0, "dense_units": 128, "dropout": 0.5, "l2": 0.0, "flip": False,
-                      "translate": 0.0, **SEED_TRAINING}, 437_674),
-    )
-}
+_BUILDERS = {"mlp_bn": build_mlp_bn, "mlp_l2": build_mlp_l2, "cnn": build_cnn, "cnn_da": build_cnn_da,
+             "resnet": build_resnet}
+# the configs are plain data (configs.py), shared with the processes that train nothing
+_BUILT = {key: Architecture(key, ARCH_LABELS[key], _BUILDERS[key], configs.baseline(key), configs.SEED_PARAMS[key])
+          for key in ARCH_KEYS}
 ARCHITECTURES = {key: _BUILT[key] for key in ARCH_KEYS}  # names.ARCH_KEYS is the one list of keys (and order)
 
 
 def get(key: str) -> Architecture:
     """The architecture called ``key``; an unknown key is a user error naming the known ones."""
-    try:
-        return ARCHITECTURES[key]
-    except KeyError:
-        raise UserError(f"unknown architecture {key!r}; choose from {', '.join(ARCH_KEYS)}") from None
+    configs.baseline(key)  # UserError for an unknown key
+    return ARCHITECTURES[key]

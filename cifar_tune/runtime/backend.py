@@ -9,6 +9,7 @@ This must run before Keras is imported: Keras fixes its backend at import.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -17,7 +18,8 @@ import sys
 import threading
 from pathlib import Path
 
-from cifar_tune.choices import NATIVE_LOGS_ENV
+from cifar_tune.choices import ENGINES, NATIVE_LOGS_ENV
+from cifar_tune.errors import UserError
 
 
 def _configured_backend() -> str | None:
@@ -31,9 +33,10 @@ def _configured_backend() -> str | None:
         return None
 
 
+@functools.cache
 def _jax_sees_gpu() -> bool:
     """Whether a CUDA-enabled JAX is installed and finds a GPU (asked in a subprocess: importing JAX here would
-    claim GPU memory in every process, and its answer is what counts)."""
+    claim GPU memory in every process, and its answer is what counts; asked once per process)."""
     if importlib.util.find_spec("jax") is None or importlib.util.find_spec("jax_plugins") is None:
         return False  # no JAX, or a JAX without its CUDA plugin package
     probe = "import jax; print(any(d.platform == 'gpu' for d in jax.devices()))"
@@ -53,6 +56,21 @@ def choose_backend() -> str:
     chosen = "jax" if _jax_sees_gpu() else "tensorflow"
     os.environ["KERAS_BACKEND"] = chosen
     return chosen
+
+
+def resolve_engine(engine: str) -> str:
+    """``engines.resolve_engine`` without loading Keras (for the processes that train nothing: a supervisor, the
+    Ray driver): 'auto' is 'fast' when the chosen backend is JAX and JAX sees a GPU, else 'keras'. Where Keras is
+    loaded already, the loaded backend answers. Raises ``UserError`` for an unknown engine."""
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    if "keras" in sys.modules:  # a process that trains: the backend it loaded answers, as its training's does
+        from cifar_tune import engines
+
+        return engines.resolve_engine(engine)
+    return "fast" if choose_backend() == "jax" and _jax_sees_gpu() else "keras"
 
 
 # Who holds fd 2 silenced (``quiet_native_stderr``): the count of callers inside and the real fd 2 they saved. One

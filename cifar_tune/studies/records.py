@@ -16,7 +16,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import optuna
+
 from cifar_tune.errors import UserError
+from cifar_tune.storage import attrs
 
 _VERSION = "record_version"  # the study's and the trial's attribute holding their record's version
 _COMPARE = "compare"  # the study attribute holding compare's record (a dict; its version under "version")
@@ -52,7 +55,11 @@ class _UserAttrs:
         return {_VERSION: self.version, **stored}
 
     def write(self, target) -> None:
-        """Store the record in ``target`` (an ``optuna.Study`` or a running ``optuna.Trial``)."""
+        """Store the record in ``target`` (an ``optuna.Study``, or a running ``optuna.Trial``: in one transaction,
+        ``storage.attrs``)."""
+        if isinstance(target, optuna.Trial):
+            attrs.set_trial_user_attrs(target, self.to_attrs())
+            return
         for key, value in self.to_attrs().items():
             target.set_user_attr(key, value)
 
@@ -154,13 +161,13 @@ class TrialRecord(_UserAttrs):
 
     @classmethod
     def update(cls, trial, **fields) -> None:
-        """Store exactly ``fields`` (names of this record's fields) in the running ``trial``, None values too:
-        the objective's writes as a trial goes (the curves every epoch). Raises TypeError for an unknown name."""
+        """Store exactly ``fields`` (names of this record's fields) in the running ``trial``, None values too, in
+        one transaction: the objective's writes as a trial goes (the curves every epoch). Raises TypeError for an
+        unknown name."""
         known = {f.name for f in dataclasses.fields(cls)} - {"version"}
         if set(fields) - known:
             raise TypeError(f"not fields of a trial record: {sorted(set(fields) - known)}")
-        for key, value in fields.items():
-            trial.set_user_attr(key, value)
+        attrs.set_trial_user_attrs(trial, fields)  # one transaction for them all
 
     @classmethod
     def from_attrs(cls, attrs: dict, where: str = "the trial") -> TrialRecord:

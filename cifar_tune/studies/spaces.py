@@ -20,6 +20,7 @@ from pathlib import Path
 from cifar_tune.choices import OPTIMIZERS, SCHEDULES
 from cifar_tune.data import safe_files
 from cifar_tune.errors import SpaceError
+from cifar_tune.models import configs
 from cifar_tune.studies import resources
 
 KINDS = ("float", "int", "categorical")
@@ -69,9 +70,7 @@ class Space:
 
     def suggest(self, trial) -> dict:
         """Sample a config from ``trial`` (an ``optuna.Trial``): the baseline overlaid with the sampled values."""
-        from cifar_tune.models import architectures
-
-        config = dict(architectures.get(self.arch).baseline)
+        config = configs.baseline(self.arch)
         for p in self.params.values():
             if not p.applies(config):
                 continue
@@ -88,9 +87,7 @@ class Space:
 
     def baseline_params(self) -> dict:
         """Optuna parameters (as ``enqueue_trial`` takes them) of the seed's baseline point."""
-        from cifar_tune.models import architectures
-
-        out, config = {}, architectures.get(self.arch).config(self.baselines())
+        out, config = {}, configs.complete(self.arch, self.baselines())
         for p in self.params.values():
             if not p.applies(config):
                 continue
@@ -109,9 +106,7 @@ class Space:
 
     def config_from_params(self, params: dict) -> dict:
         """The config a finished trial trained (its ``params`` as Optuna stored them)."""
-        from cifar_tune.models import architectures
-
-        config = dict(architectures.get(self.arch).baseline)
+        config = configs.baseline(self.arch)
         for p in self.params.values():
             if p.optional and not params.get(p.switch, True):
                 config[p.name] = p.off
@@ -134,9 +129,7 @@ def default_path(arch: str) -> Path:
 
 def load(arch: str, path: str | Path | None = None) -> Space:
     """Load and validate the space for ``arch`` from ``path`` (default: the built-in file)."""
-    from cifar_tune.models import architectures
-
-    a = architectures.get(arch)
+    seed = configs.baseline(arch)  # plain data: loading a space never loads Keras
     path = Path(path) if path else default_path(arch)
     text = safe_files.read_text(path, "space file", error=SpaceError)  # no FIFO, device or huge file
     try:
@@ -157,8 +150,8 @@ def load(arch: str, path: str | Path | None = None) -> Space:
     params = {}
     for name, spec in raw["params"].items():
         key = f"params.{name}"
-        if name not in a.baseline:
-            fail(key, f"unknown parameter for {arch}; known: {', '.join(sorted(a.baseline))}")
+        if name not in seed:
+            fail(key, f"unknown parameter for {arch}; known: {', '.join(sorted(seed))}")
         if not isinstance(spec, dict):
             fail(key, "must be a table")
         params[name] = _param(name, spec, lambda msg, key=key: fail(key, msg))

@@ -35,12 +35,11 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
     Raises ``UserError`` for the user's input (data, storage, space), ``WorkersStopped`` when worker processes
     (``--jobs``, a Ray cluster's with ``--ray``, or more trials than ``trials_per_process``) stopped before the
     trials were done, and, after Ctrl-C or SIGTERM, KeyboardInterrupt (``errors.Terminated``) once the running
-    trial was failed: the caller says what stopped (``optimize``, ``cifar-tune run``)."""
-    # Imported here, not above: they load Keras, and a worker (``python -m cifar_tune.cli.worker``) imports this
-    # package before it loads Keras with TensorFlow's native logs silenced.
-    from cifar_tune.tuning.loop import needs_supervisor, total_trials
-    from cifar_tune.tuning.loop import run_worker as run_here
-    from cifar_tune.tuning.supervisor import run_jobs
+    trial was failed: the caller says what stopped (``optimize``, ``cifar-tune run``).
+
+    Keras loads only where this process trains (one worker: the trials run here); a supervisor of worker
+    processes and a Ray driver never load it (nor keep the data: they read it once, for the study's record)."""
+    from cifar_tune.tuning.budget import needs_supervisor, total_trials
 
     start = time.perf_counter()
     quiet_optuna()
@@ -54,11 +53,20 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
         ended = progress.ENDED_TIMEOUT if timed_out else (
             progress.ENDED_TRIALS if total_trials(settings) is None else progress.ENDED_TOTAL)
     elif needs_supervisor(settings):
+        from cifar_tune.tuning.supervisor import run_jobs
+
         code, ended = run_jobs(settings)
         if code:
             raise WorkersStopped(settings.arch, code)
-    else:
-        ended = run_here(settings, settings.n_trials)[1]
+    else:  # one worker: the trials run in this process, which loads Keras once the data and space passed
+        from cifar_tune import runtime
+        from cifar_tune.tuning.study import prepare
+
+        prepared = prepare(settings)  # bad data or space: refused before Keras loads and before any write
+        runtime.import_keras()  # first: the loop's imports load Keras (backend chosen, native logs silenced)
+        from cifar_tune.tuning.loop import run_worker as run_here
+
+        ended = run_here(settings, settings.n_trials, prepared=prepared)[1]
     study = optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
     progress.report(progress.StudyFinished(settings, study, time.perf_counter() - start, ended))
     _warn_if_not_learned(study)
@@ -77,7 +85,11 @@ def _warn_if_not_learned(study: optuna.Study) -> None:
 
 def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0) -> optuna.Study:
     """``loop.run_worker``: run trials of the study in this process (``worker`` > 0: as a supervisor's worker
-    process, at most ``n_trials`` of a study-wide total); returns the study. Raises as ``run_study``."""
+    process, at most ``n_trials`` of a study-wide total); returns the study. Raises as ``run_study``. Loads Keras
+    (``runtime.import_keras``)."""
+    from cifar_tune import runtime
+
+    runtime.import_keras()  # first: the loop's imports load Keras
     from cifar_tune.tuning.loop import run_worker as run_here
 
     return run_here(settings, n_trials, worker=worker)[0]

@@ -36,7 +36,8 @@ def run_job(job: dict) -> int:
     settings = None
     try:
         settings = OptimizeSettings(**job["settings"])
-        run_worker(settings, job["n_trials"], worker=job["worker"], node=job.get("node"))
+        run_worker(settings, job["n_trials"], worker=job["worker"], node=job.get("node"),
+                   describe=job.get("describe", False))
     except UserError as e:
         return _error(e)
     except KeyboardInterrupt:

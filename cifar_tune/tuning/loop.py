@@ -23,9 +23,7 @@ not count towards this command's ``--n-trials`` (its retry counts for whoever ru
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
-import os
 import threading
 import time
 import warnings
@@ -35,84 +33,48 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from cifar_tune import engines, progress, runtime
-from cifar_tune.choices import TOTAL_TRIALS_ENV
 from cifar_tune.engines import numerics
-from cifar_tune.errors import InvalidValue, TrialFailed, UserError
-from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
+from cifar_tune.errors import TrialFailed, UserError
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import catalog as records
-from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.tuning import story
+
+# re-exported: loop.py was their first home (budget.py holds them without Keras, for the supervisor and Ray driver)
+from cifar_tune.tuning.budget import (  # noqa: F401
+    TF_TRIALS_PER_PROCESS,
+    needs_supervisor,
+    poll_seconds,
+    total_trials,
+    trials_per_process,
+)
 from cifar_tune.tuning.objective import make_objective
-from cifar_tune.tuning.study import create_or_load, open_and_prepare, requeue_lost_baseline
+from cifar_tune.tuning.study import create_or_load, open_study_storage, prepare, requeue_lost_baseline
 
 MAX_TAKEN_OVER = 3  # trials in a row another worker declared dead: this worker's heartbeat cannot keep up
 
 
-def total_trials(settings: OptimizeSettings) -> int | None:
-    """The study-wide target of this run (``settings.total_trials`` or $CIFAR_TUNE_TOTAL_TRIALS), if any."""
-    if settings.total_trials is not None:
-        return settings.total_trials
-    raw = os.environ.get(TOTAL_TRIALS_ENV)
-    if not raw:
-        return None
-    try:
-        return validate.parse_number("total_trials", raw)
-    except InvalidValue as e:
-        raise UserError(f"{TOTAL_TRIALS_ENV}: {e.rule}") from None
-
-
-def needs_supervisor(settings: OptimizeSettings) -> bool:
-    """Whether this command runs its trials in worker processes (``--jobs``, or more trials than one process
-    should run: Keras's TensorFlow trainer does not give all memory back between trials)."""
-    if settings.jobs > 1:
-        return True
-    per_process, total = trials_per_process(settings), total_trials(settings)
-    if per_process is None:
-        return False
-    if total is None:
-        return settings.n_trials > per_process
-    try:
-        study = optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
-        return total - records.started_trials(study) > per_process
-    except (UserError, KeyError):  # no storage or no study yet
-        return total > per_process
-
-
-TF_TRIALS_PER_PROCESS = 10  # Keras's TensorFlow trainer does not give all memory back between trials
-
-
-def trials_per_process(settings: OptimizeSettings) -> int | None:
-    """Trials one worker process runs before a fresh one replaces it: the setting when given, else 10 on
-    TensorFlow and no bound on other backends (JAX frees a trial's buffers, and a fresh process would compile
-    every program again)."""
-    if settings.trials_per_process is not None:
-        return settings.trials_per_process
-    return TF_TRIALS_PER_PROCESS if runtime.choose_backend() == "tensorflow" else None
-
-
-def poll_seconds(storage) -> float:
-    """How often to look at the storage while waiting: the heartbeat interval, within 0.5 .. 5 s."""
-    return max(0.5, min(float(getattr(storage, "heartbeat_interval", None) or DEFAULT_HEARTBEAT_INTERVAL), 5.0))
-
-
-def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0,
-               node: str | None = None) -> tuple[optuna.Study, str]:
+def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node: str | None = None,
+               describe: bool = False, prepared: tuple | None = None) -> tuple[optuna.Study, str]:
     """Run trials of the study in this process; returns the study and which limit ended the run
     (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``).
 
     Without a study-wide target: ``n_trials`` new trials (or until the timeout). With one: until the study holds
     that many trials, at most ``n_trials`` of them here when this process is a supervisor's or a Ray cluster's
-    worker (``worker`` > 0; ``node``: the Ray node id each trial records).
-    Raises ``UserError`` before any trial when the device computes the architecture wrongly in the precision.
+    worker (``worker`` > 0; ``node``: the Ray node id each trial records; ``describe``: this worker reports the
+    ``Training on: ...`` line, as a command running its trials here does). ``prepared``: ``study.prepare``'s
+    (space, split), when the caller loaded them already.
+    Raises ``UserError`` before anything is written for bad data or space, and before any trial when the device
+    computes the architecture wrongly in the precision.
     """
-    numerics.verify(settings.arch, settings.precision)  # numerics first (once per process, cached per device)
-    storage, space, split = open_and_prepare(settings)
+    space, split = prepared or prepare(settings)  # bad data or space: refused before anything is written
+    numerics.verify(settings.arch, settings.precision)  # then numerics (once per process, cached per device)
+    storage = open_study_storage(settings)
     study, created = create_or_load(settings, storage, space, split)
     total = total_trials(settings)
-    if worker == 0:
+    if worker == 0 or describe:
         progress.info(engines.describe(settings.engine, settings.precision))
+    if worker == 0:
         planned = n_trials if total is None else max(0, total - records.started_trials(study))
         progress.report(progress.StudyStarted(settings, study, created, total, planned=planned))
     template = engines.TrainSpec(space.arch, epochs=settings.epochs, seed=settings.seed, engine=settings.engine,
@@ -131,7 +93,8 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0,
             reached = records.started_trials(study) >= total or (supervised and ran >= n_trials)
             ended = progress.ENDED_TOTAL if reached else progress.ENDED_TIMEOUT
     finally:
-        story.tell(study)
+        if worker == 0:  # a supervisor or a Ray driver refreshes the story once its workers are done
+            story.tell(study)
     return study, ended
 
 
@@ -234,7 +197,6 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     finally:  # also on Ctrl-C: the trial never stays RUNNING; a trial already ended keeps its stored state
         frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
                             skip_if_finished=True)
-        gc.collect()
     # Told a result Optuna would have stored, yet the stored trial failed: it had ended before our tell.
     kept = state in (TrialState.PRUNED, TrialState.COMPLETE)
     if taken or (kept and frozen.state == TrialState.FAIL):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 from collections.abc import Callable
 
@@ -89,13 +88,13 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
                   device=engines.device_name(), engine=template.engine, precision=template.precision,
                   gpu=gpus.gpu_of_this_process())
     store = artifact_store()  # None (after one warning) when its folder cannot be used: no checkpoints then
+    keras.backend.clear_session(free_memory=False)  # the first trial starts clean too (the numerics check built)
 
     def train(trial: optuna.Trial, config: dict, saved: checkpoints.TrialCheckpoints,
               resume: engines.Resume | None) -> engines.TrainResult:
         recorder = TrialRecorder(trial, resume.history if resume else None, begin=saved.resumed)
         callbacks = [progress.epoch_callback(f"trial {trial.number}", template.epochs), recorder,
                      KerasPruningCallback(trial, "val_loss")]
-        keras.backend.clear_session(free_memory=True)
         return engines.train(dataclasses.replace(template, config=config), split.x_train, split.y_train,
                              split.x_val, split.y_val, callbacks=callbacks, resume=resume,
                              checkpoint=saved.save if saved.enabled else None)
@@ -114,6 +113,7 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
                     if resume is None:
                         raise
                     saved.refuse(e)  # one warning: a side store never costs the trial
+                    keras.backend.clear_session(free_memory=False)  # the refused model's layers gone, no collection
                     result = train(trial, config, saved, None)
             hist = result.history
             TrialRecord.update(trial, params=int(result.model.count_params()), seconds=round(result.seconds, 3),
@@ -138,8 +138,9 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
             raise TrialFailed(f"{type(e).__name__}: {e}") from e
         finally:
             saved.remove()  # ended here (a trial taken over disabled it above)
-            # Drop this trial's graph and weights before the next one: Keras keeps global state otherwise.
-            keras.backend.clear_session(free_memory=True)
-            gc.collect()
+            # Drop this trial's graph and weights before the next one (Keras keeps global state otherwise): one
+            # clear_session per trial, with its one full collection, as a plain Optuna script pays (it was two,
+            # and two more gc.collect: ~0.5 s each with TensorFlow's objects alive; benchmarks/outside_fit.py).
+            keras.backend.clear_session()
 
     return objective

@@ -39,14 +39,14 @@ from typing import Any
 
 import optuna
 
-from cifar_tune import engines, progress, runtime
+from cifar_tune import progress, runtime
 from cifar_tune.errors import ClusterError, UserError
 from cifar_tune.runtime import gpus
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.tuning import story
+from cifar_tune.tuning.budget import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.entry import OK, ray_worker
-from cifar_tune.tuning.loop import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
 MAX_RETRIES = 3  # Ray runs a lost worker's task (its node died, or its process) again this many times
@@ -197,14 +197,13 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt):
 def _run(ray, settings: OptimizeSettings) -> int:
     storage, space, split = open_and_prepare(settings)
     study, created = create_or_load(settings, storage, space, split)  # study and baseline exist before workers
-    del split  # the workers load their own copy
+    del split  # the workers load their own copy; the driver holds no data and loads no Keras
     total = total_trials(settings)
     if total is None:  # --n-trials N: N more trials than the study holds now, counted as a study-wide total
         total = records.started_trials(study) + settings.n_trials
     per_process = trials_per_process(settings)
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     workers, share = placement(settings, ray.cluster_resources(), nodes)
-    progress.info(engines.describe(settings.engine, settings.precision))
     progress.report(progress.StudyStarted(replace(settings, jobs=workers), study, created, total, per_process,
                                           max(0, total - records.started_trials(study))))
     progress.info(f"Ray cluster {settings.ray}: {nodes} node(s); {workers} worker(s), each 1 CPU"
@@ -271,7 +270,8 @@ class Driver:
         """The next worker's job: the settings (storage URL without its password), its trials and slot."""
         settings = replace(self.settings, storage=without_password(self.settings.storage), ray=None,
                            workers=None, jobs=1, total_trials=self.total, timeout=remaining)
-        return {"settings": settings.to_dict(), "n_trials": self.per_process or self.total, "worker": self.slots}
+        return {"settings": settings.to_dict(), "n_trials": self.per_process or self.total, "worker": self.slots,
+                "describe": self.slots == 1}  # the first worker says where it trains
 
     def collect(self, poll: float) -> None:
         """Wait up to ``poll`` seconds for workers to end; note their statuses, and workers lost for good."""

@@ -104,10 +104,15 @@ def open_and_prepare(settings: OptimizeSettings):
     """(storage, space, split): the data are loaded and checked first, so bad data never touch the storage; an
     unusable artifact folder costs its warning before the storage is touched too (a side store, never the study)."""
     space, split = prepare(settings)
-    artifacts.artifact_store(create=False)  # creates nothing: a refused command leaves no folder
-    storage = open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
-                           grace_period=settings.grace_period, retry_attrs=TrialRecord.retry_attrs)
-    return storage, space, split
+    return open_study_storage(settings), space, split
+
+
+def open_study_storage(settings: OptimizeSettings):
+    """The study's storage (``database.open_storage``, with heartbeats and retries), after the artifact folder's
+    check (which creates nothing: a refused command leaves no folder)."""
+    artifacts.artifact_store(create=False)
+    return open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
+                        grace_period=settings.grace_period, retry_attrs=TrialRecord.retry_attrs)
 
 
 def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space,
@@ -174,11 +179,9 @@ RESUME_KEEPS = ("arch", "preset", "epochs", "subset", "data", "space", "engine",
 
 def study_record(settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> dict:
     """The values of ``RESUME_KEEPS`` for this command, as the study stores them (JSON types)."""
-    from cifar_tune import engines
-
     now = {"arch": settings.arch, "preset": preset_name(settings.preset), "epochs": settings.epochs,
            "data": split.description, "subset": settings.subset, "space": space.to_dict()["params"],
-           "engine": engines.resolve_engine(settings.engine), "precision": settings.precision,
+           "engine": runtime.resolve_engine(settings.engine), "precision": settings.precision,
            "pruner": settings.pruner, "heartbeat": _heartbeat_text(settings.heartbeat_interval, settings.grace_period)}
     return json.loads(json.dumps(now))
 
@@ -197,15 +200,13 @@ def _heartbeat_text(interval: int | None, grace: int | None) -> str:
 def stored_record(study: optuna.Study) -> dict:
     """The values of ``RESUME_KEEPS`` the study was created with (those an older cifar-tune did not store are
     left out, and not checked)."""
-    from cifar_tune import engines
-
     record = StudyRecord.read(study)
     settings = record.settings or {}
     stored = {"arch": record.arch, "epochs": record.epochs, "data": record.data,
               "space": record.space.get("params") if record.space else None,
               **{k: settings[k] for k in ("preset", "subset", "engine", "precision", "pruner") if k in settings}}
     if stored.get("engine") in ENGINES:
-        stored["engine"] = engines.resolve_engine(stored["engine"])
+        stored["engine"] = runtime.resolve_engine(stored["engine"])
     if isinstance(stored.get("preset"), str):
         stored["preset"] = preset_name(stored["preset"])
     if "grace_period" in settings:

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field, replace
 import optuna
 from optuna.trial import TrialState
 
-from cifar_tune import engines, progress, runtime
+from cifar_tune import progress, runtime
 from cifar_tune.runtime import gpus
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.tuning import story
+from cifar_tune.tuning.budget import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.entry import INTERRUPTED, USER_ERROR  # statuses every other worker would repeat: stop
-from cifar_tune.tuning.loop import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
 
 MAX_FAILED_STARTS = 3  # workers in a row that end without running a trial: give up (the cause would repeat)
@@ -61,6 +61,7 @@ class Supervisor:
     failed_starts: int = 0
     stop_code: int = 0
     deaths: list[str] = field(default_factory=list)
+    described: bool = False  # the first worker said where it trains (this process loads no Keras to know)
 
     def ran_by(self, trials, wid: str) -> int:
         return sum(1 for t in trials if TrialRecord.read(t).worker == wid)
@@ -102,7 +103,8 @@ class Supervisor:
                 break
             n = -(-budget // (len(free) - i))
             n = n if self.per_process is None else min(self.per_process, n)
-            proc = start_worker(self.settings, slot, n, remaining, self.total)
+            proc = start_worker(self.settings, slot, n, remaining, self.total, describe=not self.described)
+            self.described = True
             self.children[slot] = Child(proc, n, f"{socket.gethostname()}:{proc.pid}")
             self.mine.add(self.children[slot].wid)
             budget -= n
@@ -131,10 +133,11 @@ class Supervisor:
 
 
 def start_worker(settings: OptimizeSettings, slot: int, n_trials: int, timeout: float | None,
-                 total: int | None) -> subprocess.Popen:
-    """A worker process, its settings as JSON on standard input (kept off the command line and environment)."""
+                 total: int | None, describe: bool = False) -> subprocess.Popen:
+    """A worker process, its settings as JSON on standard input (kept off the command line and environment);
+    ``describe``: it reports the ``Training on: ...`` line (the supervisor loads no Keras to know it)."""
     job = {"settings": replace(settings, jobs=1, timeout=timeout, total_trials=total).to_dict(),
-           "n_trials": n_trials, "worker": slot}
+           "n_trials": n_trials, "worker": slot, "describe": describe}
     proc = subprocess.Popen([sys.executable, "-m", "cifar_tune.cli.worker"], stdin=subprocess.PIPE, text=True,
                             env=worker_env(settings, slot))
     proc.stdin.write(json.dumps(job))
@@ -168,10 +171,9 @@ def run_jobs(settings: OptimizeSettings) -> tuple[int, str]:
     which limit ended the run (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``)."""
     storage, space, split = open_and_prepare(settings)
     study, created = create_or_load(settings, storage, space, split)  # study and baseline exist before workers
-    del split  # the workers load their own copy
+    del split  # the workers load their own copy; this process holds no data and loads no Keras
     total = total_trials(settings)
     sup = Supervisor(settings, study, total, trials_per_process(settings))
-    progress.info(engines.describe(settings.engine, settings.precision))
     planned = settings.n_trials if total is None else max(0, total - records.started_trials(study))
     progress.report(progress.StudyStarted(settings, study, created, total, trials_per_process(settings), planned,
                                           gpus.visible_gpus()))
