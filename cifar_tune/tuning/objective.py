@@ -113,7 +113,7 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
                     if resume is None:
                         raise
                     saved.refuse(e)  # one warning: a side store never costs the trial
-                    keras.backend.clear_session(free_memory=False)  # the refused model's layers gone, no collection
+                    keras.backend.clear_session(free_memory=False)  # the refused model's layers, no collection
                     result = train(trial, config, saved, None)
             hist = result.history
             TrialRecord.update(trial, params=int(result.model.count_params()), seconds=round(result.seconds, 3),
@@ -138,9 +138,6 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
             raise TrialFailed(f"{type(e).__name__}: {e}") from e
         finally:
             saved.remove()  # ended here (a trial taken over disabled it above)
-            # Drop this trial's graph and weights before the next one (Keras keeps global state otherwise): one
-            # clear_session per trial, with its one full collection, as a plain Optuna script pays (it was two,
-            # and two more gc.collect: ~0.5 s each with TensorFlow's objects alive; benchmarks/outside_fit.py).
-            keras.backend.clear_session()
+            keras.backend.clear_session()  # once per trial, as a plain script (benchmarks/outside_fit.py)
 
     return objective
