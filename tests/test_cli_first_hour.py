@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from cifar_tune import cli
-from cifar_tune.cli import commands
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -46,9 +45,10 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
 ])
 def test_an_abbreviated_or_misspelt_option_is_refused_with_the_closest_real_one(tiny_npz, argv, meant):
     code, out, err = run_cli([*argv, "--data", str(tiny_npz)] if argv[0] in ("optimize", "run") else argv)
-    typed = next(a for a in argv if a.startswith("--") and a.split("=")[0] not in parsers()[argv[0]]._option_string_actions)
+    known = parsers()[argv[0]]._option_string_actions
+    typed = next(a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in known)
     assert code == 2 and out == ""
-    assert err == f"cifar-tune: error: unknown option {typed.split('=')[0]} (did you mean {meant}?)\n"
+    assert err == f"cifar-tune: error: unknown option {typed} (did you mean {meant}?)\n"
     assert not Path("storage").exists()  # no study started
 
 
@@ -85,3 +85,131 @@ def test_every_option_and_command_has_help_text():
             elif action.option_strings and not action.help:
                 missing.append(f"{name} {'/'.join(action.option_strings)}")
     assert missing == [], "options without help text: " + ", ".join(missing)
+
+
+def test_counts_agree_in_number_and_a_warning_goes_to_stderr(tiny_npz):
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from cifar_tune.studies.records import TrialRecord
+
+    argv = ["optimize", "--arch", "mlp_l2", "--n-trials", "1", "--epochs", "1", "--val-size", "100",
+            "--data", str(tiny_npz)]
+    code, out, err = run_cli(argv)
+    assert code == 0, err
+    assert "new study; 1 new trial of 1 epoch, " in out and ", 1 worker" in out, out
+    assert "1 new trials" not in out and "1 epochs" not in out and "worker(s)" not in out
+    # a trial with a lower loss but a lower accuracy than the baseline: the summary warns that nothing was learned
+    study = optuna.load_study(study_name="cifar10-mlp_l2", storage="sqlite:///storage/cifar_tune.db")
+    study.add_trial(create_trial(value=1e-6, state=TrialState.COMPLETE, params={}, distributions={},
+                                 user_attrs=TrialRecord(val_accuracy=0.5).to_attrs()))
+    code, out, err = run_cli(argv)
+    assert code == 0, err
+    assert "resuming (2 trials stored); 1 new trial of 1 epoch" in out
+    assert "WARNING" not in out
+    warnings = [line for line in err.splitlines() if line.startswith("WARNING: not learned")]
+    assert len(warnings) == 1 and "lower accuracy" in warnings[0], err
+
+
+def _planted_storage(path: Path) -> str:
+    """A SQLite storage holding one finished cnn study (no training), as optimize leaves it."""
+    import optuna
+    from optuna.trial import create_trial
+
+    from cifar_tune.studies.records import StudyRecord, TrialRecord
+
+    url = f"sqlite:///{path}"
+    study = optuna.create_study(study_name="cifar10-cnn", storage=url)
+    StudyRecord(arch="cnn", epochs=1).write(study)
+    dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    for i, loss in enumerate((1.5, 1.2)):
+        study.add_trial(create_trial(value=loss, params={"learning_rate": 1e-3 * (i + 1)}, distributions=dist,
+                                     user_attrs=TrialRecord(val_accuracy=0.5 + i / 10, baseline=i == 0).to_attrs()))
+    return url
+
+
+def test_reports_of_different_storages_do_not_overwrite_each_other(tmp_path):
+    for folder in ("storage", "a", "b"):
+        Path(folder).mkdir()
+    urls = [_planted_storage(Path("storage/cifar_tune.db")), _planted_storage(tmp_path / "a" / "studies.db"),
+            _planted_storage(tmp_path / "b" / "studies.db")]
+    written = []
+    for url in urls:
+        code, out, err = run_cli(["report", "--storage", url])
+        assert code == 0, err
+        written.append(Path(out.strip().removeprefix("Wrote ")))
+    assert written[0] == Path("storage/reports/study-report.html")  # the default storage's, as before
+    assert len(set(written)) == 3 and all(p.parent == Path("storage/reports") for p in written), written
+    assert written[1].name.startswith("study-report-studies-") and written[1].suffix == ".html"
+    for path, url in zip(written, urls, strict=True):
+        assert path.is_file() and url.removeprefix("sqlite:///") in path.read_text()  # each its own storage's
+    # the same storage named another way (relative path) gets the same report
+    code, out, _ = run_cli(["report", "--storage", f"sqlite:///{Path('storage/cifar_tune.db').resolve()}"])
+    assert code == 0 and out.strip() == f"Wrote {written[0]}"
+
+
+def test_compare_keeps_each_storages_models_apart(tmp_path):
+    from cifar_tune.comparison.targets import models_dir
+
+    assert models_dir("sqlite:///storage/cifar_tune.db") == Path("storage/models")
+    a, b = models_dir(f"sqlite:///{tmp_path}/a/x.db"), models_dir(f"sqlite:///{tmp_path}/b/x.db")
+    assert a != b and a.parent == b.parent == Path("storage/models")
+    assert models_dir("postgresql+psycopg://u:secret@host/cifar").name.startswith("cifar-")
+    assert "secret" not in str(models_dir("postgresql+psycopg://u:secret@host/cifar"))
+
+
+def test_the_dashboard_says_one_line_and_nothing_per_request(tmp_path):
+    import os
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from tests.pg import free_port
+
+    url = _planted_storage(tmp_path / "d.db")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_tune", "dashboard", "--storage", url, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
+                break
+            except urllib.error.HTTPError:
+                raise
+            except OSError:  # not serving yet
+                assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+                time.sleep(0.3)
+        for page in ("/dashboard/", "/dashboard/studies/1", "/api/studies"):  # each logged a line before
+            assert urllib.request.urlopen(f"http://127.0.0.1:{port}{page}", timeout=30).status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.splitlines() == [f"optuna-dashboard on {url} (artifacts in storage/artifacts/): "
+                                f"http://127.0.0.1:{port}/dashboard/  (Ctrl-C to stop)"], out
+    assert err == "", err  # no Bottle banner, no access log
+
+
+def test_the_process_ends_without_walking_its_heap(monkeypatch):
+    """The command as the process's own (argv None): its objects are put beyond the final collection."""
+    import gc
+
+    Path("storage").mkdir()
+    _planted_storage(Path("storage/cifar_tune.db"))
+    monkeypatch.setattr(sys, "argv", ["cifar-tune", "studies"])
+    before = gc.get_freeze_count()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cli.main() == 0
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["studies"]) == 0 and gc.get_freeze_count() == 0  # called in-process with arguments: untouched

@@ -364,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cifar-tune: error: {line}", file=sys.stderr)
         return code
+    finally:
+        if argv is None:  # the process's own command (the console script, python -m cifar_tune): it ends now
+            from cifar_tune.cli.ending import end_quickly
+
+            end_quickly()
 
 
 _DISK_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EIO", "EACCES", "EPERM", "ENOENT", "ENOTDIR", "EISDIR", "EEXIST"}

@@ -31,6 +31,9 @@ class Console:
             _say(display.trial_line(event.study, event.trial))
         elif isinstance(event, progress.StudyFinished):
             _say(f"\nDone in {event.seconds:.0f} s. {display.summary(event.study)}")
+            warning = display.not_learned_line(event.study)
+            if warning:
+                _say(warning, True)
             where = display.mask_url(event.settings.storage)
             _say(f"Inspect: cifar-tune dashboard --storage '{where}'   (or: optuna-dashboard '{where}')")
         elif isinstance(event, progress.Epoch) and self.epoch_lines:

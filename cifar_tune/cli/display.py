@@ -13,6 +13,7 @@ from cifar_tune.choices import DEFAULT_STORAGE, study_name
 from cifar_tune.storage.database import mask_url
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import TrialRecord
+from cifar_tune.text import count
 
 if TYPE_CHECKING:
     from cifar_tune.studies.presets import OptimizeSettings  # loads Keras: the CLI imports this module before
@@ -60,22 +61,22 @@ def taken_over_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, value:
 def header(settings: OptimizeSettings, study: optuna.Study, created: bool, total: int | None = None,
            per_process: int | None = None, gpus: list[str] | None = None) -> str:
     """The first line of an optimize command: study, storage, budget, sampler, pruner, workers."""
-    how = "new study" if created else f"resuming ({len(study.trials)} trials stored)"
+    how = "new study" if created else f"resuming ({count(len(study.trials), 'trial')} stored)"
     if total is None:
-        budget = f"{settings.n_trials} new trials"
+        budget = count(settings.n_trials, "new trial")
     else:
-        budget = f"until the study holds {total} trials (now {records.started_trials(study)})"
-    workers = f"{settings.jobs} worker(s)"
+        budget = f"until the study holds {count(total, 'trial')} (now {records.started_trials(study)})"
+    workers = count(settings.jobs, "worker")
     if gpus and settings.jobs > 1:  # where they compute (runtime.gpus.worker_placement: round robin)
-        workers += f" on {len(gpus)} GPU(s) {','.join(gpus)}"
-    workers += f", a fresh process every {per_process} trials" if per_process else ""
+        workers += f" on {count(len(gpus), 'GPU')} {','.join(gpus)}"
+    workers += f", a fresh process every {count(per_process, 'trial')}" if per_process else ""
     return (f"Study {settings.study_name} ({settings.arch}) in {mask_url(settings.storage)}: {how}; "
-            f"{budget} of {settings.epochs} epochs, {settings.sampler} sampler, "
+            f"{budget} of {count(settings.epochs, 'epoch')}, {settings.sampler} sampler, "
             f"{settings.pruner} pruner, preset {settings.preset}, {workers}")
 
 
 def summary(study: optuna.Study) -> str:
-    """Trials by state, the best trial beside the baseline trial, and a warning when nothing was learned."""
+    """Trials by state and the best trial beside the baseline trial (``not_learned_line``: the warning)."""
     trials = study.get_trials(deepcopy=False)
     counts = records.counts_by_state(trials)
     shown = ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "fail") if s in counts)
@@ -88,10 +89,14 @@ def summary(study: optuna.Study) -> str:
             lines.append(f"  {name:<8} trial {t.number:>3}: val_loss {t.value:.4f} "
                          f"val_acc {_acc(TrialRecord.read(t)):.4f}  "
                          f"{short_params(t.params)}")
-    warning = records.not_learned(study)
-    if warning:
-        lines.append(f"WARNING: {warning}.")
     return "\n".join(lines)
+
+
+def not_learned_line(study: optuna.Study) -> str | None:
+    """``WARNING: ...`` when the study has not learned (``catalog.not_learned``; a warning: the CLI prints it on
+    standard error), else None."""
+    warning = records.not_learned(study)
+    return f"WARNING: {warning}." if warning else None
 
 
 def resume_command(settings: OptimizeSettings) -> str:

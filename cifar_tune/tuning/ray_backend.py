@@ -39,6 +39,7 @@ from cifar_tune.errors import UserError
 from cifar_tune.runtime import gpus
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.text import count
 from cifar_tune.tuning import story
 from cifar_tune.tuning.entry import OK, ray_worker
 from cifar_tune.tuning.loop import poll_seconds, total_trials, trials_per_process
@@ -125,10 +126,10 @@ def _run(ray, settings: OptimizeSettings) -> int:
     per_process = trials_per_process(settings)
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     workers, share = placement(settings, ray.cluster_resources(), nodes)
-    progress.info(engines.describe(settings.engine, settings.precision))
+    engines.report_device(settings.engine, settings.precision)
     progress.report(progress.StudyStarted(replace(settings, jobs=workers), study, created, total, per_process,
                                           max(0, total - records.started_trials(study))))
-    progress.info(f"Ray cluster {settings.ray}: {nodes} node(s); {workers} worker(s), each 1 CPU"
+    progress.info(f"Ray cluster {settings.ray}: {count(nodes, 'node')}; {count(workers, 'worker')}, each 1 CPU"
                   + (f" and {share:g} GPU" if share else ", no GPU") + ", placed by Ray")
     driver = Driver(ray, settings, study, total, workers, share, per_process)
     try:

@@ -170,7 +170,7 @@ def run_jobs(settings: OptimizeSettings) -> int:
     del split  # the workers load their own copy
     total = total_trials(settings)
     sup = Supervisor(settings, study, total, trials_per_process(settings))
-    progress.info(engines.describe(settings.engine, settings.precision))
+    engines.report_device(settings.engine, settings.precision)
     planned = settings.n_trials if total is None else max(0, total - records.started_trials(study))
     progress.report(progress.StudyStarted(settings, study, created, total, trials_per_process(settings), planned,
                                           gpus.visible_gpus()))
