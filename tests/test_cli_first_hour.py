@@ -213,3 +213,20 @@ def test_the_process_ends_without_walking_its_heap(monkeypatch):
         gc.unfreeze()
     with contextlib.redirect_stdout(io.StringIO()):
         assert cli.main(["studies"]) == 0 and gc.get_freeze_count() == 0  # called in-process with arguments: untouched
+
+
+def test_an_idle_gpu_is_a_warning_on_stderr(tmp_path, monkeypatch, capsys):
+    """nvidia-smi lists a GPU (the stand-in) that the CPU-only backend here does not use: the training line on
+    stdout, the warning on stderr, as the console prints them before a command's first epoch."""
+    from cifar_tune import engines, progress
+    from cifar_tune.cli.console import Console
+    from tests.fake_gpus import fake_nvidia_smi
+
+    if engines.device_name() != "cpu":
+        pytest.skip("the backend here trains on a GPU: none sits idle")
+    monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", n=1)["PATH"])
+    with progress.reporting(Console()):
+        engines.report_device()
+    out, err = capsys.readouterr()
+    assert out.startswith("Training on: ") and "WARNING" not in out
+    assert err.startswith("WARNING: nvidia-smi lists ") and err.count("\n") == 1, err
