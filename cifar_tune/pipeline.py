@@ -41,6 +41,7 @@ from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import ComparisonRecord, TrialRecord
+from cifar_tune.text import count
 from cifar_tune.views import figures, study_report, tables
 
 
@@ -160,7 +161,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     todo, missing = to_compare(first.storage, archs, seeds), without_result(first.storage, archs)
     out, comparison = Path(out_dir) if out_dir else None, None
     if todo:
-        info(f"\n== compare: {', '.join(todo)} ({seeds} seeds each)")
+        info(f"\n== compare: {', '.join(todo)} ({count(seeds, 'seed')} each)")
         # without --data, compare takes each study's recorded data and subset
         comparison = compare_studies(CompareSettings(
             archs=tuple(todo), seeds=seeds, storage=first.storage, out_dir=str(out / "compare") if out else None,

@@ -84,8 +84,7 @@ class Comparison:
         """The text the CLI's ``compare`` prints at its end (the table, where files and models went)."""
         from cifar_tune.views.tables import summary
 
-        return summary(self.per_seed, self.table, self.out, seeds=self.seeds, seconds=self.seconds,
-                       storage=self.storage)
+        return summary(self.per_seed, self.table, self.out, seeds=self.seeds, seconds=self.seconds)
 
     def figures(self) -> dict[str, go.Figure]:
         """Plotly figures by title, as ``cifar-tune report`` draws them: the test metrics of baseline and tuned

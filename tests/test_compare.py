@@ -207,6 +207,7 @@ def test_compare_follows_the_studys_subset(tiny_npz, capsys):
     assert rec["table"][0]["Accuracy"]["std"] is None  # one seed: no spread
     assert "± n/a" in out
     assert len(list(Path("storage/reports").glob("compare-*/compare.csv"))) == 1  # the default output folder
+    assert out.rstrip().endswith("\nNext: cifar-tune report")  # the user's next step, the default storage
 
     # --full-data: the final verdict on all 300 training and all 100 test images, whatever the study was tuned on
     assert cli.main(["compare", "--seeds", "1", "--data", str(tiny_npz), "--full-data"]) == 0

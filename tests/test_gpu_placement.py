@@ -76,7 +76,7 @@ def test_optimize_without_jobs_uses_every_gpu_one_worker_each(tmp_path: Path, ti
     env.pop("CUDA_VISIBLE_DEVICES", None)
     out = optimize(tmp_path, tiny_npz, env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "4 worker(s) on 4 GPU(s) 0,1,2,3" in out.stdout, out.stdout[:2000]
+    assert "4 workers on 4 GPUs 0,1,2,3" in out.stdout, out.stdout[:2000]
     assert stored_gpus(tmp_path) == ["0", "1", "2", "3"]
 
 
@@ -84,7 +84,7 @@ def test_jobs_respect_cuda_visible_devices(tmp_path: Path, tiny_npz: Path):
     env = {**fake_nvidia_smi(tmp_path / "bin", n=4), "CUDA_VISIBLE_DEVICES": "1,3"}
     out = optimize(tmp_path, tiny_npz, env, "--jobs", "2")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 worker(s) on 2 GPU(s) 1,3" in out.stdout
+    assert "2 workers on 2 GPUs 1,3" in out.stdout
     assert sorted(set(stored_gpus(tmp_path))) == ["1", "3"]
     # issue 30: the supervisor's summary says which limit ended the run; the workers, through a pipe, print a
     # line per epoch and no status line

@@ -172,6 +172,6 @@ def test_run_says_which_study_has_no_completed_trial_and_fails(tiny_npz, tmp_pat
     assert code == 1, err.getvalue()
     assert "The job is done" not in out.getvalue() and "up to date" not in out.getvalue()
     last = err.getvalue().strip().splitlines()[-1]
-    assert last.startswith("cifar-tune run: error: nothing to compare for mlp_l2: study cifar10-mlp_l2 has no "
+    assert last.startswith("cifar-tune: error: nothing to compare for mlp_l2: study cifar10-mlp_l2 has no "
                            "completed trial (2 failed; last failure: "), last
     assert "diverged at epoch 1" in last

@@ -179,7 +179,7 @@ def test_through_a_pipe_optimize_prints_a_line_per_epoch_and_says_the_timeout_en
     assert [line.split(" loss ")[0] for line in lines if line.startswith("[trial")] == [
         "[trial 0] epoch 1/2", "[trial 0] epoch 2/2"]  # a trial takes more than 1 s: no second one starts
     assert "Ends after 3 new trials or at the 1 s timeout, whichever comes first" in out
-    assert "Ended: the 1 s timeout passed (no trial starts after it) with 1 trial(s) run" in out
+    assert "Ended: the 1 s timeout passed (no trial starts after it) with 1 trial run" in out
 
 
 def test_the_api_bar_starts_with_the_training_and_moves_within_an_epoch_at_true_rates(monkeypatch):

@@ -125,7 +125,7 @@ def test_workers_share_the_study_exactly_each_on_its_own_gpu(cluster, pg_url, ti
     pairs = [p for ps in placed.values() for p in ps]
     assert all(len(ps) == 1 for ps in placed.values()) and len(pairs) == len(set(pairs)), placed
     assert len(placed) >= 2, placed
-    assert "Ray cluster" in out and "4 worker(s)" in out and "trial   9" in out  # workers' lines reach the driver
+    assert "Ray cluster" in out and "4 workers" in out and "trial   9" in out  # workers' lines reach the driver
     # The password: not in any task's arguments, the dashboard's task and job lists, or any file Ray wrote.
     from ray.util.state import list_jobs, list_tasks
 

@@ -66,7 +66,7 @@ def test_report_before_and_after_compare(tiny_npz, capsys):
     assert "Test metrics, baseline vs tuned (mean over seeds; error bars: std)" in titles
     assert "Confusion matrices of the tuned models (test set)" in titles
     dash = r"(—|\\u2014)"  # plotly's JSON may escape the dash
-    assert re.search(rf"Simple CNN {dash} tuned \(trial #\d+\), 1 seed\(s\) summed", page)
+    assert re.search(rf"Simple CNN {dash} tuned \(trial #\d+\), 1 seed summed", page)
     assert re.search(rf"Simple CNN {dash} baseline", page)  # a bar group per model and variant
     assert "Compare has not run yet</strong> for cifar10-mlp_l2" in page  # the other study still lacks it
     assert "tuned - baseline" in page and "±" in page
@@ -76,6 +76,8 @@ def test_report_before_and_after_compare(tiny_npz, capsys):
 
 def test_report_path_choices(tmp_path):
     assert study_report.study_report_path(None) == Path("storage/reports/study-report.html")
+    other = study_report.study_report_path(None, f"sqlite:///{tmp_path}/other.db")  # another storage: its own file
+    assert other.parent == Path("storage/reports") and other.name.startswith("study-report-other-")
     assert study_report.study_report_path("x/r.html") == Path("x/r.html")
     assert study_report.study_report_path(tmp_path) == tmp_path / "study-report.html"
     assert study_report.study_report_path("new-folder") == Path("new-folder/study-report.html")

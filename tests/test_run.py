@@ -37,6 +37,7 @@ def test_run_does_studies_compare_and_report_and_resumes_without_redoing(tiny_np
         assert [r.split()[len(label.split())] for r in rows] == ["baseline", "tuned", "tuned"], rows
     assert Path("job/study-report.html").is_file() and "Report: job/study-report.html" in out
     assert Path("job/compare/compare.csv").is_file()
+    assert "Next:" not in out  # the job writes the report itself: nothing is left for the user to run
     storage = optuna.storages.RDBStorage(URL)
     first = {}
     for arch in ("mlp_l2", "cnn"):

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cifar_tune"
 # The layers, lowest first: a module imports only from its own layer or below (a package names all its modules).
 # The library never imports the CLI; views read records and never call tuning or comparison.
 LAYERS = (
-    ("cifar_tune.errors", "cifar_tune.choices", "cifar_tune.progress"),
+    ("cifar_tune.errors", "cifar_tune.choices", "cifar_tune.progress", "cifar_tune.text"),
     ("cifar_tune.data",),
     ("cifar_tune.models", "cifar_tune.storage"),
     ("cifar_tune.engines", "cifar_tune.runtime"),

@@ -16,10 +16,33 @@ from cifar_tune.studies import validate
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage mistake as one line (and status 2), like every other user error."""
+    """argparse that reports a usage mistake as one line, ``cifar-tune: error: ...`` and status 2, like every other
+    user error, and takes no abbreviation: a typo (``--trials``, ``--epoch``) is refused with the closest option,
+    never read as the option it prefixes (``--trials-per-process``) while the default study starts."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # the subcommands' parsers get it too (sub.add_parser's kwargs)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"cifar-tune: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """As argparse, but an unknown option is an error here, in the (sub)parser that knows the options it could
+        have meant: argparse itself passes a subcommand's leftovers up to ``cifar-tune``, which says only
+        ``unrecognized arguments``."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        unknown = next((a for a in extras if a.startswith("-") and a != "-"), None)
+        if unknown is not None:
+            self.error(self._unknown_option(unknown.split("=", 1)[0]))
+        return namespace, extras
+
+    def _unknown_option(self, option: str) -> str:
+        import difflib
+
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        close = difflib.get_close_matches(option, known, n=1)
+        return f"unknown option {option} " + (f"(did you mean {close[0]}?)" if close else f"(see {self.prog} --help)")
 
 
 def _checked(check, name: str):
@@ -73,12 +96,15 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     """The options optimize and run share: preset, budget, sampling, pruning, workers, data, training."""
     p.add_argument("--preset", type=_text("preset"),
                    help="study preset: a name in study/ (default, quick, seed) or a TOML path")
-    p.add_argument("--epochs", type=_number("epochs"))
+    p.add_argument("--epochs", type=_number("epochs"), help="epochs each trial trains at most (pruning may stop it "
+                   "sooner; default: the preset's, 10 in default)")
     p.add_argument("--val-size", type=_number("val_size"), help="validation images carved from train "
                                                       "(default: a tenth of them, at most 5,000)")
     _add_storage(p)
-    p.add_argument("--sampler", choices=choices.SAMPLERS)
-    p.add_argument("--pruner", choices=choices.PRUNERS)
+    p.add_argument("--sampler", choices=choices.SAMPLERS,
+                   help="Optuna sampler: tpe (multivariate TPE) or random (default: the preset's)")
+    p.add_argument("--pruner", choices=choices.PRUNERS, help="Optuna pruner on the validation loss after each epoch "
+                   "(default: the preset's)")
     p.add_argument("--seed", type=_number("seed"), help="the trials' seed, 0 .. 4294967295 (default 0)")
     p.add_argument("--jobs", type=_number("jobs"), default=None,
                    help="worker processes on this machine (default: one per visible GPU, 1 without GPUs); they are "
@@ -109,8 +135,10 @@ def _add_study(p: argparse.ArgumentParser) -> None:
 def _add_baseline(sub) -> None:
     p = sub.add_parser("baseline", help="reproduce the notebook's fixed-baseline comparison table")
     p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
-    p.add_argument("--epochs", type=_number("epochs"), default=choices.DEFAULT_EPOCHS)
-    p.add_argument("--batch-size", type=_number("batch_size"), default=choices.DEFAULT_BATCH_SIZE)
+    p.add_argument("--epochs", type=_number("epochs"), default=choices.DEFAULT_EPOCHS,
+                   help=f"epochs each model trains (default {choices.DEFAULT_EPOCHS}, the notebook's)")
+    p.add_argument("--batch-size", type=_number("batch_size"), default=choices.DEFAULT_BATCH_SIZE,
+                   help=f"training batch size (default {choices.DEFAULT_BATCH_SIZE}, the notebook's)")
     p.add_argument("--protocol", choices=choices.PROTOCOLS, default=choices.DEFAULT_PROTOCOL,
                    help="seed: validate on the test set as the notebook did; holdout: on a split of train")
     p.add_argument("--val-size", type=_number("val_size"), default=None,
@@ -146,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline(sub)
 
     p = sub.add_parser("optimize", help="run (or resume) an Optuna study for one architecture")
-    p.add_argument("--arch", required=True, choices=ARCH_KEYS)
+    p.add_argument("--arch", required=True, choices=ARCH_KEYS, help="the architecture to tune (cifar-tune archs)")
     p.add_argument("--space", type=_text("space"), help="search-space TOML (default: search_spaces/<arch>.toml)")
     p.add_argument("--n-trials", type=_number("n_trials"), help="new trials this command runs (all workers together)")
     p.add_argument("--total-trials", type=_number("total_trials"),
@@ -186,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage")
     _add_storage(p)
-    p.add_argument("--host", type=_text("host"), default="127.0.0.1")
-    p.add_argument("--port", type=_number("port"), default=8080)
+    p.add_argument("--host", type=_text("host"), default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_number("port"), default=8080, help="port to listen on (default 8080)")
     return parser
 
 
@@ -345,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cifar-tune: error: {line}", file=sys.stderr)
         return code
+    finally:
+        if argv is None:  # the process's own command (the console script, python -m cifar_tune): it ends now
+            from cifar_tune.cli.ending import end_quickly
+
+            end_quickly()
 
 
 _DISK_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EIO", "EACCES", "EPERM", "ENOENT", "ENOTDIR", "EISDIR", "EEXIST"}

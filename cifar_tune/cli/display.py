@@ -14,6 +14,7 @@ from cifar_tune.choices import DEFAULT_STORAGE, study_name
 from cifar_tune.storage.database import mask_url
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import TrialRecord
+from cifar_tune.text import count
 
 if TYPE_CHECKING:
     from cifar_tune.studies.presets import OptimizeSettings  # loads Keras: the CLI imports this module before
@@ -61,24 +62,24 @@ def taken_over_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, value:
 def header(settings: OptimizeSettings, study: optuna.Study, created: bool, total: int | None = None,
            per_process: int | None = None, gpus: list[str] | None = None) -> str:
     """The first line of an optimize command: study, storage, budget, sampler, pruner, workers."""
-    how = "new study" if created else f"resuming ({len(study.trials)} trials stored)"
+    how = "new study" if created else f"resuming ({count(len(study.trials), 'trial')} stored)"
     if total is None:
-        budget = f"{settings.n_trials} new trials"
+        budget = count(settings.n_trials, "new trial")
     else:
-        budget = f"until the study holds {total} trials (now {records.started_trials(study)})"
-    workers = f"{settings.jobs} worker(s)"
+        budget = f"until the study holds {count(total, 'trial')} (now {records.started_trials(study)})"
+    workers = count(settings.jobs, "worker")
     if gpus and settings.jobs > 1:  # where they compute (runtime.gpus.worker_placement: round robin)
-        workers += f" on {len(gpus)} GPU(s) {','.join(gpus)}"
-    workers += f", a fresh process every {per_process} trials" if per_process else ""
+        workers += f" on {count(len(gpus), 'GPU')} {','.join(gpus)}"
+    workers += f", a fresh process every {count(per_process, 'trial')}" if per_process else ""
     return (f"Study {settings.study_name} ({settings.arch}) in {mask_url(settings.storage)}: {how}; "
-            f"{budget} of {settings.epochs} epochs, {settings.sampler} sampler, "
+            f"{budget} of {count(settings.epochs, 'epoch')}, {settings.sampler} sampler, "
             f"{settings.pruner} pruner, preset {settings.preset}, {workers}\n{limits(settings, total)}")
 
 
 def limits(settings: OptimizeSettings, total: int | None = None) -> str:
     """Every limit that can end the run, in one line: the trials (new ones, or a study-wide total) and the
     timeout, if any (no trial starts after it; the ones running finish)."""
-    trials = f"{settings.n_trials} new trials" if total is None else f"a study of {total} trials"
+    trials = count(settings.n_trials, "new trial") if total is None else f"a study of {count(total, 'trial')}"
     if settings.timeout is None:
         return f"Ends after {trials} (no timeout; Ctrl-C stops it, finished trials are kept)."
     return (f"Ends after {trials} or at the {settings.timeout:g} s timeout, whichever comes first (no trial "
@@ -93,17 +94,18 @@ def ended_line(event) -> str:
     since = datetime.now() - timedelta(seconds=event.seconds)  # Optuna stores local times without a zone
     ran = sum(1 for t in event.study.trials if t.datetime_start is not None and t.datetime_start >= since)
     if event.ended == progress.ENDED_TRIALS:
-        return f"Ended: its {settings.n_trials} new trials ran (n_trials reached)."
+        return f"Ended: its {count(settings.n_trials, 'new trial')} ran (n_trials reached)."
     if event.ended == progress.ENDED_TOTAL:
-        return f"Ended: the study holds its {total_of(settings)} trials (total_trials reached)."
+        return f"Ended: the study holds its {count(total_of(settings), 'trial')} (total_trials reached)."
     if event.ended == progress.ENDED_TIMEOUT:
-        return (f"Ended: the {settings.timeout:g} s timeout passed (no trial starts after it) with {ran} trial(s) "
-                "run; give --timeout (or timeout=) more seconds, or run the command again for more.")
+        return (f"Ended: the {settings.timeout:g} s timeout passed (no trial starts after it) with "
+                f"{count(ran, 'trial')} run; give --timeout (or timeout=) more seconds, or run the command again "
+                "for more.")
     return ""
 
 
 def total_of(settings: OptimizeSettings) -> int | None:
-    from cifar_tune.tuning.loop import total_trials  # loads Keras (here: at a study's end only)
+    from cifar_tune.tuning.budget import total_trials
 
     return total_trials(settings)
 

@@ -13,6 +13,7 @@ from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.runtime import backend
 from cifar_tune.storage import database
+from cifar_tune.text import count
 
 PACKAGES = ("cifar-tune", "keras", "tensorflow", "jax", "jaxlib", "optuna", "optuna-dashboard", "sqlalchemy",
             "scikit-learn", "numpy")
@@ -48,7 +49,7 @@ def storage_fact(url: str) -> str:
         return f"{database.mask_url(url)}: {e}"
     import optuna
 
-    return f"{database.mask_url(url)}: {len(optuna.get_all_study_summaries(storage))} studies"
+    return f"{database.mask_url(url)}: {count(len(optuna.get_all_study_summaries(storage)), 'study', 'studies')}"
 
 
 def facts(storage_url: str, source: str | None) -> dict[str, str]:

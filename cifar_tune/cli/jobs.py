@@ -107,6 +107,7 @@ def compare(settings: CompareSettings) -> int:
 
     def command() -> int:
         print(retrain.compare_studies(settings).summary())
+        print(f"Next: {report_command(settings.storage)}")  # the user's next step (``run`` reports by itself)
         return 0
 
     return run_stoppable(
@@ -138,7 +139,7 @@ def _run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out
         result = pipeline.run_job(plan, seeds=seeds, timeout=timeout, out_dir=out_dir, progress=phase,
                                   show_comparison=lambda comparison: print(comparison.summary()))
     except WorkersStopped as e:
-        print(f"cifar-tune run: the {e.arch} study stopped (exit status {e.status}); the same "
+        print(f"cifar-tune: the {e.arch} study stopped (exit status {e.status}); the same "
               "`cifar-tune run` command resumes the job", file=sys.stderr)
         return e.status
     missing, seconds = result.not_compared, result.seconds
@@ -151,30 +152,36 @@ def _run(plan: list[OptimizeSettings], *, seeds: int, timeout: float | None, out
     else:
         print(f"\n{what}.")
     for warning in result.warnings:
-        print(f"WARNING: {warning}")
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     print(f"\nReport: {result.report}", flush=True)
     if missing:  # the verdict of the job's parts: these could not be compared
-        print("cifar-tune run: error: nothing to compare for " + "; ".join(f"{a}: {w}" for a, w in missing.items()),
+        print("cifar-tune: error: nothing to compare for " + "; ".join(f"{a}: {w}" for a, w in missing.items()),
               file=sys.stderr)
         return 1
     return 0
 
 
-def report(storage_url: str, out: str | None) -> int:
-    """The ``report`` command. Ctrl-C or SIGTERM ends it with one line and 130 or 143 (``run_stoppable``); the
-    report only reads the stored records, so the same command draws it again from the start."""
+def report_command(storage_url: str, out: str | None = None) -> str:
+    """The ``cifar-tune report`` command that draws the report of this storage (password masked)."""
     import shlex
 
     from cifar_tune.choices import DEFAULT_STORAGE
     from cifar_tune.storage.database import mask_url
+
+    words = ["cifar-tune", "report"] + (["--storage", mask_url(storage_url)] if storage_url != DEFAULT_STORAGE else [])
+    return shlex.join(words + (["--out", str(out)] if out is not None else []))
+
+
+def report(storage_url: str, out: str | None) -> int:
+    """The ``report`` command. Ctrl-C or SIGTERM ends it with one line and 130 or 143 (``run_stoppable``); the
+    report only reads the stored records, so the same command draws it again from the start."""
     from cifar_tune.views import study_report
 
     def command() -> int:
         print(f"Wrote {study_report.write_study_report(storage_url, out)}")
         return 0
 
-    again = ["cifar-tune", "report"] + (["--storage", mask_url(storage_url)] if storage_url != DEFAULT_STORAGE else [])
-    again += ["--out", str(out)] if out is not None else []
     return run_stoppable(command, lambda: "report stopped before it was written (it reads the stored records "
-                                          f"only: nothing is lost); draw it again with: {shlex.join(again)}")
+                                          f"only: nothing is lost); draw it again with: "
+                                          f"{report_command(storage_url, out)}")
 

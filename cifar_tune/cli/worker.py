@@ -24,4 +24,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    from cifar_tune.cli.ending import end_quickly
+
+    end_quickly()  # the supervisor waits for this process's end before it replaces it or sums up
+    sys.exit(status)

@@ -16,6 +16,7 @@ from cifar_tune.comparison.targets import Target
 from cifar_tune.models import metrics
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies.records import ComparisonRecord
+from cifar_tune.text import count
 from cifar_tune.views import study_note
 from cifar_tune.views.tables import DIFF, VARIANTS, display_table, verdict
 
@@ -41,7 +42,7 @@ def note_section(target: Target, agg: pd.DataFrame, record: ComparisonRecord) ->
     return "\n".join([
         COMPARE_HEADING, "",
         f"{record.date}: best trial #{target.best.number} and the seed baseline, each retrained from scratch on "
-        f"all {record.train_images:,} training images for {record.epochs} epochs with seeds "
+        f"all {record.train_images:,} training images for {count(record.epochs, 'epoch')} with seeds "
         f"{', '.join(map(str, record.seeds))}, then evaluated once on {record.test_images:,} test images.", "",
         table, "",
         f"Best trial params: {params}", "",

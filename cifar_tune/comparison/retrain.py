@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING
 import optuna
 import pandas as pd
 
-from cifar_tune import choices, progress, runtime
-from cifar_tune.choices import DEFAULT_STORAGE, MODELS_DIR
+from cifar_tune import choices, engines, progress, runtime
+from cifar_tune.choices import DEFAULT_STORAGE
 from cifar_tune.comparison.record import jsonable, make_record, store
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
 from cifar_tune.data import cifar10 as data
@@ -53,6 +53,7 @@ from cifar_tune.storage import database
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.records import ComparisonRecord
+from cifar_tune.text import count
 from cifar_tune.views import figures as report
 from cifar_tune.views.tables import VARIANTS, aggregate, csv_frame, markdown
 
@@ -101,9 +102,10 @@ class CompareSettings:
 # --- training and evaluating -----------------------------------------------------------------------------------
 
 
-def _model_path(study_name: str, variant: str, seed: int) -> Path:
-    safe = re.sub(r"[^\w.-]+", "_", study_name)
-    return MODELS_DIR / safe / f"{variant}-seed{seed}.keras"
+def _model_path(target: Target, variant: str, seed: int) -> Path:
+    """The model file of one retraining: in the storage's models folder (``targets.models_dir``), by study."""
+    safe = re.sub(r"[^\w.-]+", "_", target.study.study_name)
+    return target.models / safe / f"{variant}-seed{seed}.keras"
 
 
 def _train_and_test(target: Target, variant: str, spec: engines.TrainSpec) -> dict:
@@ -116,7 +118,7 @@ def _train_and_test(target: Target, variant: str, spec: engines.TrainSpec) -> di
     epochs = progress.epoch_callback(f"{target.arch} {variant} seed {spec.seed}", spec.epochs)
     result = engines.train(spec, ds.x_train, ds.y_train, callbacks=[epochs, runtime.stop_callback()])
     y_pred = engines.predict_classes(result.model, ds.x_test)  # the one look at the test set
-    path = _model_path(target.study.study_name, variant, spec.seed)
+    path = _model_path(target, variant, spec.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     with safe_files.replaced_whole(path) as tmp:  # whole or absent (a full disk); the suffix stays .keras
         result.model.save(tmp)
@@ -131,10 +133,10 @@ def _train_and_test(target: Target, variant: str, spec: engines.TrainSpec) -> di
     return run
 
 
-def _copy_model(src: str, study_name: str, variant: str, seed: int) -> str:
+def _copy_model(src: str, target: Target, variant: str, seed: int) -> str:
     import shutil
 
-    dst = _model_path(study_name, variant, seed)
+    dst = _model_path(target, variant, seed)
     shutil.copyfile(src, dst)
     return str(dst)
 
@@ -169,7 +171,7 @@ def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tu
 
     same = t.tuned_config == t.baseline_config
     progress.info(f"\n== {t.label} ({t.arch}), study {t.study.study_name}: best trial #{t.best.number} vs the "
-                  f"baseline; {t.epochs} epochs on {len(t.ds.y_train):,} training images, seeds "
+                  f"baseline; {count(t.epochs, 'epoch')} on {len(t.ds.y_train):,} training images, seeds "
                   f"{', '.join(map(str, seeds))}, test {len(t.ds.y_test):,} images"
                   + (" (the best trial IS the baseline: trained once per seed)" if same else ""))
     for note in t.notes:
@@ -186,7 +188,7 @@ def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tu
             name, key, kept = f"{variant} seed {seed}", jsonable({"config": config, "seed": seed, **fixed}), ""
             if variant == "tuned" and same:
                 run_ = {**runs["baseline"][-1],
-                        "model": _copy_model(runs["baseline"][-1]["model"], t.study.study_name, "tuned", seed)}
+                        "model": _copy_model(runs["baseline"][-1]["model"], t, "tuned", seed)}
             elif run_ := _kept_run(t, name, key):
                 kept = ", kept from the interrupted compare"
             else:
@@ -219,7 +221,7 @@ def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.D
     from cifar_tune import engines
 
     out = report.make_out_dir(s.out_dir, "compare")
-    progress.info(engines.describe(s.engine, s.precision))
+    engines.report_device(s.engine, s.precision)
     rows, stored, start_all = [], {}, time.perf_counter()
     date = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
     facts = {"Date": date, "Storage": database.mask_url(s.storage)}
@@ -235,9 +237,9 @@ def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.D
             record = make_record(t, runs, agg, date=date, seeds=used, precision=s.precision, out=out)
             store(t, record, agg)
             stored[t.study.study_name] = record.to_attrs()
-            facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, {t.epochs} epochs, seeds "
-                              f"{', '.join(map(str, used))}, data {t.ds.source} [{t.ds.fingerprint()}]: train "
-                              f"{len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
+            facts[t.label] = (f"study {t.study.study_name}, best trial #{t.best.number}, "
+                              f"{count(t.epochs, 'epoch')}, seeds {', '.join(map(str, used))}, data {t.ds.source} "
+                              f"[{t.ds.fingerprint()}]: train {len(t.ds.y_train):,} / test {len(t.ds.y_test):,}")
     per_seed = pd.DataFrame(rows)
     agg = aggregate(per_seed)
     facts.update({"Engine / precision": f"{', '.join(sorted(set(per_seed['Engine'])))} / {s.precision}",

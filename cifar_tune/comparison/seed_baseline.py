@@ -30,6 +30,7 @@ from cifar_tune.models import metrics
 from cifar_tune.progress import epoch_callback, info
 from cifar_tune.results import BaselineResult
 from cifar_tune.studies import validate
+from cifar_tune.text import count
 from cifar_tune.views import figures as report
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
     out = report.make_out_dir(s.out_dir, "baseline")
 
     fingerprint = ds.fingerprint()
-    info(engines.describe(s.engine, s.precision))
+    engines.report_device(s.engine, s.precision)
     info(f"Protocol: {PROTOCOLS[s.protocol]}")
     info(f"Data: {ds.source} [{fingerprint}]: train {len(split.y_train):,}, validation {len(split.y_val):,}, test "
          f"{len(ds.y_test):,}")
@@ -134,7 +135,7 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
     # and a finished architecture is kept before the command stops.
     with runtime.signals_deferred():
         for arch in specs:
-            info(f"\n== {arch.label} ({arch.key}): {s.epochs} epochs, batch {s.batch_size}")
+            info(f"\n== {arch.label} ({arch.key}): {count(s.epochs, 'epoch')}, batch {s.batch_size}")
             if arch.key in kept:
                 row, history, run_ = kept[arch.key]["row"], kept[arch.key]["history"], kept[arch.key]["run"]
                 note = ", kept from the interrupted baseline"

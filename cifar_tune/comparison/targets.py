@@ -16,11 +16,12 @@ from pathlib import Path
 
 import optuna
 
-from cifar_tune.choices import ARCH_LABELS
+from cifar_tune.choices import ARCH_LABELS, MODELS_DIR
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.models import configs
 from cifar_tune.storage import database
+from cifar_tune.storage.naming import storage_tag
 from cifar_tune.studies import catalog, presets, spaces
 from cifar_tune.studies.records import StudyRecord, TrialRecord
 
@@ -41,10 +42,19 @@ class Target:
     ds: data.Dataset
     notes: list[str] = field(default_factory=list)
     warning: str | None = None  # catalog.not_learned's (also in ``notes``, as the record keeps it)
+    models: Path = MODELS_DIR  # where its retrained models go: the storage's own folder (``models_dir``)
 
     @property
     def label(self) -> str:
         return ARCH_LABELS[self.arch]
+
+
+def models_dir(storage_url: str) -> Path:
+    """Where compare saves the models it retrains for a storage's studies: ``storage/models/`` for the default
+    storage, ``storage/models/<storage tag>/`` for another (``naming.storage_tag``), so that studies of the same
+    name in two storages never overwrite each other's models."""
+    tag = storage_tag(storage_url)
+    return MODELS_DIR if tag is None else MODELS_DIR / tag
 
 
 def recorded_source(storage_url: str, archs: list[str] | None = None) -> str | None:
@@ -123,7 +133,8 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, 
         if warning:
             notes.append(f"WARNING: {warning}")
         targets.append(Target(arch, study, best, catalog.baseline_trial(study), _tuned_config(arch, study, best),
-                              configs.complete(arch), epochs or _study_epochs(study), target_ds, notes, warning))
+                              configs.complete(arch), epochs or _study_epochs(study), target_ds, notes, warning,
+                              models_dir(storage_url)))
     if not targets:
         raise UserError(f"nothing to compare in {where}: " + "; ".join(skipped))
     return targets, skipped

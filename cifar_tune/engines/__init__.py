@@ -13,6 +13,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from cifar_tune import progress
 from cifar_tune.choices import DEFAULT_ENGINE, DEFAULT_PRECISION, ENGINES
 from cifar_tune.engines import base
 from cifar_tune.engines.base import (
@@ -46,14 +47,32 @@ def resolve_engine(engine: str) -> str:
 
 def describe(engine: str = DEFAULT_ENGINE, precision: str = DEFAULT_PRECISION) -> str:
     """The line every training command prints before its first epoch (plus a warning line when a GPU is idle)."""
-    line = (f"Training on: {keras.backend.backend()} backend, {device_description()}, engine "
+    warning = idle_gpu_warning()
+    return _training_line(engine, precision) + (f"\n{warning}" if warning else "")
+
+
+def report_device(engine: str = DEFAULT_ENGINE, precision: str = DEFAULT_PRECISION) -> None:
+    """``describe`` as progress before a command's first epoch: the line as progress, an idle GPU as a warning
+    (the CLI prints it on standard error, the Python API shows it as a warning)."""
+    progress.info(_training_line(engine, precision))
+    warning = idle_gpu_warning()
+    if warning:
+        progress.warn(warning)
+
+
+def _training_line(engine: str, precision: str) -> str:
+    return (f"Training on: {keras.backend.backend()} backend, {device_description()}, engine "
             f"{resolve_engine(engine)}, precision {precision}")
+
+
+def idle_gpu_warning() -> str | None:
+    """A warning when nvidia-smi lists a GPU that the backend does not use (None: no GPU sits idle)."""
     gpus = base.nvidia_gpus()
-    if gpus and device_name() == "cpu":
-        line += (f"\nWARNING: nvidia-smi lists {gpus[0]} but training runs on the CPU: this "
-                 f"{keras.backend.backend()} has no CUDA support here. Install the GPU extra (pip install "
-                 "'cifar-tune[gpu]': JAX with CUDA) and leave KERAS_BACKEND unset, or set KERAS_BACKEND=jax.")
-    return line
+    if not gpus or device_name() != "cpu":
+        return None
+    return (f"WARNING: nvidia-smi lists {gpus[0]} but training runs on the CPU: this {keras.backend.backend()} "
+            "has no CUDA support here. Install the GPU extra (pip install 'cifar-tune[gpu]': JAX with CUDA) and "
+            "leave KERAS_BACKEND unset, or set KERAS_BACKEND=jax.")
 
 
 def train(spec: TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,

@@ -73,7 +73,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
     study, created = create_or_load(settings, storage, space, split)
     total = total_trials(settings)
     if worker == 0 or describe:
-        progress.info(engines.describe(settings.engine, settings.precision))
+        engines.report_device(settings.engine, settings.precision)
     if worker == 0:
         planned = n_trials if total is None else max(0, total - records.started_trials(study))
         progress.report(progress.StudyStarted(settings, study, created, total, planned=planned))

@@ -44,6 +44,7 @@ from cifar_tune.errors import ClusterError, UserError
 from cifar_tune.runtime import gpus
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.text import count
 from cifar_tune.tuning import story
 from cifar_tune.tuning.budget import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.entry import OK, ray_worker
@@ -206,7 +207,7 @@ def _run(ray, settings: OptimizeSettings) -> int:
     workers, share = placement(settings, ray.cluster_resources(), nodes)
     progress.report(progress.StudyStarted(replace(settings, jobs=workers), study, created, total, per_process,
                                           max(0, total - records.started_trials(study))))
-    progress.info(f"Ray cluster {settings.ray}: {nodes} node(s); {workers} worker(s), each 1 CPU"
+    progress.info(f"Ray cluster {settings.ray}: {count(nodes, 'node')}; {count(workers, 'worker')}, each 1 CPU"
                   + (f" and {share:g} GPU" if share else ", no GPU") + ", placed by Ray")
     driver = Driver(ray, settings, study, total, workers, share, per_process)
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from cifar_tune import progress
+from cifar_tune import progress, runtime
 from cifar_tune.errors import UserError
 from cifar_tune.storage import database
 from cifar_tune.storage.artifacts import artifact_dir, artifact_store
@@ -28,62 +28,65 @@ def _check_port(host: str, port: int) -> None:
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
 
 
+def _quiet_server(host: str, port: int, app):
+    """The WSGI server optuna-dashboard's ``run_server`` uses (wsgiref, through Bottle), without what it prints:
+    Bottle's banner and an access-log line per request would bury the one line ``serve`` says."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_request(self, code="-", size="-") -> None:  # errors are still logged (log_error)
+            pass
+
+    class Server(WSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return make_server(host, port, app, server_class=Server, handler_class=QuietHandler)
+
+
 def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
-    """Serve optuna-dashboard on the storage (with the artifact store) until the first Ctrl-C, even one that comes
-    while a response is in flight; returns the exit status. A read-only SQLite URL (``?mode=ro``) is served
-    read-only: the dashboard shows everything, and its edits (notes, deleting) fail."""
+    """Serve optuna-dashboard (its WSGI app, ``optuna_dashboard.wsgi``) on the storage, with the artifact store,
+    until the first Ctrl-C or SIGTERM, even one that comes while a response is in flight; returns the exit status,
+    0. Says one line with the URL (``progress.info``); the server itself says nothing per request. A read-only
+    SQLite URL (``?mode=ro``) is served read-only: the dashboard shows everything, and its edits (notes, deleting)
+    fail. Raises ``UserError`` (the storage, a port that is taken or out of range)."""
     import optuna_dashboard
 
     storage = database.storage_for_reading(storage_url)  # a wrong URL or password ends here, in one line
     _check_port(host, port)
     store = artifact_store()
+    try:
+        server = _quiet_server(host, port, optuna_dashboard.wsgi(storage, artifact_store=store))
+    except OSError as e:  # the port was taken between our check and the server's bind
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     shown = f"[{host}]" if ":" in host else host
     artifacts = f"artifacts in {artifact_dir()}/" if store is not None else "no artifacts"
     read_only = ", read-only: its edits fail" if database.read_only(storage_url) else ""
     progress.info(f"optuna-dashboard on {database.mask_url(storage_url)} ({artifacts}{read_only}): "
                   f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)")
-    app = optuna_dashboard.wsgi(storage, artifact_store=store)
-    try:
-        _serve_until_interrupted(app, host, port)
-    except OSError as e:  # the port was taken between our check and the server's bind
-        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    _serve_until_stopped(server)
     return 0
 
 
 SHUTDOWN_WAIT = 2.0  # seconds the server may take to finish a response in flight after Ctrl-C
 
 
-def _serve_until_interrupted(app, host: str, port: int) -> None:
-    """Serve ``app`` with Bottle's wsgiref server (what ``optuna_dashboard.run_server`` uses) in a daemon thread
-    until Ctrl-C in the main thread. Served in the main thread, a Ctrl-C that lands while a response is computed
-    is caught by wsgiref's handler (a bare ``except``), logged as an error of that request, and the server
-    serves on; here the main thread only waits, so the first Ctrl-C always stops it. Raises the server's
-    ``OSError`` (the port was taken)."""
+def _serve_until_stopped(server) -> None:
+    """Serve in a daemon thread until Ctrl-C or SIGTERM reaches the main thread, which only waits. Served in the
+    main thread, a Ctrl-C that lands while a response is computed is caught by wsgiref's handler (a bare
+    ``except``), logged as an error of that request, and the server serves on; here the first one always stops
+    it: a response still in flight gets ``SHUTDOWN_WAIT`` seconds, then the process ends (the thread is a daemon)."""
     import threading
 
-    from bottle import WSGIRefServer
-
-    server = WSGIRefServer(host=host, port=port)
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            server.run(app)
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            failed.append(e)
-
-    thread = threading.Thread(target=run, name="optuna-dashboard", daemon=True)
-    thread.start()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="optuna-dashboard",
+                              daemon=True)
     try:
-        while thread.is_alive():
-            thread.join(0.5)
-    except KeyboardInterrupt:
-        srv = getattr(server, "srv", None)
-        if srv is not None:  # stop serving; a response still in flight gets SHUTDOWN_WAIT, then the process ends
-            stopper = threading.Thread(target=srv.shutdown, daemon=True)
+        with runtime.stops_on_signals():  # a signal is recorded; the loop sees it within 0.5 s; leaving raises it
+            thread.start()
+            while thread.is_alive() and runtime.stopping() is None:
+                thread.join(0.5)
+            stopper = threading.Thread(target=server.shutdown, daemon=True)
             stopper.start()
             stopper.join(SHUTDOWN_WAIT)
-            srv.server_close()
-        return
-    if failed:
-        raise failed[0]
+            server.server_close()
+    except KeyboardInterrupt:  # Ctrl-C (Terminated: SIGTERM): the server has stopped
+        pass

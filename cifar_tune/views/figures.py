@@ -19,6 +19,7 @@ from cifar_tune.choices import REPORTS_DIR
 from cifar_tune.data import safe_files
 from cifar_tune.errors import UserError
 from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
+from cifar_tune.text import count
 
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#ff7f0e"
@@ -207,7 +208,7 @@ def compare_figures(compared: dict[str, dict]) -> list[tuple[str, go.Figure]]:
                 stds.append({m: (row[m]["std"] if row[m]["std"] is not None else 0.0) for m in METRIC_COLUMNS})
         per_seed = (rec.get("confusion") or {}).get("tuned") or []
         if per_seed:
-            matrices[f"{label} — tuned (trial #{rec.get('best_trial')}), {len(per_seed)} seed(s) summed"] = (
+            matrices[f"{label} — tuned (trial #{rec.get('best_trial')}), {count(len(per_seed), 'seed')} summed"] = (
                 np.sum(np.asarray(per_seed), axis=0).tolist())
     bars = metric_bars_figure(pd.DataFrame(means))
     for trace in bars.data:  # error bars: the standard deviation over seeds

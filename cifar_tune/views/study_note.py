@@ -38,6 +38,7 @@ from cifar_tune.choices import (
 from cifar_tune.storage.artifacts import artifact_store
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import StudyRecord, TrialRecord
+from cifar_tune.text import count
 
 # --- the study note ------------------------------------------------------------------------------------------
 
@@ -88,8 +89,8 @@ def study_note_section(study: optuna.Study) -> str:
     epochs = "?" if record.epochs is None else record.epochs
     pruner = settings.get("pruner", "?")
     lines = [f"## {_arch_label(arch)} (`{arch}`): tuning around the seed baseline {NOTE_TAG}", "",
-             f"Objective: **validation loss after {epochs} epochs** (minimize), reported every epoch so that the "
-             f"{pruner} pruner can stop weak trials early. The first trial is the seed notebook's baseline, "
+             f"Objective: **validation loss after {count(epochs, 'epoch')}** (minimize), reported every epoch so "
+             f"that the {pruner} pruner can stop weak trials early. The first trial is the seed notebook's baseline, "
              "enqueued before any other, so the study can only improve on it. Validation images are carved from "
              "the training set; the test set is used only by `cifar-tune compare`.", "",
              "| setting | value |", "|---|---|",
@@ -109,7 +110,7 @@ def study_note_section(study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = ", ".join(f"{n} {state}" for state, n in records.counts_by_state(trials).items())
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines += [f"### Results so far ({stamp})", "", f"{len(trials)} trials: {counts or 'none yet'}."]
+    lines += [f"### Results so far ({stamp})", "", f"{count(len(trials), 'trial')}: {counts or 'none yet'}."]
     workers = sorted({w for w in (TrialRecord.read(t).worker for t in trials) if w})
     if workers:
         hosts = sorted({w.rsplit(":", 1)[0] for w in workers})

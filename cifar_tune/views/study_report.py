@@ -13,10 +13,11 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from cifar_tune import runtime
-from cifar_tune.choices import ARCH_KEYS, REPORTS_DIR
+from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR
 from cifar_tune.errors import UserError
 from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
 from cifar_tune.storage.database import mask_url, storage_for_reading
+from cifar_tune.storage.naming import storage_tag
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import ComparisonRecord, StudyRecord, TrialRecord
 from cifar_tune.views.figures import check_out_dir, compare_figures, facts_html, learning_curves_figure, write_html
@@ -26,21 +27,32 @@ STUDY_REPORT_NAME = "study-report.html"
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials says nothing
 
 
-def study_report_path(out: str | Path | None) -> Path:
-    """Where the study report goes: ``out`` if it names an .html file, else ``study-report.html`` inside it."""
+def default_report_path(storage_url: str) -> Path:
+    """The study report of a storage when no folder is given: ``storage/reports/study-report.html`` for the
+    default storage, else ``storage/reports/study-report-<database>-<6 hex digits of the storage>.html``, so that
+    reports of different storages never overwrite each other (``naming.storage_tag``). Named after the storage
+    rather than written beside it: a SQLite file may sit in a read-only or committed folder (``results/...``),
+    and a server has no folder."""
+    tag = storage_tag(storage_url)
+    return REPORTS_DIR / (STUDY_REPORT_NAME if tag is None else f"study-report-{tag}.html")
+
+
+def study_report_path(out: str | Path | None, storage_url: str = DEFAULT_STORAGE) -> Path:
+    """Where the study report goes: ``out`` if it names an .html file, else ``study-report.html`` inside it;
+    without ``out``, the storage's own file in ``storage/reports/`` (``default_report_path``)."""
     if out is None:
-        return REPORTS_DIR / STUDY_REPORT_NAME
+        return default_report_path(storage_url)
     path = Path(out).expanduser()
     if path.suffix.lower() in (".html", ".htm") and not path.is_dir():
         return path
     return path / STUDY_REPORT_NAME
 
 
-def check_report_path(out: str | Path | None) -> Path:
+def check_report_path(out: str | Path | None, storage_url: str = DEFAULT_STORAGE) -> Path:
     """The report's path (``study_report_path``), refused (``UserError``) before anything is read or written when
     it could not be written: a folder there, or a folder above it that is a file or not writable. Creates
     nothing."""
-    path = study_report_path(out)
+    path = study_report_path(out, storage_url)
     if path.is_dir():
         raise UserError(f"cannot write the report {path}: it is a folder")
     check_out_dir(path.parent)
@@ -164,8 +176,10 @@ def _compare_section(studies_: list, compared: dict[str, ComparisonRecord]) -> t
 
 
 def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
-    """One self-contained HTML page about every study in the storage, and the compare results stored with them."""
-    path = check_report_path(out)  # before the storage is read: a path that cannot be written costs nothing
+    """One self-contained HTML page about every study in the storage, and the compare results stored with them,
+    written to ``study_report_path(out, storage_url)``; returns its path. Raises ``UserError`` (no studies, a
+    storage that cannot be read, a path that cannot be written)."""
+    path = check_report_path(out, storage_url)  # before the storage is read: a bad path costs nothing
     storage = storage_for_reading(storage_url)
     summaries, foreign = records.split_studies(storage)
     if not summaries:

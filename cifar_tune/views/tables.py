@@ -16,6 +16,7 @@ from cifar_tune.models import metrics
 from cifar_tune.models.metrics import ACCURACY, F1
 from cifar_tune.studies.catalog import best_trial, counts_by_state, find_studies, not_learned, split_studies, study_arch
 from cifar_tune.studies.records import ComparisonRecord, TrialRecord
+from cifar_tune.text import count
 
 CONFIDENCE = 0.95
 
@@ -127,15 +128,15 @@ def markdown(per_seed: pd.DataFrame, agg: pd.DataFrame, facts: dict) -> str:
     return "\n".join(lines)
 
 
-def summary(per_seed: pd.DataFrame, agg: pd.DataFrame, out, *, seeds: int, seconds: float, storage: str) -> str:
-    """What ``compare`` prints at the end: the table, where the files and models went, and what to run next.
-    ``storage`` is the URL as it may be shown (password masked)."""
+def summary(per_seed: pd.DataFrame, agg: pd.DataFrame, out, *, seeds: int, seconds: float) -> str:
+    """What ``compare`` prints at the end: the table, where the files and models went (what to run next is the
+    caller's to say: the ``compare`` command names ``report``, ``run`` writes the report itself)."""
     models = sorted({str(Path(p).parent) for p in per_seed["Model file"]})
     table = display_table(agg).to_markdown(index=False, tablefmt="simple", disable_numparse=True)
-    return (f"\nTest-set macro metrics, mean ± std over {seeds} seed(s); '{DIFF}' = paired per-seed differences "
+    return (f"\nTest-set macro metrics, mean ± std over {count(seeds, 'seed')}; '{DIFF}' = paired per-seed differences "
             f"[95% interval]:\n{table}\n\nDone in {seconds:.0f} s. Wrote {out}/compare.csv and compare.md; models "
             f"in {', '.join(models)}; results stored with the studies (user attribute "
-            f"'{ComparisonRecord.ATTRIBUTE}' and the study note).\nNext: cifar-tune report --storage '{storage}'")
+            f"'{ComparisonRecord.ATTRIBUTE}' and the study note).")
 
 
 def study_rows(storage) -> list[dict]:
