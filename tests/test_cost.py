@@ -66,7 +66,7 @@ def test_best_found_against_the_training_time_of_every_finished_trial(study):
     assert catalog.best_by_training_time(study) == [(30, 1.8), (50, 1.8), (65, 1.6), (134, 1.5), (146, 1.5)]
     cost = catalog.study_cost(study)
     assert (cost.found_after, cost.total) == pytest.approx((134, 146))
-    assert catalog.found_line(cost) == "best val_loss 1.5000 after 0.037 h of training (of 0.041 h)"
+    assert catalog.found_line(cost) == "best val_loss 1.5000 after 2.2 min of training (of 2.4 min)"
 
 
 def test_no_cost_before_a_trial_completes(tmp_path):
@@ -78,7 +78,7 @@ def test_no_cost_before_a_trial_completes(tmp_path):
 def test_the_optimize_summary_says_what_the_best_trial_costs(study):
     text = display.summary(study)
     assert "cost     best trial 2: 23 s per epoch, 5,000 parameters (2.3x the baseline's time per epoch" in text
-    assert "found    best val_loss 1.5000 after 0.037 h of training (of 0.041 h)" in text
+    assert "found    best val_loss 1.5000 after 2.2 min of training (of 2.4 min)" in text
 
 
 def test_the_studies_command_shows_the_cost_columns(study, url, capsys):
@@ -93,10 +93,10 @@ def test_the_studies_command_shows_the_cost_columns(study, url, capsys):
 def test_the_report_and_the_note_show_the_cost(study, url, tmp_path):
     page = write_study_report(url, tmp_path / "r.html").read_text()
     assert "2.3x the baseline&#x27;s time per epoch" in page or "2.3x the baseline's time per epoch" in page
-    assert "best found per hour spent" in page and "0.037 h of training (of 0.041 h)" in page
+    assert "best found per hour spent" in page and "2.2 min of training (of 2.4 min)" in page
     note = study_note.study_note_section(study)
     assert ("Cost of the best trial 2: 23 s per epoch, 5,000 parameters (2.3x the baseline's time per epoch, 5.0x "
-            "its parameters). Found per hour spent: best val_loss 1.5000 after 0.037 h of training (of 0.041 h).") \
+            "its parameters). Found per hour spent: best val_loss 1.5000 after 2.2 min of training (of 2.4 min).") \
         in note
 
 
@@ -111,3 +111,14 @@ def test_an_older_record_derives_its_seconds_per_epoch():
     assert by_curves.seconds_per_epoch == 5.0
     pruned = TrialRecord.from_attrs({"epochs_run": 2})
     assert pruned.seconds_per_epoch is None and pruned.training_seconds() is None
+
+
+def test_training_time_reads_in_hours_minutes_or_seconds():
+    assert [catalog.hours(s) for s in (12.34, 134, 1512, 3960)] == ["12.3 s", "2.2 min", "0.42 h", "1.10 h"]
+
+
+def test_a_best_trial_that_is_the_baseline_says_so(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.add_trial(frozen(0))
+    assert catalog.cost_line(catalog.study_cost(study)) == \
+        "trial 0: 10 s per epoch, 1,000 parameters (the baseline itself)"

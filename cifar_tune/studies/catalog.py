@@ -166,6 +166,7 @@ class Cost:
     seconds (``TrialRecord.training_seconds``); any field may be None where the records do not say."""
 
     best: int  # the best trial's number
+    baseline: int | None  # the baseline trial's (completed), if any
     value: float  # its value (the validation loss)
     seconds_per_epoch: float | None
     params: int | None
@@ -215,15 +216,19 @@ def study_cost(study: optuna.Study) -> Cost | None:
     base_rec = TrialRecord.read(base) if base is not None else None
     history = best_by_training_time(study)
     found = next((spent for spent, value in history if value <= best.value), None)
-    return Cost(best=best.number, value=best.value, seconds_per_epoch=rec.seconds_per_epoch, params=rec.params,
+    return Cost(best=best.number, baseline=None if base is None else base.number, value=best.value,
+                seconds_per_epoch=rec.seconds_per_epoch, params=rec.params,
                 vs_baseline=_ratio(rec.seconds_per_epoch, base_rec and base_rec.seconds_per_epoch),
                 params_vs_baseline=_ratio(rec.params, base_rec and base_rec.params),
                 found_after=found, total=history[-1][0] if history else 0.0, history=history)
 
 
 def hours(seconds: float) -> str:
-    """Training time as people read it, in hours: ``0.42 h`` (``0.004 h`` under a tenth of an hour)."""
-    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 3600:.3f} h"
+    """Training time as people read it: ``0.42 h`` from a tenth of an hour, else ``2.2 min``, under a minute
+    ``12.3 s``."""
+    if seconds >= 360:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def cost_line(cost: Cost) -> str:
@@ -235,9 +240,11 @@ def cost_line(cost: Cost) -> str:
         return f"{x:.1f}x" if x >= 0.95 else f"{x:.2f}x"
 
     against = []
-    if cost.vs_baseline is not None:
+    if cost.best == cost.baseline:
+        against.append("the baseline itself")
+    elif cost.vs_baseline is not None:
         against.append(f"{times(cost.vs_baseline)} the baseline's time per epoch")
-    if cost.params_vs_baseline is not None:
+    if cost.params_vs_baseline is not None and cost.best != cost.baseline:
         against.append(f"{times(cost.params_vs_baseline)} its parameters")
     return f"trial {cost.best}: {per_epoch} per epoch, {params}" + (f" ({', '.join(against)})" if against else "")
 
