@@ -72,6 +72,7 @@ def test_a_completed_trial_and_its_record(space, split):
     assert value == rec.curves["val_loss"][-1] == frozen.value  # the final epoch's validation loss
     assert rec.val_accuracy == rec.curves["val_accuracy"][-1] and 0 <= rec.val_accuracy <= 1
     assert rec.params == mlp_params() and rec.seconds > 0 and rec.engine_info is not None
+    assert 0 < rec.seconds_per_epoch <= rec.seconds / 2 + 1e-3  # the epochs' own seconds, within fit's
     assert frozen.intermediate_values == pytest.approx(dict(enumerate(rec.curves["val_loss"])))  # for pruning
 
 
@@ -106,6 +107,8 @@ def test_pruning_propagates_as_trial_pruned_and_keeps_the_curves(space, split):
     rec = TrialRecord.read(frozen)
     assert rec.epochs_run == 1 and len(rec.curves["val_loss"]) == 1 and rec.fail_reason is None
     assert list(frozen.intermediate_values) == [0] and rec.val_accuracy is None
+    assert rec.seconds is None and rec.seconds_per_epoch > 0  # what its one epoch cost, though it never ended
+    assert rec.training_seconds() == rec.seconds_per_epoch
 
 
 def test_a_trial_another_worker_ended_stops_training_as_taken_over(space, split):

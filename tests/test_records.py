@@ -38,6 +38,8 @@ def test_every_record_of_the_committed_database_reads():
         done = [t for t, f in zip(trials, study.get_trials(), strict=True)
                 if f.state == optuna.trial.TrialState.COMPLETE]
         assert done and all(0 < t.val_accuracy < 1 and t.val_accuracy == t.curves["val_accuracy"][-1] for t in done)
+        # stored before seconds_per_epoch existed: derived from the seconds over the epochs run
+        assert all(t.seconds_per_epoch == round(t.seconds / t.epochs_run, 4) > 0 for t in done)
         cmp = ComparisonRecord.read(study)
         assert cmp.version == 1 and cmp.arch == rec.arch and cmp.epochs == rec.epochs and cmp.seeds
         assert [r["Variant"] for r in cmp.table] == ["baseline", "tuned", "tuned - baseline"]

@@ -111,8 +111,9 @@ def total_of(settings: OptimizeSettings) -> int | None:
 
 
 def summary(study: optuna.Study) -> str:
-    """Trials by state and the best trial beside the baseline trial (a study that learned nothing: the
-    library's warning says it, ``tuning.run_study``)."""
+    """Trials by state, the best trial beside the baseline trial, the best trial's cost (``catalog.cost_line``)
+    and the best found per hour of training (``catalog.found_line``); a study that learned nothing: the
+    library's warning says it, ``tuning.run_study``."""
     trials = study.get_trials(deepcopy=False)
     counts = records.counts_by_state(trials)
     shown = ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "fail") if s in counts)
@@ -125,6 +126,8 @@ def summary(study: optuna.Study) -> str:
             lines.append(f"  {name:<8} trial {t.number:>3}: val_loss {t.value:.4f} "
                          f"val_acc {_acc(TrialRecord.read(t)):.4f}  "
                          f"{short_params(t.params)}")
+    cost = records.study_cost(study)  # what the best trial costs, and what finding it cost
+    lines += [f"  cost     best {records.cost_line(cost)}", f"  found    {records.found_line(cost)}"]
     return "\n".join(lines)
 
 

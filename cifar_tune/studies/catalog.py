@@ -1,10 +1,12 @@
 """Queries on what Optuna stored: the baseline trial, the best trial (or none), retries, counts by state,
-whether a study has learned anything, and what ``compare`` stored. Read-only; plain Optuna objects in, plain
+whether a study has learned anything, what the best trial cost and the best found per hour of training, and
+what ``compare`` stored. Read-only; plain Optuna objects in, plain
 data out."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -153,3 +155,102 @@ def check_studies(storage: optuna.storages.BaseStorage, storage_url: str, archs:
     if not found or (archs and not set(archs) & set(found)):
         raise UserError(f"no studies{' of ' + ', '.join(archs) if archs else ''} in "
                         f"{mask_url(storage_url)} (run `cifar-tune optimize --arch ...` first)")
+
+
+# --- what the search cost -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What the best trial costs and what the search spent to find it (``study_cost``). Seconds are training
+    seconds (``TrialRecord.training_seconds``); any field may be None where the records do not say."""
+
+    best: int  # the best trial's number
+    baseline: int | None  # the baseline trial's (completed), if any
+    value: float  # its value (the validation loss)
+    seconds_per_epoch: float | None
+    params: int | None
+    vs_baseline: float | None  # the best trial's seconds per epoch over the baseline trial's (1.0: the baseline)
+    params_vs_baseline: float | None
+    found_after: float | None  # training seconds of the finished trials up to the best one's end, itself included
+    total: float  # training seconds of every finished trial
+    history: list[tuple[float, float]]  # (training seconds so far, best value so far) after each finished trial
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _trial_seconds(t: FrozenTrial) -> float:
+    """A finished trial's training seconds; where its record does not say (a pruned trial stored before
+    ``seconds_per_epoch`` existed, or a trial that failed before an epoch ended), its wall time in Optuna."""
+    seconds = TrialRecord.read(t).training_seconds()
+    if seconds is None and t.duration is not None:
+        seconds = t.duration.total_seconds()
+    return seconds or 0.0
+
+
+def best_by_training_time(study: optuna.Study) -> list[tuple[float, float]]:
+    """The best value found against the training time spent: one (cumulative training seconds, best value so
+    far) per finished trial (complete, pruned or failed) once a trial has completed, in the order they finished.
+    Every finished trial's training counts, whatever its state: a search pays for its pruned and failed trials
+    too. Empty before a trial completes. Minimizing studies only (cifar-tune's)."""
+    finished = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.datetime_complete is not None]
+    spent, best, points = 0.0, None, []
+    for t in sorted(finished, key=lambda t: (t.datetime_complete, t.number)):
+        spent += _trial_seconds(t)
+        if t.state == TrialState.COMPLETE and t.value is not None and (best is None or t.value < best):
+            best = t.value
+        if best is not None:
+            points.append((spent, best))
+    return points
+
+
+def study_cost(study: optuna.Study) -> Cost | None:
+    """The best trial's cost (seconds per epoch, parameters, and both over the baseline trial's) and the training
+    seconds spent until it was found, of all spent; None while no trial has completed."""
+    best = best_trial(study)
+    if best is None:
+        return None
+    rec, base = TrialRecord.read(best), baseline_trial(study)
+    base_rec = TrialRecord.read(base) if base is not None else None
+    history = best_by_training_time(study)
+    found = next((spent for spent, value in history if value <= best.value), None)
+    return Cost(best=best.number, baseline=None if base is None else base.number, value=best.value,
+                seconds_per_epoch=rec.seconds_per_epoch, params=rec.params,
+                vs_baseline=_ratio(rec.seconds_per_epoch, base_rec and base_rec.seconds_per_epoch),
+                params_vs_baseline=_ratio(rec.params, base_rec and base_rec.params),
+                found_after=found, total=history[-1][0] if history else 0.0, history=history)
+
+
+def hours(seconds: float) -> str:
+    """Training time as people read it: ``0.42 h`` from a tenth of an hour, else ``2.2 min``, under a minute
+    ``12.3 s``."""
+    if seconds >= 360:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def cost_line(cost: Cost) -> str:
+    """The best trial's cost in one line: ``trial 7: 0.84 s per epoch, 1,234,567 parameters (2.3x the baseline's
+    time per epoch, 1.8x its parameters)``."""
+    per_epoch = "? s" if cost.seconds_per_epoch is None else f"{cost.seconds_per_epoch:.3g} s"
+    params = "? parameters" if cost.params is None else f"{cost.params:,} parameters"
+    def times(x: float) -> str:
+        return f"{x:.1f}x" if x >= 0.95 else f"{x:.2f}x"
+
+    against = []
+    if cost.best == cost.baseline:
+        against.append("the baseline itself")
+    elif cost.vs_baseline is not None:
+        against.append(f"{times(cost.vs_baseline)} the baseline's time per epoch")
+    if cost.params_vs_baseline is not None and cost.best != cost.baseline:
+        against.append(f"{times(cost.params_vs_baseline)} its parameters")
+    return f"trial {cost.best}: {per_epoch} per epoch, {params}" + (f" ({', '.join(against)})" if against else "")
+
+
+def found_line(cost: Cost) -> str:
+    """The best found per hour spent in one line: ``best val_loss 1.2340 after 0.42 h of training (of 1.10
+    h)``."""
+    after = "?" if cost.found_after is None else hours(cost.found_after)
+    return f"best val_loss {cost.value:.4f} after {after} of training (of {hours(cost.total)})"

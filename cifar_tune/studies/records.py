@@ -124,14 +124,18 @@ class TrialRecord(_UserAttrs):
     """What a trial keeps: set by the tuning loop (``worker``; ``node`` on a Ray cluster), the objective
     (``config``, ``arch``, ``data``, ``backend``, ``device``, ``engine``, ``precision``, ``gpu`` on a worker placed
     on one GPU; per epoch
-    ``curves`` {name: [float per epoch]} and ``epochs_run``; at the end ``params`` (count), ``seconds``,
+    ``curves`` {name: [float per epoch]}, ``epochs_run`` and ``seconds_per_epoch`` (wall seconds of the epochs
+    this trial trained, validation included, over their number: what an epoch of this config costs, pruned trials
+    too); at the end ``params`` (count), ``seconds``,
     ``val_accuracy`` (final epoch), ``engine_info``, ``rss_mb``; or ``fail_reason``), the baseline's enqueueing
     (``baseline``) and the retry of a dead worker's trial (``retry_of``: the dead trial's number). Preemption
     (``tuning/checkpoints.py``): ``checkpoint``, the trial's latest checkpoint ({``artifact_id``: the artifact
     store's id, None once removed; ``epoch``: epochs done; ``bytes``; ``seconds`` it took; ``total_seconds``
     and ``count``: all the trial wrote}), and on a retry that resumed one, ``resumed_from_epoch`` (epochs it
     did not train again) and ``resumed_from_trial`` (whose checkpoint). Fields not stored read as None
-    (``baseline``: False)."""
+    (``baseline``: False), except ``seconds_per_epoch``, which a record written before it existed derives from
+    ``seconds`` over the epochs trained (None for a pruned trial of such a record: it stored no seconds).
+    ``training_seconds()``: what the trial's training cost in all."""
 
     VERSION: ClassVar[int] = 1
     baseline: bool = False
@@ -146,6 +150,7 @@ class TrialRecord(_UserAttrs):
     precision: str | None = None
     curves: dict[str, list[float]] | None = None
     epochs_run: int | None = None
+    seconds_per_epoch: float | None = None  # added without a version change: older cifar-tunes ignore it
     val_accuracy: float | None = None
     params: int | None = None
     seconds: float | None = None
@@ -158,6 +163,25 @@ class TrialRecord(_UserAttrs):
     resumed_from_epoch: int | None = None  # a retry that resumed: the epochs its dead predecessor had finished
     resumed_from_trial: int | None = None
     version: int = 1
+
+    def __post_init__(self) -> None:
+        trained = self.epochs_trained()
+        if self.seconds_per_epoch is None and self.seconds is not None and trained:  # a record older than the field
+            self.seconds_per_epoch = round(self.seconds / trained, 4)
+
+    def epochs_trained(self) -> int | None:
+        """Epochs this trial trained itself: the epochs run (else the curves' length) less those a resumed
+        checkpoint had done; None when nothing says."""
+        run = self.epochs_run
+        if run is None and self.curves:
+            run = max((len(v) for v in self.curves.values() if isinstance(v, list)), default=None)
+        return None if run is None else max(run - (self.resumed_from_epoch or 0), 0)
+
+    def training_seconds(self) -> float | None:
+        """Seconds this trial spent training (``seconds_per_epoch`` × ``epochs_trained()``), or None when
+        unknown."""
+        trained = self.epochs_trained()
+        return None if self.seconds_per_epoch is None or trained is None else self.seconds_per_epoch * trained
 
     @classmethod
     def update(cls, trial, **fields) -> None:

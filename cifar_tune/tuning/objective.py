@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 
 import keras
@@ -21,9 +22,9 @@ from cifar_tune.tuning import checkpoints
 
 
 class TrialRecorder(keras.callbacks.Callback):
-    """Stores the per-epoch curves in the trial as they grow (pruned trials keep theirs), stops a diverged
-    training (at the batch with stock fit, at the epoch with the fast engine, which calls epoch callbacks only),
-    and stops training a trial that another worker has ended meanwhile (``TakenOver``)."""
+    """Stores the per-epoch curves and the seconds per epoch in the trial as they grow (pruned trials keep
+    theirs), stops a diverged training (at the batch with stock fit, at the epoch with the fast engine, which
+    calls epoch callbacks only), and stops training a trial that another worker has ended meanwhile (``TakenOver``)."""
 
     def __init__(self, trial: optuna.Trial, curves: dict[str, list[float]] | None = None,
                  begin: Callable[[], None] | None = None):
@@ -31,6 +32,7 @@ class TrialRecorder(keras.callbacks.Callback):
         self.trial, self.begin = trial, begin  # begin: called first when training begins (the state is restored)
         self.curves: dict[str, list[float]] = {k: list(v) for k, v in (curves or {}).items()}  # a resume's so far
         self.epoch = 0
+        self.started, self.trained, self.train_seconds = 0.0, 0, 0.0  # epochs trained here and their seconds
 
     def _set(self, **fields) -> None:
         try:
@@ -45,7 +47,7 @@ class TrialRecorder(keras.callbacks.Callback):
             self._set(params=int(self.model.count_params()))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
+        self.epoch, self.started = epoch, time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         runtime.raise_if_stopping()  # Ctrl-C or SIGTERM during training (see runtime.stop_on_signals)
@@ -56,7 +58,9 @@ class TrialRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for key, value in (logs or {}).items():
             self.curves.setdefault(key, []).append(float(value))
-        self._set(curves=self.curves, epochs_run=epoch + 1)
+        self.trained, self.train_seconds = self.trained + 1, self.train_seconds + time.perf_counter() - self.started
+        self._set(curves=self.curves, epochs_run=epoch + 1,
+                  seconds_per_epoch=round(self.train_seconds / self.trained, 4))
         runtime.raise_if_stopping()
         bad = sorted((k, float(v)) for k, v in (logs or {}).items() if not math.isfinite(float(v)))
         if bad:

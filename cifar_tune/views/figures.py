@@ -99,6 +99,17 @@ def learning_curves_figure(histories: dict[str, dict[str, list[float]]]) -> go.F
     return fig
 
 
+def best_by_time_figure(history: list[tuple[float, float]]) -> go.Figure:
+    """The best validation loss found against the training hours spent (``catalog.best_by_training_time``'s
+    (seconds, best value) points), as a step line: what the search had found by each hour it paid for."""
+    fig = go.Figure(go.Scatter(x=[s / 3600 for s, _ in history], y=[v for _, v in history], mode="lines+markers",
+                               line={"shape": "hv", "color": VAL_COLOR}, name="best so far",
+                               hovertemplate="%{x:.3f} h: best val_loss %{y:.4f}<extra></extra>"))
+    fig.update_layout(xaxis_title="training hours spent (all finished trials)", yaxis_title="best validation loss",
+                      template="plotly_white")
+    return fig
+
+
 def metric_bars_figure(table: pd.DataFrame) -> go.Figure:
     """Grouped bars: the four macro metrics (Accuracy, Precision, Recall, F1 Score) per model."""
     fig = go.Figure()

@@ -120,6 +120,10 @@ def study_note_section(study: optuna.Study) -> str:
     if base or best:
         lines += ["", "| | trial | val_loss | val_accuracy | parameters |", "|---|---|---|---|---|",
                   _row("baseline", base), _row("best", best)]
+        cost = records.study_cost(study)
+        if cost is not None:  # what the best trial costs, and what the search spent to find it
+            lines += ["", f"Cost of the best {records.cost_line(cost)}. Found per hour spent: "
+                          f"{records.found_line(cost)}."]
         if base and best and best.number != base.number:
             lines += ["", f"The best trial lowers the validation loss by {base.value - best.value:.4f} "
                           f"({100 * (base.value - best.value) / base.value:.1f} %) against the baseline."]

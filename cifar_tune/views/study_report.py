@@ -20,7 +20,14 @@ from cifar_tune.storage.database import mask_url, storage_for_reading
 from cifar_tune.storage.naming import storage_tag
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import ComparisonRecord, StudyRecord, TrialRecord
-from cifar_tune.views.figures import check_out_dir, compare_figures, facts_html, learning_curves_figure, write_html
+from cifar_tune.views.figures import (
+    best_by_time_figure,
+    check_out_dir,
+    compare_figures,
+    facts_html,
+    learning_curves_figure,
+    write_html,
+)
 from cifar_tune.views.tables import stat_cell
 
 STUDY_REPORT_NAME = "study-report.html"
@@ -120,6 +127,10 @@ def _study_figures(study, title: str, notes: list[str]) -> list[tuple[str, go.Fi
     if curves:
         add("learning curves of the baseline and the best trial (train vs validation)",
             lambda: learning_curves_figure(curves))
+    history = records.best_by_training_time(study)
+    if history:
+        add("best found per hour spent (best validation loss against the training hours of the finished trials)",
+            lambda: best_by_time_figure(history))
     return figures
 
 
@@ -151,6 +162,10 @@ def _study_rows(studies_: list) -> pd.DataFrame:
             acc = TrialRecord.read(t).val_accuracy if t is not None else None
             row[f"{name} val_acc"] = f"{acc:.4f}" if acc is not None else "—"
         row["Best trial"] = f"#{best.number}" if best is not None else "—"
+        cost = records.study_cost(study)  # what the best trial costs, and the training spent to find it
+        row["Best trial's cost"] = records.cost_line(cost).split(": ", 1)[1] if cost is not None else "—"
+        row["Best found after"] = "—" if cost is None or cost.found_after is None else \
+            f"{records.hours(cost.found_after)} of training (of {records.hours(cost.total)})"
         row["Warning"] = records.not_learned(study) or ""  # beside the study, as `cifar-tune studies` shows it
         rows.append(row)
     return pd.DataFrame(rows)

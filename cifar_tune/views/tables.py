@@ -14,7 +14,16 @@ from cifar_tune.choices import COMPARE_DIFF as DIFF
 from cifar_tune.choices import COMPARE_VARIANTS as VARIANTS
 from cifar_tune.models import metrics
 from cifar_tune.models.metrics import ACCURACY, F1
-from cifar_tune.studies.catalog import best_trial, counts_by_state, find_studies, not_learned, split_studies, study_arch
+from cifar_tune.studies.catalog import (
+    Cost,
+    best_trial,
+    counts_by_state,
+    find_studies,
+    not_learned,
+    split_studies,
+    study_arch,
+    study_cost,
+)
 from cifar_tune.studies.records import ComparisonRecord, TrialRecord
 from cifar_tune.text import count
 
@@ -140,9 +149,9 @@ def summary(per_seed: pd.DataFrame, agg: pd.DataFrame, out, *, seeds: int, secon
 
 
 def study_rows(storage) -> list[dict]:
-    """One row per cifar-tune study in ``storage``: name, arch, trials by state, best value and accuracy, and
-    ``warning``: ``catalog.not_learned``'s reason when its best trial learned nothing worth crowning (else "");
-    foreign studies are skipped (``foreign_studies``)."""
+    """One row per cifar-tune study in ``storage``: name, arch, trials by state, best value and accuracy, the
+    best trial's cost (``cost_columns``), and ``warning``: ``catalog.not_learned``'s reason when its best trial
+    learned nothing worth crowning (else ""); foreign studies are skipped (``foreign_studies``)."""
     rows = []
     for s in split_studies(storage)[0]:
         study = optuna.load_study(study_name=s.study_name, storage=storage)
@@ -154,8 +163,23 @@ def study_rows(storage) -> list[dict]:
                      **{k: counts.get(k, 0) for k in ("complete", "pruned", "fail", "running", "waiting")},
                      "best_val_loss": round(best.value, 4) if best else None,
                      "best_val_acc": round(_or_nan(TrialRecord.read(best).val_accuracy), 4) if best else None,
-                     "warning": not_learned(study) or ""})
+                     **cost_columns(study_cost(study)), "warning": not_learned(study) or ""})
     return rows
+
+
+def cost_columns(cost: Cost | None) -> dict:
+    """The best trial's cost as table columns: ``s/epoch`` (its seconds per epoch), ``params``, ``x_base_time``
+    (its seconds per epoch over the baseline trial's), ``found_h`` (training hours spent until it was found) and
+    ``train_h`` (all spent); None where unknown."""
+    def rounded(x: float | None, digits: int) -> float | None:
+        return None if x is None else round(x, digits)
+
+    if cost is None:
+        return dict.fromkeys(("s/epoch", "params", "x_base_time", "found_h", "train_h"))
+    return {"s/epoch": rounded(cost.seconds_per_epoch, 3), "params": cost.params,
+            "x_base_time": rounded(cost.vs_baseline, 2),
+            "found_h": rounded(None if cost.found_after is None else cost.found_after / 3600, 3),
+            "train_h": round(cost.total / 3600, 3)}
 
 
 def foreign_studies(storage) -> dict[str, str]:
