@@ -230,3 +230,15 @@ def test_an_idle_gpu_is_a_warning_on_stderr(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out.startswith("Training on: ") and "WARNING" not in out
     assert err.startswith("WARNING: nvidia-smi lists ") and err.count("\n") == 1, err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`cifar-tune studies | head -1` ended in a BrokenPipeError traceback and status 1; now it stops as `ls | head`
+    does: nothing on standard error, status 141 (128 + SIGPIPE)."""
+    db = Path(__file__).resolve().parents[1] / "results" / "cpu-2core-2026-11-29" / "studies.db"
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_tune", "studies", "--storage", f"sqlite:///{db}?mode=ro"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line: every write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

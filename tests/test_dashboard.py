@@ -187,3 +187,35 @@ def test_trial_curves_become_an_svg_artifact(tmp_path, monkeypatch):
     finished = study.ask()
     study.tell(finished, state=TrialState.FAIL)
     assert study_note.attach_trial_curves(finished) is None  # nothing to draw: no artifact, no error
+
+
+def test_the_dashboard_on_a_results_folder_serves_the_artifacts_beside_its_database(tmp_path):
+    """The README's step 0 database: `dashboard --storage sqlite:///results/.../studies.db` looked for the
+    learning curves in ./storage/artifacts and answered HTTP 500 with a traceback per image; the `artifacts/`
+    folder beside a SQLite file is used when $CIFAR_TUNE_ARTIFACTS is not set."""
+    results = Path(__file__).resolve().parents[1] / "results" / "cpu-2core-2026-11-29"
+    url = f"sqlite:///{results / 'studies.db'}?mode=ro"
+    study = optuna.load_study(study_name="cifar10-cnn", storage=f"sqlite:///{results / 'studies.db'}")
+    trial = next(t for t in study.trials if optuna.artifacts.get_all_artifact_meta(t, storage=study._storage))
+    meta = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)[0]
+    env = {k: v for k, v in os.environ.items() if k != ARTIFACTS_ENV}
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_tune", "dashboard", "--storage", url, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(f"{base}/api/studies", proc)
+        study_id = study._study_id
+        with urllib.request.urlopen(f"{base}/artifacts/{study_id}/{trial._trial_id}/{meta.artifact_id}",
+                                    timeout=10) as r:
+            assert r.status == 200 and r.read().startswith(b"<svg")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert f"artifacts in {results / 'artifacts'}/" in out, out
+    assert "Traceback" not in err, err
+    assert not (tmp_path / "storage").exists()  # nothing created where it runs

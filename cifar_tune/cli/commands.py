@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from cifar_tune import choices, progress
@@ -366,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cifar-tune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`cifar-tune studies | head`): stop quietly, as `ls | head`
+        # Python's documented recipe: stdout to /dev/null, so the interpreter's last flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as e:
         # What failed mid-command outside the user's input: the storage (damaged, deleted, locked, server gone;
         # also behind Optuna's "Should not reach" when a trial's result could not be stored), or a disk.

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import optuna
 import pandas as pd
 
-from cifar_tune import choices, engines, progress, runtime
+from cifar_tune import choices, progress, runtime
 from cifar_tune.choices import DEFAULT_STORAGE
 from cifar_tune.comparison.record import jsonable, make_record, store
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets

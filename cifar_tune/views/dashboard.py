@@ -7,9 +7,10 @@ from __future__ import annotations
 import socket
 
 from cifar_tune import progress, runtime
+from cifar_tune.choices import ARTIFACTS_ENV
 from cifar_tune.errors import UserError
 from cifar_tune.storage import database
-from cifar_tune.storage.artifacts import artifact_dir, artifact_store
+from cifar_tune.storage.artifacts import WholeFileArtifactStore, artifact_dir, artifact_store
 
 
 def _check_port(host: str, port: int) -> None:
@@ -26,6 +27,19 @@ def _check_port(host: str, port: int) -> None:
             s.bind(address)
         except OSError as e:
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+
+
+def _artifacts_beside(storage_url: str):
+    """The ``artifacts/`` folder beside a SQLite file, when ``$CIFAR_TUNE_ARTIFACTS`` is not set and the folder
+    exists (a results folder copied or committed whole, ``results/cpu-2core-2026-11-29/``, keeps its learning
+    curves there; for the default storage it is ``storage/artifacts``, the default anyway); else None."""
+    import os
+
+    if os.environ.get(ARTIFACTS_ENV):
+        return None
+    path = database.sqlite_path(storage_url)
+    beside = path.expanduser().parent / "artifacts" if path is not None else None
+    return beside if beside is not None and beside.is_dir() else None
 
 
 def _quiet_server(host: str, port: int, app):
@@ -53,13 +67,14 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
 
     storage = database.storage_for_reading(storage_url)  # a wrong URL or password ends here, in one line
     _check_port(host, port)
-    store = artifact_store()
+    beside = _artifacts_beside(storage_url)
+    store = WholeFileArtifactStore(beside) if beside is not None else artifact_store()
     try:
         server = _quiet_server(host, port, optuna_dashboard.wsgi(storage, artifact_store=store))
     except OSError as e:  # the port was taken between our check and the server's bind
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     shown = f"[{host}]" if ":" in host else host
-    artifacts = f"artifacts in {artifact_dir()}/" if store is not None else "no artifacts"
+    artifacts = f"artifacts in {beside or artifact_dir()}/" if store is not None else "no artifacts"
     read_only = ", read-only: its edits fail" if database.read_only(storage_url) else ""
     progress.info(f"optuna-dashboard on {database.mask_url(storage_url)} ({artifacts}{read_only}): "
                   f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)")
