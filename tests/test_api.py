@@ -208,7 +208,7 @@ def test_the_readme_example_runs(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-3000:]
-    assert COMPARE_DIFF in out.stdout and (tmp_path / "storage" / "cifar_tune.db").is_file()
+    assert COMPARE_DIFF in out.stdout and (tmp_path / "storage" / "api.db").is_file()
 
 
 # --- Ctrl-C ----------------------------------------------------------------------------------------------------
