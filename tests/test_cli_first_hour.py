@@ -160,11 +160,11 @@ def test_compare_keeps_each_storages_models_apart(tmp_path):
 
 def test_the_dashboard_says_one_line_and_nothing_per_request(tmp_path):
     import os
-    import signal
     import urllib.error
     import urllib.request
 
     from tests.pg import free_port
+    from tests.processes import interrupt
 
     url = _planted_storage(tmp_path / "d.db")
     port = free_port()
@@ -185,12 +185,7 @@ def test_the_dashboard_says_one_line_and_nothing_per_request(tmp_path):
         for page in ("/dashboard/", "/dashboard/studies/1", "/api/studies"):  # each logged a line before
             assert urllib.request.urlopen(f"http://127.0.0.1:{port}{page}", timeout=30).status == 200
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+        out, err = interrupt(proc, timeout=30)
     assert proc.returncode == 0, err
     assert out.splitlines() == [f"optuna-dashboard on {url} (artifacts in storage/artifacts/): "
                                 f"http://127.0.0.1:{port}/dashboard/  (Ctrl-C to stop)"], out

@@ -7,7 +7,6 @@ The browser test is marked `browser`; the others need no browser. The screenshot
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from cifar_tune import cli
 from cifar_tune.choices import ARTIFACTS_ENV, FIGURE_CURVES, FIGURE_TRIALS
 from cifar_tune.views import study_note
 from tests.pg import free_port
+from tests.processes import interrupt
 
 CHROMIUM = os.environ.get("CIFAR_TUNE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -97,12 +97,7 @@ def test_dashboard_shows_the_study_its_note_figures_and_trial_artifacts(tiny_npz
             finally:
                 browser.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+        out, err = interrupt(proc, timeout=20)
     assert f"http://127.0.0.1:{port}/dashboard/" in out
     assert (tmp_path / "storage" / "artifacts").is_dir()
 
@@ -210,12 +205,7 @@ def test_the_dashboard_on_a_results_folder_serves_the_artifacts_beside_its_datab
                                     timeout=10) as r:
             assert r.status == 200 and r.read().startswith(b"<svg")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+        out, err = interrupt(proc, timeout=20)
     assert f"artifacts in {results / 'artifacts'}/" in out, out
     assert "Traceback" not in err, err
     assert not (tmp_path / "storage").exists()  # nothing created where it runs
