@@ -290,3 +290,14 @@ def test_the_status_line_is_redrawn_while_a_training_sends_no_events(capsys, mon
     out = capsys.readouterr().out
     assert out.count("\r\x1b[Ktrial 0: epoch 1/3, 0s, last val_loss -") >= 4  # one event, many redraws
     assert out.endswith("\r\x1b[K")
+
+
+def test_the_console_says_each_warning_once_per_command(capsys):
+    """`run` printed a study's not-learned warning twice on standard error (once after its optimize, once in its
+    compare); the console says each distinct warning once, and every other line as often as it comes."""
+    console = Console(live=False)
+    for _ in range(2):
+        console(progress.Message("cifar10-mlp_l2: not learned: the budget is likely too small", logging.WARNING))
+        console(progress.Message("a line", logging.INFO))
+    out, err = capsys.readouterr()
+    assert err.count("not learned") == 1 and out.count("a line") == 2

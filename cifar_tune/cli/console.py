@@ -62,6 +62,7 @@ class Console:
     def __init__(self, epoch_lines: bool | None = None, live: bool | None = None, verbose: bool = False):
         self.given, self.verbose = epoch_lines, verbose
         self.studies_started = 0  # StudyStarted events seen: an interrupted optimize says what it had begun
+        self.warned: set[str] = set()  # the warnings said: each once per command
         self.live = (not verbose and _is_terminal(sys.stdout)) if live is None else live
         self.epoch_lines = (not verbose and not self.live) if epoch_lines is None else epoch_lines
         self.running: dict[str, _Training] = {}
@@ -89,8 +90,12 @@ class Console:
 
         if isinstance(event, (progress.TrainingStarted, progress.Batch, progress.Epoch)):
             self._training(event)
+        elif isinstance(event, progress.Message) and event.level >= logging.WARNING:
+            if event.text not in self.warned:  # `run`: optimize and compare warn of the same study; say it once
+                self.warned.add(event.text)
+                self.say(event.text, True)
         elif isinstance(event, progress.Message):
-            self.say(event.text, event.level >= logging.WARNING)
+            self.say(event.text)
         elif isinstance(event, progress.StudyStarted):
             self.studies_started += 1
             self.say(display.header(event.settings, event.study, event.created, event.total, event.per_process,
