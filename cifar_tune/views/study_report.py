@@ -16,7 +16,7 @@ from cifar_tune import runtime
 from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR
 from cifar_tune.errors import UserError
 from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
-from cifar_tune.storage.database import mask_url, storage_for_reading
+from cifar_tune.storage.database import check_url, mask_url, storage_for_reading
 from cifar_tune.storage.naming import storage_tag
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import ComparisonRecord, StudyRecord, TrialRecord
@@ -194,6 +194,7 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
     """One self-contained HTML page about every study in the storage, and the compare results stored with them,
     written to ``study_report_path(out, storage_url)``; returns its path. Raises ``UserError`` (no studies, a
     storage that cannot be read, a path that cannot be written)."""
+    check_url(storage_url)  # a URL that cannot be parsed: one line, before its name is made into the report's
     path = check_report_path(out, storage_url)  # before the storage is read: a bad path costs nothing
     storage = storage_for_reading(storage_url)
     summaries, foreign = records.split_studies(storage)
