@@ -231,6 +231,12 @@ def test_the_notebook_runs_top_to_bottom_on_tiny_data(tmp_path, monkeypatch):
     figures = figures_in(cell_running(nb, "comparison.figures()"))
     assert len(figures) == 2 and all(f["data"] for f in figures)  # bars with error bars, confusion matrices
 
+    # the bars are widgets (issue 30, item 3: with ipywidgets, which the `notebook` extra and the `test` extra
+    # bring, tqdm.auto draws them; without it tqdm warned "IProgress not found" and drew text)
+    outputs = [o for c in code for o in c.outputs]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert not [o for o in outputs if "IProgress not found" in o.get("text", "")]
+
     loaded = text_of(cell_running(nb, "ct.load(STORAGE)"))
     assert "studies: " + str(dict.fromkeys(archs, 2)) in loaded and "cifar10-cnn" in loaded
     assert (tmp_path / "storage" / "notebook.db").is_file()
