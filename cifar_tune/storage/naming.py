@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 from cifar_tune.choices import DEFAULT_STORAGE
-from cifar_tune.storage.database import mask_url, normalize_url
+from cifar_tune.storage.database import mask_url, normalize_url, sqlite_path
 
 
 def _identity(url: str) -> tuple[str, str]:
     """(a short name to show, what identifies the storage): a SQLite file's stem and absolute path; a server's
     database name and its URL, password masked."""
+    path = sqlite_path(url)
+    if path is not None:
+        path = path.expanduser().resolve()
+        return path.stem, str(path)
     from sqlalchemy.engine import make_url
 
     u = make_url(normalize_url(url))
-    if u.get_backend_name() == "sqlite":
-        path = Path(u.database or "").expanduser().resolve()
-        return path.stem, str(path)
     return u.database or u.host or "db", mask_url(normalize_url(url))
 
 
