@@ -36,7 +36,7 @@ import os
 from typing import TYPE_CHECKING
 
 from cifar_tune import choices, progress, runtime
-from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE
 from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.studies import validate
 
@@ -121,10 +121,9 @@ def baseline(archs: list[str] | None = None, *, data: str | os.PathLike | None =
     """
     from cifar_tune.comparison import seed_baseline
 
-    settings = seed_baseline.BaselineSettings(
-        archs=ARCH_KEYS if archs is None else archs, epochs=epochs, batch_size=batch_size, protocol=protocol,
-        val_size=val_size, out_dir=None if out is None else os.fspath(out), seed=seed, verbose=int(verbose),
-        engine=engine, precision=precision, data=None if data is None else os.fspath(data), subset=subset)
+    settings = seed_baseline.make_settings(  # as the CLI's baseline makes them
+        archs, epochs=epochs, batch_size=batch_size, protocol=protocol, val_size=val_size, out=out, seed=seed,
+        verbose=verbose, engine=engine, precision=precision, data=data, subset=subset)
     with runtime.one_training_at_a_time("baseline"):
         ds = seed_baseline.load_data(settings)
         with runtime.stops_on_signals(), _progress_bars():
@@ -152,10 +151,9 @@ def compare(archs: list[str] | None = None, *, seeds: int = choices.DEFAULT_COMP
     """
     from cifar_tune.comparison import retrain as comparison
 
-    settings = comparison.CompareSettings(
-        archs=archs, seeds=seeds, epochs=epochs, storage=DEFAULT_STORAGE if storage is None else storage,
-        out_dir=None if out is None else os.fspath(out), engine=engine, precision=precision, verbose=int(verbose),
-        full_data=full_data, data=os.fspath(data) if data is not None else os.environ.get(DATA_ENV), subset=subset)
+    settings = comparison.make_settings(  # as the CLI's compare makes them
+        archs, seeds=seeds, epochs=epochs, storage=storage, out=out, engine=engine, precision=precision,
+        verbose=verbose, full_data=full_data, data=data, subset=subset)
     with _one_at_a_time("compare"):
         return comparison.compare_studies(settings)
 

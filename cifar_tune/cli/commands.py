@@ -9,11 +9,11 @@ import os
 import signal
 import sys
 
-from cifar_tune import choices, progress
-from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune import progress
+from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE
 from cifar_tune.cli.console import Console
 from cifar_tune.errors import InvalidValue, UserError
-from cifar_tune.studies import validate
+from cifar_tune.studies import settings, validate
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,151 +73,48 @@ _archs = _checked(lambda name, value: validate.check_unique_list(name, validate.
                   "archs")
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=_text("data"), help="CIFAR-10 source: .npz, cifar-10-python.tar.gz or "
-                   "cifar-10-batches-py/ (default: $CIFAR_TUNE_DATA, else the official download via Keras)")
-    p.add_argument("--subset", type=_number("subset"), help="use a stratified subset of N training images "
-                                                    "(the test set is scaled alike, N/5)")
+def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
+    """``command``'s options, as the settings model declares them (``studies/settings.py``): a choice, a number in
+    its range, a non-empty text, a list of architectures or a flag without value; its default and help text."""
+    for s in settings.settings_of(command):
+        if not s.flag:
+            continue  # a keyword of the Python API alone
+        option = {"help": s.help_in(command), "default": settings.flag_default(s, command)}
+        if s.type is bool:
+            option["action"] = "store_true"
+        elif s.choices is not None:
+            option["choices"] = s.choices
+        elif s.type is list:
+            option["type"] = _archs
+        else:
+            option["type"] = (_number if s.range is not None else _text)(s.name)
+        if s.metavar:
+            option["metavar"] = s.metavar
+        if s.required:
+            option["required"] = True
+        p.add_argument(f"--{validate.label(s.name)}", **option)
 
 
-def _add_training(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=choices.ENGINES, default=None,
-                   help="training engine: keras (stock fit), fast (compiled device loop), auto (fast on an "
-                        "accelerator, else keras)")
-    p.add_argument("--precision", choices=choices.PRECISIONS, default=None, help="compute precision")
-    p.add_argument("--verbose", action="store_true", help="show Keras epoch progress")
-
-
-def _add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", type=_text("storage"), default=None,
-                   help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql+psycopg://... to share)")
-
-
-def _add_study(p: argparse.ArgumentParser) -> None:
-    """The options optimize and run share: preset, budget, sampling, pruning, workers, data, training."""
-    p.add_argument("--preset", type=_text("preset"),
-                   help="study preset: a name in study/ (default, quick, seed) or a TOML path")
-    p.add_argument("--epochs", type=_number("epochs"), help="epochs each trial trains at most (pruning may stop it "
-                   "sooner; default: the preset's, 10 in default)")
-    p.add_argument("--val-size", type=_number("val_size"), help="validation images carved from train "
-                                                      "(default: a tenth of them, at most 5,000)")
-    _add_storage(p)
-    p.add_argument("--sampler", choices=choices.SAMPLERS,
-                   help="Optuna sampler: tpe (multivariate TPE) or random (default: the preset's)")
-    p.add_argument("--pruner", choices=choices.PRUNERS, help="Optuna pruner on the validation loss after each epoch "
-                   "(default: the preset's)")
-    p.add_argument("--seed", type=_number("seed"), help="the trials' seed, 0 .. 4294967295 (default 0)")
-    p.add_argument("--jobs", type=_number("jobs"), default=None,
-                   help="worker processes on this machine (default: one per visible GPU, 1 without GPUs); they are "
-                        "placed round robin over the GPUs (CUDA_VISIBLE_DEVICES)")
-    p.add_argument("--jobs-per-gpu", type=_number("jobs_per_gpu"), default=None,
-                   help="workers sharing each GPU, each with that share of its memory (default 1; with --jobs: as "
-                        "many as the GPUs get)")
-    p.add_argument("--ray", type=_text("ray"), default=None, metavar="ADDRESS",
-                   help="run the workers as tasks on a Ray cluster, placed by Ray: auto (the cluster this machine "
-                        "belongs to), HOST:6379, ray://HOST:10001 (Ray Client) or local (start Ray here); needs "
-                        "cifar-tune[ray] on every node and a PostgreSQL storage whose password the nodes hold "
-                        "($PGPASSWORD or ~/.pgpass)")
-    p.add_argument("--workers", type=_number("workers"), default=None,
-                   help="with --ray: workers on the cluster (default: --jobs-per-gpu per GPU of the cluster, one per "
-                        "node without GPUs)")
-    p.add_argument("--trials-per-process", type=_number("trials_per_process"), default=None,
-                   help="a worker replaces itself with a fresh process after this many trials (default 10 on "
-                        "TensorFlow, no bound on JAX): "
-                        "bounds memory, which Keras's TensorFlow trainer does not fully release between trials")
-    p.add_argument("--heartbeat-interval", type=_number("heartbeat_interval"), default=None,
-                   help="seconds between a running trial's heartbeats (RDB storage)")
-    p.add_argument("--grace-period", type=_number("grace_period"), default=None,
-                   help="seconds without heartbeat after which a trial counts as dead and is retried once")
-    _add_data(p)
-    _add_training(p)
-
-
-def _add_baseline(sub) -> None:
-    p = sub.add_parser("baseline", help="reproduce the notebook's fixed-baseline comparison table")
-    p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
-    p.add_argument("--epochs", type=_number("epochs"), default=choices.DEFAULT_EPOCHS,
-                   help=f"epochs each model trains (default {choices.DEFAULT_EPOCHS}, the notebook's)")
-    p.add_argument("--batch-size", type=_number("batch_size"), default=choices.DEFAULT_BATCH_SIZE,
-                   help=f"training batch size (default {choices.DEFAULT_BATCH_SIZE}, the notebook's)")
-    p.add_argument("--protocol", choices=choices.PROTOCOLS, default=choices.DEFAULT_PROTOCOL,
-                   help="seed: validate on the test set as the notebook did; holdout: on a split of train")
-    p.add_argument("--val-size", type=_number("val_size"), default=None,
-                   help="holdout validation images (default: a tenth of the training images, at most 5,000)")
-    p.add_argument("--out", type=_text("out"), help="output folder (default: a new folder under storage/reports/)")
-    p.add_argument("--seed", type=_number("seed"), default=choices.DEFAULT_SEED, help="0 .. 4294967295")
-    _add_data(p)
-    _add_training(p)
-
-
-def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="retrain each study's best trial and the baseline; compare on test")
-    p.add_argument("--archs", type=_archs, default=None, help="comma-separated (default: every arch with a study)")
-    p.add_argument("--seeds", type=_number("seeds"), default=choices.DEFAULT_COMPARE_SEEDS,
-                   help="seeds per architecture (1..100)")
-    p.add_argument("--epochs", type=_number("epochs"), default=None, help="default: the study's epochs")
-    _add_storage(p)
-    p.add_argument("--out", type=_text("out"), help="output folder (default: a new folder under storage/reports/)")
-    _add_data(p)  # default: the data the studies were tuned on (and their subset)
-    p.add_argument("--full-data", action="store_true", help="retrain on every training image and test on all test "
-                   "images, also where a study was tuned on a --subset (the final verdict)")
-    _add_training(p)
+SUBCOMMANDS = {  # each command's one-line description, in the order `cifar-tune --help` lists them
+    "archs": "list the architectures and their baseline parameter counts",
+    "baseline": "reproduce the notebook's fixed-baseline comparison table",
+    "optimize": "run (or resume) an Optuna study for one architecture",
+    "run": "the whole job: a study per architecture, compare, report (resumes)",
+    "doctor": "print backend, device, versions, data source and storage (for bug reports)",
+    "studies": "list the studies in a storage",
+    "compare": "retrain each study's best trial and the baseline; compare on test",
+    "report": "write one self-contained HTML report of the stored studies",
+    "dashboard": "serve optuna-dashboard on the storage",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+    """The argument parser of every subcommand, its options from the settings model."""
     parser = _Parser(prog="cifar-tune", description="Optuna studies around the seed notebook's five "
                                                     "CIFAR-10 classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    sub.add_parser("archs", help="list the architectures and their baseline parameter counts")
-
-    _add_baseline(sub)
-
-    p = sub.add_parser("optimize", help="run (or resume) an Optuna study for one architecture")
-    p.add_argument("--arch", required=True, choices=ARCH_KEYS, help="the architecture to tune (cifar-tune archs)")
-    p.add_argument("--space", type=_text("space"), help="search-space TOML (default: search_spaces/<arch>.toml)")
-    p.add_argument("--n-trials", type=_number("n_trials"), help="new trials this command runs (all workers together)")
-    p.add_argument("--total-trials", type=_number("total_trials"),
-                   help="instead of --n-trials: run until the study holds this many trials, whoever runs them "
-                        "(for many machines sharing one study)")
-    p.add_argument("--timeout", type=_number("timeout"), help="stop starting new trials after this many seconds")
-    p.add_argument("--study-name", type=_text("study_name"), help="default: cifar10-<arch>")
-    _add_study(p)
-
-    p = sub.add_parser("run", help="the whole job: a study per architecture, compare, report (resumes)")
-    p.add_argument("--archs", type=_archs, default=list(ARCH_KEYS), help="comma-separated (default: all)")
-    p.add_argument("--n-trials", type=_number("n_trials"),
-                   help="trials per study (a study-wide total; default: the preset's)")
-    p.add_argument("--timeout", type=_number("timeout"), help="seconds the studies may start trials in, shared among "
-                   "the architectures in turn (compare and report are not limited)")
-    p.add_argument("--seeds", type=_number("seeds"), default=choices.DEFAULT_COMPARE_SEEDS,
-                   help="compare's seeds per architecture (1..100)")
-    p.add_argument("--out", type=_text("out"),
-                   help="folder for the compare tables and the report (default: under storage/reports/)")
-    _add_study(p)
-
-    p = sub.add_parser("doctor", help="print backend, device, versions, data source and storage (for bug reports)")
-    _add_storage(p)
-    p.add_argument("--data", type=_text("data"),
-                   help="the data source to check (default: $CIFAR_TUNE_DATA, else the download)")
-    p.add_argument("--check", action="store_true", help="also check every architecture's numerics in float32 and "
-                   "bf16 against a CPU float32 reference (seconds per architecture; cached per device and version)")
-
-    p = sub.add_parser("studies", help="list the studies in a storage")
-    _add_storage(p)
-
-    _add_compare(sub)
-
-    p = sub.add_parser("report", help="write one self-contained HTML report of the stored studies")
-    _add_storage(p)
-    p.add_argument("--out", type=_text("out"), help="output folder or .html path (default: storage/reports/)")
-
-    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage")
-    _add_storage(p)
-    p.add_argument("--host", type=_text("host"), default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_number("port"), default=8080, help="port to listen on (default 8080)")
+    for command, description in SUBCOMMANDS.items():
+        _add_settings(sub.add_parser(command, help=description), command)
     return parser
 
 
@@ -230,21 +127,18 @@ def cmd_archs(args) -> int:
     return 0
 
 
-def _training(args) -> dict:
-    """The training flags as keywords (an absent flag: the default)."""
-    return {"engine": args.engine or choices.DEFAULT_ENGINE, "precision": args.precision or choices.DEFAULT_PRECISION,
-            "verbose": int(args.verbose)}
+def given(args, command: str) -> dict:
+    """``command``'s options as keywords by their settings' names (an absent flag: its default)."""
+    return {s.name: getattr(args, s.name) for s in settings.settings_of(command) if s.flag}
 
 
 def cmd_baseline(args) -> int:
     from cifar_tune.cli import jobs
     from cifar_tune.comparison import seed_baseline as baseline
 
-    settings = baseline.BaselineSettings(archs=args.archs, epochs=args.epochs, batch_size=args.batch_size,
-                                         protocol=args.protocol, val_size=args.val_size, out_dir=args.out,
-                                         seed=args.seed, data=args.data, subset=args.subset, **_training(args))
-    # the checks and the data as the Python API's cifar_tune.baseline: bad data fail here, before any training
-    return jobs.baseline(baseline.load_data(settings), settings)
+    made = baseline.make_settings(**given(args, "baseline"))  # as the Python API's cifar_tune.baseline makes them
+    # the checks and the data as the Python API's: bad data fail here, before any training
+    return jobs.baseline(baseline.load_data(made), made)
 
 
 def study_keywords(args) -> dict:
@@ -320,11 +214,7 @@ def cmd_compare(args) -> int:
     from cifar_tune.cli import jobs
     from cifar_tune.comparison import retrain as compare
 
-    # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
-    return jobs.compare(compare.CompareSettings(
-        archs=args.archs, seeds=args.seeds, epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE,
-        out_dir=args.out, full_data=args.full_data, data=args.data or os.environ.get(DATA_ENV), subset=args.subset,
-        **_training(args)))
+    return jobs.compare(compare.make_settings(**given(args, "compare")))  # as the Python API's cifar_tune.compare
 
 
 def cmd_report(args) -> int:

@@ -30,6 +30,7 @@ The settings and the checks (studies, data, architectures) load no Keras: a refu
 from __future__ import annotations
 
 import gc
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ import optuna
 import pandas as pd
 
 from cifar_tune import choices, progress, runtime
-from cifar_tune.choices import DEFAULT_STORAGE
+from cifar_tune.choices import DATA_ENV, DEFAULT_STORAGE
 from cifar_tune.comparison.record import jsonable, make_record, store
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
 from cifar_tune.data import cifar10 as data
@@ -87,16 +88,24 @@ class CompareSettings:
     subset: int | None = None
 
     def __post_init__(self):
-        validate.check_args(archs=self.archs, seeds=self.seeds, epochs=self.epochs, subset=self.subset,
-                            storage=self.storage)
-        if self.archs is not None:
-            object.__setattr__(self, "archs", tuple(self.archs))  # frozen otherwise
+        validate.check_record(self)  # each field as the settings model declares it
         database.check_url(self.storage, writes="compare")  # compare stores its results in the studies
-        validate.check_choice("engine", self.engine, choices.ENGINES)
-        validate.check_choice("precision", self.precision, choices.PRECISIONS)
         if self.full_data and self.subset:
             raise UserError("--full-data compares on every image; it does not go with --subset")
         report.check_out_dir(self.out_dir)  # before the storage is read or anything trains
+
+
+def make_settings(archs: list[str] | tuple[str, ...] | None = None, *, storage: str | None = None,
+                  out: str | os.PathLike | None = None, data: str | os.PathLike | None = None, verbose: bool = False,
+                  **keywords) -> CompareSettings:
+    """``CompareSettings`` from the ``compare`` command's settings by their names (``settings.COMMANDS``), as the
+    command line and the Python API (``cifar_tune.compare``) both give them: ``storage`` None is the default
+    database, ``out`` the output folder, ``data`` None is ``$CIFAR_TUNE_DATA``, else what the studies were tuned
+    on (``targets.recorded_source``), ``verbose`` a flag; the rest as the fields. Raises ``UserError``."""
+    return CompareSettings(archs=archs, storage=DEFAULT_STORAGE if storage is None else storage,
+                           out_dir=None if out is None else os.fspath(out),
+                           data=os.fspath(data) if data is not None else os.environ.get(DATA_ENV) or None,
+                           verbose=int(verbose), **keywords)
 
 
 # --- training and evaluating -----------------------------------------------------------------------------------

@@ -73,17 +73,21 @@ class BaselineSettings:
     subset: int | None = None
 
     def __post_init__(self):
-        archs = validate.check_unique_list("archs", self.archs, choices.ARCH_KEYS)
-        object.__setattr__(self, "archs", tuple(archs))  # frozen otherwise
-        validate.check_args(epochs=self.epochs, batch_size=self.batch_size, val_size=self.val_size, seed=self.seed,
-                            subset=self.subset, data=self.data)
-        validate.check_choice("protocol", self.protocol, choices.PROTOCOLS)
-        validate.check_choice("engine", self.engine, choices.ENGINES)
-        validate.check_choice("precision", self.precision, choices.PRECISIONS)
+        validate.check_record(self)  # each field as the settings model declares it
         if self.val_size is not None and self.protocol != "holdout":
             raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
         validate.check_val_size(self.val_size, self.subset, "--val-size", "--subset")
         report.check_out_dir(self.out_dir)  # a path that cannot be the output folder: refused before the data load
+
+
+def make_settings(archs: list[str] | tuple[str, ...] | None = None, *, out: str | os.PathLike | None = None,
+                  data: str | os.PathLike | None = None, verbose: bool = False, **keywords) -> BaselineSettings:
+    """``BaselineSettings`` from the ``baseline`` command's settings by their names (``settings.COMMANDS``), as the
+    command line and the Python API (``cifar_tune.baseline``) both give them: ``archs`` None is all five, ``out``
+    the output folder, ``verbose`` a flag; the rest as the fields. Raises ``UserError``."""
+    return BaselineSettings(archs=choices.ARCH_KEYS if archs is None else archs,
+                            out_dir=None if out is None else os.fspath(out),
+                            data=None if data is None else os.fspath(data), verbose=int(verbose), **keywords)
 
 
 def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None, seed: int = 0) -> data.Split:

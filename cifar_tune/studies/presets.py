@@ -9,30 +9,18 @@ from pathlib import Path
 from cifar_tune import choices as names
 from cifar_tune.data import safe_files
 from cifar_tune.errors import UserError
-from cifar_tune.studies import resources, spaces, validate
+from cifar_tune.studies import resources, settings, spaces, validate
+from cifar_tune.studies.settings import SETTINGS
 from cifar_tune.studies.validate import RANGES  # noqa: F401  (re-exported: presets.RANGES was its first home)
 
 DEFAULT_PRESET = "default"
-# Preset keys and their types; a command-line option of the same name (dashes for underscores) overrides each.
-KEYS = {"n_trials": int, "timeout": (int, float), "epochs": int, "sampler": str, "pruner": str, "val_size": int,
-        "subset": int, "seed": int, "engine": str, "precision": str, "median_startup_trials": int,
-        "median_warmup_epochs": int, "trials_per_process": int}
-CHOICES = {"sampler": names.SAMPLERS, "pruner": names.PRUNERS, "engine": names.ENGINES,
-           "precision": names.PRECISIONS}
-# What each numeric setting may be, wherever it comes from (preset, command line, a worker's JSON): RANGES, in
-# validate.py, the one table every command's flags share.
-RANGED = ("n_trials", "timeout", "epochs", "val_size", "subset", "seed", "median_startup_trials",
-          "median_warmup_epochs", "trials_per_process", "jobs", "jobs_per_gpu", "total_trials", "heartbeat_interval",
-          "grace_period", "workers")
-OPTIONAL = {"timeout", "subset", "total_trials", "heartbeat_interval", "grace_period", "val_size", "jobs_per_gpu",
-            "trials_per_process", "workers"}
-BUILT_IN = {"n_trials": 50, "timeout": None, "epochs": names.DEFAULT_EPOCHS, "sampler": names.DEFAULT_SAMPLER,
-            "pruner": names.DEFAULT_PRUNER, "val_size": None, "subset": None, "seed": names.DEFAULT_SEED,
-            "engine": names.DEFAULT_ENGINE, "precision": names.DEFAULT_PRECISION,
-            "median_startup_trials": 3, "median_warmup_epochs": 1,  # the median pruner's patience
-            # a worker replaces itself with a fresh process after this many trials; None: 10 on TensorFlow (its
-            # trainer does not give all memory back between trials), never on JAX (tuning.loop.trials_per_process)
-            "trials_per_process": None}
+# Derived from the settings model (settings.py), where each setting is declared once. The preset keys and their
+# types; a command-line option of the same name (dashes for underscores) overrides each.
+KEYS = {k: (int, float) if SETTINGS[k].type is float else SETTINGS[k].type for k in settings.preset_keys()}
+CHOICES = {k: SETTINGS[k].choices for k in KEYS if SETTINGS[k].choices is not None}
+BUILT_IN = {k: SETTINGS[k].default for k in KEYS}
+# The settings besides the preset keys, each with the command line's default: what a flag or a keyword sets.
+EXTRA = {k: settings.flag_default(SETTINGS[k], "optimize") for k in settings.study_keywords()}
 
 
 @dataclass(frozen=True)
@@ -68,17 +56,8 @@ class OptimizeSettings:
     workers: int | None = None  # Ray workers (None: jobs_per_gpu per GPU of the cluster; tuning/ray_backend.py)
 
     def __post_init__(self):
-        """The same checks as the command line's (validate.py), for the Python API and a worker's JSON."""
-        validate.check_choice("arch", self.arch, names.ARCH_KEYS)
-        for key in RANGED:
-            (validate.check_optional if key in OPTIONAL else validate.check_number)(key, getattr(self, key))
-        for key, choices in CHOICES.items():
-            validate.check_choice(key, getattr(self, key), choices)
-        for key in ("storage", "study_name", "preset"):
-            validate.check_nonempty(key, getattr(self, key))
-        for key in ("space_path", "data", "ray"):
-            if getattr(self, key) is not None:
-                validate.check_nonempty(key, getattr(self, key))
+        """The same checks as the command line's (the settings model), for the Python API and a worker's JSON."""
+        validate.check_record(self)
         validate.check_val_size(self.val_size, self.subset)
         validate.check_pruner(self.to_dict())
 
@@ -117,10 +96,7 @@ def load_preset(name_or_path: str, arch: str | None = None) -> dict:
 def _check_preset_value(path: Path, shown: str, key: str, value) -> None:
     if key not in KEYS:
         raise UserError(f"{path}: {shown}: unknown preset key (known: {', '.join(KEYS)})")
-    if key in CHOICES:
-        validate.check_choice(key, value, CHOICES[key], shown=f"{path}: {shown}:")
-    else:
-        validate.check_number(key, value, shown=f"{path}: {shown}:")
+    validate.check_setting(key, value, shown=f"{path}: {shown}:")
 
 
 def merge(preset: dict, flags: dict, preset_name: str) -> dict:
@@ -151,12 +127,6 @@ def merge(preset: dict, flags: dict, preset_name: str) -> dict:
     return values
 
 
-# The settings besides the preset keys (KEYS), each with the command line's default: what a flag or a keyword sets.
-EXTRA = {"space": None, "storage": None, "study_name": None, "data": None, "jobs": None, "jobs_per_gpu": None,
-         "heartbeat_interval": None,
-         "grace_period": None, "verbose": False, "total_trials": None, "ray": None, "workers": None}
-
-
 def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeSettings:
     """The settings of one optimize run: built-in defaults < the preset's values < ``given``; the one path the
     command line (``cli.commands.optimize_settings``) and the Python API (``cifar_tune.optimize``, ``run``) build
@@ -177,26 +147,20 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     if unknown:
         raise UserError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; known: "
                         f"arch, preset, {', '.join([*KEYS, *EXTRA])}")
-    validate.check_choice("arch", arch, names.ARCH_KEYS)
-    flags = {key: value for key, value in given.items() if key in KEYS and value is not None}
-    for key, value in flags.items():  # the checks a flag's type or a preset's value gets, before they are merged
-        if key in CHOICES:
-            validate.check_choice(key, value, CHOICES[key])
-        else:
-            validate.check_number(key, value)
-    extra = {**EXTRA, **{key: value for key, value in given.items() if key in EXTRA and value is not None}}
+    validate.check_setting("arch", arch)
+    given = {key: value for key, value in given.items() if value is not None}  # None: not given
+    for key, value in given.items():  # the checks a flag's type gets, before the preset is merged
+        validate.check_setting(key, value)
+    flags = {key: value for key, value in given.items() if key in KEYS}
+    extra = {**EXTRA, **{key: value for key, value in given.items() if key in EXTRA}}
     preset_name = DEFAULT_PRESET if preset is None else preset
-    values = merge(load_preset(validate.check_nonempty("preset", preset_name), arch), flags, preset_name)
-    if extra["space"] is not None:
-        validate.check_nonempty("space", extra["space"])
+    values = merge(load_preset(validate.check_setting("preset", preset_name), arch), flags, preset_name)
     spaces.load(arch, extra["space"])  # a bad space file fails now, before anything is stored
-    storage = names.DEFAULT_STORAGE if extra["storage"] is None else validate.check_nonempty("storage",
-                                                                                             extra["storage"])
+    storage = names.DEFAULT_STORAGE if extra["storage"] is None else extra["storage"]
     database.check_url(storage, writes="optimize")
     check_ray(extra, storage)
     data = extra["data"]
     if data and data != names.KERAS_DATA:
-        validate.check_nonempty("data", data)
         try:  # recorded with the study as an absolute path: compare reuses it from anywhere
             data = str(Path(data).expanduser().resolve())
         except (OSError, RuntimeError) as e:  # a symlink loop
@@ -219,7 +183,6 @@ def check_ray(extra: dict, storage: str) -> None:
         if extra["workers"] is not None:
             raise UserError("--workers counts a Ray cluster's workers: give --ray ADDRESS too (one machine: --jobs)")
         return
-    validate.check_nonempty("ray", extra["ray"])
     if extra["jobs"] is not None:
         raise UserError("--jobs places worker processes on this machine; with --ray, Ray places them: give "
                         "--workers")
@@ -239,5 +202,5 @@ def make_plan(archs: list[str], *, preset: str | None = None, **given) -> list[O
     if refused:
         raise UserError(f"a job runs one study per architecture with its default name, space and size: "
                         f"{', '.join(refused)} cannot be given (use optimize for one study)")
-    archs = validate.check_unique_list("archs", archs, names.ARCH_KEYS)
+    archs = validate.check_setting("archs", archs)
     return [make_settings(arch, preset=preset, **given) for arch in archs]

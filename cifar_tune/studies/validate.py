@@ -4,27 +4,25 @@ API (``cifar_tune.api``: ``presets.make_settings``, ``seed_baseline.run``, ``com
 Each check raises ``InvalidValue`` (a ``UserError``) whose message names the value and what it may be; ``rule``
 is the same message without the name, for argparse, which names the flag itself.
 
-``RANGES`` is the one table of what each numeric setting may be. Upper bounds are generous but finite, so that
-a typo (an extra digit or twenty) is refused at the door instead of overflowing, allocating or running for ever:
-a compare of more than 100 seeds or a batch larger than any model accepts (``spaces.LIMITS``) is a mistake.
+``RANGES`` is what each numeric setting may be, as the settings model (``settings.py``) declares it. Upper bounds
+are generous but finite, so that a typo (an extra digit or twenty) is refused at the door instead of overflowing,
+allocating or running for ever: a compare of more than 100 seeds or a batch larger than any model accepts
+(``spaces.LIMITS``) is a mistake.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 
 from cifar_tune.choices import ARCH_KEYS
 from cifar_tune.errors import InvalidValue
+from cifar_tune.studies.settings import FIELD_NAMES, SETTINGS
 
-# What each numeric setting may be: (low, high), both inclusive.
-RANGES = {"n_trials": (1, 10**6), "timeout": (1e-3, 1e9), "epochs": (1, 10**4), "val_size": (10, 10**7),
-          "subset": (20, 10**7), "seed": (0, 2**32 - 1), "median_startup_trials": (0, 10**6),
-          "median_warmup_epochs": (0, 10**4), "trials_per_process": (1, 10**6), "jobs": (1, 1024),
-          "jobs_per_gpu": (1, 64), "workers": (1, 1024),
-          "total_trials": (1, 10**6), "heartbeat_interval": (1, 10**5), "grace_period": (2, 10**6),
-          "batch_size": (1, 65536), "seeds": (1, 100), "port": (1, 65535)}
-FLOATS = {"timeout"}  # every other range holds integers only
+# What each numeric setting may be: (low, high), both inclusive (declared with each setting, settings.py).
+RANGES = {s.name: s.range for s in SETTINGS.values() if s.range is not None}
+FLOATS = {s.name for s in SETTINGS.values() if s.type is float}  # every other range holds integers only
 MIN_TRAIN_LEFT = 10  # a validation split must leave at least one training image per class (data.NUM_CLASSES)
 
 
@@ -82,6 +80,37 @@ def check_nonempty(name: str, value, shown: str | None = None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidValue(shown or label(name), f"must not be empty, got {value!r}")
     return value
+
+
+def check_setting(name: str, value, shown: str | None = None):
+    """``value`` if it is what the setting ``name`` may be (``settings.SETTINGS``): one of its choices, a number in
+    its range, a non-empty string, a non-empty list of distinct architectures (as a list); a value of a flag
+    without value or of a folder is not checked here. Raises ``InvalidValue`` naming ``shown`` (default: the
+    setting's flag)."""
+    setting = SETTINGS[name]
+    if setting.choices is not None:
+        return check_choice(name, value, setting.choices, shown)
+    if setting.range is not None:
+        return check_number(name, value, shown)
+    if setting.type is list:
+        return check_unique_list(name, value, ARCH_KEYS, shown)
+    if setting.type is str:
+        return check_nonempty(name, value, shown)
+    return value
+
+
+def check_record(record) -> None:
+    """The checks of one settings record (a frozen dataclass: ``OptimizeSettings``, ``BaselineSettings``,
+    ``CompareSettings``), field by field as ``check_setting``; None passes where the field's type allows it
+    (``int | None``). A list of architectures is stored as a tuple. The checks across fields (a split that fits
+    its subset, ...) are the record's own. Raises ``InvalidValue`` naming the field."""
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if value is None and "None" in str(f.type):
+            continue
+        checked = check_setting(FIELD_NAMES.get(f.name, f.name), value, label(f.name))
+        if isinstance(checked, list):
+            object.__setattr__(record, f.name, tuple(checked))  # frozen otherwise
 
 
 def check_unique_list(name: str, values, allowed: Iterable[str], shown: str | None = None,
