@@ -10,7 +10,7 @@ import signal
 import sys
 
 from cifar_tune import progress
-from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE
+from cifar_tune.choices import DEFAULT_STORAGE
 from cifar_tune.cli.console import Console
 from cifar_tune.errors import InvalidValue, UserError
 from cifar_tune.studies import settings, validate
@@ -69,8 +69,7 @@ def _text(name: str):
     return _checked(validate.check_nonempty, name)
 
 
-_archs = _checked(lambda name, value: validate.check_unique_list(name, validate.split_list(value), ARCH_KEYS),
-                  "archs")
+_archs = _checked(lambda name, value: validate.check_setting(name, validate.split_list(value)), "archs")
 
 
 def _add_settings(p: argparse.ArgumentParser, command: str) -> None:

@@ -89,6 +89,9 @@ _ALL = (
             range=(20, 10**7), preset=True),
     Setting("seed", int, {"optimize": "the trials' seed, 0 .. 4294967295 (default 0)", "baseline": "0 .. 4294967295"},
             choices.DEFAULT_SEED, range=(0, 2**32 - 1), preset=True),
+    # 'auto' stays as given here and is resolved where training runs (engines.resolve_engine; runtime.resolve_engine
+    # in a process without Keras): it depends on the backend and device of the process that trains (a worker, a
+    # Ray node), and the resume lines print the engine as the user gave it
     Setting("engine", str, "training engine: keras (stock fit), fast (compiled device loop), auto (fast on an "
             "accelerator, else keras)", choices.DEFAULT_ENGINE, choices=choices.ENGINES, preset=True),
     Setting("precision", str, "compute precision", choices.DEFAULT_PRECISION, choices=choices.PRECISIONS,
@@ -98,8 +101,8 @@ _ALL = (
             range=(0, 10**6), preset=True, flag=False),
     Setting("median_warmup_epochs", int, "epochs of each trial the median pruner never prunes", 1,
             range=(0, 10**4), preset=True, flag=False),
-    # None: 10 on TensorFlow (its trainer does not give all memory back between trials), never on JAX
-    # (tuning.budget.trials_per_process: the backend is known where the workers start)
+    # None: 10 on TensorFlow (its trainer does not give all memory back between trials), never on JAX; resolved by
+    # tuning.budget.trials_per_process once the backend is chosen (the study stores None, as given)
     Setting("trials_per_process", int, "a worker replaces itself with a fresh process after this many trials "
             "(default 10 on TensorFlow, no bound on JAX): bounds memory, which Keras's TensorFlow trainer does not "
             "fully release between trials", range=(1, 10**6), preset=True),
