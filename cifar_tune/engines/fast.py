@@ -2,7 +2,7 @@
 
 JAX: ``jax_loop.py``, a device-resident loop with one compiled program per epoch (the GPU engine).
 TensorFlow: ``tf_fit.py``, ``fit`` with one host round trip per epoch. Other backends fall back to the keras
-engine with a one-line notice. Also: each ``--jobs`` worker's share of one GPU's memory.
+engine with a one-line notice (each ``--jobs`` worker's share of a GPU's memory: ``runtime/devices.py``).
 """
 
 from __future__ import annotations
