@@ -39,7 +39,7 @@ def tell(study: optuna.Study, what: str = "all") -> None:
             else:
                 refresh_story(study)
         _state["last"] = time.monotonic()
-    except Exception as e:  # the dashboard story is a view: a failure here must not stop the trials
+    except Exception as e:  # what the dashboard shows is a view: a failure here must not stop the trials
         if not _state["warned"]:
             _state["warned"] = True
             reason = db_message(e).strip().splitlines()  # a storage error: the database's own words
