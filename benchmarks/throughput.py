@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from cifar_tune import engines  # noqa: E402
 from cifar_tune.data import cifar10 as data
 from cifar_tune.models import architectures
+from cifar_tune.runtime import devices
 
 BATCHES = (32, 512)
 
@@ -56,7 +57,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def machine() -> dict:
     """The machine and software the figures come from."""
-    info = {"backend": keras.backend.backend(), "device": engines.device_name(), "cpu": platform.processor()
+    info = {"backend": keras.backend.backend(), "device": devices.device_name(), "cpu": platform.processor()
             or platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "keras": keras.__version__, "load_average_1m": round(os.getloadavg()[0], 2)}
     if info["backend"] == "jax":
@@ -97,7 +98,7 @@ def finite(history: dict[str, list[float]]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    device = engines.device_name()
+    device = devices.device_name()
     on_gpu = device == "gpu"
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", default=",".join(architectures.ARCHITECTURES), help="comma-separated (default: all)")

@@ -21,7 +21,8 @@ __all__ = ["CifarTuneWarning", "DataError", "NotLearnedWarning", "UserError", "W
 
 
 def __getattr__(name: str):
-    """The API's names, imported on first use (none of them loads Keras)."""
+    """The API's names, imported on first use: none of them loads Keras, but the result classes load pandas
+    (``import cifar_tune.results``: 0.7 s here, against 0.01 s for ``import cifar_tune``)."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib

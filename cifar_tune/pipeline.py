@@ -1,6 +1,6 @@
 """The whole job in one command (``cifar-tune run``): a study per architecture, compare, the study report.
 
-1. **Studies.** For each architecture, ``tuning.optimize`` with the preset's budget as a study-wide total
+1. **Studies.** For each architecture, ``tuning.run_study`` with the preset's budget as a study-wide total
    (``n_trials`` trials in the study, whoever ran them): a rerun continues a study that has fewer and runs
    nothing for one that is complete, and many machines running the same command against one PostgreSQL storage
    share the trials exactly (the study lock counts them).

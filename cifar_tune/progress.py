@@ -90,7 +90,7 @@ class StudyStarted:
     """A study run begins: ``settings`` (``OptimizeSettings``), the ``optuna.Study``, whether this run ``created``
     it, the study-wide ``total`` (None: ``settings.n_trials`` new trials), ``per_process`` (trials per worker
     process when workers run them), ``planned``: the trials this run expects to run (None: unknown), and ``gpus``:
-    the GPUs its workers are placed on (``runtime.gpus``; empty: none, or one process)."""
+    the GPUs its workers are placed on (``runtime.devices``; empty: none, or one process)."""
 
     settings: Any
     study: Any

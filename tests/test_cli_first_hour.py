@@ -215,9 +215,10 @@ def test_an_idle_gpu_is_a_warning_on_stderr(tmp_path, monkeypatch, capsys):
     stdout, the warning on stderr, as the console prints them before a command's first epoch."""
     from cifar_tune import engines, progress
     from cifar_tune.cli.console import Console
+    from cifar_tune.runtime import devices
     from tests.fake_gpus import fake_nvidia_smi
 
-    if engines.device_name() != "cpu":
+    if devices.device_name() != "cpu":
         pytest.skip("the backend here trains on a GPU: none sits idle")
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", n=1)["PATH"])
     with progress.reporting(Console()):

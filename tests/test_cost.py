@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from cifar_tune.cli import display, main
 from cifar_tune.studies import catalog
 from cifar_tune.studies.records import TrialRecord
-from cifar_tune.views import study_note, tables
+from cifar_tune.views import dashboard_content, tables
 from cifar_tune.views.study_report import write_study_report
 
 T0 = datetime(2026, 12, 1, 12, 0, 0)
@@ -94,7 +94,7 @@ def test_the_report_and_the_note_show_the_cost(study, url, tmp_path):
     page = write_study_report(url, tmp_path / "r.html").read_text()
     assert "2.3x the baseline&#x27;s time per epoch" in page or "2.3x the baseline's time per epoch" in page
     assert "best found per hour spent" in page and "2.2 min of training (of 2.4 min)" in page
-    note = study_note.study_note_section(study)
+    note = dashboard_content.study_note_section(study)
     assert ("Cost of the best trial 2: 23 s per epoch, 5,000 parameters (2.3x the baseline's time per epoch, 5.0x "
             "its parameters). Found per hour spent: best val_loss 1.5000 after 2.2 min of training (of 2.4 min).") \
         in note

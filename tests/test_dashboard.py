@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 
 from cifar_tune import cli
 from cifar_tune.choices import ARTIFACTS_ENV, FIGURE_CURVES, FIGURE_TRIALS
-from cifar_tune.views import study_note
+from cifar_tune.tuning import dashboard_updates
+from cifar_tune.views import dashboard_content
 from tests.pg import free_port
 from tests.processes import interrupt
 
@@ -150,7 +151,7 @@ def test_note_keeps_what_others_wrote_and_figures_are_stored(tmp_path):
     study = small_study(tmp_path)
     save_note(study, "My own remark.\n\n## Tuned vs baseline on the test set (cifar-tune compare)\n\n| a |\n|---|\n")
     for _ in range(2):  # rewriting replaces our section, never duplicates it
-        note = study_note.write_study_note(study)
+        note = dashboard_updates.write_study_note(study)
     assert get_note(study) == note
     assert note.count("(cifar-tune optimize)") == 1 and note.startswith("## Simple CNN (`cnn`)")
     assert "My own remark." in note and note.count("## Tuned vs baseline on the test set") == 1
@@ -159,11 +160,11 @@ def test_note_keeps_what_others_wrote_and_figures_are_stored(tmp_path):
     assert "| baseline | #0 | 1.2000 |" in note and "| best | #1 | 0.7000 |" in note
     assert "trial 1 stopped beating its heartbeat" in note and "3 worker processes on 2 machines" in note
 
-    note = study_note.write_study_note(study, compare_table_markdown="| tuned | 0.71 |")
+    note = dashboard_updates.write_study_note(study, compare_table_markdown="| tuned | 0.71 |")
     assert "| tuned | 0.71 |" in note and "| a |" not in note and "My own remark." in note
 
-    assert sorted(study_note.write_study_figures(study)) == [FIGURE_CURVES, FIGURE_TRIALS]
-    fig = study_note.best_vs_baseline_figure(study)
+    assert sorted(dashboard_updates.write_study_figures(study)) == [FIGURE_CURVES, FIGURE_TRIALS]
+    fig = dashboard_content.best_vs_baseline_figure(study)
     assert {tr.name for tr in fig.data} == {"baseline (trial 0)", "best (trial 1)"}
 
 
@@ -173,7 +174,7 @@ def test_trial_curves_become_an_svg_artifact(tmp_path, monkeypatch):
     trial = study.ask()
     trial.set_user_attr("curves", {"loss": [2.0, 1.0], "val_loss": [1.9, 1.1], "accuracy": [0.2, 0.5],
                                    "val_accuracy": [0.3, float("nan")]})
-    artifact_id = study_note.attach_trial_curves(trial)
+    artifact_id = dashboard_updates.attach_trial_curves(trial)
     study.tell(trial, 1.1)
     assert artifact_id and (tmp_path / "art" / artifact_id).read_text().startswith("<svg")
     meta = optuna.artifacts.get_all_artifact_meta(study.trials[0], storage=study._storage)
@@ -181,7 +182,7 @@ def test_trial_curves_become_an_svg_artifact(tmp_path, monkeypatch):
 
     finished = study.ask()
     study.tell(finished, state=TrialState.FAIL)
-    assert study_note.attach_trial_curves(finished) is None  # nothing to draw: no artifact, no error
+    assert dashboard_updates.attach_trial_curves(finished) is None  # nothing to draw: no artifact, no error
 
 
 def test_the_dashboard_on_a_results_folder_serves_the_artifacts_beside_its_database(tmp_path):

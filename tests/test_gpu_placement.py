@@ -11,35 +11,35 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cifar_tune.runtime import gpus
+from cifar_tune.runtime import devices
 from tests.fake_gpus import fake_nvidia_smi
 
 
 def test_workers_go_round_robin_over_the_gpus_with_a_memory_share_each():
     four = ["0", "1", "2", "3"]
-    placed = [gpus.worker_placement(slot, 4, None, four) for slot in range(1, 5)]
+    placed = [devices.worker_placement(slot, 4, None, four) for slot in range(1, 5)]
     assert [p["CUDA_VISIBLE_DEVICES"] for p in placed] == four
     assert all("XLA_PYTHON_CLIENT_MEM_FRACTION" not in p for p in placed)  # alone on its GPU: all of it
-    placed = [gpus.worker_placement(slot, 8, None, four) for slot in range(1, 9)]
+    placed = [devices.worker_placement(slot, 8, None, four) for slot in range(1, 9)]
     assert [p["CUDA_VISIBLE_DEVICES"] for p in placed] == four * 2
     assert {p["XLA_PYTHON_CLIENT_MEM_FRACTION"] for p in placed} == {"0.45"}  # two per GPU
-    assert gpus.worker_placement(1, 3, 3, ["5"]) == {"CUDA_VISIBLE_DEVICES": "5",
-                                                    **gpus.memory_share_env(3)}
-    assert gpus.worker_placement(2, 2, None, []) == gpus.memory_share_env(2)  # no GPU listed: as before
+    assert devices.worker_placement(1, 3, 3, ["5"]) == {"CUDA_VISIBLE_DEVICES": "5",
+                                                       **devices.memory_share_env(3)}
+    assert devices.worker_placement(2, 2, None, []) == devices.memory_share_env(2)  # no GPU listed: as before
 
 
 def test_without_jobs_every_gpu_gets_a_worker():
-    assert gpus.default_jobs(None, None, ["0", "1", "2", "3"]) == 4
-    assert gpus.default_jobs(None, 2, ["0", "1"]) == 4
-    assert gpus.default_jobs(None, None, []) == 1
-    assert gpus.default_jobs(3, None, ["0", "1", "2", "3"]) == 3  # given: as given
+    assert devices.default_jobs(None, None, ["0", "1", "2", "3"]) == 4
+    assert devices.default_jobs(None, 2, ["0", "1"]) == 4
+    assert devices.default_jobs(None, None, []) == 1
+    assert devices.default_jobs(3, None, ["0", "1", "2", "3"]) == 3  # given: as given
 
 
 def test_memory_shares_split_one_gpu_between_workers():
-    assert gpus.memory_share_env(1) == {}
-    env = gpus.memory_share_env(4)
+    assert devices.memory_share_env(1) == {}
+    env = devices.memory_share_env(4)
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true" and env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.22"
-    assert float(gpus.memory_share_env(3)["XLA_PYTHON_CLIENT_MEM_FRACTION"]) * 3 <= 0.9
+    assert float(devices.memory_share_env(3)["XLA_PYTHON_CLIENT_MEM_FRACTION"]) * 3 <= 0.9
 
 
 @pytest.mark.parametrize(("visible", "expected"), [("2,3", ["2", "3"]), ("", []), ("-1", []),
@@ -47,13 +47,13 @@ def test_memory_shares_split_one_gpu_between_workers():
 def test_cuda_visible_devices_is_respected(visible, expected, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path, n=4)["PATH"])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert gpus.visible_gpus() == expected
+    assert devices.visible_gpus() == expected
 
 
 def test_nvidia_smi_lists_the_gpus_when_nothing_restricts_them(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path, n=4)["PATH"])
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert gpus.visible_gpus() == ["0", "1", "2", "3"]
+    assert devices.visible_gpus() == ["0", "1", "2", "3"]
 
 
 def optimize(tmp_path: Path, data: Path, env: dict, *flags: str) -> subprocess.CompletedProcess:

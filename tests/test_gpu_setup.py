@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_tune.runtime import backend
+from cifar_tune.runtime import devices
 from tests.fake_gpus import fake_nvidia_smi
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
     ({}, None, "no NVIDIA driver found"),
 ])
 def test_the_cuda_build_is_matched_against_the_driver(builds, driver, says):
-    assert says in backend.cuda_match(builds, driver)
+    assert says in devices.cuda_match(builds, driver)
 
 
 def test_doctor_reads_the_drivers_cuda_version_from_nvidia_smi(tmp_path: Path):

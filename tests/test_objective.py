@@ -16,6 +16,7 @@ from cifar_tune import engines, progress
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import TakenOver, TrialFailed
 from cifar_tune.models import architectures
+from cifar_tune.runtime import devices
 from cifar_tune.studies import spaces
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.tuning.objective import make_objective
@@ -64,7 +65,7 @@ def test_a_completed_trial_and_its_record(space, split):
     assert frozen.state == TrialState.COMPLETE and rec.fail_reason is None
     assert rec.config == {**space_baseline(space), "learning_rate": GOOD_LR}
     assert rec.arch == "mlp_l2" and rec.data == split.description
-    assert rec.backend == keras.backend.backend() and rec.device == engines.device_name()
+    assert rec.backend == keras.backend.backend() and rec.device == devices.device_name()
     assert rec.engine == "keras" and rec.precision == "float32"  # auto: stock fit on a CPU
     assert rec.gpu is None  # not a worker placed on a GPU
     assert set(rec.curves) == {"loss", "accuracy", "val_loss", "val_accuracy"}

@@ -14,7 +14,7 @@ from cifar_tune import cli
 from cifar_tune.cli import display
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import StudyRecord, TrialRecord
-from cifar_tune.views import study_note, tables
+from cifar_tune.views import dashboard_content, tables
 
 URL = "sqlite:///storage/cifar_tune.db"
 
@@ -92,6 +92,6 @@ def test_a_study_that_has_not_learned_says_so_everywhere(trials, says):
         return
     assert says in warning and "budget" in warning
     assert [r["warning"] for r in tables.study_rows(storage)] == [warning]  # `studies`: beside the study
-    assert warning in study_note.study_note_section(study)
+    assert warning in dashboard_content.study_note_section(study)
     _, warnings = tables.stored_table(URL, ["resnet"])
     assert warnings == [f"resnet: {warning}"]

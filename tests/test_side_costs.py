@@ -1,6 +1,6 @@
 """Side costs paid once (issue 27 item 4): a trial's user attributes written in one transaction, and the study's
-dashboard note and figures refreshed at the end and at most every ``story.REFRESH_EVERY`` seconds, not after every
-trial. (The numerics cache per user: tests/test_numerics.py.)"""
+dashboard note and figures refreshed at the end and at most every ``dashboard_updates.REFRESH_EVERY`` seconds, not
+after every trial. (The numerics cache per user: tests/test_numerics.py.)"""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from sqlalchemy import event
 
 from cifar_tune.storage import attrs, database
 from cifar_tune.studies.records import TrialRecord
-from cifar_tune.tuning import story
-from cifar_tune.views import study_note
+from cifar_tune.tuning import dashboard_updates
 
 FIELDS = dict(worker="host:1", config={"units": 512, "dropout": 0.2}, arch="mlp_l2", data="data 0123456789abcdef",
               backend="tensorflow", device="cpu", engine="keras", precision="float32")
@@ -60,18 +59,18 @@ def test_a_trial_ended_by_another_worker_takes_none_of_the_attributes(study):
 
 def test_the_note_and_figures_are_refreshed_at_most_every_refresh_every_seconds(study, monkeypatch):
     refreshed: list = []
-    monkeypatch.setattr(study_note, "refresh_story", lambda s: refreshed.append(len(s.trials)))
-    monkeypatch.setitem(story._state, "last", 1000.0)
+    monkeypatch.setattr(dashboard_updates, "refresh_story", lambda s: refreshed.append(len(s.trials)))
+    monkeypatch.setitem(dashboard_updates._state, "last", 1000.0)
     clock = [1000.0]
-    monkeypatch.setattr(story.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(dashboard_updates.time, "monotonic", lambda: clock[0])
     for _ in range(5):  # five short trials finish within a minute: no refresh
         clock[0] += 10
         study.tell(study.ask(), 1.0)
-        story.callback(study, study.trials[-1])
-    assert refreshed == [] and story.REFRESH_EVERY >= 120
-    clock[0] += story.REFRESH_EVERY
+        dashboard_updates.callback(study, study.trials[-1])
+    assert refreshed == [] and dashboard_updates.REFRESH_EVERY >= 120
+    clock[0] += dashboard_updates.REFRESH_EVERY
     study.tell(study.ask(), 1.0)
-    story.callback(study, study.trials[-1])
+    dashboard_updates.callback(study, study.trials[-1])
     assert refreshed == [6]
-    story.tell(study)  # the end of the command: once more
+    dashboard_updates.tell(study)  # the end of the command: once more
     assert refreshed == [6, 6]

@@ -165,20 +165,20 @@ def test_a_condition_must_name_an_earlier_parameter(tmp_path):
 def test_schedule_matches_keras_cosine_decay_and_adamw_decays_kernels_only():
     import keras
 
-    from cifar_tune.engines import base
+    from cifar_tune.engines import optimizers
 
-    ours = base.Schedule(1e-3, 100, warmup_steps=10, cosine=1)
+    ours = optimizers.Schedule(1e-3, 100, warmup_steps=10, cosine=1)
     theirs = keras.optimizers.schedules.CosineDecay(0.0, 90, warmup_target=1e-3, warmup_steps=10)
     for step in (0, 5, 10, 40, 99, 100):
         assert float(ours(step)) == pytest.approx(float(theirs(step)), rel=1e-5, abs=1e-9)
-    assert float(base.Schedule(1e-3, 100, 0, 0)(57)) == pytest.approx(1e-3)  # constant
+    assert float(optimizers.Schedule(1e-3, 100, 0, 0)(57)) == pytest.approx(1e-3)  # constant
     config = {"learning_rate": 1e-3, "optimizer": "adamw", "weight_decay": 0.1, "lr_schedule": "cosine"}
-    optimizer = base.make_optimizer(config, 100)
+    optimizer = optimizers.make_optimizer(config, 100)
     assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == pytest.approx(0.1)
     dense = keras.layers.Dense(2)
     dense.build((None, 3))
     assert optimizer._use_weight_decay(dense.kernel) and not optimizer._use_weight_decay(dense.bias)
-    assert isinstance(base.make_optimizer({**config, "optimizer": "adam", "lr_schedule": "constant"}, 1),
+    assert isinstance(optimizers.make_optimizer({**config, "optimizer": "adam", "lr_schedule": "constant"}, 1),
                       keras.optimizers.Adam)
 
 

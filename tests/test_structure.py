@@ -9,13 +9,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cifar_tune"
 # The layers, lowest first: a module imports only from its own layer or below (a package names all its modules).
-# The library never imports the CLI; views read records and never call tuning or comparison.
+# The library never imports the CLI; views read records and never call tuning or comparison (the comparison's
+# statistics, plain functions of tables, sit below the views that show them); the runtime (the process: backend,
+# devices, signals) sits below the engines that use it.
 LAYERS = (
     ("cifar_tune.errors", "cifar_tune.choices", "cifar_tune.progress", "cifar_tune.text"),
     ("cifar_tune.data",),
     ("cifar_tune.models", "cifar_tune.storage"),
-    ("cifar_tune.engines", "cifar_tune.runtime"),
-    ("cifar_tune.studies",),
+    ("cifar_tune.runtime",),
+    ("cifar_tune.engines",),
+    ("cifar_tune.studies", "cifar_tune.comparison.statistics"),
     ("cifar_tune.views", "cifar_tune.results"),
     ("cifar_tune.tuning", "cifar_tune.comparison"),
     ("cifar_tune.pipeline",),
@@ -107,7 +110,26 @@ def test_imports_run_one_way():
     assert upward == [], "imports that run up the layers:\n" + "\n".join(upward)
     # the backend-neutral engine base knows neither the fast engine nor the selector above it
     assert not {d for d in g["cifar_tune.engines.base"] if d.startswith("cifar_tune.engines")}
+    # the devices have one module: the engines ask it, nothing else runs nvidia-smi
+    callers = sorted(n for n, p in modules().items() if '["nvidia-smi"' in p.read_text())
+    assert callers == ["cifar_tune.runtime.devices"]
 
+
+def test_the_layer_check_finds_the_runtime_importing_an_engine():
+    """runtime sits below engines: an import of engines from the runtime is an upward arrow."""
+    assert layer("cifar_tune.runtime.backend") < layer("cifar_tune.engines.selector")
+    g = {**graph(), "cifar_tune.runtime.backend": {"cifar_tune.engines"}}
+    assert [f"{n} -> {d}" for n, deps in g.items() for d in deps if layer(d) > layer(n)] == \
+        ["cifar_tune.runtime.backend -> cifar_tune.engines"]
+
+
+
+def test_views_write_nothing_to_a_study():
+    """Views render; the tuning loop and compare store what they render (the note, figures, artifacts)."""
+    writers = ("save_note(", "save_plotly_graph_object(", "upload_artifact(", "set_user_attr(", "set_system_attr(")
+    found = sorted(f"{name}: {w}" for name, path in modules().items() if name.startswith("cifar_tune.views")
+                   for w in writers if w in path.read_text())
+    assert found == []
 
 def test_every_package_says_what_it_owns():
     for init in PACKAGE.rglob("__init__.py"):
@@ -209,8 +231,8 @@ def test_only_the_cli_prints():
 
 
 def test_seeding_goes_through_one_function():
-    """``keras.utils.set_random_seed`` imports TensorFlow whenever it is installed: only engines.base (on the
+    """``keras.utils.set_random_seed`` imports TensorFlow whenever it is installed: only engines.seeding (on the
     TensorFlow backend) and tf_fit (TensorFlow only) call it; everything else seeds through
-    ``engines.base.set_random_seed`` (a JAX process must never load TensorFlow)."""
+    ``engines.seeding.set_random_seed`` (a JAX process must never load TensorFlow)."""
     callers = sorted(name for name, path in modules().items() if "keras.utils.set_random_seed(" in path.read_text())
-    assert callers == ["cifar_tune.engines.base", "cifar_tune.engines.tf_fit"]
+    assert callers == ["cifar_tune.engines.seeding", "cifar_tune.engines.tf_fit"]

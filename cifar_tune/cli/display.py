@@ -68,7 +68,7 @@ def header(settings: OptimizeSettings, study: optuna.Study, created: bool, total
     else:
         budget = f"until the study holds {count(total, 'trial')} (now {records.started_trials(study)})"
     workers = count(settings.jobs, "worker")
-    if gpus and settings.jobs > 1:  # where they compute (runtime.gpus.worker_placement: round robin)
+    if gpus and settings.jobs > 1:  # where they compute (runtime.devices.worker_placement: round robin)
         workers += f" on {count(len(gpus), 'GPU')} {','.join(gpus)}"
     workers += f", a fresh process every {count(per_process, 'trial')}" if per_process else ""
     return (f"Study {settings.study_name} ({settings.arch}) in {mask_url(settings.storage)}: {how}; "

@@ -11,7 +11,7 @@ from cifar_tune import engines
 from cifar_tune.choices import DATA_ENV, KERAS_DATA
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
-from cifar_tune.runtime import backend
+from cifar_tune.runtime import devices
 from cifar_tune.storage import database
 from cifar_tune.text import count
 
@@ -58,8 +58,8 @@ def facts(storage_url: str, source: str | None) -> dict[str, str]:
            "backend rule": "KERAS_BACKEND or ~/.keras/keras.json if set, else jax when a CUDA-enabled JAX sees a "
                            "GPU, else tensorflow" + (" (KERAS_BACKEND is set)" if os.environ.get("KERAS_BACKEND")
                                                      else ""),
-           "nvidia-smi": ", ".join(engines.base.nvidia_gpus()) or "no GPU listed",
-           "jax cuda": backend.cuda_match(backend.jax_cuda_builds(), backend.driver_cuda_version()),
+           "nvidia-smi": ", ".join(devices.nvidia_gpus()) or "no GPU listed",
+           "jax cuda": devices.cuda_match(devices.jax_cuda_builds(), devices.driver_cuda_version()),
            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python "
                       f"{platform.python_version()}",
            "versions": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),

@@ -1,5 +1,6 @@
 """The seed's fixed-baseline comparison (``seed_baseline``) and the tuned-vs-baseline retraining on fresh
-seeds (``retrain``): which studies, trials, seeds and data it compares (``targets``) and its stored record
-(``record``)."""
+seeds (``retrain``): which studies, trials, seeds and data it compares (``targets``), its statistics (``statistics``:
+the paired t-interval and the verdict) and what it keeps with the study (``persist``: the record and the note
+section)."""
 
-__all__ = ["record", "retrain", "seed_baseline", "targets"]
+__all__ = ["persist", "retrain", "seed_baseline", "statistics", "targets"]

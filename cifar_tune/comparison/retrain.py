@@ -42,8 +42,9 @@ import optuna
 import pandas as pd
 
 from cifar_tune import choices, progress, runtime
-from cifar_tune.choices import DATA_ENV, DEFAULT_STORAGE
-from cifar_tune.comparison.record import jsonable, make_record, store
+from cifar_tune.choices import COMPARE_VARIANTS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune.comparison.persist import jsonable, make_record, store
+from cifar_tune.comparison.statistics import aggregate
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
 from cifar_tune.data import cifar10 as data
 from cifar_tune.data import safe_files
@@ -56,7 +57,7 @@ from cifar_tune.studies import validate
 from cifar_tune.studies.records import ComparisonRecord
 from cifar_tune.text import count
 from cifar_tune.views import figures as report
-from cifar_tune.views.tables import VARIANTS, aggregate, csv_frame, markdown
+from cifar_tune.views.tables import csv_frame, markdown
 
 if TYPE_CHECKING:
     from cifar_tune import engines
@@ -188,9 +189,9 @@ def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tu
             progress.warn(f"{t.study.study_name}: {t.warning}", NotLearnedWarning)
         else:
             progress.info(f"[{t.arch}] {note}")
-    rows, runs = [], {v: [] for v in VARIANTS}
+    rows, runs = [], {v: [] for v in COMPARE_VARIANTS}
     # what, besides config and seed, decides a run (the ledger's key; the data's hash is taken once, not per run)
-    fixed = {"epochs": t.epochs, "data": t.ds.fingerprint(), "engine": engines.resolve_engine(settings.engine),
+    fixed = {"epochs": t.epochs, "data": t.ds.fingerprint(), "engine": runtime.resolve_engine(settings.engine),
              "precision": settings.precision}
     for seed in seeds:
         for variant, config in (("baseline", t.baseline_config), ("tuned", t.tuned_config)):

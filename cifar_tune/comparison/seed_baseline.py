@@ -29,6 +29,7 @@ from cifar_tune.errors import UserError
 from cifar_tune.models import metrics
 from cifar_tune.progress import epoch_callback, info
 from cifar_tune.results import BaselineResult
+from cifar_tune.runtime import devices
 from cifar_tune.studies import validate
 from cifar_tune.text import count
 from cifar_tune.views import figures as report
@@ -133,7 +134,7 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
     progress.update(out=out, done=[])
     ledger = {"key": {"epochs": s.epochs, "batch_size": s.batch_size, "protocol": s.protocol,
                       "val": len(split.y_val), "seed": s.seed, "data": fingerprint,
-                      "engine": engines.resolve_engine(s.engine), "precision": s.precision}, "archs": {}}
+                      "engine": runtime.resolve_engine(s.engine), "precision": s.precision}, "archs": {}}
     kept = _read_kept(out / KEPT, ledger["key"])
     # Ctrl-C / SIGTERM (the CLI's run_stoppable) only record themselves in here: training stops at the next batch,
     # and a finished architecture is kept before the command stops.
@@ -240,10 +241,8 @@ def _history_frame(histories: dict[str, dict], runs: list[dict]) -> pd.DataFrame
 def _machine() -> dict[str, str]:
     import keras
 
-    from cifar_tune import engines
-
     return {"Machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, computing on "
-                       f"{engines.device_name()}",
+                       f"{devices.device_name()}",
             "Software": f"Keras {keras.__version__} ({keras.backend.backend()} backend), Python "
                         f"{platform.python_version()}"}
 

@@ -1,22 +1,17 @@
-"""What every training engine shares, backend-neutral, and the reference engine: Keras's own ``model.fit``.
+"""What every training engine shares, backend-neutral: the contract and its helpers.
 
 Every engine takes the same inputs (a ``TrainSpec``, uint8 arrays, Keras callbacks whose ``on_epoch_end``
 receives ``loss, accuracy, val_loss, val_accuracy``) and returns the same ``TrainResult``, so the Optuna
-objective and the comparison never care which engine ran. Here: ``TrainSpec``, ``TrainResult``, pixel
-scaling, the device query, the optimizer and learning-rate schedule a config asks for, and ``train_keras``.
-Nothing here imports a backend at module level or knows the fast engine (``engines/fast.py``);
-``engines/__init__.py`` chooses.
+objective and the comparison never care which engine ran. Here: ``TrainSpec``, ``TrainResult``, ``Resume`` (a
+run's state after some epochs), pixel scaling, prediction and the precision policy. The engines themselves:
+``keras_fit.py`` (Keras's own ``model.fit``), ``fast.py``; their optimizer and schedule in ``optimizers.py``, the
+seed in ``seeding.py``; ``engines/selector.py`` chooses. Nothing here imports a backend at module level or knows
+another engine module.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import os
-import random
-import shutil
-import subprocess
-import time
 from dataclasses import dataclass, field
 
 import keras
@@ -28,13 +23,10 @@ from cifar_tune.choices import (
     DEFAULT_PRECISION,
     DEFAULT_SEED,
     ENGINES,
-    OPTIMIZERS,
     PRECISIONS,
-    SCHEDULES,
 )
 from cifar_tune.errors import CheckpointMismatch, UserError
 from cifar_tune.models import architectures
-from cifar_tune.runtime.gpus import gpu_of_this_process
 
 
 @dataclass(frozen=True)
@@ -157,197 +149,9 @@ class Resume:
             return cls(int(f["epoch"]), numbered("model_"), numbered("optimizer_"), history)
 
 
-class _CheckpointEachEpoch(keras.callbacks.Callback):
-    """Stock fit's per-epoch checkpoint hook, called last among the epoch callbacks (a pruned epoch raises first
-    and is not checkpointed). ``model``: the model whose variables a checkpoint holds (fit may run a wrapper)."""
-
-    def __init__(self, hook, model: keras.Model, start: Resume | None):
-        super().__init__()
-        self.hook, self.inner = hook, model
-        self.history = {k: list(v) for k, v in (start.history if start else {}).items()}
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
-        self.hook(Resume.of(epoch + 1, self.inner, self.model.optimizer, self.history))
-
-
-def resumed_fit(model: keras.Model, inner: keras.Model, x, y, *, spec: TrainSpec, callbacks: list,
-                resume: Resume | None, checkpoint, **fit_kwargs) -> dict[str, list[float]]:
-    """``model.fit`` (compiled already) for ``spec.epochs``, from ``resume`` when given (variables and optimizer
-    restored, ``initial_epoch`` = the epochs done), calling ``checkpoint(Resume)`` after every epoch when given;
-    returns the whole history (the resumed epochs' included). ``inner``: the model a checkpoint holds."""
-    if resume is not None:
-        model.optimizer.build(model.trainable_variables)  # Keras builds it lazily; its variables must exist
-        resume.restore(inner, model.optimizer)
-    if checkpoint is not None:
-        callbacks = [*callbacks, _CheckpointEachEpoch(checkpoint, inner, resume)]
-    hist = model.fit(x, y, epochs=spec.epochs, initial_epoch=resume.epoch if resume else 0, callbacks=callbacks,
-                     verbose=spec.verbose, shuffle=True, **fit_kwargs)
-    history = {k: list(v) for k, v in (resume.history if resume else {}).items()}
-    for key, values in hist.history.items():
-        history[key] = history.get(key, []) + [float(v) for v in values]
-    return history
-
-
 def scale(x: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1], as the seed does."""
     return x.astype("float32") / 255.0
-
-
-def set_random_seed(seed: int) -> None:
-    """Seed Python, NumPy and Keras's global seed generator, as ``keras.utils.set_random_seed`` does, but without
-    importing TensorFlow on another backend: Keras's own imports TensorFlow whenever it is installed (+7 s per
-    JAX process and TensorFlow's CUDA notices in its output). On TensorFlow it is Keras's own."""
-    if keras.backend.backend() == "tensorflow":
-        keras.utils.set_random_seed(seed)
-        return
-    # The rest of keras.utils.set_random_seed (keras/src/utils/rng_utils.py), less tf.random.set_seed.
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
-    from keras.src.utils import rng_utils
-
-    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # recreated from the seed
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def nvidia_gpus() -> list[str]:
-    """The GPUs nvidia-smi lists, as ``NAME, N GiB`` (empty without nvidia-smi or GPUs)."""
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    gpus = []
-    for line in out.stdout.splitlines():
-        name, _, mib = line.rpartition(",")
-        if name.strip() and mib.strip().isdigit():
-            gpus.append(f"{name.strip()}, {int(mib) / 1024:.0f} GiB")
-    return gpus
-
-
-def device_description() -> str:
-    """Where training computes, for people: ``NVIDIA H200, 140 GiB`` or ``CPU, 2 cores``."""
-    if device_name() == "gpu":
-        gpus = nvidia_gpus()
-        placed = gpu_of_this_process()  # a --jobs worker sees one GPU: name its index
-        if gpus and placed is not None:
-            return f"{gpus[0]} (GPU {placed})"
-        if gpus:
-            return f"{gpus[0]}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "")
-        return "GPU"
-    return f"CPU, {os.cpu_count()} cores"
-
-
-def device_name() -> str:
-    """'gpu' or 'cpu': where the current Keras backend computes."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.devices()[0].platform
-    if backend == "tensorflow":  # the only place the core asks TensorFlow directly: Keras has no such query
-        import tensorflow as tf
-
-        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    if backend == "torch":
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "cpu"
-
-
-NO_DECAY = ("bias", "gamma", "beta")  # AdamW decays kernels only, the usual choice (BatchNorm scales stay free)
-WARMUP_FRACTION = 0.1  # "warmup_cosine": linear warm-up over the first 10% of all steps, then cosine to 0
-
-
-@keras.saving.register_keras_serializable(package="cifar_tune")
-class Schedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Learning rate at an optimizer step: optional linear warm-up, then cosine decay to 0, or constant.
-
-    Keras's ``CosineDecay`` takes Python numbers; here every attribute may also be a traced value, so the fast
-    engine compiles one program for every schedule and learning rate (``cosine`` = 0 and ``warmup_steps`` = 0
-    is the constant rate). Same formula as ``CosineDecay(0, total - warmup, warmup_target=lr, warmup_steps=
-    warmup)``.
-    """
-
-    def __init__(self, learning_rate, total_steps, warmup_steps=0, cosine=1):
-        self.learning_rate, self.total_steps = learning_rate, total_steps
-        self.warmup_steps, self.cosine = warmup_steps, cosine
-
-    def __call__(self, step):
-        ops = keras.ops
-        step = ops.cast(step, "float32")
-        warmup = ops.cast(self.warmup_steps, "float32")
-        decay_steps = ops.maximum(ops.cast(self.total_steps, "float32") - warmup, 1.0)
-        warm = ops.where(warmup > 0, ops.minimum(step / ops.maximum(warmup, 1.0), 1.0), 1.0)
-        fraction = ops.clip((step - warmup) / decay_steps, 0.0, 1.0)
-        cosine = 0.5 * (1.0 + ops.cos(math.pi * fraction))
-        decay = ops.where(ops.cast(self.cosine, "float32") > 0, cosine, 1.0)
-        return ops.cast(self.learning_rate, "float32") * warm * decay
-
-    def get_config(self) -> dict:
-        return {k: float(getattr(self, k)) for k in ("learning_rate", "total_steps", "warmup_steps", "cosine")}
-
-
-def schedule_values(config: dict, total_steps: int) -> dict:
-    """The schedule of ``config`` as plain numbers (``Schedule``'s arguments)."""
-    kind = config["lr_schedule"]
-    if kind not in SCHEDULES:
-        raise UserError(f"unknown lr_schedule {kind!r}; choose from {', '.join(SCHEDULES)}")
-    warmup = int(total_steps * WARMUP_FRACTION) if kind == "warmup_cosine" else 0
-    return {"learning_rate": float(config["learning_rate"]), "total_steps": int(total_steps),
-            "warmup_steps": warmup, "cosine": int(kind != "constant")}
-
-
-def make_optimizer(config: dict, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam (the seed; L2 lives in the loss) or AdamW (decoupled ``weight_decay``), at the config's schedule."""
-    if config["optimizer"] not in OPTIMIZERS:
-        raise UserError(f"unknown optimizer {config['optimizer']!r}; choose from {', '.join(OPTIMIZERS)}")
-    values = schedule_values(config, total_steps)
-    rate = values["learning_rate"] if config["lr_schedule"] == "constant" else Schedule(**values)
-    if config["optimizer"] == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=float(config["weight_decay"]))
-        optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
-        return optimizer
-    return keras.optimizers.Adam(learning_rate=rate)
-
-
-def steps_per_epoch(n_images: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch (the last, partial batch counts)."""
-    return -(-n_images // batch_size)
-
-
-def compile_model(model: keras.Model, config: dict, total_steps: int = 1) -> keras.Model:
-    """The seed's compile (Adam, sparse categorical cross-entropy, accuracy), with the config's optimizer."""
-    model.compile(optimizer=make_optimizer(config, total_steps), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
-
-
-def train_keras(spec: TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
-                y_val: np.ndarray | None, callbacks: list, resume: Resume | None = None,
-                checkpoint=None) -> TrainResult:
-    """The stock-fit engine: Keras's own ``model.fit`` on [0, 1] floats (the reference every engine matches).
-
-    Without validation arrays nothing is validated. ``resume``/``checkpoint``: see ``engines.train``.
-    """
-    set_random_seed(spec.seed)
-    with precision_policy(spec.precision):
-        batch_size = int(spec.config["batch_size"])
-        model = compile_model(architectures.get(spec.arch).build(spec.config), spec.config,
-                              spec.epochs * steps_per_epoch(len(x_train), batch_size))
-        start = time.perf_counter()
-        validation = None if x_val is None else (scale(x_val), y_val)
-        history = resumed_fit(model, model, scale(x_train), y_train, spec=spec, callbacks=list(callbacks),
-                              resume=resume, checkpoint=checkpoint, batch_size=batch_size, validation_data=validation)
-        seconds = time.perf_counter() - start
-    return TrainResult(model, history, seconds, len(history.get("loss", [])), engine="keras",
-                       precision=spec.precision)
 
 
 def predict_classes(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 JAX: ``jax_loop.py``, a device-resident loop with one compiled program per epoch (the GPU engine).
 TensorFlow: ``tf_fit.py``, ``fit`` with one host round trip per epoch. Other backends fall back to the keras
-engine with a one-line notice. Also: each ``--jobs`` worker's share of one GPU's memory.
+engine with a one-line notice (each ``--jobs`` worker's share of a GPU's memory: ``runtime/devices.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from cifar_tune import progress
-from cifar_tune.engines import base
+from cifar_tune.engines import base, keras_fit
 
 
 def train(spec: base.TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -28,5 +28,5 @@ def train(spec: base.TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val:
 
         return tf_fit.train(*args)
     progress.warn(f"cifar-tune: the fast engine has no {backend} loop; using the keras engine")
-    return base.train_keras(*args)
+    return keras_fit.train_keras(*args)
 

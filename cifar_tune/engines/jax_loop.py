@@ -66,7 +66,7 @@ import numpy as np
 
 from cifar_tune import choices as names
 from cifar_tune import progress
-from cifar_tune.engines import base
+from cifar_tune.engines import base, optimizers, seeding
 from cifar_tune.engines.jax_program import (
     Program,
     compiled,
@@ -113,7 +113,7 @@ def _setup(program: Program, model, optimizer, config: dict, arrays: tuple, *, e
     steps = math.ceil(len(x_train) / batch)
     hp = {"dropout": np.float32(config.get("dropout", 0.0)), "l2": np.float32(config.get("l2", 0.0)),
           "weight_decay": np.float32(config["weight_decay"] if config["optimizer"] == "adamw" else 0.0),
-          **{k: np.float32(v) for k, v in base.schedule_values(config, epochs * steps).items()}}
+          **{k: np.float32(v) for k, v in optimizers.schedule_values(config, epochs * steps).items()}}
     state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
              [v.value for v in optimizer.variables])
     state = jax.tree.map(jax.numpy.copy, state)  # train_steps donates (consumes) its state: keep the model's own
@@ -163,7 +163,7 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list,
     arch, config, epochs, precision = spec.arch, spec.config, spec.epochs, spec.precision
     _enable_persistent_cache()
     start = time.perf_counter()
-    base.set_random_seed(spec.seed)
+    seeding.set_random_seed(spec.seed)
     with base.precision_policy(precision):
         # The trial's model is built first, right after seeding, so its initial weights and seeds do not depend
         # on whether the program cache was warm.
@@ -204,7 +204,7 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list,
             checkpoint(_state_after(epoch + 1, run.state, history))
     for cb in callbacks:
         cb.on_train_end(dict(logs))
-    base.compile_model(model, config)  # like the keras engine: evaluate() works too
+    optimizers.compile_model(model, config)  # like the keras engine: evaluate() works too
     return base.TrainResult(model, history, time.perf_counter() - start, len(history["loss"]), engine="fast",
                             precision=precision, info={**run.info, "program_reused": reused})
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from cifar_tune.engines import base
+from cifar_tune.engines import optimizers
 from cifar_tune.models import architectures
 
 # traced values, not part of the program key
@@ -99,18 +99,18 @@ def _traced_hyperparameters(model: keras.Model, hp: dict, inject: bool):
             r.l2 = value
 
 
-def optimizer_for(model: keras.Model) -> tuple[keras.optimizers.Optimizer, base.Schedule]:
+def optimizer_for(model: keras.Model) -> tuple[keras.optimizers.Optimizer, optimizers.Schedule]:
     """AdamW over a ``Schedule`` for every trial: Adam is AdamW with weight decay 0 (the update is identical)
     and a constant rate is a schedule without warm-up or decay, so one program serves all (values traced)."""
-    schedule = base.Schedule(1e-3, 1)
+    schedule = optimizers.Schedule(1e-3, 1)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.0)
-    optimizer.exclude_from_weight_decay(var_names=base.NO_DECAY)
+    optimizer.exclude_from_weight_decay(var_names=optimizers.NO_DECAY)
     optimizer.build(model.trainable_variables)
     return optimizer, schedule
 
 
 @contextlib.contextmanager
-def _traced_optimizer(optimizer: keras.optimizers.Optimizer, schedule: base.Schedule, hp: dict):
+def _traced_optimizer(optimizer: keras.optimizers.Optimizer, schedule: optimizers.Schedule, hp: dict):
     """While tracing, the template optimizer's schedule and weight decay read the traced values in ``hp``."""
     saved = dict(vars(schedule)), optimizer.weight_decay
     for key in ("learning_rate", "total_steps", "warmup_steps", "cosine"):

@@ -26,11 +26,12 @@ import keras
 import numpy as np
 
 from cifar_tune import progress
-from cifar_tune.choices import ARCH_KEYS
+from cifar_tune.choices import ARCH_KEYS, PRECISIONS
 from cifar_tune.data import safe_files
-from cifar_tune.engines import base
+from cifar_tune.engines import base, seeding
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures
+from cifar_tune.runtime import devices
 
 SKIP_ENV = "CIFAR_TUNE_SKIP_NUMERICS"  # "1": ``verify`` (the worker's check) does nothing
 DIR_ENV = "CIFAR_TUNE_NUMERICS_DIR"  # the cache's folder, else the user's (cache_dir; the test suite shares one)
@@ -97,8 +98,8 @@ def device_kind() -> str:
 
         device = jax.devices()[0]
         return device.platform if device.platform == "cpu" else f"{device.platform} {device.device_kind}"
-    if base.device_name() == "gpu":
-        return "gpu " + (base.nvidia_gpus() or ["GPU"])[0].split(",")[0]
+    if devices.device_name() == "gpu":
+        return "gpu " + (devices.nvidia_gpus() or ["GPU"])[0].split(",")[0]
     return "cpu"
 
 
@@ -158,7 +159,7 @@ def _functions(model: keras.Model, compiled: bool):
 
     if not compiled:
         return forward, tf_train_step
-    xla = base.device_name() == "gpu"  # Keras's own rule for jit_compile="auto": XLA on an accelerator only
+    xla = devices.device_name() == "gpu"  # Keras's own rule for jit_compile="auto": XLA on an accelerator only
     return tf.function(forward, jit_compile=xla), tf.function(tf_train_step, jit_compile=xla)
 
 
@@ -205,7 +206,7 @@ def _build(arch: str, precision: str, seed: int) -> keras.Model:
     """The architecture at its seed config in ``precision``, without dropout (see ``measure``)."""
     spec = architectures.get(arch)
     config = {"dropout": 0.0} if "dropout" in spec.baseline else {}
-    base.set_random_seed(seed)
+    seeding.set_random_seed(seed)
     with base.precision_policy(precision):
         return spec.build(config)
 
@@ -297,7 +298,7 @@ def _write_cache(path, entries: dict) -> None:
                       "runs again next time")
 
 
-def check(archs=ARCH_KEYS, precisions=base.PRECISIONS, batch: int = 32, seed: int = 0, *,
+def check(archs=ARCH_KEYS, precisions=PRECISIONS, batch: int = 32, seed: int = 0, *,
           cache: bool = True) -> list[Row]:
     """The rows of every architecture in ``archs`` and precision in ``precisions`` (4 each: eager and compiled,
     forward and train step), from the cache file (``cache_path()``) where it holds them, else measured (seconds
@@ -306,8 +307,8 @@ def check(archs=ARCH_KEYS, precisions=base.PRECISIONS, batch: int = 32, seed: in
     Raises ``UserError`` for an unknown architecture or precision.
     """
     for precision in precisions:
-        if precision not in base.PRECISIONS:
-            raise UserError(f"unknown precision {precision!r}; choose from {', '.join(base.PRECISIONS)}")
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     path = cache_path()
     stored = _read_cache(path) if cache else {}
     rows, new = [], {}

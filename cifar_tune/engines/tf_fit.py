@@ -12,8 +12,9 @@ import time
 
 import keras
 
-from cifar_tune.engines import base
+from cifar_tune.engines import base, keras_fit, optimizers
 from cifar_tune.models import architectures
+from cifar_tune.runtime import devices
 
 
 def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list, resume: base.Resume | None = None,
@@ -29,14 +30,15 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list,
                                     keras.layers.Rescaling(1 / 255.0, dtype="float32"), model])
         batch_size = int(config["batch_size"])
         steps = math.ceil(len(x_train) / batch_size)
-        wrapper.compile(optimizer=base.make_optimizer(config, spec.epochs * steps),
+        wrapper.compile(optimizer=optimizers.make_optimizer(config, spec.epochs * steps),
                         loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=steps)
         start = time.perf_counter()
-        history = base.resumed_fit(wrapper, model, x_train, y_train, spec=spec, callbacks=callbacks, resume=resume,
-                                   checkpoint=checkpoint, batch_size=batch_size, validation_data=(x_val, y_val))
+        history = keras_fit.resumed_fit(wrapper, model, x_train, y_train, spec=spec, callbacks=callbacks,
+                                        resume=resume, checkpoint=checkpoint, batch_size=batch_size,
+                                        validation_data=(x_val, y_val))
         seconds = time.perf_counter() - start
-    base.compile_model(model, config)
-    info = {"backend": "tensorflow", "device": base.device_name(), "steps_per_execution": steps,
+    optimizers.compile_model(model, config)
+    info = {"backend": "tensorflow", "device": devices.device_name(), "steps_per_execution": steps,
             "ragged_batch": "smaller last batch (fit)"}
     return base.TrainResult(model, history, seconds, len(history.get("loss", [])), engine="fast",
                             precision=spec.precision, info=info)

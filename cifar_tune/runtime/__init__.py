@@ -1,5 +1,6 @@
-"""The process around the library: which Keras backend, loaded quietly (``backend``), and Ctrl-C/SIGTERM handled
-at the next step (``signals``)."""
+"""The process around the library: which Keras backend, loaded quietly (``backend``), the devices it computes on
+and the GPUs each worker gets (``devices``), and Ctrl-C/SIGTERM handled at the next step (``signals``). Below the
+engines, which use it; it imports none of them."""
 
 from cifar_tune.runtime.backend import (
     choose_backend,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cifar_tune.choices import ENGINES, NATIVE_LOGS_ENV
 from cifar_tune.errors import UserError
+from cifar_tune.runtime import devices
 
 
 def _configured_backend() -> str | None:
@@ -59,17 +60,18 @@ def choose_backend() -> str:
 
 
 def resolve_engine(engine: str) -> str:
-    """``engines.resolve_engine`` without loading Keras (for the processes that train nothing: a supervisor, the
-    Ray driver): 'auto' is 'fast' when the chosen backend is JAX and JAX sees a GPU, else 'keras'. Where Keras is
-    loaded already, the loaded backend answers. Raises ``UserError`` for an unknown engine."""
+    """The engine ``engine`` names: 'auto' is 'fast' when the backend is JAX and it computes on a GPU, else 'keras'.
+    Without loading Keras in the processes that train nothing (a supervisor, the Ray driver): there the chosen
+    backend and a JAX probe answer; where Keras is loaded already, the loaded backend and its device answer.
+    Raises ``UserError`` for an unknown engine."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     if engine != "auto":
         return engine
-    if "keras" in sys.modules:  # a process that trains: the backend it loaded answers, as its training's does
-        from cifar_tune import engines
+    if "keras" in sys.modules:  # a process that trains: the backend it loaded and its device answer
+        import keras
 
-        return engines.resolve_engine(engine)
+        return "fast" if keras.backend.backend() == "jax" and devices.device_name() == "gpu" else "keras"
     return "fast" if choose_backend() == "jax" and _jax_sees_gpu() else "keras"
 
 
@@ -135,9 +137,9 @@ def import_keras() -> None:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with quiet_native_stderr():
-            from cifar_tune import engines  # loads Keras and its backend
+            import keras  # noqa: F401  (loads Keras and its backend)
 
-            engines.device_name()  # device discovery prints its own notices (CUDA probes)
+            devices.device_name()  # device discovery prints its own notices (CUDA probes)
         _keras_loaded = True
 
 
@@ -170,46 +172,3 @@ def one_training_at_a_time(call: str):
     finally:
         _training_thread["name"] = outer
         _training.release()
-
-
-def driver_cuda_version() -> tuple[int, int] | None:
-    """The newest CUDA the NVIDIA driver supports, as ``nvidia-smi``'s header says (``CUDA Version: 13.0`` ->
-    ``(13, 0)``); None without nvidia-smi or that line."""
-    import re
-    import shutil
-
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", out)
-    return (int(found[1]), int(found[2])) if found else None
-
-
-def jax_cuda_builds() -> dict[int, str]:
-    """The CUDA builds of JAX installed: CUDA major -> plugin version (``{13: "0.10.2"}``; empty: CPU-only JAX)."""
-    import importlib.metadata
-
-    builds = {}
-    for major in (12, 13):
-        try:
-            builds[major] = importlib.metadata.version(f"jax-cuda{major}-plugin")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return builds
-
-
-def cuda_match(builds: dict[int, str], driver: tuple[int, int] | None) -> str:
-    """One line: which CUDA build of JAX is installed and whether the driver runs it (a driver runs a CUDA major
-    up to the one nvidia-smi reports), with the extra to install when it does not."""
-    installed = ", ".join(f"jax-cuda{m}-plugin {v}" for m, v in sorted(builds.items())) or "no CUDA build of JAX"
-    if driver is None:
-        return f"{installed}; no NVIDIA driver found (nvidia-smi): training runs on the CPU"
-    cuda = f"the driver supports CUDA {driver[0]}.{driver[1]}"
-    fits = [m for m in builds if m <= driver[0]]
-    if fits:
-        return f"{installed}; {cuda}: matches (CUDA {max(fits)})"
-    extra = "gpu" if driver[0] >= 13 else "gpu-cuda12"
-    return f"{installed}; {cuda}: NO MATCH, install pip install 'cifar-tune[{extra}]'"

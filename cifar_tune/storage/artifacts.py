@@ -1,6 +1,6 @@
 """Where a study's artifacts live: Optuna's file-system artifact store in ``storage/artifacts/`` or
 ``$CIFAR_TUNE_ARTIFACTS`` (a folder every machine of a study must share for the dashboard to show every trial's
-artifacts). The study note's learning-curve images are stored there (``views/study_note.py``), and the trials'
+artifacts). The trials' learning-curve images are stored there (``tuning/dashboard_updates.py``), and the trials'
 checkpoints (``tuning/checkpoints.py``). Every write is whole or absent (``WholeFileArtifactStore``)."""
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class _RetryDeadWorkerTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         progress.info(f"trial {trial.number:>3} fail     its worker stopped (no heartbeat); {then}")
 
 
-def heartbeat(interval: int | None, grace: int | None) -> tuple[int, int]:
+def heartbeat_timing(interval: int | None, grace: int | None) -> tuple[int, int]:
     """(heartbeat interval, grace period) in seconds: the given values, else the defaults (30 s; 120 s and at
     least 4 intervals). A study keeps the pair for life (tuning.study.RESUME_KEEPS): every worker must judge
     staleness alike, or one with a shorter grace period would take live workers' trials for dead."""
@@ -113,11 +113,11 @@ def _heartbeat_kwargs(interval: int | None, grace: int | None, retry_attrs=None)
     """Heartbeat settings, and retry-once of a dead worker's trial (Optuna's callback, renamed in 4.9).
 
     The heartbeat is a daemon thread of the worker process that writes the running trial's beat every
-    ``interval`` seconds through the storage's connection pool (``tuning.loop._heartbeat``). On a busy machine
+    ``interval`` seconds through the storage's connection pool (``tuning.loop._heartbeat_thread``). On a busy machine
     (training holds the CPUs, the database is slow) a live worker's beat comes late, so the grace period must span
     at least ``HEARTBEAT_GRACE_BEATS`` intervals: one late beat must never make a live trial look dead.
     """
-    interval, grace = heartbeat(interval, grace)
+    interval, grace = heartbeat_timing(interval, grace)
     if grace < HEARTBEAT_GRACE_BEATS * interval:
         raise UserError(f"--grace-period ({grace} s) must be at least {HEARTBEAT_GRACE_BEATS} x --heartbeat-interval "
                         f"({HEARTBEAT_GRACE_BEATS * interval} s): a live worker's beat may come late on a busy "

@@ -47,7 +47,7 @@ class OptimizeSettings:
     trials_per_process: int | None
     data: str | None = None
     jobs: int = 1
-    jobs_per_gpu: int | None = None  # workers sharing one GPU (runtime.gpus)
+    jobs_per_gpu: int | None = None  # workers sharing one GPU (runtime.devices)
     heartbeat_interval: int | None = None
     grace_period: int | None = None
     verbose: bool = False
@@ -140,7 +140,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     address whose workers run the trials, ``workers``: how many, with ``ray``); a value of
     None is not given (the default applies), as an absent flag. Validates the merge, the preset, the space file
     and the storage URL, and stores nothing. Raises ``UserError`` (``errors.InvalidValue`` for a bad value)."""
-    from cifar_tune.runtime import gpus
+    from cifar_tune.runtime import devices
     from cifar_tune.storage import database
 
     unknown = sorted(set(given) - set(KEYS) - set(EXTRA))
@@ -168,8 +168,8 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     study = names.study_name(arch) if extra["study_name"] is None else extra["study_name"]
     return OptimizeSettings(arch=arch, space_path=extra["space"], storage=storage, study_name=study,
                             preset=preset_name, data=data, jobs_per_gpu=extra["jobs_per_gpu"],
-                            jobs=1 if extra["ray"] else gpus.default_jobs(extra["jobs"], extra["jobs_per_gpu"],
-                                                                          gpus.visible_gpus()),
+                            jobs=1 if extra["ray"] else devices.default_jobs(extra["jobs"], extra["jobs_per_gpu"],
+                                                                             devices.visible_gpus()),
                             heartbeat_interval=extra["heartbeat_interval"], grace_period=extra["grace_period"],
                             verbose=bool(extra["verbose"]), total_trials=extra["total_trials"], ray=extra["ray"],
                             workers=extra["workers"], **values)

@@ -157,7 +157,7 @@ class TrialRecord(_UserAttrs):
     engine_info: dict | None = None
     rss_mb: float | None = None
     fail_reason: str | None = None
-    gpu: str | None = None  # the CUDA_VISIBLE_DEVICES entry of a worker placed on one GPU (runtime.gpus)
+    gpu: str | None = None  # the CUDA_VISIBLE_DEVICES entry of a worker placed on one GPU (runtime.devices)
     node: str | None = None  # the Ray node id of a worker Ray placed (tuning/ray_backend.py); gpu is that node's
     checkpoint: dict | None = None  # the latest epoch checkpoint: artifact id, epoch, bytes, seconds (checkpoints.py)
     resumed_from_epoch: int | None = None  # a retry that resumed: the epochs its dead predecessor had finished

@@ -28,11 +28,11 @@ def run_job(job: dict) -> int:
 
     runtime.import_keras()  # first: the imports below load Keras
 
-    from cifar_tune import tuning
     from cifar_tune.studies.presets import OptimizeSettings
     from cifar_tune.tuning.loop import run_worker
+    from cifar_tune.tuning.optuna_logging import quiet_optuna
 
-    tuning.quiet_optuna()
+    quiet_optuna()
     settings = None
     try:
         settings = OptimizeSettings(**job["settings"])

@@ -38,7 +38,7 @@ from cifar_tune.errors import TrialFailed, UserError
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
-from cifar_tune.tuning import story
+from cifar_tune.tuning import dashboard_updates
 
 # re-exported: loop.py was their first home (budget.py holds them without Keras, for the supervisor and Ray driver)
 from cifar_tune.tuning.budget import (  # noqa: F401
@@ -79,8 +79,8 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
         progress.report(progress.StudyStarted(settings, study, created, total, planned=planned))
     template = engines.TrainSpec(space.arch, epochs=settings.epochs, seed=settings.seed, engine=settings.engine,
                                  precision=settings.precision, verbose=int(settings.verbose))
-    objective = story.recorded(make_objective(space, split, template), node)
-    callbacks = [_report_trial, story.callback]
+    objective = dashboard_updates.recorded(make_objective(space, split, template), node)
+    callbacks = [_report_trial, dashboard_updates.callback]
     try:
         if total is None:
             done = run_trials(study, objective, n_trials, timeout=settings.timeout, callbacks=callbacks)
@@ -94,7 +94,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
             ended = progress.ENDED_TOTAL if reached else progress.ENDED_TIMEOUT
     finally:
         if worker == 0:  # a supervisor or a Ray driver refreshes the story once its workers are done
-            story.tell(study)
+            dashboard_updates.tell(study)
     return study, ended
 
 
@@ -182,7 +182,7 @@ def run_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
         trial = study.ask()
     state, value, taken = TrialState.FAIL, None, False
     try:
-        with _heartbeat(study, trial):
+        with _heartbeat_thread(study, trial):
             try:
                 value = objective(trial)
                 # Optuna's rule, as study.optimize applies it: a value that is not a finite number fails the
@@ -215,7 +215,7 @@ def _finite(value) -> bool:
 
 
 @contextlib.contextmanager
-def _heartbeat(study: optuna.Study, trial: optuna.Trial):
+def _heartbeat_thread(study: optuna.Study, trial: optuna.Trial):
     """Beat the trial's heartbeat while it runs, as ``study.optimize`` does (ask-and-tell has no heartbeat of its
     own): a daemon thread of this process records it through the storage every heartbeat interval.
 

@@ -14,7 +14,7 @@ from optuna_integration import KerasPruningCallback
 from cifar_tune import engines, progress, runtime
 from cifar_tune.data.cifar10 import Split
 from cifar_tune.errors import CheckpointMismatch, Diverged, TakenOver, TrialFailed, UserError
-from cifar_tune.runtime import gpus
+from cifar_tune.runtime import devices
 from cifar_tune.storage.artifacts import artifact_store
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.studies.spaces import Space
@@ -87,10 +87,10 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
     Every epoch but the last is checkpointed into the artifact store, and a retry of a dead worker's trial
     resumes from its last checkpoint (``checkpoints.py``); a trial that ends here removes its checkpoints.
     """
-    template = dataclasses.replace(template, engine=engines.resolve_engine(template.engine))
+    template = dataclasses.replace(template, engine=runtime.resolve_engine(template.engine))
     static = dict(arch=space.arch, data=split.description, backend=keras.backend.backend(),
-                  device=engines.device_name(), engine=template.engine, precision=template.precision,
-                  gpu=gpus.gpu_of_this_process())
+                  device=devices.device_name(), engine=template.engine, precision=template.precision,
+                  gpu=devices.gpu_of_this_process())
     store = artifact_store()  # None (after one warning) when its folder cannot be used: no checkpoints then
     keras.backend.clear_session(free_memory=False)  # the first trial starts clean too (the numerics check built)
 

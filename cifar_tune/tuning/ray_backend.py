@@ -41,11 +41,11 @@ import optuna
 
 from cifar_tune import progress, runtime
 from cifar_tune.errors import ClusterError, UserError
-from cifar_tune.runtime import gpus
+from cifar_tune.runtime import devices
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.text import count
-from cifar_tune.tuning import story
+from cifar_tune.tuning import dashboard_updates
 from cifar_tune.tuning.budget import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.entry import OK, ray_worker
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
@@ -217,7 +217,7 @@ def _run(ray, settings: OptimizeSettings) -> int:
         driver.cancel()
         raise
     finally:
-        story.tell(study)
+        dashboard_updates.tell(study)
 
 
 @dataclass
@@ -240,7 +240,7 @@ class Driver:
     def drive(self, poll: float) -> int:
         """Keep workers in flight until the study holds ``total`` finished trials; returns the exit status."""
         remote = self.ray.remote(num_cpus=1, num_gpus=self.share, max_calls=1, max_retries=MAX_RETRIES)(ray_worker)
-        reporter, env = shippable(progress.current()), gpus.memory_share_env(round(1 / self.share) if self.share
+        reporter, env = shippable(progress.current()), devices.memory_share_env(round(1 / self.share) if self.share
                                                                               else 1)
         start, timeout = time.monotonic(), self.settings.timeout
         while not runtime.stopping():

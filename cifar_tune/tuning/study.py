@@ -16,12 +16,12 @@ from cifar_tune.choices import ENGINES, PRUNERS, SAMPLERS
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.storage import artifacts
-from cifar_tune.storage.database import heartbeat, open_storage
+from cifar_tune.storage.database import heartbeat_timing, open_storage
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import spaces
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import StudyRecord, TrialRecord
-from cifar_tune.tuning import story
+from cifar_tune.tuning import dashboard_updates
 
 # TPE's `group` and the heartbeat/retry machinery are marked experimental; they are the documented way to do
 # what we need, so their warnings would only be noise in every command's output.
@@ -143,7 +143,7 @@ def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space,
     StudyRecord(arch=settings.arch, epochs=settings.epochs, data=split.description, space=space.to_dict(),
                 baseline_params=space.baseline_params(),
                 settings={k: v for k, v in settings.to_dict().items() if k != "storage"}).write(study)
-    story.tell(study, "note")
+    dashboard_updates.tell(study, "note")
     return study, True
 
 
@@ -193,7 +193,7 @@ def preset_name(preset: str) -> str:
 
 
 def _heartbeat_text(interval: int | None, grace: int | None) -> str:
-    beat, grace = heartbeat(interval, grace)
+    beat, grace = heartbeat_timing(interval, grace)
     return f"{beat} s beat, {grace} s grace"
 
 

@@ -26,11 +26,11 @@ import optuna
 from optuna.trial import TrialState
 
 from cifar_tune import progress, runtime
-from cifar_tune.runtime import gpus
+from cifar_tune.runtime import devices
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
-from cifar_tune.tuning import story
+from cifar_tune.tuning import dashboard_updates
 from cifar_tune.tuning.budget import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.entry import INTERRUPTED, USER_ERROR  # statuses every other worker would repeat: stop
 from cifar_tune.tuning.study import create_or_load, open_and_prepare
@@ -146,8 +146,9 @@ def start_worker(settings: OptimizeSettings, slot: int, n_trials: int, timeout: 
 
 
 def worker_env(settings: OptimizeSettings, slot: int) -> dict[str, str]:
-    """This process's environment, plus worker ``slot``'s GPU and its share of that GPU's memory (runtime.gpus)."""
-    return {**os.environ, **gpus.worker_placement(slot, settings.jobs, settings.jobs_per_gpu, gpus.visible_gpus())}
+    """This process's environment, plus worker ``slot``'s GPU and its share of that GPU's memory (runtime.devices)."""
+    placement = devices.worker_placement(slot, settings.jobs, settings.jobs_per_gpu, devices.visible_gpus())
+    return {**os.environ, **placement}
 
 
 def fail_running_trials(study: optuna.Study, wid: str, reason: str) -> None:
@@ -176,7 +177,7 @@ def run_jobs(settings: OptimizeSettings) -> tuple[int, str]:
     sup = Supervisor(settings, study, total, trials_per_process(settings))
     planned = settings.n_trials if total is None else max(0, total - records.started_trials(study))
     progress.report(progress.StudyStarted(settings, study, created, total, trials_per_process(settings), planned,
-                                          gpus.visible_gpus()))
+                                          devices.visible_gpus()))
     poll, start, timed_out = poll_seconds(storage), time.monotonic(), False
     try:
         # A signal is seen at the next poll, never raised inside a library call (where it could be swallowed
@@ -196,7 +197,7 @@ def run_jobs(settings: OptimizeSettings) -> tuple[int, str]:
         sup.stop_children()
         raise
     finally:
-        story.tell(study)
+        dashboard_updates.tell(study)
     if sup.stop_code == INTERRUPTED:
         raise KeyboardInterrupt
     if sup.deaths and not sup.stop_code:

@@ -1,5 +1,6 @@
-"""optuna-dashboard served on a storage (``cifar-tune dashboard``): what it shows of each study is written by
-``views/study_note.py`` and kept in the artifact store (``storage/artifacts.py``)."""
+"""optuna-dashboard served on a storage (``cifar-tune dashboard``): what it shows of each study is rendered by
+``views/dashboard_content.py``, written by the tuning loop and compare, and kept in the artifact store
+(``storage/artifacts.py``)."""
 
 
 from __future__ import annotations

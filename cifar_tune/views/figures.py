@@ -203,7 +203,7 @@ def confusion_figure(matrices: dict[str, list[list[int]]], class_names: list[str
 
 
 def compare_figures(compared: dict[str, dict]) -> list[tuple[str, go.Figure]]:
-    """The figures of stored comparisons (``comparison.record.make_record``'s records, by study name): the test
+    """The figures of stored comparisons (``comparison.persist.make_record``'s records, by study name): the test
     metrics of baseline and tuned (scikit-learn macro averages on the test set, mean over the seeds, error bars
     one standard deviation) and the tuned models' confusion matrices (test set, summed over the seeds)."""
     import numpy as np

@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 
 from cifar_tune import progress
-from cifar_tune.choices import COMPARE_HEADING
+from cifar_tune.choices import COMPARE_DIFF, COMPARE_HEADING, COMPARE_VARIANTS
+from cifar_tune.comparison.statistics import verdict
 from cifar_tune.comparison.targets import Target
 from cifar_tune.models import metrics
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies.records import ComparisonRecord
 from cifar_tune.text import count
-from cifar_tune.views import study_note
-from cifar_tune.views.tables import DIFF, VARIANTS, display_table, verdict
+from cifar_tune.views import dashboard_content
+from cifar_tune.views.tables import display_table
 
 
 def jsonable(value):
@@ -59,8 +60,11 @@ def store(target: Target, record: ComparisonRecord, agg: pd.DataFrame) -> None:
     """
     record.write(target.study)  # and drops the ledger of runs under way: the next compare trains afresh
     try:
+        from optuna_dashboard import get_note, save_note
+
         with study_lock(target.study):
-            study_note.write_study_note(target.study, compare_table_markdown=note_section(target, agg, record))
+            save_note(target.study, dashboard_content.updated_note(get_note(target.study), target.study,
+                                                                   note_section(target, agg, record)))
     except Exception as e:
         progress.warn(f"cifar-tune: warning: the study note of {target.study.study_name} was not updated "
                       f"({type(e).__name__}: {str(e)[:200]}); the results are in its "
@@ -71,8 +75,8 @@ def make_record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, da
                 precision: str, out: Path) -> ComparisonRecord:
     """What the study keeps of one comparison (its fields plain JSON data; read back by ``cifar-tune report``)."""
     def stats_of(r, m):
-        return {"mean": r[m], "std": r[f"{m} std"],
-                **({"low": r[f"{m} low"], "high": r[f"{m} high"], "p": r[f"{m} p"]} if r["Variant"] == DIFF else {})}
+        interval = {"low": r[f"{m} low"], "high": r[f"{m} high"], "p": r[f"{m} p"]}
+        return {"mean": r[m], "std": r[f"{m} std"], **(interval if r["Variant"] == COMPARE_DIFF else {})}
 
     return ComparisonRecord.from_attrs(jsonable(dict(
         date=date, arch=t.arch, label=t.label, seeds=seeds, epochs=t.epochs, best_trial=t.best.number,
@@ -82,8 +86,8 @@ def make_record(t: Target, runs: dict[str, list[dict]], agg: pd.DataFrame, *, da
         test_images=len(t.ds.y_test), engine=runs["baseline"][0]["engine"], precision=precision,
         out_dir=str(out), notes=t.notes,
         table=[{"Variant": r["Variant"], **{m: stats_of(r, m) for m in metrics.COLUMNS},
-                **({"verdict": verdict(r)} if r["Variant"] == DIFF else {})} for _, r in agg.iterrows()],
+                **({"verdict": verdict(r)} if r["Variant"] == COMPARE_DIFF else {})} for _, r in agg.iterrows()],
         runs={v: [{"seed": seed, **r["metrics"], "seconds": r["seconds"]}
-                  for seed, r in zip(seeds, runs[v], strict=True)] for v in VARIANTS},
-        confusion={v: [r["confusion"] for r in runs[v]] for v in VARIANTS},
-        models={v: [r["model"] for r in runs[v]] for v in VARIANTS})))
+                  for seed, r in zip(seeds, runs[v], strict=True)] for v in COMPARE_VARIANTS},
+        confusion={v: [r["confusion"] for r in runs[v]] for v in COMPARE_VARIANTS},
+        models={v: [r["model"] for r in runs[v]] for v in COMPARE_VARIANTS})))

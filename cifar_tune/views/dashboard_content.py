@@ -1,33 +1,29 @@
-"""The story optuna-dashboard shows of each study, written by the tuning loop and by compare.
+"""What optuna-dashboard shows of each study, rendered from its records (the writes are the callers': the
+tuning loop's ``tuning/dashboard_updates.py`` and compare's ``comparison/persist.py``).
 
 What a user who only opens the dashboard sees, and where it comes from:
 
 * the study's **note** (Markdown): architecture, objective, data, search space with the baseline's values, the
   results so far (baseline beside best), retries of dead workers' trials, the workers that ran trials, and the
-  compare section (``comparison/record.py`` writes it under its own heading; :func:`write_study_note` keeps it);
-* two **plotly figures** on the study page: learning curves of the best trial against the baseline, and the
-  validation loss of every trial by epoch (where pruning stopped the weak ones);
-* each trial's **learning curves as an SVG artifact** (the dashboard previews it on the trial's page), kept in
-  the artifact store (``storage/artifacts.py``).
+  compare section (compare passes it under its own heading; :func:`updated_note` keeps the rest of the note);
+* two **plotly figures** on the study page (:func:`study_figures`): learning curves of the best trial against the
+  baseline, and the validation loss of every trial by epoch (where pruning stopped the weak ones);
+* each trial's **learning curves as an SVG** (:func:`curves_svg`; the dashboard previews the artifact on the
+  trial's page).
 
-A view: it reads the records (``studies/records.py``) and writes only the note, figures and artifacts. The tuning
-loop (``tuning/story.py``) calls :func:`write_study_note` when it creates a study, :func:`refresh_story` as trials
-finish and :func:`attach_trial_curves` at the end of each trial; ``compare`` adds its section through
-:func:`write_study_note`.
+A view: it reads the records (``studies/records.py``) and returns text and figures; it writes nothing.
 """
 
 
 from __future__ import annotations
 
 import html
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from cifar_tune import progress
 from cifar_tune.choices import (
     ARCH_LABELS,
     COMPARE_HEADING,
@@ -35,7 +31,6 @@ from cifar_tune.choices import (
     FIGURE_TRIALS,
     NOTE_TAG,
 )
-from cifar_tune.storage.artifacts import artifact_store
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import StudyRecord, TrialRecord
 from cifar_tune.text import count
@@ -159,22 +154,16 @@ def _replace_section(note: str, is_heading, section: str, first: bool) -> str:
     return "\n".join(lines[:start] + section.rstrip().splitlines() + [""] + lines[end:]).rstrip() + "\n"
 
 
-def write_study_note(study: optuna.Study, compare_table_markdown: str | None = None) -> str:
-    """Write (or rewrite) the study's dashboard note; returns it.
-
-    Only this module's section is rewritten: other text in the note (the user's own, and the section
-    ``cifar-tune compare`` writes) stays. With ``compare_table_markdown`` the compare section is replaced by
-    that Markdown under the compare heading.
-    """
-    from optuna_dashboard import get_note, save_note
-
-    note = _replace_section(get_note(study), lambda line: line.startswith("## ") and line.endswith(NOTE_TAG),
+def updated_note(note: str, study: optuna.Study, compare_table_markdown: str | None = None) -> str:
+    """``note`` (the study's note as stored) with this module's section rewritten from the study: other text (the
+    user's own, and the section ``cifar-tune compare`` writes) stays. With ``compare_table_markdown`` the compare
+    section is replaced by that Markdown under the compare heading."""
+    note = _replace_section(note, lambda line: line.startswith("## ") and line.endswith(NOTE_TAG),
                             study_note_section(study), first=True)
     if compare_table_markdown is not None:
         body = compare_table_markdown.strip()
         section = body if body.startswith(COMPARE_HEADING) else f"{COMPARE_HEADING}\n\n{body}\n"
         note = _replace_section(note, lambda line: line == COMPARE_HEADING, section, first=False)
-    save_note(study, note)
     return note
 
 
@@ -234,22 +223,11 @@ def trials_figure(study: optuna.Study):
     return fig
 
 
-def write_study_figures(study: optuna.Study) -> list[str]:
-    """Store the study's figures where optuna-dashboard shows them (overwriting earlier versions); their ids."""
-    from optuna_dashboard import save_plotly_graph_object
-
-    ids = []
-    for graph_id, make in ((FIGURE_CURVES, best_vs_baseline_figure), (FIGURE_TRIALS, trials_figure)):
-        fig = make(study)
-        if fig is not None:
-            ids.append(save_plotly_graph_object(study, fig, graph_object_id=graph_id))
-    return ids
-
-
-def refresh_story(study: optuna.Study, compare_table_markdown: str | None = None) -> None:
-    """Rewrite the study's note and figures from its current trials."""
-    write_study_note(study, compare_table_markdown)
-    write_study_figures(study)
+def study_figures(study: optuna.Study) -> dict:
+    """The study page's figures, by the id optuna-dashboard keeps them under (a figure without data left out)."""
+    figures = {graph_id: make(study) for graph_id, make in ((FIGURE_CURVES, best_vs_baseline_figure),
+                                                             (FIGURE_TRIALS, trials_figure))}
+    return {graph_id: fig for graph_id, fig in figures.items() if fig is not None}
 
 
 # --- one trial's learning curves as an artifact ---------------------------------------------------------------
@@ -292,28 +270,3 @@ def curves_svg(curves: dict[str, list[float]], title: str) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height}" '
             f'viewBox="0 0 {2 * width} {height}" font-family="sans-serif">'
             f'<rect width="100%" height="100%" fill="white"/>{"".join(panels)}{legend}</svg>\n')
-
-
-def attach_trial_curves(trial: optuna.Trial, store=None) -> str | None:
-    """Upload the running trial's learning curves (from its ``curves`` user attr) as an SVG artifact.
-
-    Called while the trial still runs (Optuna refuses attributes on finished trials). Returns the artifact id,
-    or None when there is nothing to draw or the upload failed (a warning, never an exception: a figure must
-    not fail a trial).
-    """
-    try:
-        curves = TrialRecord.read(trial).curves
-        if not curves:
-            return None
-        store = store or artifact_store()
-        if store is None:  # the folder cannot be used: artifact_store warned once
-            return None
-        title = f"trial {trial.number} ({trial.study.study_name})"
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"learning-curves-trial-{trial.number}.svg"
-            path.write_text(curves_svg(curves, title))
-            return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
-                                                    mimetype="image/svg+xml")
-    except Exception as e:
-        progress.warn(f"warning: trial {trial.number}: learning-curve artifact not stored: {type(e).__name__}: {e}")
-        return None
