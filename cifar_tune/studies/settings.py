@@ -89,8 +89,8 @@ _ALL = (
             range=(20, 10**7), preset=True),
     Setting("seed", int, {"optimize": "the trials' seed, 0 .. 4294967295 (default 0)", "baseline": "0 .. 4294967295"},
             choices.DEFAULT_SEED, range=(0, 2**32 - 1), preset=True),
-    # 'auto' stays as given here and is resolved where training runs (engines.resolve_engine; runtime.resolve_engine
-    # in a process without Keras): it depends on the backend and device of the process that trains (a worker, a
+    # 'auto' stays as given here and is resolved where training runs (runtime.resolve_engine, the one resolver):
+    # it depends on the backend and device of the process that trains (a worker, a
     # Ray node), and the resume lines print the engine as the user gave it
     Setting("engine", str, "training engine: keras (stock fit), fast (compiled device loop), auto (fast on an "
             "accelerator, else keras)", choices.DEFAULT_ENGINE, choices=choices.ENGINES, preset=True),
