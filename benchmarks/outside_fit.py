@@ -24,10 +24,11 @@ import numpy as np
 
 
 def synthetic_cifar(n_train: int, n_test: int):
-    """tests/synthetic.py's data, loaded by path: the cifar-tune measured is PYTHONPATH's, not this checkout's."""
+    """tests/helpers/synthetic.py's data, loaded by path: the cifar-tune measured is PYTHONPATH's, not this
+    checkout's."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("synthetic", Path(__file__).resolve().parents[1] / "tests"
+    spec = importlib.util.spec_from_file_location("synthetic", Path(__file__).resolve().parents[1] / "tests" / "helpers"
                                                   / "synthetic.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -5,8 +5,8 @@
 
 Each round: a new storage (a SQLite file nobody opened yet, or a new PostgreSQL database), then ``--commands``
 copies of the same `cifar-tune optimize --arch mlp_l2 --n-trials K` started at the same moment (the README's
-several-machines recipe on one machine), on tiny synthetic data (tests/synthetic.py), 1 epoch, no pruning. Counted
-per round: commands that failed, finished trials against the ``commands x K`` asked for (lost), and trials whose
+several-machines recipe on one machine), on tiny synthetic data (tests/helpers/synthetic.py), 1 epoch, no pruning.
+Counted per round: commands that failed, finished trials against the ``commands x K`` asked for (lost), and trials whose
 parameters equal an earlier trial's (duplicated; a retry and the trial it replaces do not count). To measure the
 code before a change, put its checkout first: ``PYTHONPATH=/path/to/old/checkout python -m benchmarks.races``.
 Run by hand; name the machine when you quote the figures. Prints a table and writes ``--json`` if given.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.pg import new_database, throwaway_cluster
-from tests.synthetic import synthetic_cifar
+from tests.helpers.pg import new_database, throwaway_cluster
+from tests.helpers.synthetic import synthetic_cifar
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,12 +1,12 @@
 """Trials per minute with 1, 2 and 3 local workers on one study in PostgreSQL, and the dead-worker drill.
 
-    .venv/bin/python -m benchmarks.workers                 # a throwaway PostgreSQL under /tmp (tests/pg.py)
+    .venv/bin/python -m benchmarks.workers                 # a throwaway PostgreSQL under /tmp (tests/helpers/pg.py)
     .venv/bin/python -m benchmarks.workers --storage postgresql+psycopg://user:pass@host/db --workers 1,2,4
 
 For each worker count: a fresh database (or a fresh study name with --storage), then
-`cifar-tune optimize --jobs N` on synthetic CIFAR-shaped data (tests/conftest.py's, learnable), random sampler, no
-pruning, so every trial does the same work. Throughput counts the trials finished between the first trial's start
-and the last one's end (process start-up, i.e. importing TensorFlow, is reported apart).
+`cifar-tune optimize --jobs N` on synthetic CIFAR-shaped data (tests/helpers/synthetic.py's, learnable), random
+sampler, no pruning, so every trial does the same work. Throughput counts the trials finished between the first trial's
+start and the last one's end (process start-up, i.e. importing TensorFlow, is reported apart).
 
 The drill (--kill, on by default): `--jobs 3` with a 1 s heartbeat and a 4 s grace period, one worker killed with
 SIGKILL in the middle of a trial; reports when its trial was failed and when the retry started and ended.
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.pg import new_database, throwaway_cluster
-from tests.synthetic import synthetic_cifar
+from tests.helpers.pg import new_database, throwaway_cluster
+from tests.helpers.synthetic import synthetic_cifar
 
 REPO = Path(__file__).resolve().parents[1]
 

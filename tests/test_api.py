@@ -20,7 +20,7 @@ import cifar_tune as ct
 from cifar_tune import cli
 from cifar_tune.choices import COMPARE_DIFF
 from cifar_tune.studies import presets
-from tests.synthetic import synthetic_cifar
+from tests.helpers.synthetic import synthetic_cifar
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "cifar_tune"
@@ -219,7 +219,7 @@ def test_ctrl_c_in_optimize_fails_the_running_trial_raises_keyboardinterrupt_and
     import signal
     import time
 
-    from tests.trial_states import wait_for_states
+    from tests.helpers.trial_states import wait_for_states
 
     code = ("import signal, cifar_tune as ct\n"
             "before = signal.getsignal(signal.SIGINT)\n"

@@ -28,7 +28,7 @@ import cifar_tune
 from cifar_tune.choices import ARCH_LABELS, COMPARE_DIFF
 from cifar_tune.storage import database
 from cifar_tune.views import tables
-from tests.synthetic import synthetic_cifar
+from tests.helpers.synthetic import synthetic_cifar
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "examples" / "seed_notebook.ipynb"

@@ -21,7 +21,7 @@ import pytest
 import cifar_tune as ct
 from cifar_tune import progress
 from cifar_tune.cli.console import Console
-from tests.synthetic import synthetic_cifar
+from tests.helpers.synthetic import synthetic_cifar
 
 TINY = {"epochs": 2, "val_size": 100, "pruner": "none"}
 

@@ -19,7 +19,7 @@ import pytest
 from cifar_tune import cli
 from cifar_tune.storage import database
 from cifar_tune.views import tables
-from tests.pg import free_port
+from tests.helpers.pg import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = sorted((REPO / "results").glob("*/studies.db"))

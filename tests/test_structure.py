@@ -177,8 +177,8 @@ def test_modules_and_functions_stay_small(name):
 
 
 def test_tests_and_benchmarks_import_helpers_as_packages():
-    """No sys.path edits: tests import tests.pg/tests.synthetic, benchmarks run as modules from the root. The
-    exceptions are the two entry scripts the issues name, run by path: benchmarks/gpu_check.py (on a lent GPU
+    """No sys.path edits: tests import tests.helpers.pg/tests.helpers.synthetic, benchmarks run as modules from the
+    root. The exceptions are the two entry scripts the issues name, run by path: benchmarks/gpu_check.py (on a lent GPU
     machine) and benchmarks/peers.py (a script beside its package benchmarks/peers/, which takes the module name)."""
     root = PACKAGE.parent
     entries = (root / "benchmarks" / "gpu_check.py", root / "benchmarks" / "peers.py", Path(__file__).resolve())

@@ -79,8 +79,8 @@ def hide_tensorflow(folder: Path) -> Path:
 
 
 def synthetic_npz(path: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:
-    """The tests' tiny learnable CIFAR-shaped data (tests/synthetic.py, numpy only) as .npz."""
-    from tests.synthetic import synthetic_cifar
+    """The tests' tiny learnable CIFAR-shaped data (tests/helpers/synthetic.py, numpy only) as .npz."""
+    from tests.helpers.synthetic import synthetic_cifar
 
     x_train, y_train, x_test, y_test = synthetic_cifar(n_train, n_test, seed)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)

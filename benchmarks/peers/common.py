@@ -4,10 +4,11 @@ Sources, and why they are copies: cifar-tune's package internals are being reorg
 ``cifar_tune.*``. The split reproduces ``cifar-tune --subset N`` (a stratified subset of N training images and N/5
 test images, then a stratified tenth of the N carved out for validation, all with seed 0; sklearn's
 ``train_test_split`` as cifar-tune calls it), and ``split_description`` is the string cifar-tune stores in its
-study (user attribute ``data``), so the benchmark and ``tests/test_peers.py`` check that the indices are equal. The
-models are the seed's Simple CNN and MLP with L2 as ``cifar_tune/models/architectures.py`` builds them (parameter counts
-checked by the tests); the optimizer is Adam or AdamW (decoupled decay, kernels only) at a constant rate, a cosine
-decay to 0 over all steps, or a 10% linear warm-up then cosine, as cifar-tune trains (Keras's ``CosineDecay``).
+study (user attribute ``data``), so the benchmark and ``tests/benchmarks/test_peers.py`` check that the indices are
+equal. The models are the seed's Simple CNN and MLP with L2 as ``cifar_tune/models/architectures.py`` builds them
+(parameter counts checked by the tests); the optimizer is Adam or AdamW (decoupled decay, kernels only) at a constant
+rate, a cosine decay to 0 over all steps, or a 10% linear warm-up then cosine, as cifar-tune trains (Keras's
+``CosineDecay``).
 Keras is imported inside the functions that train, so the cifar-tune runner never loads TensorFlow itself.
 """
 

@@ -65,7 +65,7 @@ def train(spec: TrainSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     as in the whole run; the history returned is the whole run's); ``checkpoint`` is called after each epoch's
     callbacks with the run's state (a ``Resume``, host arrays), not after an epoch a callback stopped or pruned.
     Given the same data and seed, a resumed run repeats an uninterrupted one (bit for bit on CPU, measured for
-    both engines: ``tests/test_checkpoints.py``): the fast JAX loop keys epoch k's shuffle by (seed, k), stock
+    both engines: ``tests/tuning/test_checkpoints.py``): the fast JAX loop keys epoch k's shuffle by (seed, k), stock
     fit's data shuffle comes from the seed alone in each epoch's fresh iterator, and every other random draw
     from the restored seed-generator states. The state is restored before any callback is called (their
     ``on_train_begin`` sees the resumed model). Raises ``CheckpointMismatch`` (a ``ValueError``), before any

@@ -1,0 +1,1 @@
+"""Tests of the scripts under benchmarks/ (the peers' smoke run, the GPU check)."""

@@ -1,0 +1,1 @@
+"""Tests of cifar_tune.studies (shared helpers: tests.helpers; fixtures: tests/conftest.py)."""
