@@ -36,7 +36,7 @@ import os
 from typing import TYPE_CHECKING
 
 from cifar_tune import choices, progress, runtime
-from cifar_tune.choices import ARCH_KEYS, DATA_ENV, DEFAULT_STORAGE
+from cifar_tune.choices import ARCH_KEYS, DATA_ENV
 from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.studies import validate
 
@@ -151,9 +151,10 @@ def compare(archs: list[str] | None = None, *, seeds: int = choices.DEFAULT_COMP
     in the studies and reused by the same call).
     """
     from cifar_tune.comparison import retrain as comparison
+    from cifar_tune.storage.urls import url_or_default
 
     settings = comparison.CompareSettings(
-        archs=archs, seeds=seeds, epochs=epochs, storage=DEFAULT_STORAGE if storage is None else storage,
+        archs=archs, seeds=seeds, epochs=epochs, storage=url_or_default(storage),
         out_dir=None if out is None else os.fspath(out), engine=engine, precision=precision, verbose=int(verbose),
         full_data=full_data, data=os.fspath(data) if data is not None else os.environ.get(DATA_ENV), subset=subset)
     with _one_at_a_time("compare"):
@@ -197,28 +198,28 @@ def load(storage: str | None = None) -> Studies:
     import optuna
 
     from cifar_tune.results import Studies
-    from cifar_tune.storage import database
+    from cifar_tune.storage import handle
     from cifar_tune.studies import catalog as records
     from cifar_tune.studies.records import ComparisonRecord
     from cifar_tune.views import tables
 
-    url = DEFAULT_STORAGE if storage is None else validate.check_nonempty("storage", storage)
-    opened = database.storage_for_reading(url)
+    store = handle.resolve(storage if storage is None else validate.check_nonempty("storage", storage))
+    opened = store.reading()
     try:
         studies = {arch: optuna.load_study(study_name=name, storage=opened)
                    for arch, name in records.find_studies(opened).items()}
         stored = {s.study_name: rec.to_attrs() for s in studies.values()
                   if (rec := ComparisonRecord.read(s)) is not None}
-        table, warnings = tables.stored_table(url, list(studies))
+        table, warnings = tables.stored_table(store, list(studies))
     except Exception as e:  # a storage that fails while it is read: the one-line error the CLI prints too
-        err = database.storage_failure(url, e)
+        err = store.failure(e)
         if err is None:
             raise
         raise err from None
     with _progress_bars():  # what `cifar-tune studies` warns about: a NotLearnedWarning each
         for warning in warnings:
             progress.warn(warning, NotLearnedWarning)
-    return Studies(storage=database.mask_url(url), studies=studies, table=table, records=stored,
+    return Studies(storage=store.shown, studies=studies, table=table, records=stored,
                    warnings=tuple(warnings))
 
 

@@ -284,22 +284,24 @@ def cmd_run(args) -> int:
 
 def cmd_doctor(args) -> int:
     from cifar_tune.cli import doctor
+    from cifar_tune.storage import handle
 
-    for key, value in doctor.facts(args.storage or DEFAULT_STORAGE, args.data).items():
+    for key, value in doctor.facts(handle.resolve(args.storage), args.data).items():
         print(f"{key + ':':<14} {value}")
     return doctor.check_numerics() if args.check else 0
 
 
 def cmd_studies(args) -> int:
-    from cifar_tune.storage import database
+    from cifar_tune.storage import handle
     from cifar_tune.views import tables
 
-    storage = database.storage_for_reading(args.storage or DEFAULT_STORAGE)
+    store = handle.resolve(args.storage)
+    storage = store.reading()
     rows, foreign = tables.study_rows(storage), tables.foreign_studies(storage)
     if foreign:  # another program's, multi-objective or maximizing: listed, never read as ours
         print("Foreign studies (not cifar-tune's; skipped): " + "; ".join(f"{n} ({why})" for n, why in foreign.items()))
     if not rows:
-        print(f"No {'cifar-tune ' if foreign else ''}studies in {database.mask_url(args.storage or DEFAULT_STORAGE)}")
+        print(f"No {'cifar-tune ' if foreign else ''}studies in {store.shown}")
         return 0
     import pandas as pd
 
@@ -319,24 +321,27 @@ def cmd_studies(args) -> int:
 def cmd_compare(args) -> int:
     from cifar_tune.cli import jobs
     from cifar_tune.comparison import retrain as compare
+    from cifar_tune.storage.urls import url_or_default
 
     # Default data: --data, else $CIFAR_TUNE_DATA, else what the studies were tuned on, else the download.
     return jobs.compare(compare.CompareSettings(
-        archs=args.archs, seeds=args.seeds, epochs=args.epochs, storage=args.storage or DEFAULT_STORAGE,
+        archs=args.archs, seeds=args.seeds, epochs=args.epochs, storage=url_or_default(args.storage),
         out_dir=args.out, full_data=args.full_data, data=args.data or os.environ.get(DATA_ENV), subset=args.subset,
         **_training(args)))
 
 
 def cmd_report(args) -> int:
     from cifar_tune.cli import jobs
+    from cifar_tune.storage import handle
 
-    return jobs.report(args.storage or DEFAULT_STORAGE, args.out)
+    return jobs.report(handle.resolve(args.storage), args.out)
 
 
 def cmd_dashboard(args) -> int:
+    from cifar_tune.storage import handle
     from cifar_tune.views import dashboard
 
-    return dashboard.serve(args.storage or DEFAULT_STORAGE, host=args.host, port=args.port)
+    return dashboard.serve(handle.resolve(args.storage), host=args.host, port=args.port)
 
 
 # The commands that load Keras before anything else; the others load it where training starts in this process
@@ -394,9 +399,9 @@ def _failure(args, e: BaseException) -> tuple[str | None, int]:
     import errno
 
     if "sqlalchemy" in sys.modules:  # no storage was touched without it
-        from cifar_tune.storage import database
+        from cifar_tune.storage import handle
 
-        err = database.storage_failure(getattr(args, "storage", None) or DEFAULT_STORAGE, e)
+        err = handle.resolve(getattr(args, "storage", None)).failure(e)
         if err is not None:
             return str(err), 2
     if isinstance(e, OSError) and errno.errorcode.get(e.errno) in _DISK_ERRNOS:

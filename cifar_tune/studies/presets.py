@@ -172,6 +172,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     and the storage URL, and stores nothing. Raises ``UserError`` (``errors.InvalidValue`` for a bad value)."""
     from cifar_tune.runtime import gpus
     from cifar_tune.storage import database
+    from cifar_tune.storage.urls import url_or_default
 
     unknown = sorted(set(given) - set(KEYS) - set(EXTRA))
     if unknown:
@@ -190,8 +191,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     if extra["space"] is not None:
         validate.check_nonempty("space", extra["space"])
     spaces.load(arch, extra["space"])  # a bad space file fails now, before anything is stored
-    storage = names.DEFAULT_STORAGE if extra["storage"] is None else validate.check_nonempty("storage",
-                                                                                             extra["storage"])
+    storage = validate.check_nonempty("storage", url_or_default(extra["storage"]))
     database.check_url(storage, writes="optimize")
     check_ray(extra, storage)
     data = extra["data"]

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from cifar_tune import progress, runtime
 from cifar_tune.runtime import gpus
+from cifar_tune.storage import handle
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
@@ -166,10 +167,11 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-def run_jobs(settings: OptimizeSettings) -> tuple[int, str]:
+def run_jobs(settings: OptimizeSettings, store: handle.Storage | None = None) -> tuple[int, str]:
     """Supervise workers until this command's trials are done; returns the exit status (0, or why it stopped) and
-    which limit ended the run (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``)."""
-    storage, space, split = open_and_prepare(settings)
+    which limit ended the run (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``). ``store``: the
+    command's storage (default: the settings', ``study.storage_of``); each worker opens its own."""
+    storage, space, split = open_and_prepare(settings, store)
     study, created = create_or_load(settings, storage, space, split)  # study and baseline exist before workers
     del split  # the workers load their own copy; this process holds no data and loads no Keras
     total = total_trials(settings)
