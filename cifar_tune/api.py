@@ -203,23 +203,23 @@ def load(storage: str | None = None) -> Studies:
     from cifar_tune.studies.records import ComparisonRecord
     from cifar_tune.views import tables
 
-    store = handle.resolve(storage if storage is None else validate.check_nonempty("storage", storage))
-    opened = store.reading()
+    storage = handle.resolve(storage if storage is None else validate.check_nonempty("storage", storage))
+    opened = storage.reading()
     try:
         studies = {arch: optuna.load_study(study_name=name, storage=opened)
                    for arch, name in records.find_studies(opened).items()}
         stored = {s.study_name: rec.to_attrs() for s in studies.values()
                   if (rec := ComparisonRecord.read(s)) is not None}
-        table, warnings = tables.stored_table(store, list(studies))
+        table, warnings = tables.stored_table(storage, list(studies))
     except Exception as e:  # a storage that fails while it is read: the one-line error the CLI prints too
-        err = store.failure(e)
+        err = storage.failure(e)
         if err is None:
             raise
         raise err from None
     with _progress_bars():  # what `cifar-tune studies` warns about: a NotLearnedWarning each
         for warning in warnings:
             progress.warn(warning, NotLearnedWarning)
-    return Studies(storage=store.shown, studies=studies, table=table, records=stored,
+    return Studies(storage=storage.shown, studies=studies, table=table, records=stored,
                    warnings=tuple(warnings))
 
 

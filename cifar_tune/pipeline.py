@@ -56,12 +56,12 @@ def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeS
 
 
 def run_studies(plan: list[OptimizeSettings], timeout: float | None,
-                store: handle.Storage | None = None) -> dict[str, optuna.Study]:
-    """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring), in ``store``
+                storage: handle.Storage | None = None) -> dict[str, optuna.Study]:
+    """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring), in ``storage``
     (default: the plan's storage, ``storage_of(plan[0])``); returns the studies that ran by architecture. A study
     whose workers stopped raises ``WorkersStopped``; one stopped by a signal raises KeyboardInterrupt (the CLI's
     ``run_stoppable`` says the rest)."""
-    store = store or storage_of(plan[0])
+    storage = storage or storage_of(plan[0])
     start, studies = time.monotonic(), {}
     for i, settings in enumerate(plan):
         share = None
@@ -72,8 +72,8 @@ def run_studies(plan: list[OptimizeSettings], timeout: float | None,
                 continue
             share = left / (len(plan) - i)
         info(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""))
-        studies[settings.arch] = tuning.run_study(study_settings(settings, share), store)  # a signal raises: the job's
-        # line says it
+        # a signal raises: the job's line says it
+        studies[settings.arch] = tuning.run_study(study_settings(settings, share), storage)
     return studies
 
 
@@ -161,26 +161,26 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     first, archs = plan[0], [s.arch for s in plan]
     for source, subset, seed in {(s.data, s.subset, s.seed) for s in plan}:  # bad data end here, before any
         data.load_for_run(source, subset, seed)  # storage is touched
-    store = storage_of(first)  # the job's storage, opened once (as optimize's) for every phase
-    run_studies(plan, timeout, store)
+    storage = storage_of(first)  # the job's, opened once (as optimize's) for every phase
+    run_studies(plan, timeout, storage)
     progress["phase"] = "compare"
-    todo, missing = to_compare(store, archs, seeds), without_result(store, archs)
+    todo, missing = to_compare(storage, archs, seeds), without_result(storage, archs)
     out, comparison = Path(out_dir) if out_dir else None, None
     if todo:
         info(f"\n== compare: {', '.join(todo)} ({count(seeds, 'seed')} each)")
         # without --data, compare takes each study's recorded data and subset
         comparison = compare_studies(CompareSettings(
             archs=tuple(todo), seeds=seeds, storage=first.storage, out_dir=str(out / "compare") if out else None,
-            engine=first.engine, precision=first.precision, verbose=int(first.verbose), data=first.data), store)
+            engine=first.engine, precision=first.precision, verbose=int(first.verbose), data=first.data), storage)
         if show_comparison is not None:
             show_comparison(comparison)
     elif not missing:
         info("\n== compare: every architecture's comparison is up to date")
     progress["phase"] = "report"
-    path = study_report.write_study_report(store, out)
-    agg, warnings = tables.stored_table(store, archs)
-    storage = store.reading()
-    found = records.find_studies(storage)
-    studies = {a: optuna.load_study(study_name=found[a], storage=storage) for a in archs if a in found}
+    path = study_report.write_study_report(storage, out)
+    agg, warnings = tables.stored_table(storage, archs)
+    opened = storage.reading()
+    found = records.find_studies(opened)
+    studies = {a: optuna.load_study(study_name=found[a], storage=opened) for a in archs if a in found}
     return JobResult(studies=studies, table=agg, report=path, comparison=comparison, not_compared=missing,
                      warnings=tuple(warnings), seconds=time.perf_counter() - start)

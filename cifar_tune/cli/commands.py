@@ -295,13 +295,13 @@ def cmd_studies(args) -> int:
     from cifar_tune.storage import handle
     from cifar_tune.views import tables
 
-    store = handle.resolve(args.storage)
-    storage = store.reading()
-    rows, foreign = tables.study_rows(storage), tables.foreign_studies(storage)
+    storage = handle.resolve(args.storage)
+    opened = storage.reading()
+    rows, foreign = tables.study_rows(opened), tables.foreign_studies(opened)
     if foreign:  # another program's, multi-objective or maximizing: listed, never read as ours
         print("Foreign studies (not cifar-tune's; skipped): " + "; ".join(f"{n} ({why})" for n, why in foreign.items()))
     if not rows:
-        print(f"No {'cifar-tune ' if foreign else ''}studies in {store.shown}")
+        print(f"No {'cifar-tune ' if foreign else ''}studies in {storage.shown}")
         return 0
     import pandas as pd
 
@@ -311,7 +311,7 @@ def cmd_studies(args) -> int:
     for name, warning in warned.items():
         if warning:
             print(f"WARNING: {name}: {warning}")
-    compared = tables.compared_rows(storage)
+    compared = tables.compared_rows(opened)
     if compared:
         print("\nCompared on the test set (cifar-tune compare; accuracy, mean over the seeds):")
         print(pd.DataFrame(compared).round(4).to_string(index=False))

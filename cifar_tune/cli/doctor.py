@@ -40,19 +40,20 @@ def data_fact(source: str | None) -> str:
     return f"{ds.source}: readable, {len(ds.y_train):,} training and {len(ds.y_test):,} test images"
 
 
-def storage_fact(store: handle.Storage) -> str:
+def storage_fact(storage: handle.Storage) -> str:
     """The storage URL (password masked) and whether it holds studies."""
     try:
-        storage = store.reading()
+        opened = storage.reading()
     except UserError as e:
-        return f"{store.shown}: {e}"
+        return f"{storage.shown}: {e}"
     import optuna
 
-    return f"{store.shown}: {count(len(optuna.get_all_study_summaries(storage)), 'study', 'studies')}"
+    return f"{storage.shown}: {count(len(optuna.get_all_study_summaries(opened)), 'study', 'studies')}"
 
 
-def facts(store: handle.Storage, source: str | None) -> dict[str, str]:
-    """Backend, device, engine, GPUs, versions, data source and storage."""
+def facts(storage: handle.Storage | str | None, source: str | None) -> dict[str, str]:
+    """Backend, device, engine, GPUs, versions, data source and storage (a ``handle.Storage``, a URL, or None:
+    the default)."""
     out = {"training": engines.describe(),
            "backend rule": "KERAS_BACKEND or ~/.keras/keras.json if set, else jax when a CUDA-enabled JAX sees a "
                            "GPU, else tensorflow" + (" (KERAS_BACKEND is set)" if os.environ.get("KERAS_BACKEND")
@@ -63,7 +64,7 @@ def facts(store: handle.Storage, source: str | None) -> dict[str, str]:
                       f"{platform.python_version()}",
            "versions": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),
            "data": data_fact(source),
-           "storage": storage_fact(store)}
+           "storage": storage_fact(handle.resolve(storage))}
     return out
 
 

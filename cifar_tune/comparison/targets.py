@@ -112,10 +112,10 @@ def _tuned_config(arch: str, study: optuna.Study, trial: optuna.trial.FrozenTria
 def select_targets(ds: data.Dataset, storage: handle.Storage | str, archs: list[str] | None, epochs: int | None,
                    full_data: bool = False) -> tuple[list[Target], list[str]]:
     """The architectures to compare and the skip messages; UserError when nothing is left to compare."""
-    store = handle.resolve(storage)
-    storage = store.reading()
-    found = catalog.find_studies(storage)
-    where = store.shown
+    storage = handle.resolve(storage)
+    opened = storage.reading()
+    found = catalog.find_studies(opened)
+    where = storage.shown
     if not found:
         raise UserError(f"no studies in {where} (run `cifar-tune optimize --arch ...` first)")
     skipped, targets = [], []
@@ -124,7 +124,7 @@ def select_targets(ds: data.Dataset, storage: handle.Storage | str, archs: list[
         if arch not in found:
             skipped.append(f"skipping {arch}: no study for it in {where}")
             continue
-        study = optuna.load_study(study_name=found[arch], storage=storage)
+        study = optuna.load_study(study_name=found[arch], storage=opened)
         best = catalog.best_trial(study)
         if best is None:
             skipped.append(f"skipping {arch}: study {found[arch]} has no completed trial yet")
@@ -135,7 +135,7 @@ def select_targets(ds: data.Dataset, storage: handle.Storage | str, archs: list[
             notes.append(f"WARNING: {warning}")
         targets.append(Target(arch, study, best, catalog.baseline_trial(study), _tuned_config(arch, study, best),
                               configs.complete(arch), epochs or _study_epochs(study), target_ds, notes, warning,
-                              models_dir(store.url)))
+                              models_dir(storage.url)))
     if not targets:
         raise UserError(f"nothing to compare in {where}: " + "; ".join(skipped))
     return targets, skipped

@@ -13,7 +13,7 @@ from functools import cached_property
 import optuna
 
 from cifar_tune.errors import UserError
-from cifar_tune.storage import artifacts, database, locks
+from cifar_tune.storage import artifacts, database
 from cifar_tune.storage.urls import mask_url, url_or_default
 
 
@@ -31,7 +31,8 @@ class Tuning:
 class Storage:
     """A command's storage: ``url`` (as given, the default applied; what settings and workers carry), ``shown``
     (the URL with any password masked, to print), the Optuna storage (``reading``, ``writing``: opened once, at
-    the first of them), the study lock (``lock``) and the artifact store (``artifacts``).
+    the first of them) and the artifact store (``artifacts``). The lock of one of its studies is the study's
+    (``locks.study_lock(study)``: keyed by the study's id in the opened storage).
 
     ``tuning``: the storage is ``optimize``'s (``cifar-tune run`` and ``optimize``): opened with heartbeats and
     retries (``Tuning``) and pooled connections whichever call opens it. Without it, it is opened as a reader
@@ -75,10 +76,6 @@ class Storage:
         else:
             database.check_writable(self.url, writes)
         return self._opened
-
-    def lock(self, study: optuna.Study) -> locks.StudyLock:
-        """The lock every worker of ``study`` (a study of this storage) shares (``locks.study_lock``)."""
-        return locks.study_lock(study)
 
     @cached_property
     def artifacts(self) -> artifacts.WholeFileArtifactStore | None:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["quiet_optuna", "run_job", "run_study", "run_worker"]
 
 
-def run_study(settings: OptimizeSettings, store: handle.Storage | None = None) -> optuna.Study:
+def run_study(settings: OptimizeSettings, storage: handle.Storage | None = None) -> optuna.Study:
     """Run (or resume) the study and return it (read back from the storage, every trial in it), reporting its
     progress as it goes (``progress.StudyStarted``, a ``TrialFinished`` per trial, ``StudyFinished`` at the end;
     the Python API's ``cifar_tune.optimize``, the CLI's ``optimize`` and ``run``).
@@ -39,26 +39,26 @@ def run_study(settings: OptimizeSettings, store: handle.Storage | None = None) -
 
     Keras loads only where this process trains (one worker: the trials run here); a supervisor of worker
     processes and a Ray driver never load it (nor keep the data: they read it once, for the study's record).
-    ``store``: the command's storage (default: the settings', ``study.storage_of``), opened once here."""
+    ``storage``: the command's (default: the settings', ``study.storage_of``), opened once here."""
     from cifar_tune.tuning.budget import needs_supervisor, total_trials
     from cifar_tune.tuning.study import storage_of
 
     start = time.perf_counter()
     quiet_optuna()
-    store = store or storage_of(settings)
+    storage = storage or storage_of(settings)
     if settings.ray is not None:  # workers on a Ray cluster (ray_backend.py)
         from cifar_tune.tuning.ray_backend import run_on_ray
 
-        code = run_on_ray(settings, store)
+        code = run_on_ray(settings, storage)
         if code:
             raise WorkersStopped(settings.arch, code)
         timed_out = settings.timeout is not None and time.perf_counter() - start >= settings.timeout
         ended = progress.ENDED_TIMEOUT if timed_out else (
             progress.ENDED_TRIALS if total_trials(settings) is None else progress.ENDED_TOTAL)
-    elif needs_supervisor(settings, store):
+    elif needs_supervisor(settings, storage):
         from cifar_tune.tuning.supervisor import run_jobs
 
-        code, ended = run_jobs(settings, store)
+        code, ended = run_jobs(settings, storage)
         if code:
             raise WorkersStopped(settings.arch, code)
     else:  # one worker: the trials run in this process, which loads Keras once the data and space passed
@@ -69,8 +69,8 @@ def run_study(settings: OptimizeSettings, store: handle.Storage | None = None) -
         runtime.import_keras()  # first: the loop's imports load Keras (backend chosen, native logs silenced)
         from cifar_tune.tuning.loop import run_worker as run_here
 
-        ended = run_here(settings, settings.n_trials, prepared=prepared, store=store)[1]
-    study = optuna.load_study(study_name=settings.study_name, storage=store.reading())
+        ended = run_here(settings, settings.n_trials, prepared=prepared, storage=storage)[1]
+    study = optuna.load_study(study_name=settings.study_name, storage=storage.reading())
     progress.report(progress.StudyFinished(settings, study, time.perf_counter() - start, ended))
     _warn_if_not_learned(study)
     return study

@@ -31,10 +31,10 @@ def total_trials(settings: OptimizeSettings) -> int | None:
         raise UserError(f"{TOTAL_TRIALS_ENV}: {e.rule}") from None
 
 
-def needs_supervisor(settings: OptimizeSettings, store: handle.Storage | None = None) -> bool:
+def needs_supervisor(settings: OptimizeSettings, storage: handle.Storage | None = None) -> bool:
     """Whether this command runs its trials in worker processes (``--jobs``, or more trials than one process
-    should run: Keras's TensorFlow trainer does not give all memory back between trials). ``store``: the
-    command's storage (default: ``settings.storage``'s), read for the trials a study-wide target has left."""
+    should run: Keras's TensorFlow trainer does not give all memory back between trials). ``storage``: the
+    command's (default: ``settings.storage``'s), read for the trials a study-wide target has left."""
     if settings.jobs > 1:
         return True
     per_process, total = trials_per_process(settings), total_trials(settings)
@@ -43,8 +43,8 @@ def needs_supervisor(settings: OptimizeSettings, store: handle.Storage | None = 
     if total is None:
         return settings.n_trials > per_process
     try:
-        storage = handle.resolve(store or settings.storage).reading()
-        study = optuna.load_study(study_name=settings.study_name, storage=storage)
+        opened = handle.resolve(storage or settings.storage).reading()
+        study = optuna.load_study(study_name=settings.study_name, storage=opened)
         return total - records.started_trials(study) > per_process
     except (UserError, KeyError):  # no storage or no study yet
         return total > per_process

@@ -57,9 +57,9 @@ STOP_GRACE = 30.0  # seconds cancelled workers have to fail their trials and end
 CONNECT_TIMEOUT = 10.0  # seconds the cluster's address has to answer before ray.init is tried
 
 
-def run_on_ray(settings: OptimizeSettings, store: handle.Storage | None = None) -> int:
+def run_on_ray(settings: OptimizeSettings, storage: handle.Storage | None = None) -> int:
     """Run the study's trials on the Ray cluster at ``settings.ray`` until the study holds its total; returns the
-    exit status (0, or a worker's: 2 for a user error or a failed storage). ``store``: the command's storage
+    exit status (0, or a worker's: 2 for a user error or a failed storage). ``storage``: the command's
     (default: the settings', ``study.storage_of``); each task opens its own from the URL.
 
     Raises ``UserError`` before anything is stored when Ray is not installed or the storage's password is on this
@@ -70,7 +70,7 @@ def run_on_ray(settings: OptimizeSettings, store: handle.Storage | None = None) 
     (each fails its running trial)."""
     ray, connected = connect(settings)
     try:
-        return _run(ray, settings, store)
+        return _run(ray, settings, storage)
     finally:
         if connected:
             ray.shutdown()
@@ -195,9 +195,9 @@ def failure(e: Exception) -> tuple[str, bool]:
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): .+")
 
 
-def _run(ray, settings: OptimizeSettings, store: handle.Storage | None) -> int:
-    storage, space, split = open_and_prepare(settings, store)
-    study, created = create_or_load(settings, storage, space, split)  # study and baseline exist before workers
+def _run(ray, settings: OptimizeSettings, storage: handle.Storage | None) -> int:
+    opened, space, split = open_and_prepare(settings, storage)
+    study, created = create_or_load(settings, opened, space, split)  # study and baseline exist before workers
     del split  # the workers load their own copy; the driver holds no data and loads no Keras
     total = total_trials(settings)
     if total is None:  # --n-trials N: N more trials than the study holds now, counted as a study-wide total
@@ -212,7 +212,7 @@ def _run(ray, settings: OptimizeSettings, store: handle.Storage | None) -> int:
     driver = Driver(ray, settings, study, total, workers, share, per_process)
     try:
         with runtime.signals_deferred():  # a signal is seen at the next poll (see supervisor.run_jobs)
-            return driver.drive(poll_seconds(storage))
+            return driver.drive(poll_seconds(opened))
     except KeyboardInterrupt:
         driver.cancel()
         raise

@@ -107,20 +107,20 @@ def storage_of(settings: OptimizeSettings) -> handle.Storage:
                                                           TrialRecord.retry_attrs))
 
 
-def open_and_prepare(settings: OptimizeSettings, store: handle.Storage | None = None):
+def open_and_prepare(settings: OptimizeSettings, storage: handle.Storage | None = None):
     """(storage, space, split): the data are loaded and checked first, so bad data never touch the storage; an
     unusable artifact folder costs its warning before the storage is touched too (a side store, never the study).
-    ``store``: the command's (default: ``storage_of(settings)``)."""
+    ``storage``: the command's (default: ``storage_of(settings)``)."""
     space, split = prepare(settings)
-    return open_study_storage(settings, store), space, split
+    return open_study_storage(settings, storage), space, split
 
 
-def open_study_storage(settings: OptimizeSettings, store: handle.Storage | None = None):
-    """The study's Optuna storage (``store.writing``: created if missing, with heartbeats and retries; ``store``
+def open_study_storage(settings: OptimizeSettings, storage: handle.Storage | None = None):
+    """The study's Optuna storage (``storage.writing``: created if missing, with heartbeats and retries; ``storage``
     default: ``storage_of(settings)``), after the artifact folder's check (which creates nothing: a refused
     command leaves no folder)."""
     artifacts.artifact_store(create=False)
-    return (store or storage_of(settings)).writing()
+    return (storage or storage_of(settings)).writing()
 
 
 def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space,

@@ -10,7 +10,7 @@ from cifar_tune import progress, runtime
 from cifar_tune.choices import ARTIFACTS_ENV
 from cifar_tune.errors import UserError
 from cifar_tune.storage import database, handle
-from cifar_tune.storage.artifacts import WholeFileArtifactStore, artifact_dir, artifact_store
+from cifar_tune.storage.artifacts import WholeFileArtifactStore, artifact_dir
 
 
 def _check_port(host: str, port: int) -> None:
@@ -66,19 +66,19 @@ def serve(storage: handle.Storage | str, host: str = "127.0.0.1", port: int = 80
     that is taken or out of range)."""
     import optuna_dashboard
 
-    store = handle.resolve(storage)
-    storage = store.reading()  # a wrong URL or password ends here, in one line
+    storage = handle.resolve(storage)
+    opened = storage.reading()  # a wrong URL or password ends here, in one line
     _check_port(host, port)
-    beside = _artifacts_beside(store.url)
-    store = WholeFileArtifactStore(beside) if beside is not None else artifact_store()
+    beside = _artifacts_beside(storage.url)
+    store = WholeFileArtifactStore(beside) if beside is not None else storage.artifacts
     try:
-        server = _quiet_server(host, port, optuna_dashboard.wsgi(storage, artifact_store=store))
+        server = _quiet_server(host, port, optuna_dashboard.wsgi(opened, artifact_store=store))
     except OSError as e:  # the port was taken between our check and the server's bind
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     shown = f"[{host}]" if ":" in host else host
     artifacts = f"artifacts in {beside or artifact_dir()}/" if store is not None else "no artifacts"
-    read_only = ", read-only: its edits fail" if database.read_only(store.url) else ""
-    progress.info(f"optuna-dashboard on {store.shown} ({artifacts}{read_only}): "
+    read_only = ", read-only: its edits fail" if database.read_only(storage.url) else ""
+    progress.info(f"optuna-dashboard on {storage.shown} ({artifacts}{read_only}): "
                   f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)")
     _serve_until_stopped(server)
     return 0

@@ -195,20 +195,20 @@ def write_study_report(storage: handle.Storage | str, out: str | Path | None = N
     """One self-contained HTML page about every study in the storage (the command's ``handle.Storage``, or a
     URL), and the compare results stored with them, written to ``study_report_path(out, storage URL)``; returns
     its path. Raises ``UserError`` (no studies, a storage that cannot be read, a path that cannot be written)."""
-    store = handle.resolve(storage)
-    check_url(store.url)  # a URL that cannot be parsed: one line, before its name is made into the report's
-    path = check_report_path(out, store.url)  # before the storage is read: a bad path costs nothing
-    storage = store.reading()
-    summaries, foreign = records.split_studies(storage)
+    storage = handle.resolve(storage)
+    check_url(storage.url)  # a URL that cannot be parsed: one line, before its name is made into the report's
+    path = check_report_path(out, storage.url)  # before the storage is read: a bad path costs nothing
+    opened = storage.reading()
+    summaries, foreign = records.split_studies(opened)
     if not summaries:
-        raise UserError(f"no {'cifar-tune ' if foreign else ''}studies in {store.shown} (run `cifar-tune "
+        raise UserError(f"no {'cifar-tune ' if foreign else ''}studies in {storage.shown} (run `cifar-tune "
                         f"optimize --arch ...` first){'; ' + records.foreign_line(foreign) if foreign else ''}")
 
     def order(s):
         arch = records.study_arch(s)
         return (ARCH_KEYS.index(arch) if arch in ARCH_KEYS else len(ARCH_KEYS), s.study_name)
 
-    studies_ = [optuna.load_study(study_name=s.study_name, storage=storage) for s in sorted(summaries, key=order)]
+    studies_ = [optuna.load_study(study_name=s.study_name, storage=opened) for s in sorted(summaries, key=order)]
     compared = {s.study_name: rec for s in studies_ if (rec := ComparisonRecord.read(s)) is not None}
     figures: list[tuple[str, go.Figure]] = []
     notes: list[str] = [records.foreign_line(foreign)] if foreign else []
@@ -222,7 +222,7 @@ def write_study_report(storage: handle.Storage | str, out: str | Path | None = N
             if warning:
                 notes.insert(0, f"{study.study_name}: {warning}")
         compare_html, compare_figures = _compare_section(studies_, compared)
-    facts = {"Storage": store.shown, "Generated": datetime.now().astimezone().isoformat(timespec="seconds"),
+    facts = {"Storage": storage.shown, "Generated": datetime.now().astimezone().isoformat(timespec="seconds"),
              "Studies": len(studies_)}
     intro = (facts_html(facts) + "<h2>Studies</h2>\n"
              + _study_rows(studies_).to_html(index=False, border=0, classes="metrics") + "\n" + compare_html)
