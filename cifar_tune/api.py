@@ -36,7 +36,7 @@ import os
 from typing import TYPE_CHECKING
 
 from cifar_tune import choices, progress, runtime
-from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE
+from cifar_tune.choices import ARCH_KEYS
 from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.studies import validate
 
@@ -195,28 +195,28 @@ def load(storage: str | None = None) -> Studies:
     import optuna
 
     from cifar_tune.results import Studies
-    from cifar_tune.storage import database
+    from cifar_tune.storage import handle
     from cifar_tune.studies import catalog as records
     from cifar_tune.studies.records import ComparisonRecord
     from cifar_tune.views import tables
 
-    url = DEFAULT_STORAGE if storage is None else validate.check_nonempty("storage", storage)
-    opened = database.storage_for_reading(url)
+    storage = handle.resolve(storage if storage is None else validate.check_nonempty("storage", storage))
+    opened = storage.reading()
     try:
         studies = {arch: optuna.load_study(study_name=name, storage=opened)
                    for arch, name in records.find_studies(opened).items()}
         stored = {s.study_name: rec.to_attrs() for s in studies.values()
                   if (rec := ComparisonRecord.read(s)) is not None}
-        table, warnings = tables.stored_table(url, list(studies))
+        table, warnings = tables.stored_table(storage, list(studies))
     except Exception as e:  # a storage that fails while it is read: the one-line error the CLI prints too
-        err = database.storage_failure(url, e)
+        err = storage.failure(e)
         if err is None:
             raise
         raise err from None
     with _progress_bars():  # what `cifar-tune studies` warns about: a NotLearnedWarning each
         for warning in warnings:
             progress.warn(warning, NotLearnedWarning)
-    return Studies(storage=database.mask_url(url), studies=studies, table=table, records=stored,
+    return Studies(storage=storage.shown, studies=studies, table=table, records=stored,
                    warnings=tuple(warnings))
 
 

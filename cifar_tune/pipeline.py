@@ -36,12 +36,14 @@ from cifar_tune.comparison.retrain import CompareSettings, compare_studies
 from cifar_tune.data import cifar10 as data
 from cifar_tune.progress import info
 from cifar_tune.results import Comparison, JobResult
-from cifar_tune.storage import database
+from cifar_tune.storage import handle
+from cifar_tune.storage.urls import mask_url
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import ComparisonRecord, TrialRecord
 from cifar_tune.text import count
+from cifar_tune.tuning.study import storage_of
 from cifar_tune.views import figures, study_report, tables
 
 
@@ -53,10 +55,13 @@ def study_settings(settings: OptimizeSettings, share: float | None) -> OptimizeS
                    total_trials=settings.total_trials or settings.n_trials)
 
 
-def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> dict[str, optuna.Study]:
-    """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring); returns the
-    studies that ran by architecture. A study whose workers stopped raises ``WorkersStopped``; one stopped by a
-    signal raises KeyboardInterrupt (the CLI's ``run_stoppable`` says the rest)."""
+def run_studies(plan: list[OptimizeSettings], timeout: float | None,
+                storage: handle.Storage | None = None) -> dict[str, optuna.Study]:
+    """Phase 1: each architecture's study in turn, sharing ``timeout`` (see the module docstring), in ``storage``
+    (default: the plan's storage, ``storage_of(plan[0])``); returns the studies that ran by architecture. A study
+    whose workers stopped raises ``WorkersStopped``; one stopped by a signal raises KeyboardInterrupt (the CLI's
+    ``run_stoppable`` says the rest)."""
+    storage = storage or storage_of(plan[0])
     start, studies = time.monotonic(), {}
     for i, settings in enumerate(plan):
         share = None
@@ -67,14 +72,14 @@ def run_studies(plan: list[OptimizeSettings], timeout: float | None) -> dict[str
                 continue
             share = left / (len(plan) - i)
         info(f"\n== {settings.arch}: study" + (f" (may start trials for {share:.0f} s)" if share else ""))
-        studies[settings.arch] = tuning.run_study(study_settings(settings, share))  # a signal raises: the job's
-        # line says it
+        # a signal raises: the job's line says it
+        studies[settings.arch] = tuning.run_study(study_settings(settings, share), storage)
     return studies
 
 
-def without_result(storage_url: str, archs: list[str]) -> dict[str, str]:
+def without_result(storage: handle.Storage | str, archs: list[str]) -> dict[str, str]:
     """The architectures whose study has no completed trial (nothing to compare), and why."""
-    storage = database.storage_for_reading(storage_url)
+    storage = handle.resolve(storage).reading()
     found, why = records.find_studies(storage), {}
     for arch in archs:
         if arch not in found:
@@ -103,7 +108,7 @@ def resume_command(plan: list[OptimizeSettings], *, seeds: int, timeout: float |
 
     return runtime.command_line(
         ["cifar-tune", "run", "--archs", ",".join(s.arch for s in plan), "--preset", first.preset],
-        [("--storage", None if first.storage == DEFAULT_STORAGE else database.mask_url(first.storage)),
+        [("--storage", None if first.storage == DEFAULT_STORAGE else mask_url(first.storage)),
          *((f"--{attr.replace('_', '-')}", common(attr)) for attr in ("n_trials", "epochs", "val_size", "seed", "data",
                                                                      "subset", "sampler", "pruner", "engine",
                                                                      "precision")),
@@ -112,10 +117,10 @@ def resume_command(plan: list[OptimizeSettings], *, seeds: int, timeout: float |
          ("--out", out_dir)])
 
 
-def to_compare(storage_url: str, archs: list[str], seeds: int) -> list[str]:
+def to_compare(storage: handle.Storage | str, archs: list[str], seeds: int) -> list[str]:
     """The architectures with a completed trial whose stored comparison is missing or out of date (another best
     trial since, or fewer seeds than asked)."""
-    storage = database.storage_for_reading(storage_url)
+    storage = handle.resolve(storage).reading()
     found, todo = records.find_studies(storage), []
     for arch in archs:
         if arch not in found:
@@ -156,25 +161,26 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     first, archs = plan[0], [s.arch for s in plan]
     for source, subset, seed in {(s.data, s.subset, s.seed) for s in plan}:  # bad data end here, before any
         data.load_for_run(source, subset, seed)  # storage is touched
-    run_studies(plan, timeout)
+    storage = storage_of(first)  # the job's, opened once (as optimize's) for every phase
+    run_studies(plan, timeout, storage)
     progress["phase"] = "compare"
-    todo, missing = to_compare(first.storage, archs, seeds), without_result(first.storage, archs)
+    todo, missing = to_compare(storage, archs, seeds), without_result(storage, archs)
     out, comparison = Path(out_dir) if out_dir else None, None
     if todo:
         info(f"\n== compare: {', '.join(todo)} ({count(seeds, 'seed')} each)")
         # without --data, compare takes each study's recorded data and subset
         comparison = compare_studies(CompareSettings(
             archs=tuple(todo), seeds=seeds, storage=first.storage, out_dir=str(out / "compare") if out else None,
-            engine=first.engine, precision=first.precision, verbose=int(first.verbose), data=first.data))
+            engine=first.engine, precision=first.precision, verbose=int(first.verbose), data=first.data), storage)
         if show_comparison is not None:
             show_comparison(comparison)
     elif not missing:
         info("\n== compare: every architecture's comparison is up to date")
     progress["phase"] = "report"
-    path = study_report.write_study_report(first.storage, out)
-    agg, warnings = tables.stored_table(first.storage, archs)
-    storage = database.storage_for_reading(first.storage)
-    found = records.find_studies(storage)
-    studies = {a: optuna.load_study(study_name=found[a], storage=storage) for a in archs if a in found}
+    path = study_report.write_study_report(storage, out)
+    agg, warnings = tables.stored_table(storage, archs)
+    opened = storage.reading()
+    found = records.find_studies(opened)
+    studies = {a: optuna.load_study(study_name=found[a], storage=opened) for a in archs if a in found}
     return JobResult(studies=studies, table=agg, report=path, comparison=comparison, not_compared=missing,
                      warnings=tuple(warnings), seconds=time.perf_counter() - start)

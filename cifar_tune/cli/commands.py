@@ -10,7 +10,6 @@ import signal
 import sys
 
 from cifar_tune import progress
-from cifar_tune.choices import DEFAULT_STORAGE
 from cifar_tune.cli.console import Console
 from cifar_tune.errors import InvalidValue, UserError
 from cifar_tune.studies import settings, validate
@@ -177,22 +176,24 @@ def cmd_run(args) -> int:
 
 def cmd_doctor(args) -> int:
     from cifar_tune.cli import doctor
+    from cifar_tune.storage import handle
 
-    for key, value in doctor.facts(args.storage or DEFAULT_STORAGE, args.data).items():
+    for key, value in doctor.facts(handle.resolve(args.storage), args.data).items():
         print(f"{key + ':':<14} {value}")
     return doctor.check_numerics() if args.check else 0
 
 
 def cmd_studies(args) -> int:
-    from cifar_tune.storage import database
+    from cifar_tune.storage import handle
     from cifar_tune.views import tables
 
-    storage = database.storage_for_reading(args.storage or DEFAULT_STORAGE)
-    rows, foreign = tables.study_rows(storage), tables.foreign_studies(storage)
+    storage = handle.resolve(args.storage)
+    opened = storage.reading()
+    rows, foreign = tables.study_rows(opened), tables.foreign_studies(opened)
     if foreign:  # another program's, multi-objective or maximizing: listed, never read as ours
         print("Foreign studies (not cifar-tune's; skipped): " + "; ".join(f"{n} ({why})" for n, why in foreign.items()))
     if not rows:
-        print(f"No {'cifar-tune ' if foreign else ''}studies in {database.mask_url(args.storage or DEFAULT_STORAGE)}")
+        print(f"No {'cifar-tune ' if foreign else ''}studies in {storage.shown}")
         return 0
     import pandas as pd
 
@@ -202,7 +203,7 @@ def cmd_studies(args) -> int:
     for name, warning in warned.items():
         if warning:
             print(f"WARNING: {name}: {warning}")
-    compared = tables.compared_rows(storage)
+    compared = tables.compared_rows(opened)
     if compared:
         print("\nCompared on the test set (cifar-tune compare; accuracy, mean over the seeds):")
         print(pd.DataFrame(compared).round(4).to_string(index=False))
@@ -218,14 +219,16 @@ def cmd_compare(args) -> int:
 
 def cmd_report(args) -> int:
     from cifar_tune.cli import jobs
+    from cifar_tune.storage import handle
 
-    return jobs.report(args.storage or DEFAULT_STORAGE, args.out)
+    return jobs.report(handle.resolve(args.storage), args.out)
 
 
 def cmd_dashboard(args) -> int:
+    from cifar_tune.storage import handle
     from cifar_tune.views import dashboard
 
-    return dashboard.serve(args.storage or DEFAULT_STORAGE, host=args.host, port=args.port)
+    return dashboard.serve(handle.resolve(args.storage), host=args.host, port=args.port)
 
 
 # The commands that load Keras before anything else; the others load it where training starts in this process
@@ -283,9 +286,9 @@ def _failure(args, e: BaseException) -> tuple[str | None, int]:
     import errno
 
     if "sqlalchemy" in sys.modules:  # no storage was touched without it
-        from cifar_tune.storage import database
+        from cifar_tune.storage import handle
 
-        err = database.storage_failure(getattr(args, "storage", None) or DEFAULT_STORAGE, e)
+        err = handle.resolve(getattr(args, "storage", None)).failure(e)
         if err is not None:
             return str(err), 2
     if isinstance(e, OSError) and errno.errorcode.get(e.errno) in _DISK_ERRNOS:

@@ -12,7 +12,7 @@ from cifar_tune.choices import DATA_ENV, KERAS_DATA
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.runtime import devices
-from cifar_tune.storage import database
+from cifar_tune.storage import handle
 from cifar_tune.text import count
 
 PACKAGES = ("cifar-tune", "keras", "tensorflow", "jax", "jaxlib", "optuna", "optuna-dashboard", "sqlalchemy",
@@ -40,20 +40,20 @@ def data_fact(source: str | None) -> str:
     return f"{ds.source}: readable, {len(ds.y_train):,} training and {len(ds.y_test):,} test images"
 
 
-def storage_fact(url: str) -> str:
+def storage_fact(storage: handle.Storage) -> str:
     """The storage URL (password masked) and whether it holds studies."""
     try:
-        database.check_url(url)
-        storage = database.storage_for_reading(url)
+        opened = storage.reading()
     except UserError as e:
-        return f"{database.mask_url(url)}: {e}"
+        return f"{storage.shown}: {e}"
     import optuna
 
-    return f"{database.mask_url(url)}: {count(len(optuna.get_all_study_summaries(storage)), 'study', 'studies')}"
+    return f"{storage.shown}: {count(len(optuna.get_all_study_summaries(opened)), 'study', 'studies')}"
 
 
-def facts(storage_url: str, source: str | None) -> dict[str, str]:
-    """Backend, device, engine, GPUs, versions, data source and storage."""
+def facts(storage: handle.Storage | str | None, source: str | None) -> dict[str, str]:
+    """Backend, device, engine, GPUs, versions, data source and storage (a ``handle.Storage``, a URL, or None:
+    the default)."""
     out = {"training": engines.describe(),
            "backend rule": "KERAS_BACKEND or ~/.keras/keras.json if set, else jax when a CUDA-enabled JAX sees a "
                            "GPU, else tensorflow" + (" (KERAS_BACKEND is set)" if os.environ.get("KERAS_BACKEND")
@@ -64,7 +64,7 @@ def facts(storage_url: str, source: str | None) -> dict[str, str]:
                       f"{platform.python_version()}",
            "versions": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),
            "data": data_fact(source),
-           "storage": storage_fact(storage_url)}
+           "storage": storage_fact(handle.resolve(storage))}
     return out
 
 

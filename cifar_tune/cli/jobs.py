@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from cifar_tune.comparison.retrain import CompareSettings
     from cifar_tune.comparison.seed_baseline import BaselineSettings
     from cifar_tune.data.cifar10 import Dataset
+    from cifar_tune.storage.handle import Storage
     from cifar_tune.studies.presets import OptimizeSettings
 
 
@@ -172,16 +173,17 @@ def report_command(storage_url: str, out: str | None = None) -> str:
     return shlex.join(words + (["--out", str(out)] if out is not None else []))
 
 
-def report(storage_url: str, out: str | None) -> int:
-    """The ``report`` command. Ctrl-C or SIGTERM ends it with one line and 130 or 143 (``run_stoppable``); the
-    report only reads the stored records, so the same command draws it again from the start."""
+def report(storage: Storage, out: str | None) -> int:
+    """The ``report`` command on the command's storage. Ctrl-C or SIGTERM ends it with one line and 130 or 143
+    (``run_stoppable``); the report only reads the stored records, so the same command draws it again from the
+    start."""
     from cifar_tune.views import study_report
 
     def command() -> int:
-        print(f"Wrote {study_report.write_study_report(storage_url, out)}")
+        print(f"Wrote {study_report.write_study_report(storage, out)}")
         return 0
 
     return run_stoppable(command, lambda: "report stopped before it was written (it reads the stored records "
                                           f"only: nothing is lost); draw it again with: "
-                                          f"{report_command(storage_url, out)}")
+                                          f"{report_command(storage.url, out)}")
 

@@ -51,7 +51,8 @@ from cifar_tune.data import safe_files
 from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.models import metrics
 from cifar_tune.results import Comparison
-from cifar_tune.storage import database
+from cifar_tune.storage import database, handle
+from cifar_tune.storage.urls import url_or_default
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.records import ComparisonRecord
@@ -103,7 +104,7 @@ def make_settings(archs: list[str] | tuple[str, ...] | None = None, *, storage: 
     command line and the Python API (``cifar_tune.compare``) both give them: ``storage`` None is the default
     database, ``out`` the output folder, ``data`` None is ``$CIFAR_TUNE_DATA``, else what the studies were tuned
     on (``targets.recorded_source``), ``verbose`` a flag; the rest as the fields. Raises ``UserError``."""
-    return CompareSettings(archs=archs, storage=DEFAULT_STORAGE if storage is None else storage,
+    return CompareSettings(archs=archs, storage=url_or_default(storage),
                            out_dir=None if out is None else os.fspath(out),
                            data=os.fspath(data) if data is not None else os.environ.get(DATA_ENV) or None,
                            verbose=int(verbose), **keywords)
@@ -218,13 +219,15 @@ def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tu
     return rows, runs
 
 
-def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.DataFrame, Path, dict[str, dict]]:
+def run(ds: data.Dataset, settings: CompareSettings,
+        storage: handle.Storage | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Path, dict[str, dict]]:
     """Retrain best and baseline per arch for ``settings.seeds`` seeds on ``ds``, test each once; return (per seed,
     aggregate, folder, the records stored by study name: see ``results.Comparison``). ``settings.full_data``:
-    compare on ``ds`` itself even where a study was tuned on a subset (see the module doc)."""
-    s = settings
+    compare on ``ds`` itself even where a study was tuned on a subset (see the module doc). ``storage``: the
+    command's (default: ``settings.storage``'s)."""
+    s, storage = settings, handle.resolve(storage or settings.storage)
     # every user error before anything is written
-    targets, skipped = select_targets(ds, s.storage, s.archs and list(s.archs), s.epochs, s.full_data)
+    targets, skipped = select_targets(ds, storage, s.archs and list(s.archs), s.epochs, s.full_data)
     for message in skipped:
         progress.warn(f"cifar-tune: {message}")
     runtime.import_keras()  # training starts here: Keras loads now, once the studies and the data passed
@@ -234,7 +237,7 @@ def run(ds: data.Dataset, settings: CompareSettings) -> tuple[pd.DataFrame, pd.D
     engines.report_device(s.engine, s.precision)
     rows, stored, start_all = [], {}, time.perf_counter()
     date = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
-    facts = {"Date": date, "Storage": database.mask_url(s.storage)}
+    facts = {"Date": date, "Storage": storage.shown}
     # Ctrl-C / SIGTERM (the CLI's run_stoppable) only record themselves in here: training stops at the next batch,
     # a finished run is kept in the ledger first, and a target's record is stored whole or not at all. Raised at
     # an arbitrary point instead, the KeyboardInterrupt was swallowed by a TensorFlow weakref callback.
@@ -272,11 +275,12 @@ def resume_command(settings: CompareSettings) -> str:
         ("--full-data", s.full_data), ("--verbose", bool(s.verbose))])
 
 
-def compare_studies(settings: CompareSettings) -> Comparison:
+def compare_studies(settings: CompareSettings, storage: handle.Storage | None = None) -> Comparison:
     """Check the studies, load the data (``settings.data``, default: what the studies were tuned on;
     ``settings.subset`` training images), retrain and test (``run``); the Python API's ``cifar_tune.compare`` and
     the ``compare`` command. Raises ``UserError`` (no studies, bad data) before anything is trained or written
-    (the settings were checked when they were made)."""
+    (the settings were checked when they were made). ``storage``: the command's (default:
+    ``settings.storage``'s), opened once."""
     import logging
 
     s = settings
@@ -285,8 +289,9 @@ def compare_studies(settings: CompareSettings) -> Comparison:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     start = time.perf_counter()
     archs = s.archs and list(s.archs)
-    records.check_studies(database.storage_for_reading(s.storage, writes="compare"), s.storage, archs)
-    ds = data.load_for_run(s.data or recorded_source(s.storage, archs), s.subset)
-    per_seed, agg, out, stored = run(ds, s)
+    storage = handle.resolve(storage or s.storage)
+    records.check_studies(storage.reading(writes="compare"), s.storage, archs)
+    ds = data.load_for_run(s.data or recorded_source(storage, archs), s.subset)
+    per_seed, agg, out, stored = run(ds, s, storage)
     return Comparison(per_seed=per_seed, table=agg, out=out, records=stored, seeds=s.seeds,
-                      seconds=time.perf_counter() - start, storage=database.mask_url(s.storage))
+                      seconds=time.perf_counter() - start, storage=storage.shown)

@@ -20,7 +20,7 @@ from cifar_tune.choices import ARCH_LABELS, MODELS_DIR
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
 from cifar_tune.models import configs
-from cifar_tune.storage import database
+from cifar_tune.storage import handle
 from cifar_tune.storage.naming import storage_tag
 from cifar_tune.studies import catalog, presets, spaces
 from cifar_tune.studies.records import StudyRecord, TrialRecord
@@ -57,9 +57,9 @@ def models_dir(storage_url: str) -> Path:
     return MODELS_DIR if tag is None else MODELS_DIR / tag
 
 
-def recorded_source(storage_url: str, archs: list[str] | None = None) -> str | None:
+def recorded_source(storage: handle.Storage | str, archs: list[str] | None = None) -> str | None:
     """The ``--data`` the studies were tuned on (as recorded by ``optimize``), so compare can default to it."""
-    storage = database.storage_for_reading(storage_url)
+    storage = handle.resolve(storage).reading()
     for arch, name in catalog.find_studies(storage).items():
         if archs is None or arch in archs:
             source = StudyRecord.read(optuna.load_study(study_name=name, storage=storage)).source
@@ -109,12 +109,13 @@ def _tuned_config(arch: str, study: optuna.Study, trial: optuna.trial.FrozenTria
     return space.config_from_params(trial.params)
 
 
-def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, epochs: int | None,
+def select_targets(ds: data.Dataset, storage: handle.Storage | str, archs: list[str] | None, epochs: int | None,
                    full_data: bool = False) -> tuple[list[Target], list[str]]:
     """The architectures to compare and the skip messages; UserError when nothing is left to compare."""
-    storage = database.storage_for_reading(storage_url)
-    found = catalog.find_studies(storage)
-    where = database.mask_url(storage_url)
+    storage = handle.resolve(storage)
+    opened = storage.reading()
+    found = catalog.find_studies(opened)
+    where = storage.shown
     if not found:
         raise UserError(f"no studies in {where} (run `cifar-tune optimize --arch ...` first)")
     skipped, targets = [], []
@@ -123,7 +124,7 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, 
         if arch not in found:
             skipped.append(f"skipping {arch}: no study for it in {where}")
             continue
-        study = optuna.load_study(study_name=found[arch], storage=storage)
+        study = optuna.load_study(study_name=found[arch], storage=opened)
         best = catalog.best_trial(study)
         if best is None:
             skipped.append(f"skipping {arch}: study {found[arch]} has no completed trial yet")
@@ -134,7 +135,7 @@ def select_targets(ds: data.Dataset, storage_url: str, archs: list[str] | None, 
             notes.append(f"WARNING: {warning}")
         targets.append(Target(arch, study, best, catalog.baseline_trial(study), _tuned_config(arch, study, best),
                               configs.complete(arch), epochs or _study_epochs(study), target_ds, notes, warning,
-                              models_dir(storage_url)))
+                              models_dir(storage.url)))
     if not targets:
         raise UserError(f"nothing to compare in {where}: " + "; ".join(skipped))
     return targets, skipped

@@ -141,6 +141,15 @@ def _check_writable_sqlite(url: str, path: Path) -> None:
             raise UserError(f"storage {mask_url(url)}: {p} is read-only; optimize needs to write to it")
 
 
+def check_writable(url: str, writes: str = "optimize") -> None:
+    """Refuse (``UserError``) to write through a storage already opened: a read-only URL, a SQLite file or folder
+    that cannot be written (what ``open_storage`` checks besides what opening checked)."""
+    check_url(url, writes=writes)
+    path = sqlite_path(url)
+    if path is not None:
+        _check_writable_sqlite(url, path)
+
+
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  with_heartbeat: bool = True, writes: str = "optimize",
                  retry_attrs: Callable[[optuna.trial.FrozenTrial], dict] | None = None) -> optuna.storages.RDBStorage:
@@ -384,11 +393,15 @@ def check_schema(url: str, tables: set[str], writes: str | None = None, settled:
                     "(`optuna storage upgrade` upgrades it); nothing was written")
 
 
-def storage_for_reading(url: str, writes: str | None = None) -> optuna.storages.RDBStorage:
+def storage_for_reading(url: str, writes: str | None = None, *, tuning: bool = False,
+                        heartbeat_interval: int | None = None, grace_period: int | None = None,
+                        retry_attrs: Callable[[optuna.trial.FrozenTrial], dict] | None = None,
+                        ) -> optuna.storages.RDBStorage:
     """Open an existing storage, writing nothing: no SQLite file that is not there, no damaged SQLite file, and
     no Optuna table in a database that lacks one (``check_schema``). A read-only SQLite URL (``?mode=ro``) is
     opened read-only. ``writes``: the command that will write through it later (``compare`` stores its results
-    in the studies), which a read-only URL refuses. Raises ``UserError``."""
+    in the studies), which a read-only URL refuses. ``tuning``: pooled, with ``open_storage``'s heartbeat and
+    retries, for ``optimize`` to run trials through later (``handle.Storage``). Raises ``UserError``."""
     check_url(url, writes=writes)
     path = sqlite_path(url)
     if path is not None and not path.exists():
@@ -396,4 +409,6 @@ def storage_for_reading(url: str, writes: str | None = None) -> optuna.storages.
     if path is not None:
         check_sqlite_file(url, path)
     check_schema(url, _table_names(url))
+    if tuning:
+        return _open(url, _heartbeat_kwargs(heartbeat_interval, grace_period, retry_attrs))
     return _open(url, {}, pooled=False)

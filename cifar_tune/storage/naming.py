@@ -7,7 +7,7 @@ import hashlib
 import re
 
 from cifar_tune.choices import DEFAULT_STORAGE
-from cifar_tune.storage.database import mask_url, normalize_url, sqlite_path
+from cifar_tune.storage.urls import mask_url, normalize_url, parse, sqlite_path
 
 
 def _identity(url: str) -> tuple[str, str]:
@@ -15,11 +15,9 @@ def _identity(url: str) -> tuple[str, str]:
     database name and its URL, password masked."""
     path = sqlite_path(url)
     if path is not None:
-        path = path.expanduser().resolve()
+        path = path.resolve()  # its ~ was expanded (normalize_url)
         return path.stem, str(path)
-    from sqlalchemy.engine import make_url
-
-    u = make_url(normalize_url(url))
+    u = parse(normalize_url(url))
     return u.database or u.host or "db", mask_url(normalize_url(url))
 
 

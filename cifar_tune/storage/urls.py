@@ -4,12 +4,28 @@ into the URL SQLAlchemy opens (``engine_url``). ``database.py`` opens what these
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
 
 from cifar_tune.choices import DEFAULT_STORAGE, SQLITE_TIMEOUT_ENV
 from cifar_tune.errors import UserError
+
+
+def url_or_default(url: str | None) -> str:
+    """The storage URL a command uses: ``url``, or the default storage's (``sqlite:///storage/cifar_tune.db``)
+    when None."""
+    return DEFAULT_STORAGE if url is None else url
+
+
+@functools.lru_cache(maxsize=64)
+def parse(url: str):
+    """SQLAlchemy's ``URL`` of ``url`` (immutable), parsed once per process however often a command looks at its
+    storage's URL. Raises what ``sqlalchemy.engine.make_url`` raises (``ArgumentError``, ``ValueError``)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url)
 
 
 def normalize_url(url: str) -> str:
@@ -26,11 +42,10 @@ def normalize_url(url: str) -> str:
 
 def mask_url(url: str) -> str:
     """The URL with any password (user part or ``?password=``) replaced by ***, safe to print or log."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        u = make_url(url)
+        u = parse(url)
         if "password" in u.query:
             u = u.update_query_dict({"password": "***"})
         return u.render_as_string(hide_password=True).replace("password=%2A%2A%2A", "password=***")
@@ -39,11 +54,10 @@ def mask_url(url: str) -> str:
 
 
 def _passwords(url: str) -> list[str]:
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        u = make_url(url)
+        u = parse(url)
     except (ArgumentError, ValueError):
         return []
     return [str(p) for p in (u.password, u.query.get("password")) if p]
@@ -70,12 +84,11 @@ def check_url(url: str, writes: str | None = None) -> None:
     in-memory SQLite database, and a SQLite argument that would be ignored. ``writes``: the command that will
     write to the storage (``optimize``, ``compare``), which a read-only SQLite URL (``?mode=ro``) refuses.
     Raises ``UserError``."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     shown = mask_url(url)
     try:
-        u = make_url(normalize_url(url))
+        u = parse(normalize_url(url))
     except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number, an unclosed [ of IPv6
         m = re.search(r"invalid literal for int\(\) with base 10: ('.*')", str(e))
         why = (f"its port {scrub(m[1], url)} is not a number" if m else
@@ -135,9 +148,7 @@ def _check_sqlite_url(url: str, u, writes: str | None) -> None:
 
 def read_only(url: str) -> bool:
     """Whether ``url`` is a SQLite URL marked read-only (``?mode=ro``): SQLite itself then refuses any write."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(normalize_url(url))
+    u = parse(normalize_url(url))
     return u.get_backend_name() == "sqlite" and u.query.get("mode") == "ro"
 
 
@@ -147,10 +158,8 @@ def engine_url(url: str) -> str:
     (``file:/abs/path?mode=ro`` with ``uri=true``); ``rw`` and ``rwc`` are checked by ``open_storage``."""
     from urllib.parse import quote
 
-    from sqlalchemy.engine import make_url
-
     real = normalize_url(url)
-    u = make_url(real)
+    u = parse(real)
     if u.get_backend_name() != "sqlite" or "mode" not in u.query:
         return real
     mode, u = u.query["mode"], u.difference_update_query(["mode"])
@@ -162,13 +171,9 @@ def engine_url(url: str) -> str:
 
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL (check_url refused in-memory ones); None for a server URL."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(normalize_url(url))
+    u = parse(normalize_url(url))
     return Path(u.database) if u.get_backend_name() == "sqlite" else None
 
 
 def sqlite_mode(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-
-    return make_url(normalize_url(url)).query.get("mode")
+    return parse(normalize_url(url)).query.get("mode")

@@ -142,6 +142,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     and the storage URL, and stores nothing. Raises ``UserError`` (``errors.InvalidValue`` for a bad value)."""
     from cifar_tune.runtime import devices
     from cifar_tune.storage import database
+    from cifar_tune.storage.urls import url_or_default
 
     unknown = sorted(set(given) - set(KEYS) - set(EXTRA))
     if unknown:
@@ -156,7 +157,7 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     preset_name = DEFAULT_PRESET if preset is None else preset
     values = merge(load_preset(validate.check_setting("preset", preset_name), arch), flags, preset_name)
     spaces.load(arch, extra["space"])  # a bad space file fails now, before anything is stored
-    storage = names.DEFAULT_STORAGE if extra["storage"] is None else extra["storage"]
+    storage = validate.check_nonempty("storage", url_or_default(extra["storage"]))
     database.check_url(storage, writes="optimize")
     check_ray(extra, storage)
     data = extra["data"]

@@ -11,7 +11,8 @@ import optuna
 from cifar_tune import runtime
 from cifar_tune.choices import TOTAL_TRIALS_ENV
 from cifar_tune.errors import InvalidValue, UserError
-from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL, storage_for_reading
+from cifar_tune.storage import handle
+from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies import validate
 from cifar_tune.studies.presets import OptimizeSettings
@@ -30,9 +31,10 @@ def total_trials(settings: OptimizeSettings) -> int | None:
         raise UserError(f"{TOTAL_TRIALS_ENV}: {e.rule}") from None
 
 
-def needs_supervisor(settings: OptimizeSettings) -> bool:
+def needs_supervisor(settings: OptimizeSettings, storage: handle.Storage | None = None) -> bool:
     """Whether this command runs its trials in worker processes (``--jobs``, or more trials than one process
-    should run: Keras's TensorFlow trainer does not give all memory back between trials)."""
+    should run: Keras's TensorFlow trainer does not give all memory back between trials). ``storage``: the
+    command's (default: ``settings.storage``'s), read for the trials a study-wide target has left."""
     if settings.jobs > 1:
         return True
     per_process, total = trials_per_process(settings), total_trials(settings)
@@ -41,7 +43,8 @@ def needs_supervisor(settings: OptimizeSettings) -> bool:
     if total is None:
         return settings.n_trials > per_process
     try:
-        study = optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
+        opened = handle.resolve(storage or settings.storage).reading()
+        study = optuna.load_study(study_name=settings.study_name, storage=opened)
         return total - records.started_trials(study) > per_process
     except (UserError, KeyError):  # no storage or no study yet
         return total > per_process

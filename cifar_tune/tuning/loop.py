@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from cifar_tune import engines, progress, runtime
 from cifar_tune.engines import numerics
 from cifar_tune.errors import TrialFailed, UserError
+from cifar_tune.storage import handle
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
@@ -55,7 +56,8 @@ MAX_TAKEN_OVER = 3  # trials in a row another worker declared dead: this worker'
 
 
 def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node: str | None = None,
-               describe: bool = False, prepared: tuple | None = None) -> tuple[optuna.Study, str]:
+               describe: bool = False, prepared: tuple | None = None,
+               storage: handle.Storage | None = None) -> tuple[optuna.Study, str]:
     """Run trials of the study in this process; returns the study and which limit ended the run
     (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``).
 
@@ -63,14 +65,15 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
     that many trials, at most ``n_trials`` of them here when this process is a supervisor's or a Ray cluster's
     worker (``worker`` > 0; ``node``: the Ray node id each trial records; ``describe``: this worker reports the
     ``Training on: ...`` line, as a command running its trials here does). ``prepared``: ``study.prepare``'s
-    (space, split), when the caller loaded them already.
+    (space, split), when the caller loaded them already; ``storage``: the command's (default: the
+    settings', ``study.storage_of``).
     Raises ``UserError`` before anything is written for bad data or space, and before any trial when the device
     computes the architecture wrongly in the precision.
     """
     space, split = prepared or prepare(settings)  # bad data or space: refused before anything is written
     numerics.verify(settings.arch, settings.precision)  # then numerics (once per process, cached per device)
-    storage = open_study_storage(settings)
-    study, created = create_or_load(settings, storage, space, split)
+    opened = open_study_storage(settings, storage)
+    study, created = create_or_load(settings, opened, space, split)
     total = total_trials(settings)
     if worker == 0 or describe:
         engines.report_device(settings.engine, settings.precision)
@@ -88,7 +91,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
         else:
             supervised = worker > 0
             ran = run_until_total(study, objective, total, max_trials=n_trials if supervised else None,
-                                  stay=not supervised, timeout=settings.timeout, poll=poll_seconds(storage),
+                                  stay=not supervised, timeout=settings.timeout, poll=poll_seconds(opened),
                                   callbacks=callbacks)
             reached = records.started_trials(study) >= total or (supervised and ran >= n_trials)
             ended = progress.ENDED_TOTAL if reached else progress.ENDED_TIMEOUT

@@ -42,6 +42,7 @@ import optuna
 from cifar_tune import progress, runtime
 from cifar_tune.errors import ClusterError, UserError
 from cifar_tune.runtime import devices
+from cifar_tune.storage import handle, urls
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.text import count
@@ -56,9 +57,10 @@ STOP_GRACE = 30.0  # seconds cancelled workers have to fail their trials and end
 CONNECT_TIMEOUT = 10.0  # seconds the cluster's address has to answer before ray.init is tried
 
 
-def run_on_ray(settings: OptimizeSettings) -> int:
+def run_on_ray(settings: OptimizeSettings, storage: handle.Storage | None = None) -> int:
     """Run the study's trials on the Ray cluster at ``settings.ray`` until the study holds its total; returns the
-    exit status (0, or a worker's: 2 for a user error or a failed storage).
+    exit status (0, or a worker's: 2 for a user error or a failed storage). ``storage``: the command's
+    (default: the settings', ``study.storage_of``); each task opens its own from the URL.
 
     Raises ``UserError`` before anything is stored when Ray is not installed or the storage's password is on this
     process's command line; ``ClusterError`` (one line) before anything is stored when nothing answers at the
@@ -68,7 +70,7 @@ def run_on_ray(settings: OptimizeSettings) -> int:
     (each fails its running trial)."""
     ray, connected = connect(settings)
     try:
-        return _run(ray, settings)
+        return _run(ray, settings, storage)
     finally:
         if connected:
             ray.shutdown()
@@ -146,10 +148,8 @@ def _host_port(address: str) -> tuple[str, int] | None:
 
 def passwords(url: str) -> list[str]:
     """The passwords a storage URL holds (user part, ``?password=``): none, one or two."""
-    from sqlalchemy.engine import make_url
-
     try:
-        u = make_url(url)
+        u = urls.parse(url)
     except Exception:  # unparsable: make_settings refused it already
         return []
     return [str(p) for p in (u.password, u.query.get("password")) if p]
@@ -158,9 +158,9 @@ def passwords(url: str) -> list[str]:
 def without_password(url: str) -> str:
     """``url`` without its password (user part and ``?password=``): what travels to the workers, which take the
     password from their node (libpq's ``$PGPASSWORD`` or ``~/.pgpass``)."""
-    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.engine import URL
 
-    u = make_url(url).difference_update_query(["password"])  # URL.set(password=None) would keep it ("unchanged")
+    u = urls.parse(url).difference_update_query(["password"])  # URL.set(password=None) would keep it ("unchanged")
     return URL.create(u.drivername, u.username, None, u.host, u.port, u.database,
                       u.query).render_as_string(hide_password=False)
 
@@ -195,9 +195,9 @@ def failure(e: Exception) -> tuple[str, bool]:
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): .+")
 
 
-def _run(ray, settings: OptimizeSettings) -> int:
-    storage, space, split = open_and_prepare(settings)
-    study, created = create_or_load(settings, storage, space, split)  # study and baseline exist before workers
+def _run(ray, settings: OptimizeSettings, storage: handle.Storage | None) -> int:
+    opened, space, split = open_and_prepare(settings, storage)
+    study, created = create_or_load(settings, opened, space, split)  # study and baseline exist before workers
     del split  # the workers load their own copy; the driver holds no data and loads no Keras
     total = total_trials(settings)
     if total is None:  # --n-trials N: N more trials than the study holds now, counted as a study-wide total
@@ -212,7 +212,7 @@ def _run(ray, settings: OptimizeSettings) -> int:
     driver = Driver(ray, settings, study, total, workers, share, per_process)
     try:
         with runtime.signals_deferred():  # a signal is seen at the next poll (see supervisor.run_jobs)
-            return driver.drive(poll_seconds(storage))
+            return driver.drive(poll_seconds(opened))
     except KeyboardInterrupt:
         driver.cancel()
         raise

@@ -11,14 +11,14 @@ import optuna
 
 from cifar_tune import progress
 from cifar_tune.errors import NotLearnedWarning, WorkersStopped
-from cifar_tune.storage.database import storage_for_reading
+from cifar_tune.storage import handle
 from cifar_tune.tuning.optuna_logging import quiet_optuna
 
 if TYPE_CHECKING:
     from cifar_tune.studies.presets import OptimizeSettings
 
 
-def run_study(settings: OptimizeSettings) -> optuna.Study:
+def run_study(settings: OptimizeSettings, storage: handle.Storage | None = None) -> optuna.Study:
     """Run (or resume) the study and return it (read back from the storage, every trial in it), reporting its
     progress as it goes (``progress.StudyStarted``, a ``TrialFinished`` per trial, ``StudyFinished`` at the end;
     the Python API's ``cifar_tune.optimize``, the CLI's ``optimize`` and ``run``).
@@ -29,24 +29,27 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
     trial was failed: the caller says what stopped (``optimize``, ``cifar-tune run``).
 
     Keras loads only where this process trains (one worker: the trials run here); a supervisor of worker
-    processes and a Ray driver never load it (nor keep the data: they read it once, for the study's record)."""
+    processes and a Ray driver never load it (nor keep the data: they read it once, for the study's record).
+    ``storage``: the command's (default: the settings', ``study.storage_of``), opened once here."""
     from cifar_tune.tuning.budget import needs_supervisor, total_trials
+    from cifar_tune.tuning.study import storage_of
 
     start = time.perf_counter()
     quiet_optuna()
+    storage = storage or storage_of(settings)
     if settings.ray is not None:  # workers on a Ray cluster (ray_backend.py)
         from cifar_tune.tuning.ray_backend import run_on_ray
 
-        code = run_on_ray(settings)
+        code = run_on_ray(settings, storage)
         if code:
             raise WorkersStopped(settings.arch, code)
         timed_out = settings.timeout is not None and time.perf_counter() - start >= settings.timeout
         ended = progress.ENDED_TIMEOUT if timed_out else (
             progress.ENDED_TRIALS if total_trials(settings) is None else progress.ENDED_TOTAL)
-    elif needs_supervisor(settings):
+    elif needs_supervisor(settings, storage):
         from cifar_tune.tuning.supervisor import run_jobs
 
-        code, ended = run_jobs(settings)
+        code, ended = run_jobs(settings, storage)
         if code:
             raise WorkersStopped(settings.arch, code)
     else:  # one worker: the trials run in this process, which loads Keras once the data and space passed
@@ -57,8 +60,8 @@ def run_study(settings: OptimizeSettings) -> optuna.Study:
         runtime.import_keras()  # first: the loop's imports load Keras (backend chosen, native logs silenced)
         from cifar_tune.tuning.loop import run_worker as run_here
 
-        ended = run_here(settings, settings.n_trials, prepared=prepared)[1]
-    study = optuna.load_study(study_name=settings.study_name, storage=storage_for_reading(settings.storage))
+        ended = run_here(settings, settings.n_trials, prepared=prepared, storage=storage)[1]
+    study = optuna.load_study(study_name=settings.study_name, storage=storage.reading())
     progress.report(progress.StudyFinished(settings, study, time.perf_counter() - start, ended))
     _warn_if_not_learned(study)
     return study

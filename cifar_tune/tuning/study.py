@@ -15,8 +15,8 @@ from cifar_tune import runtime
 from cifar_tune.choices import ENGINES, PRUNERS, SAMPLERS
 from cifar_tune.data import cifar10 as data
 from cifar_tune.errors import UserError
-from cifar_tune.storage import artifacts
-from cifar_tune.storage.database import heartbeat_timing, open_storage
+from cifar_tune.storage import artifacts, handle
+from cifar_tune.storage.database import heartbeat_timing
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import spaces
 from cifar_tune.studies.presets import OptimizeSettings
@@ -100,19 +100,27 @@ def prepare(settings: OptimizeSettings) -> tuple[spaces.Space, data.Split]:
     return space, data.split_validation(ds, settings.val_size, settings.seed)
 
 
-def open_and_prepare(settings: OptimizeSettings):
+def storage_of(settings: OptimizeSettings) -> handle.Storage:
+    """The storage of the study (``handle.resolve``), opened as ``optimize``'s: with the settings' heartbeats and
+    the retry of a dead worker's trial (recorded as ``TrialRecord.retry_attrs`` says)."""
+    return handle.resolve(settings.storage, handle.Tuning(settings.heartbeat_interval, settings.grace_period,
+                                                          TrialRecord.retry_attrs))
+
+
+def open_and_prepare(settings: OptimizeSettings, storage: handle.Storage | None = None):
     """(storage, space, split): the data are loaded and checked first, so bad data never touch the storage; an
-    unusable artifact folder costs its warning before the storage is touched too (a side store, never the study)."""
+    unusable artifact folder costs its warning before the storage is touched too (a side store, never the study).
+    ``storage``: the command's (default: ``storage_of(settings)``)."""
     space, split = prepare(settings)
-    return open_study_storage(settings), space, split
+    return open_study_storage(settings, storage), space, split
 
 
-def open_study_storage(settings: OptimizeSettings):
-    """The study's storage (``database.open_storage``, with heartbeats and retries), after the artifact folder's
-    check (which creates nothing: a refused command leaves no folder)."""
+def open_study_storage(settings: OptimizeSettings, storage: handle.Storage | None = None):
+    """The study's Optuna storage (``storage.writing``: created if missing, with heartbeats and retries; ``storage``
+    default: ``storage_of(settings)``), after the artifact folder's check (which creates nothing: a refused
+    command leaves no folder)."""
     artifacts.artifact_store(create=False)
-    return open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
-                        grace_period=settings.grace_period, retry_attrs=TrialRecord.retry_attrs)
+    return (storage or storage_of(settings)).writing()
 
 
 def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space,

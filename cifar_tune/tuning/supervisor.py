@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from cifar_tune import progress, runtime
 from cifar_tune.runtime import devices
+from cifar_tune.storage import handle
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
@@ -167,18 +168,19 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-def run_jobs(settings: OptimizeSettings) -> tuple[int, str]:
+def run_jobs(settings: OptimizeSettings, storage: handle.Storage | None = None) -> tuple[int, str]:
     """Supervise workers until this command's trials are done; returns the exit status (0, or why it stopped) and
-    which limit ended the run (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``)."""
-    storage, space, split = open_and_prepare(settings)
-    study, created = create_or_load(settings, storage, space, split)  # study and baseline exist before workers
+    which limit ended the run (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``). ``storage``: the
+    command's (default: the settings', ``study.storage_of``); each worker opens its own."""
+    opened, space, split = open_and_prepare(settings, storage)
+    study, created = create_or_load(settings, opened, space, split)  # study and baseline exist before workers
     del split  # the workers load their own copy; this process holds no data and loads no Keras
     total = total_trials(settings)
     sup = Supervisor(settings, study, total, trials_per_process(settings))
     planned = settings.n_trials if total is None else max(0, total - records.started_trials(study))
     progress.report(progress.StudyStarted(settings, study, created, total, trials_per_process(settings), planned,
                                           devices.visible_gpus()))
-    poll, start, timed_out = poll_seconds(storage), time.monotonic(), False
+    poll, start, timed_out = poll_seconds(opened), time.monotonic(), False
     try:
         # A signal is seen at the next poll, never raised inside a library call (where it could be swallowed
         # or leave a just-started worker unrecorded); leaving the block raises it.

@@ -10,8 +10,8 @@ import socket
 from cifar_tune import progress, runtime
 from cifar_tune.choices import ARTIFACTS_ENV
 from cifar_tune.errors import UserError
-from cifar_tune.storage import database
-from cifar_tune.storage.artifacts import WholeFileArtifactStore, artifact_dir, artifact_store
+from cifar_tune.storage import database, handle
+from cifar_tune.storage.artifacts import WholeFileArtifactStore, artifact_dir
 
 
 def _check_port(host: str, port: int) -> None:
@@ -39,7 +39,7 @@ def _artifacts_beside(storage_url: str):
     if os.environ.get(ARTIFACTS_ENV):
         return None
     path = database.sqlite_path(storage_url)
-    beside = path.expanduser().parent / "artifacts" if path is not None else None
+    beside = path.parent / "artifacts" if path is not None else None  # its ~ was expanded (normalize_url)
     return beside if beside is not None and beside.is_dir() else None
 
 
@@ -58,26 +58,28 @@ def _quiet_server(host: str, port: int, app):
     return make_server(host, port, app, server_class=Server, handler_class=QuietHandler)
 
 
-def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> int:
+def serve(storage: handle.Storage | str, host: str = "127.0.0.1", port: int = 8080) -> int:
     """Serve optuna-dashboard (its WSGI app, ``optuna_dashboard.wsgi``) on the storage, with the artifact store,
     until the first Ctrl-C or SIGTERM, even one that comes while a response is in flight; returns the exit status,
     0. Says one line with the URL (``progress.info``); the server itself says nothing per request. A read-only
     SQLite URL (``?mode=ro``) is served read-only: the dashboard shows everything, and its edits (notes, deleting)
-    fail. Raises ``UserError`` (the storage, a port that is taken or out of range)."""
+    fail. ``storage``: the command's (``handle.Storage``) or a URL. Raises ``UserError`` (the storage, a port
+    that is taken or out of range)."""
     import optuna_dashboard
 
-    storage = database.storage_for_reading(storage_url)  # a wrong URL or password ends here, in one line
+    storage = handle.resolve(storage)
+    opened = storage.reading()  # a wrong URL or password ends here, in one line
     _check_port(host, port)
-    beside = _artifacts_beside(storage_url)
-    store = WholeFileArtifactStore(beside) if beside is not None else artifact_store()
+    beside = _artifacts_beside(storage.url)
+    store = WholeFileArtifactStore(beside) if beside is not None else storage.artifacts
     try:
-        server = _quiet_server(host, port, optuna_dashboard.wsgi(storage, artifact_store=store))
+        server = _quiet_server(host, port, optuna_dashboard.wsgi(opened, artifact_store=store))
     except OSError as e:  # the port was taken between our check and the server's bind
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     shown = f"[{host}]" if ":" in host else host
     artifacts = f"artifacts in {beside or artifact_dir()}/" if store is not None else "no artifacts"
-    read_only = ", read-only: its edits fail" if database.read_only(storage_url) else ""
-    progress.info(f"optuna-dashboard on {database.mask_url(storage_url)} ({artifacts}{read_only}): "
+    read_only = ", read-only: its edits fail" if database.read_only(storage.url) else ""
+    progress.info(f"optuna-dashboard on {storage.shown} ({artifacts}{read_only}): "
                   f"http://{shown}:{port}/dashboard/  (Ctrl-C to stop)")
     _serve_until_stopped(server)
     return 0

@@ -16,8 +16,9 @@ from cifar_tune import runtime
 from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR
 from cifar_tune.errors import UserError
 from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
-from cifar_tune.storage.database import check_url, mask_url, storage_for_reading
+from cifar_tune.storage import handle
 from cifar_tune.storage.naming import storage_tag
+from cifar_tune.storage.urls import check_url
 from cifar_tune.studies import catalog as records
 from cifar_tune.studies.records import ComparisonRecord, StudyRecord, TrialRecord
 from cifar_tune.views.figures import (
@@ -190,23 +191,24 @@ def _compare_section(studies_: list, compared: dict[str, ComparisonRecord]) -> t
     return section, figures
 
 
-def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
-    """One self-contained HTML page about every study in the storage, and the compare results stored with them,
-    written to ``study_report_path(out, storage_url)``; returns its path. Raises ``UserError`` (no studies, a
-    storage that cannot be read, a path that cannot be written)."""
-    check_url(storage_url)  # a URL that cannot be parsed: one line, before its name is made into the report's
-    path = check_report_path(out, storage_url)  # before the storage is read: a bad path costs nothing
-    storage = storage_for_reading(storage_url)
-    summaries, foreign = records.split_studies(storage)
+def write_study_report(storage: handle.Storage | str, out: str | Path | None = None) -> Path:
+    """One self-contained HTML page about every study in the storage (the command's ``handle.Storage``, or a
+    URL), and the compare results stored with them, written to ``study_report_path(out, storage URL)``; returns
+    its path. Raises ``UserError`` (no studies, a storage that cannot be read, a path that cannot be written)."""
+    storage = handle.resolve(storage)
+    check_url(storage.url)  # a URL that cannot be parsed: one line, before its name is made into the report's
+    path = check_report_path(out, storage.url)  # before the storage is read: a bad path costs nothing
+    opened = storage.reading()
+    summaries, foreign = records.split_studies(opened)
     if not summaries:
-        raise UserError(f"no {'cifar-tune ' if foreign else ''}studies in {mask_url(storage_url)} (run `cifar-tune "
+        raise UserError(f"no {'cifar-tune ' if foreign else ''}studies in {storage.shown} (run `cifar-tune "
                         f"optimize --arch ...` first){'; ' + records.foreign_line(foreign) if foreign else ''}")
 
     def order(s):
         arch = records.study_arch(s)
         return (ARCH_KEYS.index(arch) if arch in ARCH_KEYS else len(ARCH_KEYS), s.study_name)
 
-    studies_ = [optuna.load_study(study_name=s.study_name, storage=storage) for s in sorted(summaries, key=order)]
+    studies_ = [optuna.load_study(study_name=s.study_name, storage=opened) for s in sorted(summaries, key=order)]
     compared = {s.study_name: rec for s in studies_ if (rec := ComparisonRecord.read(s)) is not None}
     figures: list[tuple[str, go.Figure]] = []
     notes: list[str] = [records.foreign_line(foreign)] if foreign else []
@@ -220,7 +222,7 @@ def write_study_report(storage_url: str, out: str | Path | None = None) -> Path:
             if warning:
                 notes.insert(0, f"{study.study_name}: {warning}")
         compare_html, compare_figures = _compare_section(studies_, compared)
-    facts = {"Storage": mask_url(storage_url), "Generated": datetime.now().astimezone().isoformat(timespec="seconds"),
+    facts = {"Storage": storage.shown, "Generated": datetime.now().astimezone().isoformat(timespec="seconds"),
              "Studies": len(studies_)}
     intro = (facts_html(facts) + "<h2>Studies</h2>\n"
              + _study_rows(studies_).to_html(index=False, border=0, classes="metrics") + "\n" + compare_html)

@@ -14,6 +14,7 @@ from cifar_tune.choices import COMPARE_DIFF as DIFF
 from cifar_tune.comparison.statistics import aggregate, verdict
 from cifar_tune.models import metrics
 from cifar_tune.models.metrics import ACCURACY, F1
+from cifar_tune.storage import handle
 from cifar_tune.studies.catalog import (
     Cost,
     best_trial,
@@ -161,13 +162,12 @@ def compared_rows(storage) -> list[dict]:
     return rows
 
 
-def stored_table(storage_url: str, archs: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+def stored_table(storage: handle.Storage | str, archs: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The comparisons stored with the studies of ``archs`` (default: every architecture with a study), aggregated
     as ``compare`` aggregates its own (``aggregate`` above: per architecture the baseline, tuned and
-    paired-difference rows; empty when none is stored), and the not-learned warnings ("<arch>: <why>")."""
-    from cifar_tune.storage.database import storage_for_reading
-
-    storage = storage_for_reading(storage_url)
+    paired-difference rows; empty when none is stored), and the not-learned warnings ("<arch>: <why>").
+    ``storage``: the command's (``handle.Storage``) or a URL."""
+    storage = handle.resolve(storage).reading()
     found = find_studies(storage)
     rows, warnings = [], []
     for arch in (found if archs is None else archs):
