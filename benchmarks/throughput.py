@@ -34,7 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cifar_tune import engines  # noqa: E402
-from cifar_tune.data import cifar10 as data
+from cifar_tune.data import cifar10
 from cifar_tune.models import architectures
 from cifar_tune.runtime import devices
 
@@ -160,7 +160,7 @@ def save(path: Path, result: dict) -> None:
 
 def _arrays(source: str | None, n: int, n_val: int):
     if source:
-        ds = data.load(source)
+        ds = cifar10.load(source)
         return ds.x_train[:n], ds.y_train[:n], ds.x_test[:n_val], ds.y_test[:n_val]
     rng = np.random.default_rng(0)
     return (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8),

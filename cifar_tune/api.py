@@ -149,13 +149,13 @@ def compare(archs: list[str] | None = None, *, seeds: int = choices.DEFAULT_COMP
     data or arguments) before anything is trained, KeyboardInterrupt after Ctrl-C (finished trainings are kept
     in the studies and reused by the same call).
     """
-    from cifar_tune.comparison import retrain as comparison
+    from cifar_tune.comparison import retrain
 
-    settings = comparison.make_settings(  # as the CLI's compare makes them
+    settings = retrain.make_settings(  # as the CLI's compare makes them
         archs, seeds=seeds, epochs=epochs, storage=storage, out=out, engine=engine, precision=precision,
         verbose=verbose, full_data=full_data, data=data, subset=subset)
     with _one_at_a_time("compare"):
-        return comparison.compare_studies(settings)
+        return retrain.compare_studies(settings)
 
 
 def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int = choices.DEFAULT_COMPARE_SEEDS,
@@ -173,14 +173,14 @@ def run(archs: list[str] | None = None, *, preset: str = "default", seeds: int =
     ``report`` path, ``not_compared``: architectures without a completed trial, and why). Raises ``UserError``,
     ``WorkersStopped``, KeyboardInterrupt after Ctrl-C (finished trials and trainings kept).
     """
-    from cifar_tune import pipeline as job
+    from cifar_tune import pipeline
     from cifar_tune.studies import presets
 
     if timeout is not None:
         study_keywords["timeout"] = timeout  # as the CLI's --timeout: each study's bound too
     plan = presets.make_plan(_archs(archs, list(ARCH_KEYS)), preset=preset, **study_keywords)
     with _one_at_a_time("run"):
-        return job.run_job(plan, seeds=seeds, timeout=timeout, out_dir=None if out is None else os.fspath(out))
+        return pipeline.run_job(plan, seeds=seeds, timeout=timeout, out_dir=None if out is None else os.fspath(out))
 
 
 def load(storage: str | None = None) -> Studies:
@@ -196,7 +196,7 @@ def load(storage: str | None = None) -> Studies:
 
     from cifar_tune.results import Studies
     from cifar_tune.storage import handle
-    from cifar_tune.studies import catalog as records
+    from cifar_tune.studies import catalog
     from cifar_tune.studies.records import ComparisonRecord
     from cifar_tune.views import tables
 
@@ -204,7 +204,7 @@ def load(storage: str | None = None) -> Studies:
     opened = storage.reading()
     try:
         studies = {arch: optuna.load_study(study_name=name, storage=opened)
-                   for arch, name in records.find_studies(opened).items()}
+                   for arch, name in catalog.find_studies(opened).items()}
         stored = {s.study_name: rec.to_attrs() for s in studies.values()
                   if (rec := ComparisonRecord.read(s)) is not None}
         table, warnings = tables.stored_table(storage, list(studies))

@@ -33,13 +33,12 @@ import optuna
 from cifar_tune import runtime, tuning
 from cifar_tune.choices import DEFAULT_STORAGE
 from cifar_tune.comparison.retrain import CompareSettings, compare_studies
-from cifar_tune.data import cifar10 as data
+from cifar_tune.data import cifar10
 from cifar_tune.progress import info
 from cifar_tune.results import Comparison, JobResult
 from cifar_tune.storage import handle
 from cifar_tune.storage.urls import mask_url
-from cifar_tune.studies import catalog as records
-from cifar_tune.studies import validate
+from cifar_tune.studies import catalog, validate
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import ComparisonRecord, TrialRecord
 from cifar_tune.text import count
@@ -80,17 +79,17 @@ def run_studies(plan: list[OptimizeSettings], timeout: float | None,
 def without_result(storage: handle.Storage | str, archs: list[str]) -> dict[str, str]:
     """The architectures whose study has no completed trial (nothing to compare), and why."""
     storage = handle.resolve(storage).reading()
-    found, why = records.find_studies(storage), {}
+    found, why = catalog.find_studies(storage), {}
     for arch in archs:
         if arch not in found:
             why[arch] = "no study (the job's --timeout was spent before it began)"
             continue
         study = optuna.load_study(study_name=found[arch], storage=storage)
-        if records.best_trial(study) is not None:
+        if catalog.best_trial(study) is not None:
             continue
         trials = study.get_trials(deepcopy=False)
         states = ", ".join(f"{n} {'failed' if state == 'fail' else state}"
-                           for state, n in records.counts_by_state(trials).items())
+                           for state, n in catalog.counts_by_state(trials).items())
         reasons = [r for r in (TrialRecord.read(t).fail_reason for t in trials) if r]
         why[arch] = (f"study {found[arch]} has no completed trial ({states or 'no trials'}"
                      + (f"; last failure: {reasons[-1][:120]}" if reasons else "") + ")")
@@ -121,12 +120,12 @@ def to_compare(storage: handle.Storage | str, archs: list[str], seeds: int) -> l
     """The architectures with a completed trial whose stored comparison is missing or out of date (another best
     trial since, or fewer seeds than asked)."""
     storage = handle.resolve(storage).reading()
-    found, todo = records.find_studies(storage), []
+    found, todo = catalog.find_studies(storage), []
     for arch in archs:
         if arch not in found:
             continue
         study = optuna.load_study(study_name=found[arch], storage=storage)
-        best, rec = records.best_trial(study), ComparisonRecord.read(study)
+        best, rec = catalog.best_trial(study), ComparisonRecord.read(study)
         up_to_date = rec is not None and best is not None and rec.best_trial == best.number \
             and len(rec.seeds) >= seeds
         if best is not None and not up_to_date:
@@ -160,7 +159,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     progress["phase"] = "studies"
     first, archs = plan[0], [s.arch for s in plan]
     for source, subset, seed in {(s.data, s.subset, s.seed) for s in plan}:  # bad data end here, before any
-        data.load_for_run(source, subset, seed)  # storage is touched
+        cifar10.load_for_run(source, subset, seed)  # storage is touched
     storage = storage_of(first)  # the job's, opened once (as optimize's) for every phase
     run_studies(plan, timeout, storage)
     progress["phase"] = "compare"
@@ -180,7 +179,7 @@ def run_job(plan: list[OptimizeSettings], *, seeds: int = 3, timeout: float | No
     path = study_report.write_study_report(storage, out)
     agg, warnings = tables.stored_table(storage, archs)
     opened = storage.reading()
-    found = records.find_studies(opened)
+    found = catalog.find_studies(opened)
     studies = {a: optuna.load_study(study_name=found[a], storage=opened) for a in archs if a in found}
     return JobResult(studies=studies, table=agg, report=path, comparison=comparison, not_compared=missing,
                      warnings=tuple(warnings), seconds=time.perf_counter() - start)

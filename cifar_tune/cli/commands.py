@@ -132,11 +132,11 @@ def given(args, command: str) -> dict:
 
 def cmd_baseline(args) -> int:
     from cifar_tune.cli import jobs
-    from cifar_tune.comparison import seed_baseline as baseline
+    from cifar_tune.comparison import seed_baseline
 
-    made = baseline.make_settings(**given(args, "baseline"))  # as the Python API's cifar_tune.baseline makes them
+    made = seed_baseline.make_settings(**given(args, "baseline"))  # as the Python API's cifar_tune.baseline makes them
     # the checks and the data as the Python API's: bad data fail here, before any training
-    return jobs.baseline(baseline.load_data(made), made)
+    return jobs.baseline(seed_baseline.load_data(made), made)
 
 
 def study_keywords(args) -> dict:
@@ -212,9 +212,9 @@ def cmd_studies(args) -> int:
 
 def cmd_compare(args) -> int:
     from cifar_tune.cli import jobs
-    from cifar_tune.comparison import retrain as compare
+    from cifar_tune.comparison import retrain
 
-    return jobs.compare(compare.make_settings(**given(args, "compare")))  # as the Python API's cifar_tune.compare
+    return jobs.compare(retrain.make_settings(**given(args, "compare")))  # as the Python API's cifar_tune.compare
 
 
 def cmd_report(args) -> int:

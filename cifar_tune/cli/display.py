@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from cifar_tune import runtime
 from cifar_tune.choices import DEFAULT_STORAGE, study_name
 from cifar_tune.storage.database import mask_url
-from cifar_tune.studies import catalog as records
+from cifar_tune.studies import catalog
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.text import count
 
@@ -41,7 +41,7 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
         value = f"at epoch {trial.last_step + 1}" if trial.last_step is not None else ""
     else:
         value = (record.fail_reason or "")[:80]
-    best = records.best_trial(study)
+    best = catalog.best_trial(study)
     best_text = f"best #{best.number} {best.value:.4f}" if best is not None else "best -"
     tag = " (baseline)" if record.baseline else ""
     if record.retry_of is not None:
@@ -66,7 +66,7 @@ def header(settings: OptimizeSettings, study: optuna.Study, created: bool, total
     if total is None:
         budget = count(settings.n_trials, "new trial")
     else:
-        budget = f"until the study holds {count(total, 'trial')} (now {records.started_trials(study)})"
+        budget = f"until the study holds {count(total, 'trial')} (now {catalog.started_trials(study)})"
     workers = count(settings.jobs, "worker")
     if gpus and settings.jobs > 1:  # where they compute (runtime.devices.worker_placement: round robin)
         workers += f" on {count(len(gpus), 'GPU')} {','.join(gpus)}"
@@ -115,19 +115,19 @@ def summary(study: optuna.Study) -> str:
     and the best found per hour of training (``catalog.found_line``); a study that learned nothing: the
     library's warning says it, ``tuning.run_study``."""
     trials = study.get_trials(deepcopy=False)
-    counts = records.counts_by_state(trials)
+    counts = catalog.counts_by_state(trials)
     shown = ", ".join(f"{counts[s]} {s}" for s in ("complete", "pruned", "fail") if s in counts)
     lines = [f"Trials: {len(trials)} ({shown})."]
-    best = records.best_trial(study)
+    best = catalog.best_trial(study)
     if best is None:
         return lines[0] + " No trial completed yet."
-    for name, t in (("baseline", records.baseline_trial(study)), ("best", best)):
+    for name, t in (("baseline", catalog.baseline_trial(study)), ("best", best)):
         if t is not None:
             lines.append(f"  {name:<8} trial {t.number:>3}: val_loss {t.value:.4f} "
                          f"val_acc {_acc(TrialRecord.read(t)):.4f}  "
                          f"{short_params(t.params)}")
-    cost = records.study_cost(study)  # what the best trial costs, and what finding it cost
-    lines += [f"  cost     best {records.cost_line(cost)}", f"  found    {records.found_line(cost)}"]
+    cost = catalog.study_cost(study)  # what the best trial costs, and what finding it cost
+    lines += [f"  cost     best {catalog.cost_line(cost)}", f"  found    {catalog.found_line(cost)}"]
     return "\n".join(lines)
 
 

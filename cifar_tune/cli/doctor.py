@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cifar_tune import engines
 from cifar_tune.choices import DATA_ENV, KERAS_DATA
-from cifar_tune.data import cifar10 as data
+from cifar_tune.data import cifar10
 from cifar_tune.errors import UserError
 from cifar_tune.runtime import devices
 from cifar_tune.storage import handle
@@ -34,7 +34,7 @@ def data_fact(source: str | None) -> str:
         state = "cached, readable" if cached.is_dir() else "not cached: the first run downloads about 170 MB"
         return f"the official download through Keras ({state}); --data PATH or ${DATA_ENV} for local data"
     try:
-        ds = data.load(source)
+        ds = cifar10.load(source)
     except UserError as e:
         return f"{source}: NOT READABLE: {e}"
     return f"{ds.source}: readable, {len(ds.y_train):,} training and {len(ds.y_test):,} test images"

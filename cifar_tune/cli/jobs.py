@@ -75,13 +75,13 @@ def baseline(ds: Dataset, settings: BaselineSettings) -> int:
     """The ``baseline`` command on ``ds`` (loaded by ``seed_baseline.load_data(settings)``): run, print the table.
     Ctrl-C or SIGTERM ends it with one line and 130 or 143 (``run_stoppable``); the finished architectures are kept
     in the output folder, and the printed command (the same, with ``--out`` that folder) continues."""
-    from cifar_tune.comparison import seed_baseline as sb
+    from cifar_tune.comparison import seed_baseline
 
     state: dict = {}
 
     def command() -> int:
-        result = sb.run(ds, settings, state)
-        print(f"\nProtocol: {sb.PROTOCOLS[settings.protocol]}")
+        result = seed_baseline.run(ds, settings, state)
+        print(f"\nProtocol: {seed_baseline.PROTOCOLS[settings.protocol]}")
         print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"\nWrote {result.out}/metrics.csv, metrics.md and report.html")
         return 0
@@ -91,8 +91,9 @@ def baseline(ds: Dataset, settings: BaselineSettings) -> int:
             return "baseline stopped before training; nothing was written"
         done = state["done"]
         return (f"baseline stopped; {len(done)} of {len(settings.archs)} architectures finished"
-                + (f" ({', '.join(done)}), kept in {state['out']}/{sb.KEPT}" if done else "") + "; continue with: "
-                + sb.resume_command(settings, state["out"]))
+                + (f" ({', '.join(done)}), kept in {state['out']}/{seed_baseline.KEPT}" if done else "")
+                + "; continue with: "
+                + seed_baseline.resume_command(settings, state["out"]))
 
     # a line per epoch, unless --verbose: Keras's own progress bar says it then
     with progress.reporting(Console(epoch_lines=not settings.verbose, verbose=bool(settings.verbose))):

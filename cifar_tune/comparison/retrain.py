@@ -46,18 +46,16 @@ from cifar_tune.choices import COMPARE_VARIANTS, DATA_ENV, DEFAULT_STORAGE
 from cifar_tune.comparison.persist import jsonable, make_record, store
 from cifar_tune.comparison.statistics import aggregate
 from cifar_tune.comparison.targets import Target, compare_seeds, recorded_source, select_targets
-from cifar_tune.data import cifar10 as data
-from cifar_tune.data import safe_files
+from cifar_tune.data import cifar10, safe_files
 from cifar_tune.errors import NotLearnedWarning, UserError
 from cifar_tune.models import metrics
 from cifar_tune.results import Comparison
 from cifar_tune.storage import database, handle
 from cifar_tune.storage.urls import url_or_default
-from cifar_tune.studies import catalog as records
-from cifar_tune.studies import validate
+from cifar_tune.studies import catalog, validate
 from cifar_tune.studies.records import ComparisonRecord
 from cifar_tune.text import count
-from cifar_tune.views import figures as report
+from cifar_tune.views import figures
 from cifar_tune.views.tables import csv_frame, markdown
 
 if TYPE_CHECKING:
@@ -94,7 +92,7 @@ class CompareSettings:
         database.check_url(self.storage, writes="compare")  # compare stores its results in the studies
         if self.full_data and self.subset:
             raise UserError("--full-data compares on every image; it does not go with --subset")
-        report.check_out_dir(self.out_dir)  # before the storage is read or anything trains
+        figures.check_out_dir(self.out_dir)  # before the storage is read or anything trains
 
 
 def make_settings(archs: list[str] | tuple[str, ...] | None = None, *, storage: str | None = None,
@@ -219,7 +217,7 @@ def compare_target(t: Target, seeds: list[int], settings: CompareSettings) -> tu
     return rows, runs
 
 
-def run(ds: data.Dataset, settings: CompareSettings,
+def run(ds: cifar10.Dataset, settings: CompareSettings,
         storage: handle.Storage | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Path, dict[str, dict]]:
     """Retrain best and baseline per arch for ``settings.seeds`` seeds on ``ds``, test each once; return (per seed,
     aggregate, folder, the records stored by study name: see ``results.Comparison``). ``settings.full_data``:
@@ -233,7 +231,7 @@ def run(ds: data.Dataset, settings: CompareSettings,
     runtime.import_keras()  # training starts here: Keras loads now, once the studies and the data passed
     from cifar_tune import engines
 
-    out = report.make_out_dir(s.out_dir, "compare")
+    out = figures.make_out_dir(s.out_dir, "compare")
     engines.report_device(s.engine, s.precision)
     rows, stored, start_all = [], {}, time.perf_counter()
     date = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
@@ -290,8 +288,8 @@ def compare_studies(settings: CompareSettings, storage: handle.Storage | None = 
     start = time.perf_counter()
     archs = s.archs and list(s.archs)
     storage = handle.resolve(storage or s.storage)
-    records.check_studies(storage.reading(writes="compare"), s.storage, archs)
-    ds = data.load_for_run(s.data or recorded_source(storage, archs), s.subset)
+    catalog.check_studies(storage.reading(writes="compare"), s.storage, archs)
+    ds = cifar10.load_for_run(s.data or recorded_source(storage, archs), s.subset)
     per_seed, agg, out, stored = run(ds, s, storage)
     return Comparison(per_seed=per_seed, table=agg, out=out, records=stored, seeds=s.seeds,
                       seconds=time.perf_counter() - start, storage=storage.shown)

@@ -2,7 +2,7 @@
 
 ``run`` trains every requested architecture (``BaselineSettings``) with the seed's config (Adam 1e-3, batch
 32, 10 epochs unless told otherwise), evaluates it on the test set and writes ``metrics.csv``, ``metrics.md``,
-``history.csv`` and a self-contained ``report.html`` (learning curves, metric bars) into one output folder.
+``history.csv`` and a self-contained ``figures.html`` (learning curves, metric bars) into one output folder.
 
 The settings and the data (``BaselineSettings``, ``load_data``) load no Keras: a refusal costs no Keras import;
 ``run`` loads it (``runtime.import_keras``) when the training starts.
@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from cifar_tune import choices, runtime
-from cifar_tune.data import cifar10 as data
-from cifar_tune.data import safe_files
+from cifar_tune.data import cifar10, safe_files
 from cifar_tune.errors import UserError
 from cifar_tune.models import metrics
 from cifar_tune.progress import epoch_callback, info
@@ -32,7 +31,7 @@ from cifar_tune.results import BaselineResult
 from cifar_tune.runtime import devices
 from cifar_tune.studies import validate
 from cifar_tune.text import count
-from cifar_tune.views import figures as report
+from cifar_tune.views import figures
 
 if TYPE_CHECKING:
     from cifar_tune import engines
@@ -78,7 +77,7 @@ class BaselineSettings:
         if self.val_size is not None and self.protocol != "holdout":
             raise UserError("--val-size applies to --protocol holdout (the seed protocol validates on the test set)")
         validate.check_val_size(self.val_size, self.subset, "--val-size", "--subset")
-        report.check_out_dir(self.out_dir)  # a path that cannot be the output folder: refused before the data load
+        figures.check_out_dir(self.out_dir)  # a path that cannot be the output folder: refused before the data load
 
 
 def make_settings(archs: list[str] | tuple[str, ...] | None = None, *, out: str | os.PathLike | None = None,
@@ -91,23 +90,23 @@ def make_settings(archs: list[str] | tuple[str, ...] | None = None, *, out: str 
                             data=None if data is None else os.fspath(data), verbose=int(verbose), **keywords)
 
 
-def protocol_split(ds: data.Dataset, protocol: str, val_size: int | None = None, seed: int = 0) -> data.Split:
+def protocol_split(ds: cifar10.Dataset, protocol: str, val_size: int | None = None, seed: int = 0) -> cifar10.Split:
     """The training/validation arrays of ``protocol`` (``seed``: validate on test; ``holdout``: split of train)."""
     if protocol == "seed":
-        return data.test_as_validation(ds)
+        return cifar10.test_as_validation(ds)
     if protocol == "holdout":
-        return data.split_validation(ds, val_size, seed)
+        return cifar10.split_validation(ds, val_size, seed)
     raise UserError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
 
 
-def load_data(settings: BaselineSettings) -> data.Dataset:
-    """The data of a ``baseline`` run (``data.load_for_run`` of ``settings.data`` and ``settings.subset``), once
+def load_data(settings: BaselineSettings) -> cifar10.Dataset:
+    """The data of a ``baseline`` run (``cifar10.load_for_run`` of ``settings.data`` and ``settings.subset``), once
     the settings were checked as the command line checks them (a split only for ``holdout``, one that fits the
     subset). Raises ``DataError``."""
-    return data.load_for_run(settings.data, settings.subset, settings.seed)
+    return cifar10.load_for_run(settings.data, settings.subset, settings.seed)
 
 
-def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = None) -> BaselineResult:
+def run(ds: cifar10.Dataset, settings: BaselineSettings, progress: dict | None = None) -> BaselineResult:
     """Train each of ``settings.archs`` at its seed config on ``ds``, evaluate on test; write the table and report;
     return them (the table, the per-epoch histories, the folder: see ``results.BaselineResult``).
 
@@ -122,7 +121,7 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
     s = settings
     specs = [architectures.get(a) for a in s.archs]
     split = protocol_split(ds, s.protocol, s.val_size, s.seed)
-    out = report.make_out_dir(s.out_dir, "baseline")
+    out = figures.make_out_dir(s.out_dir, "baseline")
 
     fingerprint = ds.fingerprint()
     engines.report_device(s.engine, s.precision)
@@ -163,8 +162,8 @@ def run(ds: data.Dataset, settings: BaselineSettings, progress: dict | None = No
     return BaselineResult(table=table, histories=histories, out=out)
 
 
-def _train_one(arch: architectures.Architecture, spec: engines.TrainSpec, ds: data.Dataset,
-               split: data.Split) -> tuple[dict, dict, dict]:
+def _train_one(arch: architectures.Architecture, spec: engines.TrainSpec, ds: cifar10.Dataset,
+               split: cifar10.Split) -> tuple[dict, dict, dict]:
     """Train one architecture at its seed config and test it: (its table row, its history, what the run was)."""
     import keras
 
@@ -184,19 +183,19 @@ def _train_one(arch: architectures.Architecture, spec: engines.TrainSpec, ds: da
     return row, history, run_
 
 
-def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: Path, *, ds: data.Dataset,
-                   split: data.Split, settings: BaselineSettings, fingerprint: str) -> None:
-    """metrics.csv, metrics.md, history.csv and report.html into ``out``; then the ledger goes."""
+def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: Path, *, ds: cifar10.Dataset,
+                   split: cifar10.Split, settings: BaselineSettings, fingerprint: str) -> None:
+    """metrics.csv, metrics.md, history.csv and figures.html into ``out``; then the ledger goes."""
     s = settings
     facts = {"Protocol": PROTOCOLS[s.protocol], "Data": f"{ds.source} (fingerprint {fingerprint})",
              "Images": f"train {len(split.y_train):,} / validation {len(split.y_val):,} / test {len(ds.y_test):,}",
              "Epochs": s.epochs, "Batch size": s.batch_size, "Seed": s.seed,
              "Engine / precision": f"{runs[0]['engine']} / {s.precision}", **_machine()}
     try:
-        report.write_tables(table, out)
+        figures.write_tables(table, out)
         with safe_files.replaced_whole(out / "history.csv") as tmp:  # each file whole or absent
             _history_frame(histories, runs).to_csv(tmp, index=False)
-        write_report(table, histories, runs, facts, out / "report.html")
+        write_report(table, histories, runs, facts, out / "figures.html")
     except OSError as e:  # a full disk or a share gone: a write says neither the errno's file nor the folder
         info(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))  # the results, still
         raise OSError(e.errno, e.strerror, str(e.filename or out)) from None
@@ -252,8 +251,8 @@ def write_report(table: pd.DataFrame, histories: dict[str, dict], runs: list[dic
     """The baseline's self-contained HTML report: settings, the table, metric bars and learning curves."""
     timing = pd.DataFrame([{"Model": r["label"], "Key": r["key"], "Parameters": f"{r['params']:,}",
                             "Epochs": r["epochs_run"], "Training seconds": f"{r['seconds']:.1f}"} for r in runs])
-    intro = (report.facts_html(settings) + "<h2>Test metrics (macro averages, scikit-learn)</h2>"
-             + report.table_html(table) + "<h2>Runs</h2>" + timing.to_html(index=False, border=0))
-    figures = [("Test metrics per model", report.metric_bars_figure(table)),
-               ("Learning curves (train vs validation)", report.learning_curves_figure(histories))]
-    return report.write_html(figures, path, title="cifar-tune: the seed's baseline comparison", intro_html=intro)
+    intro = (figures.facts_html(settings) + "<h2>Test metrics (macro averages, scikit-learn)</h2>"
+             + figures.table_html(table) + "<h2>Runs</h2>" + timing.to_html(index=False, border=0))
+    shown = [("Test metrics per model", figures.metric_bars_figure(table)),
+             ("Learning curves (train vs validation)", figures.learning_curves_figure(histories))]
+    return figures.write_html(shown, path, title="cifar-tune: the seed's baseline comparison", intro_html=intro)

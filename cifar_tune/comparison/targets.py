@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 
 from cifar_tune.choices import ARCH_LABELS, MODELS_DIR
-from cifar_tune.data import cifar10 as data
+from cifar_tune.data import cifar10
 from cifar_tune.errors import UserError
 from cifar_tune.models import configs
 from cifar_tune.storage import handle
@@ -39,7 +39,7 @@ class Target:
     tuned_config: dict
     baseline_config: dict
     epochs: int
-    ds: data.Dataset
+    ds: cifar10.Dataset
     notes: list[str] = field(default_factory=list)
     warning: str | None = None  # catalog.not_learned's (also in ``notes``, as the record keeps it)
     models: Path = MODELS_DIR  # where its retrained models go: the storage's own folder (``models_dir``)
@@ -74,8 +74,8 @@ def compare_seeds(study: optuna.Study, k: int) -> list[int]:
     return [s for s in range(FIRST_SEED, FIRST_SEED + k + 1) if s != used][:k]
 
 
-def dataset_for_study(ds: data.Dataset, study: optuna.Study,
-                      full_data: bool = False) -> tuple[data.Dataset, list[str]]:
+def dataset_for_study(ds: cifar10.Dataset, study: optuna.Study,
+                      full_data: bool = False) -> tuple[cifar10.Dataset, list[str]]:
     """The data to compare ``study`` on: ``ds``, or the study's recorded subset of it (see the module doc)."""
     record = StudyRecord.read(study)
     recorded = record.fingerprint
@@ -87,7 +87,7 @@ def dataset_for_study(ds: data.Dataset, study: optuna.Study,
                     f"{len(ds.y_train):,} and {len(ds.y_test):,} test images (--full-data)"]
     if n and "(subset " not in ds.source:  # the user gave no --subset: follow the study
         try:
-            sub = data.subset(ds, int(n), seed)
+            sub = cifar10.subset(ds, int(n), seed)
         except UserError:
             sub = None
         if sub is not None:
@@ -109,7 +109,7 @@ def _tuned_config(arch: str, study: optuna.Study, trial: optuna.trial.FrozenTria
     return space.config_from_params(trial.params)
 
 
-def select_targets(ds: data.Dataset, storage: handle.Storage | str, archs: list[str] | None, epochs: int | None,
+def select_targets(ds: cifar10.Dataset, storage: handle.Storage | str, archs: list[str] | None, epochs: int | None,
                    full_data: bool = False) -> tuple[list[Target], list[str]]:
     """The architectures to compare and the skip messages; UserError when nothing is left to compare."""
     storage = handle.resolve(storage)

@@ -64,8 +64,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from cifar_tune import choices as names
-from cifar_tune import progress
+from cifar_tune import choices, progress
 from cifar_tune.engines import base, optimizers, seeding
 from cifar_tune.engines.jax_program import (
     Program,
@@ -77,7 +76,7 @@ from cifar_tune.engines.jax_program import (
 )
 from cifar_tune.models import architectures
 
-CACHE_DIR = names.JAX_CACHE_DIR
+CACHE_DIR = choices.JAX_CACHE_DIR
 EVAL_BATCH = 1024  # validation batch (smaller validation sets use one batch of their own size)
 
 
@@ -239,9 +238,9 @@ def _loop_mode(platform: str) -> str:
     scan and 0.6 s as 8 calls of a jitted step. On CPU a per-batch dispatch (about a millisecond at most) is
     small against the compute, so little is lost; on accelerators the whole epoch is one program.
     """
-    mode = os.environ.get(names.FAST_LOOP_ENV, names.FAST_LOOPS[0])
-    if mode not in names.FAST_LOOPS:
-        raise ValueError(f"{names.FAST_LOOP_ENV} must be one of {', '.join(names.FAST_LOOPS)}, not {mode!r}")
+    mode = os.environ.get(choices.FAST_LOOP_ENV, choices.FAST_LOOPS[0])
+    if mode not in choices.FAST_LOOPS:
+        raise ValueError(f"{choices.FAST_LOOP_ENV} must be one of {', '.join(choices.FAST_LOOPS)}, not {mode!r}")
     if mode == "auto":
         mode = "step" if platform == "cpu" else "epoch"
     return mode

@@ -17,8 +17,7 @@ import keras
 from keras import layers
 
 from cifar_tune.choices import ARCH_KEYS, ARCH_LABELS
-from cifar_tune.data.cifar10 import IMAGE_SHAPE as INPUT_SHAPE
-from cifar_tune.data.cifar10 import NUM_CLASSES
+from cifar_tune.data.cifar10 import IMAGE_SHAPE, NUM_CLASSES
 from cifar_tune.models import configs
 from cifar_tune.models.configs import SEED_TRAINING, TRAINING_KEYS  # noqa: F401  (re-exported: their first home)
 
@@ -74,7 +73,7 @@ def _head(c: dict, units: int) -> list:
 
 
 def _sequential(name: str, stack: list) -> keras.Model:
-    return keras.Sequential([keras.Input(INPUT_SHAPE), *stack], name=name)
+    return keras.Sequential([keras.Input(IMAGE_SHAPE), *stack], name=name)
 
 
 def build_mlp_bn(c: dict) -> keras.Model:

@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cifar_tune import choices as names
+from cifar_tune import choices
 from cifar_tune.data import safe_files
 from cifar_tune.errors import UserError
 from cifar_tune.studies import resources, settings, spaces, validate
@@ -84,9 +84,9 @@ def load_preset(name_or_path: str, arch: str | None = None) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"cannot read preset {path}: {e}") from None
     per_arch = raw.pop("archs", {})
-    if not isinstance(per_arch, dict) or not all(k in names.ARCH_KEYS and isinstance(v, dict)
+    if not isinstance(per_arch, dict) or not all(k in choices.ARCH_KEYS and isinstance(v, dict)
                                                  for k, v in per_arch.items()):
-        raise UserError(f"{path}: archs: expected tables [archs.<arch>] for {', '.join(names.ARCH_KEYS)}")
+        raise UserError(f"{path}: archs: expected tables [archs.<arch>] for {', '.join(choices.ARCH_KEYS)}")
     for where, table in (("", raw), *((f"archs.{k}.", v) for k, v in per_arch.items())):
         for key, value in table.items():
             _check_preset_value(path, where + key, key, value)
@@ -161,12 +161,12 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
     database.check_url(storage, writes="optimize")
     check_ray(extra, storage)
     data = extra["data"]
-    if data and data != names.KERAS_DATA:
+    if data and data != choices.KERAS_DATA:
         try:  # recorded with the study as an absolute path: compare reuses it from anywhere
             data = str(Path(data).expanduser().resolve())
         except (OSError, RuntimeError) as e:  # a symlink loop
             raise UserError(f"cannot use data path {data}: {e}") from None
-    study = names.study_name(arch) if extra["study_name"] is None else extra["study_name"]
+    study = choices.study_name(arch) if extra["study_name"] is None else extra["study_name"]
     return OptimizeSettings(arch=arch, space_path=extra["space"], storage=storage, study_name=study,
                             preset=preset_name, data=data, jobs_per_gpu=extra["jobs_per_gpu"],
                             jobs=1 if extra["ray"] else devices.default_jobs(extra["jobs"], extra["jobs_per_gpu"],

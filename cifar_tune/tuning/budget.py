@@ -13,8 +13,7 @@ from cifar_tune.choices import TOTAL_TRIALS_ENV
 from cifar_tune.errors import InvalidValue, UserError
 from cifar_tune.storage import handle
 from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL
-from cifar_tune.studies import catalog as records
-from cifar_tune.studies import validate
+from cifar_tune.studies import catalog, validate
 from cifar_tune.studies.presets import OptimizeSettings
 
 
@@ -45,7 +44,7 @@ def needs_supervisor(settings: OptimizeSettings, storage: handle.Storage | None 
     try:
         opened = handle.resolve(storage or settings.storage).reading()
         study = optuna.load_study(study_name=settings.study_name, storage=opened)
-        return total - records.started_trials(study) > per_process
+        return total - catalog.started_trials(study) > per_process
     except (UserError, KeyError):  # no storage or no study yet
         return total > per_process
 

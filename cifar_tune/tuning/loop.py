@@ -37,7 +37,7 @@ from cifar_tune.engines import numerics
 from cifar_tune.errors import TrialFailed, UserError
 from cifar_tune.storage import handle
 from cifar_tune.storage.locks import study_lock
-from cifar_tune.studies import catalog as records
+from cifar_tune.studies import catalog
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.tuning import dashboard_updates
 
@@ -78,7 +78,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
     if worker == 0 or describe:
         engines.report_device(settings.engine, settings.precision)
     if worker == 0:
-        planned = n_trials if total is None else max(0, total - records.started_trials(study))
+        planned = n_trials if total is None else max(0, total - catalog.started_trials(study))
         progress.report(progress.StudyStarted(settings, study, created, total, planned=planned))
     template = engines.TrainSpec(space.arch, epochs=settings.epochs, seed=settings.seed, engine=settings.engine,
                                  precision=settings.precision, verbose=int(settings.verbose))
@@ -93,7 +93,7 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
             ran = run_until_total(study, objective, total, max_trials=n_trials if supervised else None,
                                   stay=not supervised, timeout=settings.timeout, poll=poll_seconds(opened),
                                   callbacks=callbacks)
-            reached = records.started_trials(study) >= total or (supervised and ran >= n_trials)
+            reached = catalog.started_trials(study) >= total or (supervised and ran >= n_trials)
             ended = progress.ENDED_TOTAL if reached else progress.ENDED_TIMEOUT
     finally:
         if worker == 0:  # a supervisor or a Ray driver refreshes the story once its workers are done
@@ -127,12 +127,12 @@ def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], flo
         lock.acquire()
         try:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial becomes a waiting retry first
-            if records.started_trials(study) < total:
+            if catalog.started_trials(study) < total:
                 # asked under the lock held here; a trial taken over still counts (its retry is a study trial)
                 run_trial(study, released_first, callbacks, locked=True)
                 ran += 1
                 continue
-            running = records.live_trials(study)
+            running = catalog.live_trials(study)
         finally:
             lock.release()
         if not (stay and running):

@@ -43,7 +43,7 @@ from cifar_tune import progress, runtime
 from cifar_tune.errors import ClusterError, UserError
 from cifar_tune.runtime import devices
 from cifar_tune.storage import handle, urls
-from cifar_tune.studies import catalog as records
+from cifar_tune.studies import catalog
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.text import count
 from cifar_tune.tuning import dashboard_updates
@@ -201,12 +201,12 @@ def _run(ray, settings: OptimizeSettings, storage: handle.Storage | None) -> int
     del split  # the workers load their own copy; the driver holds no data and loads no Keras
     total = total_trials(settings)
     if total is None:  # --n-trials N: N more trials than the study holds now, counted as a study-wide total
-        total = records.started_trials(study) + settings.n_trials
+        total = catalog.started_trials(study) + settings.n_trials
     per_process = trials_per_process(settings)
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     workers, share = placement(settings, ray.cluster_resources(), nodes)
     progress.report(progress.StudyStarted(replace(settings, jobs=workers), study, created, total, per_process,
-                                          max(0, total - records.started_trials(study))))
+                                          max(0, total - catalog.started_trials(study))))
     progress.info(f"Ray cluster {settings.ray}: {count(nodes, 'node')}; {count(workers, 'worker')}, each 1 CPU"
                   + (f" and {share:g} GPU" if share else ", no GPU") + ", placed by Ray")
     driver = Driver(ray, settings, study, total, workers, share, per_process)
@@ -247,8 +247,8 @@ class Driver:
             self.collect(poll)
             optuna.storages.fail_stale_trials(self.study)  # the watchdog: dead workers' trials become retries
             remaining = None if timeout is None else timeout - (time.monotonic() - start)
-            live = len(records.live_trials(self.study))
-            left = self.total - records.started_trials(self.study)
+            live = len(catalog.live_trials(self.study))
+            left = self.total - catalog.started_trials(self.study)
             if self.error is not None:
                 break
             if self.code or (remaining is not None and remaining <= 0):

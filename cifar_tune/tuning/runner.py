@@ -58,9 +58,9 @@ def run_study(settings: OptimizeSettings, storage: handle.Storage | None = None)
 
         prepared = prepare(settings)  # bad data or space: refused before Keras loads and before any write
         runtime.import_keras()  # first: the loop's imports load Keras (backend chosen, native logs silenced)
-        from cifar_tune.tuning.loop import run_worker as run_here
+        from cifar_tune.tuning.loop import run_worker
 
-        ended = run_here(settings, settings.n_trials, prepared=prepared, storage=storage)[1]
+        ended = run_worker(settings, settings.n_trials, prepared=prepared, storage=storage)[1]
     study = optuna.load_study(study_name=settings.study_name, storage=storage.reading())
     progress.report(progress.StudyFinished(settings, study, time.perf_counter() - start, ended))
     _warn_if_not_learned(study)

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from cifar_tune import runtime
 from cifar_tune.choices import ENGINES, PRUNERS, SAMPLERS
-from cifar_tune.data import cifar10 as data
+from cifar_tune.data import cifar10
 from cifar_tune.errors import UserError
 from cifar_tune.storage import artifacts, handle
 from cifar_tune.storage.database import heartbeat_timing
@@ -93,11 +93,11 @@ def make_pruner(name: str, epochs: int, startup_trials: int = 3, warmup_epochs: 
     raise UserError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}")
 
 
-def prepare(settings: OptimizeSettings) -> tuple[spaces.Space, data.Split]:
+def prepare(settings: OptimizeSettings) -> tuple[spaces.Space, cifar10.Split]:
     """The validated space and the train/validation split (data loaded once per process)."""
     space = spaces.load(settings.arch, settings.space_path)
-    ds = data.load_for_run(settings.data, settings.subset, settings.seed)
-    return space, data.split_validation(ds, settings.val_size, settings.seed)
+    ds = cifar10.load_for_run(settings.data, settings.subset, settings.seed)
+    return space, cifar10.split_validation(ds, settings.val_size, settings.seed)
 
 
 def storage_of(settings: OptimizeSettings) -> handle.Storage:
@@ -124,7 +124,7 @@ def open_study_storage(settings: OptimizeSettings, storage: handle.Storage | Non
 
 
 def create_or_load(settings: OptimizeSettings, storage, space: spaces.Space,
-                   split: data.Split) -> tuple[optuna.Study, bool]:
+                   split: cifar10.Split) -> tuple[optuna.Study, bool]:
     """Create the study (enqueueing the baseline as its first trial) or load it to resume; True if created.
 
     Raises ``UserError``, storing nothing, when the study of that name was not made by cifar-tune or does not
@@ -185,7 +185,7 @@ def _check_ours(study: optuna.Study, name: str) -> None:
 RESUME_KEEPS = ("arch", "preset", "epochs", "subset", "data", "space", "engine", "precision", "pruner", "heartbeat")
 
 
-def study_record(settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> dict:
+def study_record(settings: OptimizeSettings, space: spaces.Space, split: cifar10.Split) -> dict:
     """The values of ``RESUME_KEEPS`` for this command, as the study stores them (JSON types)."""
     now = {"arch": settings.arch, "preset": preset_name(settings.preset), "epochs": settings.epochs,
            "data": split.description, "subset": settings.subset, "space": space.to_dict()["params"],
@@ -223,7 +223,7 @@ def stored_record(study: optuna.Study) -> dict:
     return {k: v for k, v in stored.items() if v is not None or k in settings}
 
 
-def _check_resume(study: optuna.Study, settings: OptimizeSettings, space: spaces.Space, split: data.Split) -> None:
+def _check_resume(study: optuna.Study, settings: OptimizeSettings, space: spaces.Space, split: cifar10.Split) -> None:
     """Refuse, in one line, a command whose ``RESUME_KEEPS`` differ from the study's: say what changed and what
     to do. Runs before any trial is asked for, so nothing is stored."""
     now, then = study_record(settings, space, split), stored_record(study)

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from cifar_tune import progress, runtime
 from cifar_tune.runtime import devices
 from cifar_tune.storage import handle
-from cifar_tune.studies import catalog as records
+from cifar_tune.studies import catalog
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.tuning import dashboard_updates
@@ -69,7 +69,7 @@ class Supervisor:
 
     def left(self, trials) -> int:
         """Trials still to hand out: the budget less those started (but not replaced) and those promised."""
-        gone = records.replaced_trials(trials)
+        gone = catalog.replaced_trials(trials)
         promised = sum(max(0, c.trials - self.ran_by(trials, c.wid)) for c in self.children.values())
         if self.total is not None:
             started = sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in gone)
@@ -114,7 +114,7 @@ class Supervisor:
         """No worker left and nothing more to do (or a reason to stop)."""
         if self.children:
             return False
-        waiting = records.live_trials(self.study, None if self.total is not None else self.mine)
+        waiting = catalog.live_trials(self.study, None if self.total is not None else self.mine)
         return bool(self.stop_code) or out_of_time or (self.left(self.study.get_trials(deepcopy=False)) <= 0
                                                         and not waiting)
 
@@ -154,7 +154,7 @@ def worker_env(settings: OptimizeSettings, slot: int) -> dict[str, str]:
 
 def fail_running_trials(study: optuna.Study, wid: str, reason: str) -> None:
     """Fail the trials a killed worker left running (Optuna would, after the grace period; we know now)."""
-    for t in records.live_trials(study, {wid}):
+    for t in catalog.live_trials(study, {wid}):
         study.tell(t.number, state=TrialState.FAIL)
         progress.warn(f"trial {t.number:>3} fail     {reason}")
 
@@ -177,7 +177,7 @@ def run_jobs(settings: OptimizeSettings, storage: handle.Storage | None = None) 
     del split  # the workers load their own copy; this process holds no data and loads no Keras
     total = total_trials(settings)
     sup = Supervisor(settings, study, total, trials_per_process(settings))
-    planned = settings.n_trials if total is None else max(0, total - records.started_trials(study))
+    planned = settings.n_trials if total is None else max(0, total - catalog.started_trials(study))
     progress.report(progress.StudyStarted(settings, study, created, total, trials_per_process(settings), planned,
                                           devices.visible_gpus()))
     poll, start, timed_out = poll_seconds(opened), time.monotonic(), False

@@ -11,7 +11,7 @@ What a user who only opens the dashboard sees, and where it comes from:
 * each trial's **learning curves as an SVG** (:func:`curves_svg`; the dashboard previews the artifact on the
   trial's page).
 
-A view: it reads the records (``studies/records.py``) and returns text and figures; it writes nothing.
+A view: it reads the records (``studies/catalog.py``) and returns text and figures; it writes nothing.
 """
 
 
@@ -31,7 +31,7 @@ from cifar_tune.choices import (
     FIGURE_TRIALS,
     NOTE_TAG,
 )
-from cifar_tune.studies import catalog as records
+from cifar_tune.studies import catalog
 from cifar_tune.studies.records import StudyRecord, TrialRecord
 from cifar_tune.text import count
 
@@ -103,7 +103,7 @@ def study_note_section(study: optuna.Study) -> str:
         lines.append("")
 
     trials = study.get_trials(deepcopy=False)
-    counts = ", ".join(f"{n} {state}" for state, n in records.counts_by_state(trials).items())
+    counts = ", ".join(f"{n} {state}" for state, n in catalog.counts_by_state(trials).items())
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines += [f"### Results so far ({stamp})", "", f"{count(len(trials), 'trial')}: {counts or 'none yet'}."]
     workers = sorted({w for w in (TrialRecord.read(t).worker for t in trials) if w})
@@ -111,21 +111,21 @@ def study_note_section(study: optuna.Study) -> str:
         hosts = sorted({w.rsplit(":", 1)[0] for w in workers})
         lines[-1] += (f" Run by {len(workers)} worker process{'es' if len(workers) != 1 else ''} on "
                       f"{len(hosts)} machine{'s' if len(hosts) != 1 else ''} ({', '.join(hosts)}).")
-    base, best = records.baseline_trial(study), records.best_trial(study)
+    base, best = catalog.baseline_trial(study), catalog.best_trial(study)
     if base or best:
         lines += ["", "| | trial | val_loss | val_accuracy | parameters |", "|---|---|---|---|---|",
                   _row("baseline", base), _row("best", best)]
-        cost = records.study_cost(study)
+        cost = catalog.study_cost(study)
         if cost is not None:  # what the best trial costs, and what the search spent to find it
-            lines += ["", f"Cost of the best {records.cost_line(cost)}. Found per hour spent: "
-                          f"{records.found_line(cost)}."]
+            lines += ["", f"Cost of the best {catalog.cost_line(cost)}. Found per hour spent: "
+                          f"{catalog.found_line(cost)}."]
         if base and best and best.number != base.number:
             lines += ["", f"The best trial lowers the validation loss by {base.value - best.value:.4f} "
                           f"({100 * (base.value - best.value) / base.value:.1f} %) against the baseline."]
-        warning = records.not_learned(study)
+        warning = catalog.not_learned(study)
         if warning:
             lines += ["", f"**Warning — {warning}.** Do not take the best trial as a winner."]
-    retries = records.retried_trials(trials)
+    retries = catalog.retried_trials(trials)
     if retries:
         lines += ["", "Dead workers: " + "; ".join(
             f"trial {TrialRecord.read(t).retry_of} stopped beating its heartbeat and was failed; "
@@ -175,7 +175,7 @@ def best_vs_baseline_figure(study: optuna.Study):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    base, best = records.baseline_trial(study), records.best_trial(study)
+    base, best = catalog.baseline_trial(study), catalog.best_trial(study)
     shown = [(f"baseline (trial {base.number})", base, "#7f7f7f")] if base else []
     if best is not None and (base is None or best.number != base.number):
         shown.append((f"best (trial {best.number})", best, "#d62728"))
@@ -203,7 +203,7 @@ def trials_figure(study: optuna.Study):
               if (TrialRecord.read(t).curves or {}).get("val_loss")]
     if not trials:
         return None
-    base, best_trial = records.baseline_trial(study), records.best_trial(study)
+    base, best_trial = catalog.baseline_trial(study), catalog.best_trial(study)
     best = best_trial.number if best_trial is not None else None
     fig = go.Figure()
     for t in trials:

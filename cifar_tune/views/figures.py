@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 from cifar_tune.choices import REPORTS_DIR
 from cifar_tune.data import safe_files
 from cifar_tune.errors import UserError
-from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
+from cifar_tune.models.metrics import COLUMNS
 from cifar_tune.text import count
 
 TRAIN_COLOR = "#1f77b4"
@@ -113,7 +113,7 @@ def best_by_time_figure(history: list[tuple[float, float]]) -> go.Figure:
 def metric_bars_figure(table: pd.DataFrame) -> go.Figure:
     """Grouped bars: the four macro metrics (Accuracy, Precision, Recall, F1 Score) per model."""
     fig = go.Figure()
-    for metric in METRIC_COLUMNS:
+    for metric in COLUMNS:
         if metric not in table.columns:
             continue
         fig.add_trace(go.Bar(x=list(table["Model"]), y=list(table[metric]), name=metric,
@@ -215,8 +215,8 @@ def compare_figures(compared: dict[str, dict]) -> list[tuple[str, go.Figure]]:
         label = rec.get("label") or rec.get("arch") or study_name
         for row in rec.get("table", []):
             if row.get("Variant") in ("baseline", "tuned"):
-                means.append({"Model": f"{label} — {row['Variant']}", **{m: row[m]["mean"] for m in METRIC_COLUMNS}})
-                stds.append({m: (row[m]["std"] if row[m]["std"] is not None else 0.0) for m in METRIC_COLUMNS})
+                means.append({"Model": f"{label} — {row['Variant']}", **{m: row[m]["mean"] for m in COLUMNS}})
+                stds.append({m: (row[m]["std"] if row[m]["std"] is not None else 0.0) for m in COLUMNS})
         per_seed = (rec.get("confusion") or {}).get("tuned") or []
         if per_seed:
             matrices[f"{label} — tuned (trial #{rec.get('best_trial')}), {count(len(per_seed), 'seed')} summed"] = (

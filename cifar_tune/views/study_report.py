@@ -15,11 +15,11 @@ from optuna.trial import TrialState
 from cifar_tune import runtime
 from cifar_tune.choices import ARCH_KEYS, DEFAULT_STORAGE, REPORTS_DIR
 from cifar_tune.errors import UserError
-from cifar_tune.models.metrics import COLUMNS as METRIC_COLUMNS
+from cifar_tune.models.metrics import COLUMNS
 from cifar_tune.storage import handle
 from cifar_tune.storage.naming import storage_tag
 from cifar_tune.storage.urls import check_url
-from cifar_tune.studies import catalog as records
+from cifar_tune.studies import catalog
 from cifar_tune.studies.records import ComparisonRecord, StudyRecord, TrialRecord
 from cifar_tune.views.figures import (
     best_by_time_figure,
@@ -114,11 +114,11 @@ def _study_figures(study, title: str, notes: list[str]) -> list[tuple[str, go.Fi
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         add("parallel coordinates (hyperparameters of the completed trials)",
             lambda: vis.plot_parallel_coordinate(study))
-    best = records.best_trial(study)
+    best = catalog.best_trial(study)
     if best is None:
         notes.append(f"{title}: no completed trial yet: no learning curves")
         return figures
-    base = records.baseline_trial(study)
+    base = catalog.baseline_trial(study)
     curves, best_curves = {}, TrialRecord.read(best).curves
     if base is not None and base.number != best.number and TrialRecord.read(base).curves:
         curves[f"baseline (trial {base.number})"] = TrialRecord.read(base).curves
@@ -128,7 +128,7 @@ def _study_figures(study, title: str, notes: list[str]) -> list[tuple[str, go.Fi
     if curves:
         add("learning curves of the baseline and the best trial (train vs validation)",
             lambda: learning_curves_figure(curves))
-    history = records.best_by_training_time(study)
+    history = catalog.best_by_training_time(study)
     if history:
         add("best found per hour spent (best validation loss against the training hours of the finished trials)",
             lambda: best_by_time_figure(history))
@@ -142,7 +142,7 @@ def _compare_table_html(compared: dict[str, ComparisonRecord]) -> str:
         for row in rec.table:
             diff = row.get("Variant") not in ("baseline", "tuned")
             cells = {"Model": label, "Variant": row.get("Variant")}
-            for m in METRIC_COLUMNS:
+            for m in COLUMNS:
                 cells[m] = stat_cell(row[m]["mean"], row[m]["std"], row[m].get("low"), row[m].get("high"), diff=diff)
             cells["Verdict"] = row.get("verdict", "")
             rows.append(cells)
@@ -157,17 +157,17 @@ def _study_rows(studies_: list) -> pd.DataFrame:
         row = {"Study": study.study_name, "Arch": record.arch or "?",
                "Epochs": "" if record.epochs is None else record.epochs, "Trials": len(states),
                **{s.name.lower(): states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
-        base, best = records.baseline_trial(study), records.best_trial(study)
+        base, best = catalog.baseline_trial(study), catalog.best_trial(study)
         for name, t in (("Baseline", base), ("Best", best)):
             row[f"{name} val_loss"] = f"{t.value:.4f}" if t is not None else "—"
             acc = TrialRecord.read(t).val_accuracy if t is not None else None
             row[f"{name} val_acc"] = f"{acc:.4f}" if acc is not None else "—"
         row["Best trial"] = f"#{best.number}" if best is not None else "—"
-        cost = records.study_cost(study)  # what the best trial costs, and the training spent to find it
-        row["Best trial's cost"] = records.cost_line(cost).split(": ", 1)[1] if cost is not None else "—"
+        cost = catalog.study_cost(study)  # what the best trial costs, and the training spent to find it
+        row["Best trial's cost"] = catalog.cost_line(cost).split(": ", 1)[1] if cost is not None else "—"
         row["Best found after"] = "—" if cost is None or cost.found_after is None else \
-            f"{records.hours(cost.found_after)} of training (of {records.hours(cost.total)})"
-        row["Warning"] = records.not_learned(study) or ""  # beside the study, as `cifar-tune studies` shows it
+            f"{catalog.hours(cost.found_after)} of training (of {catalog.hours(cost.total)})"
+        row["Warning"] = catalog.not_learned(study) or ""  # beside the study, as `cifar-tune studies` shows it
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -199,26 +199,26 @@ def write_study_report(storage: handle.Storage | str, out: str | Path | None = N
     check_url(storage.url)  # a URL that cannot be parsed: one line, before its name is made into the report's
     path = check_report_path(out, storage.url)  # before the storage is read: a bad path costs nothing
     opened = storage.reading()
-    summaries, foreign = records.split_studies(opened)
+    summaries, foreign = catalog.split_studies(opened)
     if not summaries:
         raise UserError(f"no {'cifar-tune ' if foreign else ''}studies in {storage.shown} (run `cifar-tune "
-                        f"optimize --arch ...` first){'; ' + records.foreign_line(foreign) if foreign else ''}")
+                        f"optimize --arch ...` first){'; ' + catalog.foreign_line(foreign) if foreign else ''}")
 
     def order(s):
-        arch = records.study_arch(s)
+        arch = catalog.study_arch(s)
         return (ARCH_KEYS.index(arch) if arch in ARCH_KEYS else len(ARCH_KEYS), s.study_name)
 
     studies_ = [optuna.load_study(study_name=s.study_name, storage=opened) for s in sorted(summaries, key=order)]
     compared = {s.study_name: rec for s in studies_ if (rec := ComparisonRecord.read(s)) is not None}
     figures: list[tuple[str, go.Figure]] = []
-    notes: list[str] = [records.foreign_line(foreign)] if foreign else []
+    notes: list[str] = [catalog.foreign_line(foreign)] if foreign else []
     # Ctrl-C / SIGTERM (the CLI's run_stoppable) stop the drawing between studies, not inside plotly or fANOVA.
     with runtime.signals_deferred():
         for study in studies_:
             runtime.raise_if_stopping()
             label = compared[study.study_name].label if study.study_name in compared else None
             figures += _study_figures(study, _study_title(study, label), notes)
-            warning = records.not_learned(study)
+            warning = catalog.not_learned(study)
             if warning:
                 notes.insert(0, f"{study.study_name}: {warning}")
         compare_html, compare_figures = _compare_section(studies_, compared)

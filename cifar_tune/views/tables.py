@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from cifar_tune.choices import COMPARE_DIFF as DIFF
+from cifar_tune.choices import COMPARE_DIFF
 from cifar_tune.comparison.statistics import aggregate, verdict
 from cifar_tune.models import metrics
 from cifar_tune.models.metrics import ACCURACY, F1
@@ -43,7 +43,7 @@ def stat_cell(mean: float, std: float | None, low: float | None = None, high: fl
 
 
 def _cell(r, m: str) -> str:
-    return stat_cell(r[m], r[f"{m} std"], r.get(f"{m} low"), r.get(f"{m} high"), diff=r["Variant"] == DIFF)
+    return stat_cell(r[m], r[f"{m} std"], r.get(f"{m} low"), r.get(f"{m} high"), diff=r["Variant"] == COMPARE_DIFF)
 
 
 def display_table(agg: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +52,7 @@ def display_table(agg: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in agg.iterrows():
         rows.append({"Model": r["Model"], "Variant": r["Variant"], **{m: _cell(r, m) for m in metrics.COLUMNS},
-                     "Verdict": verdict(r) if r["Variant"] == DIFF else ""})
+                     "Verdict": verdict(r) if r["Variant"] == COMPARE_DIFF else ""})
     return pd.DataFrame(rows, columns=["Model", "Variant", *metrics.COLUMNS, "Verdict"])
 
 
@@ -64,7 +64,7 @@ def csv_frame(per_seed: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
     agg_rows = []
     for _, r in agg.iterrows():
         stats_ = [("mean", ""), ("std", " std")]
-        if r["Variant"] == DIFF:
+        if r["Variant"] == COMPARE_DIFF:
             stats_ += [("ci95_low", " low"), ("ci95_high", " high"), ("p", " p")]
         for stat, suffix in stats_:
             agg_rows.append({"arch": r["arch"], "Model": r["Model"], "Variant": r["Variant"], "Seed": stat,
@@ -91,9 +91,9 @@ def summary(per_seed: pd.DataFrame, agg: pd.DataFrame, out, *, seeds: int, secon
     caller's to say: the ``compare`` command names ``report``, ``run`` writes the report itself)."""
     models = sorted({str(Path(p).parent) for p in per_seed["Model file"]})
     table = display_table(agg).to_markdown(index=False, tablefmt="simple", disable_numparse=True)
-    return (f"\nTest-set macro metrics, mean ± std over {count(seeds, 'seed')}; '{DIFF}' = paired per-seed differences "
-            f"[95% interval]:\n{table}\n\nDone in {seconds:.0f} s. Wrote {out}/compare.csv and compare.md; models "
-            f"in {', '.join(models)}; results stored with the studies (user attribute "
+    return (f"\nTest-set macro metrics, mean ± std over {count(seeds, 'seed')}; '{COMPARE_DIFF}' = paired per-seed "
+            f"differences [95% interval]:\n{table}\n\nDone in {seconds:.0f} s. Wrote {out}/compare.csv and compare.md; "
+            f"models in {', '.join(models)}; results stored with the studies (user attribute "
             f"'{ComparisonRecord.ATTRIBUTE}' and the study note).")
 
 
@@ -150,7 +150,7 @@ def compared_rows(storage) -> list[dict]:
         if record is None:
             continue
         table = {r["Variant"]: r for r in record.table}
-        base, tuned, diff = table["baseline"], table["tuned"], table[DIFF]
+        base, tuned, diff = table["baseline"], table["tuned"], table[COMPARE_DIFF]
         rows.append({"study": s.study_name, "arch": record.arch, "epochs": record.epochs,
                      "train_images": record.train_images, "test_images": record.test_images,
                      "seeds": len(record.seeds), "best_trial": record.best_trial,
