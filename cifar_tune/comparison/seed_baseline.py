@@ -2,7 +2,7 @@
 
 ``run`` trains every requested architecture (``BaselineSettings``) with the seed's config (Adam 1e-3, batch
 32, 10 epochs unless told otherwise), evaluates it on the test set and writes ``metrics.csv``, ``metrics.md``,
-``history.csv`` and a self-contained ``figures.html`` (learning curves, metric bars) into one output folder.
+``history.csv`` and a self-contained ``report.html`` (learning curves, metric bars) into one output folder.
 
 The settings and the data (``BaselineSettings``, ``load_data``) load no Keras: a refusal costs no Keras import;
 ``run`` loads it (``runtime.import_keras``) when the training starts.
@@ -185,7 +185,7 @@ def _train_one(arch: architectures.Architecture, spec: engines.TrainSpec, ds: ci
 
 def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: Path, *, ds: cifar10.Dataset,
                    split: cifar10.Split, settings: BaselineSettings, fingerprint: str) -> None:
-    """metrics.csv, metrics.md, history.csv and figures.html into ``out``; then the ledger goes."""
+    """metrics.csv, metrics.md, history.csv and report.html into ``out``; then the ledger goes."""
     s = settings
     facts = {"Protocol": PROTOCOLS[s.protocol], "Data": f"{ds.source} (fingerprint {fingerprint})",
              "Images": f"train {len(split.y_train):,} / validation {len(split.y_val):,} / test {len(ds.y_test):,}",
@@ -195,7 +195,7 @@ def _write_outputs(table: pd.DataFrame, histories: dict, runs: list[dict], out: 
         figures.write_tables(table, out)
         with safe_files.replaced_whole(out / "history.csv") as tmp:  # each file whole or absent
             _history_frame(histories, runs).to_csv(tmp, index=False)
-        write_report(table, histories, runs, facts, out / "figures.html")
+        write_report(table, histories, runs, facts, out / "report.html")
     except OSError as e:  # a full disk or a share gone: a write says neither the errno's file nor the folder
         info(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))  # the results, still
         raise OSError(e.errno, e.strerror, str(e.filename or out)) from None

@@ -255,7 +255,7 @@ def measure(arch: str, precision: str, batch: int = 32, seed: int = 0) -> list[R
     units; dropout itself is one multiply. Augmentation is off at the seed's config.
     """
     rng = np.random.default_rng(seed)
-    x = rng.random((batch, *architectures.INPUT_SHAPE), dtype=np.float32)
+    x = rng.random((batch, *architectures.IMAGE_SHAPE), dtype=np.float32)
     y = rng.integers(0, architectures.NUM_CLASSES, batch).astype("int32")
     model = _build(arch, "float32", seed)
     state = {"trainable": [np.asarray(v.numpy(), dtype="float32") for v in model.trainable_variables],

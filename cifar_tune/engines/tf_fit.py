@@ -26,7 +26,7 @@ def train(spec: base.TrainSpec, x_train, y_train, x_val, y_val, callbacks: list,
         model = architectures.get(spec.arch).build(config)
         # uint8 in, scaled inside the compiled step: a quarter of the host-to-device traffic of float32 pixels.
         # The returned model is the inner one, which takes [0, 1] floats like the keras engine's.
-        wrapper = keras.Sequential([keras.Input(architectures.INPUT_SHAPE, dtype="uint8"),
+        wrapper = keras.Sequential([keras.Input(architectures.IMAGE_SHAPE, dtype="uint8"),
                                     keras.layers.Rescaling(1 / 255.0, dtype="float32"), model])
         batch_size = int(config["batch_size"])
         steps = math.ceil(len(x_train) / batch_size)

@@ -11,7 +11,7 @@ What a user who only opens the dashboard sees, and where it comes from:
 * each trial's **learning curves as an SVG** (:func:`curves_svg`; the dashboard previews the artifact on the
   trial's page).
 
-A view: it reads the records (``studies/catalog.py``) and returns text and figures; it writes nothing.
+A view: it reads the records (``studies/records.py``) and returns text and figures; it writes nothing.
 """
 
 

@@ -265,7 +265,7 @@ def test_the_difference_row_says_within_noise_when_its_interval_holds_zero(diffs
                               **{m: b + (d if v == "tuned" else 0.0) for m in METRICS}}
                              for k, (b, d) in enumerate(zip(base, diffs, strict=True)) for v in ("baseline", "tuned")])
     agg = compare_table.aggregate(per_seed)
-    row = agg[agg["Variant"] == compare_table.DIFF].iloc[0]
+    row = agg[agg["Variant"] == compare_table.COMPARE_DIFF].iloc[0]
     assert compare_table.verdict(row).startswith(verdict)
     shown = compare_table.display_table(agg)
     assert shown.iloc[2]["Verdict"].startswith(verdict)

@@ -88,7 +88,7 @@ class NanWhereBright(keras.layers.Layer):
 
 
 def broken_resnet(config: dict) -> keras.Model:
-    return keras.Sequential([keras.Input(architectures.INPUT_SHAPE), NanWhereBright(),
+    return keras.Sequential([keras.Input(architectures.IMAGE_SHAPE), NanWhereBright(),
                              architectures.build_resnet(config)], name="resnet")
 
 
