@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,16 @@ def isolated_cwd(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CIFAR_TUNE_DATA", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def short_tmp_dir():
+    """A new folder right under the system's temp folder, for Ray's (``$RAY_TMPDIR``): its Unix sockets lie about
+    70 characters below it and a socket's path has at most 107 bytes, which pytest's temp folders leave too little
+    of under an xdist worker (``/tmp/pytest-of-USER/pytest-N/popen-gw0/...``)."""
+    path = Path(tempfile.mkdtemp(prefix="ct-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -30,10 +30,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, short_tmp_dir):
     """Two Ray nodes of 2 CPUs and 2 declared GPUs each; their own temp folder (``$RAY_TMPDIR``), whose logs the
     tests search; yields (cluster, the second node, the temp folder, the password file)."""
-    root = tmp_path_factory.mktemp("ray")
+    root = short_tmp_dir  # short: socket paths
     passfile = tmp_path_factory.mktemp("pgpass") / "pgpass"  # outside the folder searched for the password
     passfile.write_text("")
     passfile.chmod(0o600)  # libpq ignores a password file others can read

@@ -114,7 +114,7 @@ def test_the_address_checked_is_the_one_ray_connects_to(address, target):
 @pytest.mark.postgres
 @pytest.mark.slow  # about 40 s: a Ray node starts, the driver loads TensorFlow
 def test_workers_that_cannot_import_cifar_tune_end_in_one_error_line_and_are_not_retried(pg_url, tiny_npz,
-                                                                                         tmp_path, tmp_path_factory):
+                                                                                         tmp_path, short_tmp_dir):
     """Issue 28, item 5: "Ray worker 1..3 was lost (RayTaskError(RaySystemError)) after 3 retries ... giving up"
     after 360 s, no final error line, the cause only inside forwarded tracebacks. Now: the first worker's
     failure stops the run, its cause in the last line, no worker started again."""
@@ -127,7 +127,7 @@ def test_workers_that_cannot_import_cifar_tune_end_in_one_error_line_and_are_not
     (hide / "sitecustomize.py").write_text(HIDE_CIFAR_TUNE)
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_TMPDIR")}
     os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(hide), saved["PYTHONPATH"]) if p),
-                      RAY_TMPDIR=str(tmp_path_factory.mktemp("ray")))  # short: socket paths
+                      RAY_TMPDIR=str(short_tmp_dir))  # short: socket paths
     try:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})  # its processes: the env above
         cluster.wait_for_nodes()
