@@ -12,7 +12,7 @@ from optuna.trial import TrialState, create_trial
 
 from cifar_tune import cli
 from cifar_tune.cli import display
-from cifar_tune.studies import catalog as records
+from cifar_tune.studies import catalog
 from cifar_tune.studies.records import StudyRecord, TrialRecord
 from cifar_tune.views import dashboard_content, tables
 
@@ -84,7 +84,7 @@ def test_a_study_that_has_not_learned_says_so_everywhere(trials, says):
     Path("storage").mkdir()
     storage = optuna.storages.RDBStorage(URL)
     study = _planted(storage, "cifar10-resnet", trials)
-    warning = records.not_learned(study)
+    warning = catalog.not_learned(study)
     assert "WARNING" not in display.summary(study)  # the library warns (tuning.run_study), on standard error
     if says is None:
         assert warning is None

@@ -21,7 +21,7 @@ import optuna
 import pytest
 
 from cifar_tune import cli
-from cifar_tune.cli import jobs as job
+from cifar_tune.cli import jobs
 from tests.helpers.paths import REPO
 
 URL = "sqlite:///storage/cifar_tune.db"
@@ -167,7 +167,7 @@ def test_run_says_which_study_has_no_completed_trial_and_fails(tiny_npz, tmp_pat
     plan = [cli.optimize_settings(args)]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = job.run(plan, seeds=2, timeout=None, out_dir="job")
+        code = jobs.run(plan, seeds=2, timeout=None, out_dir="job")
     study = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL)
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # really diverged, the baseline too
     assert code == 1, err.getvalue()

@@ -14,11 +14,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cifar_tune import choices as names
-from cifar_tune import cli
-from cifar_tune.comparison import retrain as compare
-from cifar_tune.comparison import targets
-from cifar_tune.views import tables as compare_table
+from cifar_tune import choices, cli
+from cifar_tune.comparison import retrain, targets
+from cifar_tune.views import tables
 
 URL = "sqlite:///storage/cifar_tune.db"
 METRICS = ["Accuracy", "Precision", "Recall", "F1 Score"]
@@ -138,7 +136,7 @@ def test_results_are_stored_with_the_study_and_the_note_keeps_other_text(compare
             assert all(np.asarray(cm).shape == (10, 10) and np.asarray(cm).sum() == 100
                        for cm in rec["confusion"][variant])
         note = get_note(study)
-        assert note.count(names.COMPARE_HEADING) == 1 and "| tuned - baseline |" in note
+        assert note.count(choices.COMPARE_HEADING) == 1 and "| tuned - baseline |" in note
         assert f"best trial #{rec['best_trial']}" in note
     assert "keep me" in get_note(optuna.load_study(study_name="cifar10-cnn",
                                                    storage=f"sqlite:///{compared['root']}/storage/cifar_tune.db"))
@@ -150,7 +148,7 @@ def test_studies_lists_what_compare_stored(compared):
     from cifar_tune.storage import database
 
     url = f"sqlite:///{compared['root']}/storage/cifar_tune.db"
-    rows = {r["arch"]: r for r in compare_table.compared_rows(database.storage_for_reading(url))}
+    rows = {r["arch"]: r for r in tables.compared_rows(database.storage_for_reading(url))}
     assert set(rows) == {"cnn", "mlp_l2"}
     csv = pd.read_csv(compared["dir"] / "compare.csv")
     for arch, r in rows.items():
@@ -249,9 +247,9 @@ def test_compare_seeds_skip_the_seed_the_study_trained_with():
     class Study:
         user_attrs = {"settings": {"seed": 1001}}
 
-    assert compare.compare_seeds(Study(), 3) == [1000, 1002, 1003]
+    assert retrain.compare_seeds(Study(), 3) == [1000, 1002, 1003]
     Study.user_attrs = {"settings": {"seed": 0}}
-    assert compare.compare_seeds(Study(), 2) == [1000, 1001]
+    assert retrain.compare_seeds(Study(), 2) == [1000, 1001]
 
 
 @pytest.mark.parametrize("diffs, verdict", [([0.02, 0.03, 0.025, 0.028], "better"),
@@ -264,10 +262,10 @@ def test_the_difference_row_says_within_noise_when_its_interval_holds_zero(diffs
     per_seed = pd.DataFrame([{"arch": "cnn", "Model": "Simple CNN", "Variant": v, "Seed": k,
                               **{m: b + (d if v == "tuned" else 0.0) for m in METRICS}}
                              for k, (b, d) in enumerate(zip(base, diffs, strict=True)) for v in ("baseline", "tuned")])
-    agg = compare_table.aggregate(per_seed)
-    row = agg[agg["Variant"] == compare_table.COMPARE_DIFF].iloc[0]
-    assert compare_table.verdict(row).startswith(verdict)
-    shown = compare_table.display_table(agg)
+    agg = tables.aggregate(per_seed)
+    row = agg[agg["Variant"] == tables.COMPARE_DIFF].iloc[0]
+    assert tables.verdict(row).startswith(verdict)
+    shown = tables.display_table(agg)
     assert shown.iloc[2]["Verdict"].startswith(verdict)
 
 
@@ -281,7 +279,7 @@ def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monk
     # whichever trial wins on tiny data, the tuned model differs from the baseline (else it is not trained)
     monkeypatch.setattr(targets, "_tuned_config",
                         lambda arch, study, best: architectures.get(arch).config({"units": 32}))
-    real, trained, fail = compare._train_and_test, [], True
+    real, trained, fail = retrain._train_and_test, [], True
 
     def train(t, variant, spec):
         trained.append((variant, spec.seed))
@@ -289,7 +287,7 @@ def test_an_interrupted_compare_resumes_with_the_runs_it_finished(tiny_npz, monk
             raise KeyboardInterrupt
         return real(t, variant, spec)
 
-    monkeypatch.setattr(compare, "_train_and_test", train)
+    monkeypatch.setattr(retrain, "_train_and_test", train)
     assert cli.main(["compare", "--seeds", "2", *tiny]) == 130
     study = optuna.load_study(study_name="cifar10-mlp_l2", storage=URL)
     assert "compare" not in study.user_attrs

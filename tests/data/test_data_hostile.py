@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from numpy._core.multiarray import _reconstruct
 
-from cifar_tune.data import cifar10 as data
+from cifar_tune.data import cifar10
 from cifar_tune.errors import UserError
 from tests.helpers.data_files import write_batches_dir, write_tarball
 from tests.helpers.paths import REPO
@@ -59,8 +59,8 @@ def evil_batches_dir(root: Path, batch: object, protocol: int = 2) -> Path:
 
 
 def refused(path, match: str) -> str:
-    with pytest.raises(data.DataError, match=match) as e:
-        data.load(path)
+    with pytest.raises(cifar10.DataError, match=match) as e:
+        cifar10.load(path)
     message = str(e.value)
     assert "\n" not in message and len(message) < 1000
     return message
@@ -75,7 +75,7 @@ def test_segfault_pickle_exits_2_in_one_line_through_the_cli(tmp_path):
     """Object items built from raw bytes crashed the process (exit 139); now: exit 2, one line, nothing written."""
     evil = evil_batches_dir(tmp_path / "evil", {b"data": ROWS, b"labels": raw_array((N,), OBJECT_AS_BYTES,
                                                                                    b"\x41" * 8 * N)})
-    env = {k: v for k, v in os.environ.items() if k != data.ENV_VAR}
+    env = {k: v for k, v in os.environ.items() if k != cifar10.ENV_VAR}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run([sys.executable, "-m", "cifar_tune", "baseline", "--data", str(evil), "--archs", "cnn",
                            "--epochs", "1"], check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL,
@@ -114,7 +114,7 @@ def test_native_integer_label_arrays_are_accepted(tmp_path, protocol):
     d = write_batches_dir(root)
     (d / "data_batch_1").write_bytes(pickle.dumps({b"data": x_train[:N].transpose(0, 3, 1, 2).reshape(N, 3072),
                                                    b"labels": y_train[:N].astype("=i8")}, protocol=protocol))
-    np.testing.assert_array_equal(data.load(root).y_train, y_train)
+    np.testing.assert_array_equal(cifar10.load(root).y_train, y_train)
 
 
 class _Python2Pickler(pickle._Pickler):
@@ -141,7 +141,7 @@ def test_batches_pickled_as_python_2_did_load(tmp_path):
         with open(f, "wb") as dst:
             _Python2Pickler(dst, protocol=2).dump(batch)
     assert b"U\x02u1" in (d / "data_batch_1").read_bytes()
-    ds = data.load(tmp_path / "py2")
+    ds = cifar10.load(tmp_path / "py2")
     for got, want in ((ds.x_train, x_train), (ds.y_train, y_train), (ds.x_test, x_test), (ds.y_test, y_test)):
         np.testing.assert_array_equal(got, want)
 
@@ -175,8 +175,8 @@ def test_repeated_constructors_cannot_build_more_bytes_than_the_pickle_holds(tmp
 def test_memo_index_far_beyond_the_pickle_is_refused():
     """A ten-byte pickle whose memo index makes the C unpickler size its memo table to 2**33 entries."""
     blob = b"\x80\x02N" + b"r" + struct.pack("<I", 0xFFFFFFF0) + b"."
-    with pytest.raises(data.DataError, match="refusing memo index 4294967280"):
-        data.restricted_unpickle(blob, where="memo.pkl")
+    with pytest.raises(cifar10.DataError, match="refusing memo index 4294967280"):
+        cifar10.restricted_unpickle(blob, where="memo.pkl")
 
 
 def test_data_as_ten_million_references_to_one_row_is_refused(tmp_path):
@@ -219,10 +219,10 @@ def test_batch_file_larger_than_any_cifar_batch_is_refused_before_reading(tmp_pa
     monkeypatch.setattr(safe_pickle, "MAX_BATCH_BYTES", 1000)
     inner = write_batches_dir(tmp_path / "tar")
     sha = write_tarball(tmp_path / "big.tar.gz", inner)
-    with pytest.raises(data.DataError, match="data_batch_1: .* bytes, more than a CIFAR-10 batch can be"):
-        data._load_tarball(tmp_path / "big.tar.gz", expected_sha256=sha)
-    with pytest.raises(data.DataError, match="more than a CIFAR-10 batch can be"):
-        data.restricted_unpickle(bytes(1001))
+    with pytest.raises(cifar10.DataError, match="data_batch_1: .* bytes, more than a CIFAR-10 batch can be"):
+        cifar10._load_tarball(tmp_path / "big.tar.gz", expected_sha256=sha)
+    with pytest.raises(cifar10.DataError, match="more than a CIFAR-10 batch can be"):
+        cifar10.restricted_unpickle(bytes(1001))
 
 
 # --- other inputs ------------------------------------------------------------------------------------------
@@ -285,8 +285,8 @@ def test_failed_default_download_names_the_local_alternatives(monkeypatch):
 
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
     for source in (None, "keras"):
-        with pytest.raises(data.DataError) as e:
-            data.load(source)
+        with pytest.raises(cifar10.DataError) as e:
+            cifar10.load(source)
         message = str(e.value)
         assert "keras.datasets.cifar10 could not download or read CIFAR-10 (URL fetch failure on" in message
         assert "--data PATH or $CIFAR_TUNE_DATA" in message and "\n" not in message
@@ -298,26 +298,26 @@ def test_failed_default_download_names_the_local_alternatives(monkeypatch):
 @pytest.mark.parametrize("n_train, expected", [(50_000, 5000), (45_000, 4500), (2000, 200), (300, 30), (20, 10),
                                                (99, 10), (80_000, 5000)])
 def test_default_val_size_is_a_tenth_between_one_per_class_and_5000(n_train, expected):
-    assert data.default_val_size(n_train) == expected
+    assert cifar10.default_val_size(n_train) == expected
 
 
 def test_subset_works_without_a_validation_size():
     x_train, y_train, x_test, y_test = synthetic_cifar(2500, 500)
-    ds = data.Dataset(x_train, y_train, x_test, y_test, source="synthetic")
-    sub = data.subset(ds, 2000)
-    split = data.split_validation(sub)  # what --subset 2000 without --val-size does
+    ds = cifar10.Dataset(x_train, y_train, x_test, y_test, source="synthetic")
+    sub = cifar10.subset(ds, 2000)
+    split = cifar10.split_validation(sub)  # what --subset 2000 without --val-size does
     assert len(split.y_val) == 200 and len(split.y_train) == 1800
     assert np.bincount(split.y_val, minlength=10).tolist() == [20] * 10
     assert split.description.endswith("val 200 seed 0")
-    assert len(data.split_validation(sub, 500).y_val) == 500  # an explicit size still wins
+    assert len(cifar10.split_validation(sub, 500).y_val) == 500  # an explicit size still wins
     with pytest.raises(UserError, match="validation size 5000 does not fit 2000"):
-        data.split_validation(sub, 5000)
-    assert len(data.split_validation(data.subset(ds, 20)).y_val) == 10
+        cifar10.split_validation(sub, 5000)
+    assert len(cifar10.split_validation(cifar10.subset(ds, 20)).y_val) == 10
 
 
 def test_tarball_with_a_hostile_member(tmp_path):
     inner = write_batches_dir(tmp_path / "b")
     (inner / "data_batch_4").write_bytes(pickle.dumps({b"data": ROWS, b"labels": np.zeros(N, dtype=object)}))
     sha = write_tarball(tmp_path / "evil.tar.gz", inner)
-    with pytest.raises(data.DataError, match=r"evil.tar.gz:cifar-10-batches-py/data_batch_4: refusing dtype 'O8'"):
-        data._load_tarball(tmp_path / "evil.tar.gz", expected_sha256=sha)
+    with pytest.raises(cifar10.DataError, match=r"evil.tar.gz:cifar-10-batches-py/data_batch_4: refusing dtype 'O8'"):
+        cifar10._load_tarball(tmp_path / "evil.tar.gz", expected_sha256=sha)

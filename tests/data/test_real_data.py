@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from cifar_tune import cli
-from cifar_tune.data import cifar10 as data
+from cifar_tune.data import cifar10
 
 
 def test_real_copy_loads_as_cifar10(real_npz):
-    ds = data.load(real_npz)
+    ds = cifar10.load(real_npz)
     assert ds.x_train.shape == (50_000, 32, 32, 3) and ds.x_test.shape == (10_000, 32, 32, 3)
     assert ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.uint8
     assert np.bincount(ds.y_train).tolist() == [5_000] * 10 and np.bincount(ds.y_test).tolist() == [1_000] * 10

@@ -225,10 +225,10 @@ def equivalence(archs: list[str], seeds: list[int], n_train: int = 256, n_val: i
                 batch_size: int = 32, data: str = "hard", npz: str | None = None) -> dict:
     """Validation accuracy after training, per architecture, engine and seed (keras engine = stock fit on JAX)."""
     if npz:  # a stratified subset of the real training images; the first n_val test images
-        from cifar_tune.data import cifar10 as data_mod
+        from cifar_tune.data import cifar10
 
-        ds = data_mod.load(npz)
-        sub = data_mod.subset(ds, n_train, seed=0)
+        ds = cifar10.load(npz)
+        sub = cifar10.subset(ds, n_train, seed=0)
         x, y, xv, yv = sub.x_train, sub.y_train, ds.x_test[:n_val], ds.y_test[:n_val]
     else:
         x, y, xv, yv = hard_synthetic(n_train, n_val)

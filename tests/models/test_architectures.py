@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from cifar_tune import choices as names
+from cifar_tune import choices
 from cifar_tune.errors import UserError
 from cifar_tune.models import architectures
 from tests.helpers.synthetic import synthetic_cifar
@@ -58,7 +58,7 @@ def test_baseline_reproduces_the_seed_model(key):
 
 
 def test_architectures_are_the_seed_notebooks_in_its_order():
-    assert tuple(architectures.ARCHITECTURES) == names.ARCH_KEYS == tuple(SEED_PARAMS)
+    assert tuple(architectures.ARCHITECTURES) == choices.ARCH_KEYS == tuple(SEED_PARAMS)
 
 
 def test_only_mlp_l2_has_weight_decay_in_the_seed():

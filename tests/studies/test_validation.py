@@ -125,14 +125,14 @@ def never_trains(monkeypatch):
     ({"val_size": True, "protocol": "holdout"}, "val-size must be an integer in 10..10000000, got True"),
 ])
 def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_trains, kwargs, message):
-    from cifar_tune.comparison import seed_baseline as baseline
-    from cifar_tune.data import cifar10 as data
+    from cifar_tune.comparison import seed_baseline
+    from cifar_tune.data import cifar10
     from tests.helpers.synthetic import synthetic_cifar
 
-    ds = data.Dataset(*synthetic_cifar(), source="synthetic")
+    ds = cifar10.Dataset(*synthetic_cifar(), source="synthetic")
     kwargs = {"archs": ["mlp_l2"], "out_dir": tmp_path / "out", **kwargs}
     with pytest.raises(UserError, match=message):
-        baseline.run(ds, baseline.BaselineSettings(**kwargs))
+        seed_baseline.run(ds, seed_baseline.BaselineSettings(**kwargs))
     assert not (tmp_path / "out").exists()
 
 
@@ -145,12 +145,12 @@ def test_baseline_run_checks_its_arguments_as_the_cli_does(tmp_path, never_train
 ])
 def test_compare_run_cli_checks_its_arguments_before_the_storage(kwargs, message):
     from cifar_tune.cli import jobs
-    from cifar_tune.comparison import retrain as compare
+    from cifar_tune.comparison import retrain
 
     kwargs = {"archs": None, "seeds": 3, "epochs": None, "storage": "sqlite:///storage/cifar_tune.db",
               "out_dir": None, "engine": "auto", "precision": "float32", "verbose": 0, **kwargs}
     with pytest.raises(UserError, match=message):
-        jobs.compare(compare.CompareSettings(**kwargs))
+        jobs.compare(retrain.CompareSettings(**kwargs))
     assert not Path("storage").exists()
 
 
@@ -258,8 +258,7 @@ def test_a_preset_file_that_is_no_file_is_refused_without_blocking(tmp_path, no_
 
 
 def test_the_one_reader_words_every_refusal_in_one_line(tmp_path, no_hang):
-    from cifar_tune.data import cifar10 as data
-    from cifar_tune.data import safe_files
+    from cifar_tune.data import cifar10, safe_files
 
     (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n")
     with pytest.raises(UserError, match=r"latin1.toml is not UTF-8 text \(byte 5\)"):
@@ -269,8 +268,8 @@ def test_the_one_reader_words_every_refusal_in_one_line(tmp_path, no_hang):
     assert safe_files.read_text(_space(tmp_path, L2), "space file").startswith('arch = "mlp_l2"')
     # data files go through the same opener (their refusal stays a DataError)
     fifo = _hostile(tmp_path, "fifo", "cifar.npz")
-    with pytest.raises(data.DataError, match="cifar.npz is not a regular file"):
-        data.load(fifo)
+    with pytest.raises(cifar10.DataError, match="cifar.npz is not a regular file"):
+        cifar10.load(fifo)
 
 
 # --- item 12: a preset's split follows the user's --subset -----------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from cifar_tune import engines, progress
-from cifar_tune.data import cifar10 as data
+from cifar_tune.data import cifar10
 from cifar_tune.errors import TakenOver, TrialFailed
 from cifar_tune.models import architectures
 from cifar_tune.runtime import devices
@@ -44,8 +44,8 @@ def space(tmp_path) -> spaces.Space:
 
 
 @pytest.fixture
-def split(tiny_npz) -> data.Split:
-    return data.split_validation(data.load(str(tiny_npz)), 100, seed=0)
+def split(tiny_npz) -> cifar10.Split:
+    return cifar10.split_validation(cifar10.load(str(tiny_npz)), 100, seed=0)
 
 
 def objective_and_trial(space, split, lr: float, epochs: int = 2, pruner=None):

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from cifar_tune import cli
-from cifar_tune.views import figures as report
-from cifar_tune.views import study_report
+from cifar_tune.views import figures, study_report
 
 FIG_TITLES = {  # the section title we write and the title Optuna gives its own figure
     "optimization history": "Optimization History Plot",
@@ -91,7 +90,7 @@ def test_report_without_storage_exits_2(capsys):
 
 
 def test_confusion_figure_rows_are_true_classes():
-    fig = report.confusion_figure({"m": [[1 if i == j else 0 for j in range(10)] for i in range(10)]},
+    fig = figures.confusion_figure({"m": [[1 if i == j else 0 for j in range(10)] for i in range(10)]},
                                   [str(i) for i in range(10)])
     assert len(fig.data) == 1 and fig.data[0].type == "heatmap"
     assert fig.layout.yaxis.title.text == "true" and fig.layout.xaxis.title.text == "predicted"
@@ -99,5 +98,5 @@ def test_confusion_figure_rows_are_true_classes():
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_confusion_figure_lays_out_several_models(n):
-    fig = report.confusion_figure({f"m{i}": [[0] * 10] * 10 for i in range(n)}, [str(i) for i in range(10)])
+    fig = figures.confusion_figure({f"m{i}": [[0] * 10] * 10 for i in range(n)}, [str(i) for i in range(10)])
     assert len(fig.data) == n
