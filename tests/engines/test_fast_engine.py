@@ -30,8 +30,13 @@ import pytest
 from tests.helpers.paths import REPO
 from tests.helpers.synthetic import synthetic_cifar
 
-needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                               reason="JAX is not installed (pip install 'cifar-tune[jax]')")
+_jax_installed = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                    reason="JAX is not installed (pip install 'cifar-tune[jax]')")
+
+
+def needs_jax(test):
+    """A test that trains on JAX (marked ``jax``: CI runs these in its own step), skipped without JAX."""
+    return pytest.mark.jax(_jax_installed(test))
 
 
 def run_checks(checks: dict, cwd: Path, timeout: int = 900) -> dict:

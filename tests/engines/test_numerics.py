@@ -183,6 +183,7 @@ def test_every_architecture_passes_on_jax_cpu():
     assert out["error"] is None, out["error"]
 
 
+@pytest.mark.jax
 def test_jax_0_11_bf16_nan_on_xla_cpu_is_detected():
     """Issue 21: jax 0.11.x/0.12.x on XLA:CPU gives scattered NaN/inf in the ResNet's compiled bf16
     conv+relu+pool. Needs such a JAX (CI runs it under Python 3.12 with jax 0.12); skipped otherwise."""

@@ -83,6 +83,7 @@ print("TF LOADED" if "tensorflow" in sys.modules else "NO TF")
 """
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("engine", ["keras", "fast"])
 def test_a_jax_trial_never_imports_tensorflow(engine, tiny_npz: Path, tmp_path: Path):
     """TensorFlow is installed here, yet a trial on the JAX backend (either engine) never loads it: nothing on

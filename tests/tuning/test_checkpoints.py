@@ -84,8 +84,8 @@ def trials(db: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=STUDY, storage=database.storage_for_reading(f"sqlite:///{db}")).get_trials()
 
 
-@pytest.mark.parametrize("engine", ["keras", pytest.param("fast", marks=pytest.mark.skipif(
-    __import__("importlib").util.find_spec("jax") is None, reason="JAX is not installed"))])
+@pytest.mark.parametrize("engine", ["keras", pytest.param("fast", marks=[pytest.mark.jax, pytest.mark.skipif(
+    __import__("importlib").util.find_spec("jax") is None, reason="JAX is not installed")])])
 def test_a_killed_workers_trial_resumes_from_its_checkpoint(engine, data, tmp_path):
     artifacts, db, ref_db = tmp_path / "artifacts", tmp_path / "a.db", tmp_path / "ref.db"
     reference = worker(engine, ref_db, data, tmp_path / "ref-artifacts", tmp_path)  # uninterrupted, meanwhile
