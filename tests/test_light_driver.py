@@ -40,7 +40,7 @@ import cifar_tune as ct
 from cifar_tune.comparison.seed_baseline import BaselineSettings, load_data
 from cifar_tune.comparison.retrain import CompareSettings
 from cifar_tune.studies import presets, spaces
-from cifar_tune.tuning import budget, study as study_mod, supervisor, ray_backend
+from cifar_tune.tuning import budget, study, supervisor, ray_backend
 from cifar_tune import runtime
 parse = build_parser().parse_args
 common = ["--data", DATA, "--subset", "100", "--storage", URL]
@@ -56,8 +56,8 @@ for arch in ("mlp_bn", "mlp_l2", "cnn", "cnn_da", "resnet"):
     spaces.load(arch).baseline_params()
 out["engine"] = runtime.resolve_engine("auto")
 # open the study as the supervisor does: data checked, storage opened, study created with its baseline queued
-storage, space, split = study_mod.open_and_prepare(s)
-st, created = study_mod.create_or_load(s, storage, space, split)
+storage, space, split = study.open_and_prepare(s)
+st, created = study.create_or_load(s, storage, space, split)
 out["created"], out["trials"] = created, len(st.trials)
 sup = supervisor.Supervisor(s, st, None, budget.trials_per_process(s))
 out["left"] = sup.left(st.get_trials(deepcopy=False))
