@@ -182,6 +182,8 @@ class Epoch:
 # Why a study run ended (``StudyFinished.ended``): the new trials it was given ran, the study holds its study-wide
 # total, the timeout passed (no trial starts after it; the one running finishes).
 ENDED_TRIALS, ENDED_TOTAL, ENDED_TIMEOUT = "n_trials", "total_trials", "timeout"
+# A trial runner (never a study run: its supervisor goes on in a fresh process) passed its memory ceiling.
+ENDED_MEMORY = "worker_memory"
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ import cifar_tune as ct
 from cifar_tune.comparison.seed_baseline import BaselineSettings, load_data
 from cifar_tune.comparison.retrain import CompareSettings
 from cifar_tune.studies import presets, spaces
-from cifar_tune.tuning import budget, study, supervisor, ray_backend
+from cifar_tune.tuning import budget, executors, study, supervisor, ray_backend
 from cifar_tune import runtime
 parse = build_parser().parse_args
 common = ["--data", DATA, "--subset", "100", "--storage", URL]
 s = optimize_settings(parse(["optimize", "--arch", "cnn", "--preset", "quick", "--jobs", "2", *common]))
-out["supervised"] = budget.needs_supervisor(s)
+out["kind"] = budget.executor_kind(s)
 plan = run_plan(parse(["run", "--archs", "mlp_l2,cnn_da", "--n-trials", "30", *common]))
 b = BaselineSettings(archs=["cnn"], data=DATA, subset=100)
 ds = load_data(b)
@@ -59,7 +59,7 @@ out["engine"] = runtime.resolve_engine("auto")
 storage, space, split = study.open_and_prepare(s)
 st, created = study.create_or_load(s, storage, space, split)
 out["created"], out["trials"] = created, len(st.trials)
-sup = supervisor.Supervisor(s, st, None, budget.trials_per_process(s))
+sup = supervisor.Supervisor(s, st, None, budget.trials_per_process(s), executors.Processes(s))
 out["left"] = sup.left(st.get_trials(deepcopy=False))
 out["studies"] = main(["studies", "--storage", URL])
 out["report"] = main(["report", "--storage", URL, "--out", "report.html"])
@@ -71,7 +71,7 @@ def test_building_every_commands_settings_and_opening_a_study_loads_no_keras(tmp
     url = f"sqlite:///{tmp_path / 'light.db'}"
     out = run_probe(f"DATA, URL = {str(tiny_npz)!r}, {url!r}\n" + SETTINGS, tmp_path)
     assert out["loaded"] == []
-    assert out["supervised"] and out["created"] and out["trials"] == 1  # the baseline queued, nothing trained
+    assert out["kind"] == "processes" and out["created"] and out["trials"] == 1  # the baseline queued, nothing trained
     assert out["left"] == 8 and out["studies"] == 0 and out["report"] == 0 and out["load"] == ["cnn"]
     assert out["engine"] in ("keras", "fast")
 

@@ -45,8 +45,10 @@ class OptimizeSettings:
     median_startup_trials: int
     median_warmup_epochs: int
     trials_per_process: int | None
+    worker_memory: int | None = None  # MB; None: after the first trial plus executors.DEFAULT_HEADROOM_MB
     data: str | None = None
     jobs: int = 1
+    executor: str = "auto"  # inline, processes or auto (tuning/executors.py); Ray with ``ray``
     jobs_per_gpu: int | None = None  # workers sharing one GPU (runtime.devices)
     heartbeat_interval: int | None = None
     grace_period: int | None = None
@@ -173,17 +175,23 @@ def make_settings(arch: str, *, preset: str | None = None, **given) -> OptimizeS
                                                                              devices.visible_gpus()),
                             heartbeat_interval=extra["heartbeat_interval"], grace_period=extra["grace_period"],
                             verbose=bool(extra["verbose"]), total_trials=extra["total_trials"], ray=extra["ray"],
-                            workers=extra["workers"], **values)
+                            workers=extra["workers"], executor=extra["executor"] or "auto", **values)
 
 
 def check_ray(extra: dict, storage: str) -> None:
     """A Ray cluster's workers (``ray``, ``workers``) need each other: ``--workers`` without ``--ray`` and
-    ``--jobs`` with it (this machine's processes) are refused, and so is a SQLite file, which one machine holds
+    ``--jobs`` or ``--executor`` with it (this machine's processes) are refused, as ``--executor inline`` with
+    ``--jobs`` over 1, and so is a SQLite file, which one machine holds
     (the workers run on every node). Raises ``UserError``."""
+    if extra["executor"] == "inline" and (extra["jobs"] or 1) > 1:
+        raise UserError("--executor inline trains in this process, one trial at a time: drop --jobs, or use "
+                        "--executor processes")
     if extra["ray"] is None:
         if extra["workers"] is not None:
             raise UserError("--workers counts a Ray cluster's workers: give --ray ADDRESS too (one machine: --jobs)")
         return
+    if extra["executor"] not in (None, "auto"):
+        raise UserError("--executor chooses where trials run on this machine; with --ray, Ray places them")
     if extra["jobs"] is not None:
         raise UserError("--jobs places worker processes on this machine; with --ray, Ray places them: give "
                         "--workers")

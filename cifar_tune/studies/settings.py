@@ -101,11 +101,14 @@ _ALL = (
             range=(0, 10**6), preset=True, flag=False),
     Setting("median_warmup_epochs", int, "epochs of each trial the median pruner never prunes", 1,
             range=(0, 10**4), preset=True, flag=False),
-    # None: 10 on TensorFlow (its trainer does not give all memory back between trials), never on JAX; resolved by
-    # tuning.budget.trials_per_process once the backend is chosen (the study stores None, as given)
+    # None: no count; the memory ceiling below replaces a worker (tuning/executors.py)
     Setting("trials_per_process", int, "a worker replaces itself with a fresh process after this many trials "
-            "(default 10 on TensorFlow, no bound on JAX): bounds memory, which Keras's TensorFlow trainer does not "
-            "fully release between trials", range=(1, 10**6), preset=True),
+            "(default: no count; --worker-memory bounds a worker)", range=(1, 10**6), preset=True),
+    # None: the runner's resident memory after its first trial plus executors.DEFAULT_HEADROOM_MB
+    Setting("worker_memory", int, "resident memory ceiling of a trial runner in MB: a runner past it after a trial "
+            "hands its remaining trials to a fresh worker process (default: its size after its first trial plus "
+            "2048; Keras's TensorFlow trainer keeps some memory per trial)", range=(64, 10**7), preset=True,
+            metavar="MB"),
     Setting("space", str, "search-space TOML (default: search_spaces/<arch>.toml)"),
     Setting("storage", str, f"Optuna storage URL (default {choices.DEFAULT_STORAGE}; postgresql+psycopg://... to "
             "share)"),  # None: choices.DEFAULT_STORAGE, where the storage is opened
@@ -115,6 +118,9 @@ _ALL = (
     # None: one per visible GPU times jobs_per_gpu, 1 without GPUs (presets.make_settings: runtime.gpus)
     Setting("jobs", int, "worker processes on this machine (default: one per visible GPU, 1 without GPUs); they are "
             "placed round robin over the GPUs (CUDA_VISIBLE_DEVICES)", range=(1, 1024)),
+    Setting("executor", str, "where the trials run: inline (in this process), processes (--jobs worker processes), "
+            "auto (inline for one worker without a GPU, else processes; --ray: Ray tasks)", "auto",
+            choices=("auto", "inline", "processes")),
     Setting("jobs_per_gpu", int, "workers sharing each GPU, each with that share of its memory (default 1; with "
             "--jobs: as many as the GPUs get)", range=(1, 64)),
     Setting("heartbeat_interval", int, "seconds between a running trial's heartbeats (RDB storage)",
@@ -156,9 +162,9 @@ _ALL = (
 SETTINGS: Mapping[str, Setting] = MappingProxyType({s.name: s for s in _ALL})
 
 _TRAINING = ("engine", "precision", "verbose")
-_STUDY = ("preset", "epochs", "val_size", "storage", "sampler", "pruner", "seed", "jobs", "jobs_per_gpu", "ray",
-          "workers", "trials_per_process", "heartbeat_interval", "grace_period", "data", "subset", *_TRAINING,
-          "median_startup_trials", "median_warmup_epochs")
+_STUDY = ("preset", "epochs", "val_size", "storage", "sampler", "pruner", "seed", "jobs", "executor", "jobs_per_gpu",
+          "ray", "workers", "trials_per_process", "worker_memory", "heartbeat_interval", "grace_period", "data",
+          "subset", *_TRAINING, "median_startup_trials", "median_warmup_epochs")
 # Each command's settings, in the order of its --help.
 COMMANDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "archs": (),

@@ -1,6 +1,6 @@
-"""How many trials a command runs and where: the study-wide target, trials per worker process, whether a
-supervisor runs worker processes, how often to poll. Plain arithmetic on the settings (and one read of the
-storage): no Keras, so the supervisor and the Ray driver, which train nothing, never load it."""
+"""How many trials a command runs and where: the study-wide target, which executor runs them, a runner's memory
+ceiling, how often to poll. Plain arithmetic on the settings (and one read of the storage): no Keras, so the
+supervisor and the Ray driver, which train nothing, never load it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import os
 
 import optuna
 
-from cifar_tune import runtime
 from cifar_tune.choices import TOTAL_TRIALS_ENV
 from cifar_tune.errors import InvalidValue, UserError
+from cifar_tune.runtime import devices
 from cifar_tune.storage import handle
 from cifar_tune.storage.database import DEFAULT_HEARTBEAT_INTERVAL
 from cifar_tune.studies import catalog, validate
@@ -30,35 +30,69 @@ def total_trials(settings: OptimizeSettings) -> int | None:
         raise UserError(f"{TOTAL_TRIALS_ENV}: {e.rule}") from None
 
 
-def needs_supervisor(settings: OptimizeSettings, storage: handle.Storage | None = None) -> bool:
-    """Whether this command runs its trials in worker processes (``--jobs``, or more trials than one process
-    should run: Keras's TensorFlow trainer does not give all memory back between trials). ``storage``: the
-    command's (default: ``settings.storage``'s), read for the trials a study-wide target has left."""
-    if settings.jobs > 1:
-        return True
-    per_process, total = trials_per_process(settings), total_trials(settings)
+def executor_kind(settings: OptimizeSettings, storage: handle.Storage | None = None) -> str:
+    """Where this command's trials run (``executors.py``): ``"ray"`` (``--ray``), ``--executor`` when given, else
+    ``"processes"`` for ``--jobs`` over 1, on a machine with GPUs (a process per GPU slot, each with its share of
+    the device) or for more trials than ``--trials-per-process`` allows one process; ``"inline"`` otherwise (one
+    worker on a CPU: the trials run in the calling process, which the memory ceiling hands over to a fresh worker
+    process when Keras's kept memory passes it). ``storage``: the command's (default: ``settings.storage``'s), read
+    for the trials a study-wide target has left."""
+    if settings.ray is not None:
+        return "ray"
+    if settings.executor != "auto":
+        return settings.executor
+    if settings.jobs > 1 or devices.visible_gpus():
+        return "processes"
+    per_process, total = settings.trials_per_process, total_trials(settings)
     if per_process is None:
-        return False
+        return "inline"
     if total is None:
-        return settings.n_trials > per_process
+        return "processes" if settings.n_trials > per_process else "inline"
     try:
         opened = handle.resolve(storage or settings.storage).reading()
         study = optuna.load_study(study_name=settings.study_name, storage=opened)
-        return total - catalog.started_trials(study) > per_process
+        left = total - catalog.started_trials(study)
     except (UserError, KeyError):  # no storage or no study yet
-        return total > per_process
+        left = total
+    return "processes" if left > per_process else "inline"
 
 
-TF_TRIALS_PER_PROCESS = 10  # Keras's TensorFlow trainer does not give all memory back between trials
+DEFAULT_HEADROOM_MB = 2048  # a runner's ceiling above its size after its first trial (``worker_memory`` unset)
+
+
+class MemoryCeiling:
+    """A trial runner's resident-memory ceiling (``settings.worker_memory`` MB; None: its resident memory after
+    its first trial plus ``DEFAULT_HEADROOM_MB``). ``passed()``, asked after each trial, says whether the runner
+    should hand its remaining trials to a fresh process: Keras's TensorFlow trainer keeps ~26 MB per trial after
+    ``clear_session()`` that ``malloc_trim`` does not return (measured on this project's 2-core CPU), so a long
+    study is bounded by replacing its runner, not by a fixed count of trials."""
+
+    def __init__(self, mb: int | None):
+        self.mb, self.stopped = mb, False
+
+    def passed(self) -> bool:
+        rss = resident_mb()
+        if rss is None:  # not Linux: no ceiling
+            return False
+        if self.mb is None:
+            self.mb = rss + DEFAULT_HEADROOM_MB
+        self.stopped = rss > self.mb
+        return self.stopped
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (Linux ``/proc/self/status``; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
 
 
 def trials_per_process(settings: OptimizeSettings) -> int | None:
-    """Trials one worker process runs before a fresh one replaces it: the setting when given, else 10 on
-    TensorFlow and no bound on other backends (JAX frees a trial's buffers, and a fresh process would compile
-    every program again)."""
-    if settings.trials_per_process is not None:
-        return settings.trials_per_process
-    return TF_TRIALS_PER_PROCESS if runtime.choose_backend() == "tensorflow" else None
+    """Trials one worker process runs before a fresh one replaces it: the setting when given, else no count (the
+    memory ceiling, ``MemoryCeiling``, replaces a worker)."""
+    return settings.trials_per_process
 
 
 def poll_seconds(storage) -> float:

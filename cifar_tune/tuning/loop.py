@@ -10,8 +10,9 @@ How many trials a command runs:
   under a per-study lock (a PostgreSQL advisory lock; a lock file beside a SQLite database), so concurrent
   workers never overshoot the target, and every command stays until all trials have finished (to fail and
   retry those of dead workers).
-* Up to ``trials_per_process`` of them (and with ``--jobs 1``) run in this process; otherwise a supervisor runs
-  them in worker processes (``supervisor.py``).
+* Where they run is the executor's choice (``executors.py``): in this process (``inline``), in worker processes
+  or on a Ray cluster, each of which runs this loop. A runner stops after a trial that leaves it above its memory
+  ceiling (``budget.MemoryCeiling``); the supervisor hands its remaining trials to a fresh worker process.
 
 Each trial runs through Optuna's ask-and-tell interface (``run_trial``) rather than ``study.optimize``: a worker
 whose heartbeat came late may find, when it tells its result, that another worker already failed its trial as
@@ -39,16 +40,9 @@ from cifar_tune.storage import handle
 from cifar_tune.storage.locks import study_lock
 from cifar_tune.studies import catalog
 from cifar_tune.studies.presets import OptimizeSettings
+from cifar_tune.text import count
 from cifar_tune.tuning import dashboard_updates
-
-# re-exported: loop.py was their first home (budget.py holds them without Keras, for the supervisor and Ray driver)
-from cifar_tune.tuning.budget import (  # noqa: F401
-    TF_TRIALS_PER_PROCESS,
-    needs_supervisor,
-    poll_seconds,
-    total_trials,
-    trials_per_process,
-)
+from cifar_tune.tuning.budget import MemoryCeiling, poll_seconds, total_trials
 from cifar_tune.tuning.objective import make_objective
 from cifar_tune.tuning.study import create_or_load, open_study_storage, prepare, requeue_lost_baseline
 
@@ -56,24 +50,26 @@ MAX_TAKEN_OVER = 3  # trials in a row another worker declared dead: this worker'
 
 
 def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node: str | None = None,
-               describe: bool = False, prepared: tuple | None = None,
-               storage: handle.Storage | None = None) -> tuple[optuna.Study, str]:
-    """Run trials of the study in this process; returns the study and which limit ended the run
-    (``progress.ENDED_TRIALS``, ``ENDED_TOTAL`` or ``ENDED_TIMEOUT``).
+               describe: bool = False, prepared: tuple | None = None, storage: handle.Storage | None = None,
+               created: tuple[optuna.Study, bool] | None = None) -> tuple[optuna.Study, str, int]:
+    """Run trials of the study in this process; returns the study, which limit ended the run
+    (``progress.ENDED_TRIALS``, ``ENDED_TOTAL``, ``ENDED_TIMEOUT``, or ``ENDED_MEMORY``: this process passed its
+    memory ceiling, ``settings.worker_memory``, after a trial) and how many trials ran here.
 
     Without a study-wide target: ``n_trials`` new trials (or until the timeout). With one: until the study holds
     that many trials, at most ``n_trials`` of them here when this process is a supervisor's or a Ray cluster's
     worker (``worker`` > 0; ``node``: the Ray node id each trial records; ``describe``: this worker reports the
     ``Training on: ...`` line, as a command running its trials here does). ``prepared``: ``study.prepare``'s
     (space, split), when the caller loaded them already; ``storage``: the command's (default: the
-    settings', ``study.storage_of``).
+    settings', ``study.storage_of``); ``created``: ``study.create_or_load``'s (study, created), when the caller
+    (the supervisor of an inline runner) made it already.
     Raises ``UserError`` before anything is written for bad data or space, and before any trial when the device
     computes the architecture wrongly in the precision.
     """
     space, split = prepared or prepare(settings)  # bad data or space: refused before anything is written
     numerics.verify(settings.arch, settings.precision)  # then numerics (once per process, cached per device)
     opened = open_study_storage(settings, storage)
-    study, created = create_or_load(settings, opened, space, split)
+    study, created = created or create_or_load(settings, opened, space, split)
     total = total_trials(settings)
     if worker == 0 or describe:
         engines.report_device(settings.engine, settings.precision)
@@ -84,21 +80,27 @@ def run_worker(settings: OptimizeSettings, n_trials: int, worker: int = 0, node:
                                  precision=settings.precision, verbose=int(settings.verbose))
     objective = dashboard_updates.recorded(make_objective(space, split, template), node)
     callbacks = [_report_trial, dashboard_updates.callback]
+    ceiling = MemoryCeiling(settings.worker_memory)
     try:
         if total is None:
-            done = run_trials(study, objective, n_trials, timeout=settings.timeout, callbacks=callbacks)
-            ended = progress.ENDED_TRIALS if done >= n_trials else progress.ENDED_TIMEOUT
+            ran = run_trials(study, objective, n_trials, timeout=settings.timeout, callbacks=callbacks,
+                             until=ceiling.passed)
+            ended = progress.ENDED_TRIALS if ran >= n_trials else progress.ENDED_TIMEOUT
         else:
             supervised = worker > 0
             ran = run_until_total(study, objective, total, max_trials=n_trials if supervised else None,
                                   stay=not supervised, timeout=settings.timeout, poll=poll_seconds(opened),
-                                  callbacks=callbacks)
+                                  callbacks=callbacks, until=ceiling.passed)
             reached = catalog.started_trials(study) >= total or (supervised and ran >= n_trials)
             ended = progress.ENDED_TOTAL if reached else progress.ENDED_TIMEOUT
+        if ended == progress.ENDED_TIMEOUT and ceiling.stopped:
+            ended = progress.ENDED_MEMORY
+            progress.info(f"This process holds more than its memory ceiling of {ceiling.mb:,.0f} MB (--worker-memory) "
+                          f"after {count(ran, 'trial')}: a fresh worker process runs the remaining trials.")
     finally:
         if worker == 0:  # a supervisor or a Ray driver refreshes the story once its workers are done
             dashboard_updates.tell(study)
-    return study, ended
+    return study, ended, ran
 
 
 def _report_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -108,8 +110,9 @@ def _report_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 
 def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], float], total: int, *,
                     max_trials: int | None = None, stay: bool = True, timeout: float | None = None,
-                    poll: float = 5.0, callbacks=()) -> int:
-    """Start trials while the study holds fewer than ``total`` (at most ``max_trials`` here); returns how many.
+                    poll: float = 5.0, callbacks=(), until: Callable[[], bool] = lambda: False) -> int:
+    """Start trials while the study holds fewer than ``total`` (at most ``max_trials`` here, and until ``until()``
+    says so after a trial: the memory ceiling); returns how many.
 
     With ``stay``, wait until every trial has finished: a trial whose worker died is failed (after the grace
     period) by a worker still here and retried by one, so the study ends with ``total`` trials although a
@@ -131,6 +134,8 @@ def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], flo
                 # asked under the lock held here; a trial taken over still counts (its retry is a study trial)
                 run_trial(study, released_first, callbacks, locked=True)
                 ran += 1
+                if until():
+                    return ran
                 continue
             running = catalog.live_trials(study)
         finally:
@@ -142,9 +147,10 @@ def run_until_total(study: optuna.Study, objective: Callable[[optuna.Trial], flo
 
 
 def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int, *,
-               timeout: float | None = None, callbacks=()) -> int:
+               timeout: float | None = None, callbacks=(), until: Callable[[], bool] = lambda: False) -> int:
     """Run ``n_trials`` trials of this process (trials another worker took over do not count), or until
-    ``timeout`` seconds have passed; returns how many finished here.
+    ``timeout`` seconds have passed, or until ``until()`` says so after a trial (the memory ceiling); returns how
+    many finished here.
 
     Raises ``UserError`` after ``MAX_TAKEN_OVER`` take-overs in a row: this worker's heartbeat is too late for
     the study's grace period, and every further trial would be lost the same way.
@@ -158,6 +164,8 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                                 "workers (its heartbeat came late): give the study a longer --grace-period")
             continue
         done, taken_in_a_row = done + 1, 0
+        if until():
+            break
     return done
 
 

@@ -19,6 +19,7 @@ from cifar_tune.storage.artifacts import artifact_store
 from cifar_tune.studies.records import TrialRecord
 from cifar_tune.studies.spaces import Space
 from cifar_tune.tuning import checkpoints
+from cifar_tune.tuning.budget import resident_mb
 
 
 class TrialRecorder(keras.callbacks.Callback):
@@ -65,15 +66,6 @@ class TrialRecorder(keras.callbacks.Callback):
         bad = sorted((k, float(v)) for k, v in (logs or {}).items() if not math.isfinite(float(v)))
         if bad:
             raise Diverged(epoch + 1, *next(((k, v) for k, v in bad if k == "loss"), bad[0]))
-
-
-def resident_mb() -> float | None:
-    """This process's resident memory in MB (Linux), recorded per trial so memory growth can be audited."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return None
 
 
 def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> Callable[[optuna.Trial], float]:

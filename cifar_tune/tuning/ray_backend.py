@@ -10,14 +10,14 @@ counted by the study, as when many machines share it: a study-wide total (``--to
 becomes "N more than the study holds now"), checked under the study lock before each trial is created
 (``loop.run_until_total``), so W workers together run exactly that many, none twice.
 
-This process, the driver, trains nothing: it creates the study (the baseline queued first), keeps ``workers``
-tasks in flight while trials are left, fails the trials of dead workers (``fail_stale_trials``, as the
-supervisor does), and ends when every trial has finished. A worker whose node dies: Ray runs its task again on a
-node still alive (``max_retries``), and the trial it was running stops beating, is failed after the grace period
-and retried once by whichever worker asks next. A worker that fails in a way that would repeat (its task raised:
-cifar-tune not importable on the node, a bug) is not replaced: the run stops with its cause in one line
-(``ClusterError``). The address must answer within ``CONNECT_TIMEOUT`` seconds (``answers``: ray.init has no
-connect timeout of its own). The workers' lines reach this terminal through Ray's log
+This process, the driver, trains nothing: the one loop above every executor (``supervisor.supervise``, here over
+``RayTasks``) creates the study (the baseline queued first), keeps ``workers`` tasks in flight while trials are
+left, fails the trials of dead workers (``fail_stale_trials``), and ends when every trial has finished. A worker
+whose node dies: Ray runs its task again on a node still alive (``max_retries``), and the trial it was running
+stops beating, is failed after the grace period and retried once by whichever worker asks next. A worker that fails
+in a way that would repeat (its task raised: cifar-tune not importable on the node, a bug) is not replaced: the run
+stops with its cause in one line (``ClusterError``). The address must answer within ``CONNECT_TIMEOUT`` seconds
+(``answers``: ray.init has no connect timeout of its own). The workers' lines reach this terminal through Ray's log
 forwarding (Ray prefixes each with the task and its node).
 
 The storage's password never travels through Ray: the job a task gets holds the storage URL without it (Ray keeps
@@ -34,32 +34,28 @@ import re
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
-
-import optuna
 
 from cifar_tune import progress, runtime
 from cifar_tune.errors import ClusterError, UserError
 from cifar_tune.runtime import devices
 from cifar_tune.storage import handle, urls
-from cifar_tune.studies import catalog
 from cifar_tune.studies.presets import OptimizeSettings
 from cifar_tune.text import count
-from cifar_tune.tuning import dashboard_updates
-from cifar_tune.tuning.budget import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.entry import OK, ray_worker
-from cifar_tune.tuning.study import create_or_load, open_and_prepare
+from cifar_tune.tuning.executors import STOP_GRACE, Ended
+from cifar_tune.tuning.supervisor import supervise
 
 MAX_RETRIES = 3  # Ray runs a lost worker's task (its node died, or its process) again this many times
 MAX_LOST = 3  # workers in a row lost for good (Ray's retries spent): give up, the cause would repeat
-STOP_GRACE = 30.0  # seconds cancelled workers have to fail their trials and end
 CONNECT_TIMEOUT = 10.0  # seconds the cluster's address has to answer before ray.init is tried
 
 
-def run_on_ray(settings: OptimizeSettings, storage: handle.Storage | None = None) -> int:
-    """Run the study's trials on the Ray cluster at ``settings.ray`` until the study holds its total; returns the
-    exit status (0, or a worker's: 2 for a user error or a failed storage). ``storage``: the command's
+def run_on_ray(settings: OptimizeSettings, storage: handle.Storage | None = None) -> tuple[int, str]:
+    """Run the study's trials on the Ray cluster at ``settings.ray`` until the study holds its total
+    (``supervisor.supervise`` over ``RayTasks``); returns the exit status (0, or a worker's: 2 for a user error or a
+    failed storage) and which limit ended the run. ``storage``: the command's
     (default: the settings', ``study.storage_of``); each task opens its own from the URL.
 
     Raises ``UserError`` before anything is stored when Ray is not installed or the storage's password is on this
@@ -195,125 +191,87 @@ def failure(e: Exception) -> tuple[str, bool]:
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): .+")
 
 
-def _run(ray, settings: OptimizeSettings, storage: handle.Storage | None) -> int:
-    opened, space, split = open_and_prepare(settings, storage)
-    study, created = create_or_load(settings, opened, space, split)  # study and baseline exist before workers
-    del split  # the workers load their own copy; the driver holds no data and loads no Keras
-    total = total_trials(settings)
-    if total is None:  # --n-trials N: N more trials than the study holds now, counted as a study-wide total
-        total = catalog.started_trials(study) + settings.n_trials
-    per_process = trials_per_process(settings)
+def _run(ray, settings: OptimizeSettings, storage: handle.Storage | None) -> tuple[int, str]:
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     workers, share = placement(settings, ray.cluster_resources(), nodes)
-    progress.report(progress.StudyStarted(replace(settings, jobs=workers), study, created, total, per_process,
-                                          max(0, total - catalog.started_trials(study))))
-    progress.info(f"Ray cluster {settings.ray}: {count(nodes, 'node')}; {count(workers, 'worker')}, each 1 CPU"
-                  + (f" and {share:g} GPU" if share else ", no GPU") + ", placed by Ray")
-    driver = Driver(ray, settings, study, total, workers, share, per_process)
-    try:
-        with runtime.signals_deferred():  # a signal is seen at the next poll (see supervisor.run_jobs)
-            return driver.drive(poll_seconds(opened))
-    except KeyboardInterrupt:
-        driver.cancel()
-        raise
-    finally:
-        dashboard_updates.tell(study)
+    cluster = (f"Ray cluster {settings.ray}: {count(nodes, 'node')}; {count(workers, 'worker')}, each 1 CPU"
+               + (f" and {share:g} GPU" if share else ", no GPU") + ", placed by Ray")
+    return supervise(settings, RayTasks(ray, settings, workers, share, cluster), storage, study_wide=True)
 
 
 @dataclass
-class Driver:
-    """The tasks of one study run on a Ray cluster: ``pending`` (Ray object ref -> worker slot)."""
+class RayTasks:
+    """The executor of a Ray cluster (``executors.py``): a Ray task per slot running the one worker entry
+    (``entry.ray_worker``) in a fresh Ray worker process, ``workers`` at a time, each with ``share`` of a GPU;
+    ``pending``: Ray object ref -> slot. ``cluster``: the line said before the first task starts."""
 
     ray: Any
     settings: OptimizeSettings
-    study: optuna.Study
-    total: int
-    workers: int
+    slots: int
     share: float
-    per_process: int | None
+    cluster: str
     pending: dict = field(default_factory=dict)
-    slots: int = 0
     lost_in_a_row: int = 0
-    code: int = 0
-    error: ClusterError | None = None
+    remote: Any = None
+    trains_here = False
+    gpus = ()
 
-    def drive(self, poll: float) -> int:
-        """Keep workers in flight until the study holds ``total`` finished trials; returns the exit status."""
-        remote = self.ray.remote(num_cpus=1, num_gpus=self.share, max_calls=1, max_retries=MAX_RETRIES)(ray_worker)
-        reporter, env = shippable(progress.current()), devices.memory_share_env(round(1 / self.share) if self.share
-                                                                              else 1)
-        start, timeout = time.monotonic(), self.settings.timeout
-        while not runtime.stopping():
-            self.collect(poll)
-            optuna.storages.fail_stale_trials(self.study)  # the watchdog: dead workers' trials become retries
-            remaining = None if timeout is None else timeout - (time.monotonic() - start)
-            live = len(catalog.live_trials(self.study))
-            left = self.total - catalog.started_trials(self.study)
-            if self.error is not None:
-                break
-            if self.code or (remaining is not None and remaining <= 0):
-                if not self.pending:
-                    break
-                continue
-            if not self.pending and left <= 0 and not live:
-                break
-            # workers that have no trial yet are at most the trials left: a worker with nothing to do ends at once
-            while len(self.pending) < min(self.workers, max(0, left) + live):
-                self.slots += 1
-                self.pending[remote.remote(self.job(remaining), reporter, env)] = self.slots
-        if self.code or self.error is not None:
-            self.cancel()
-        if self.error is not None:
-            raise self.error
-        return self.code
+    def start(self, slot: int, job: dict) -> None:
+        """A task for ``job``: its settings with the storage URL without its password, and no cluster of its own."""
+        if self.remote is None:
+            progress.info(self.cluster)
+            self.remote = self.ray.remote(num_cpus=1, num_gpus=self.share, max_calls=1,
+                                          max_retries=MAX_RETRIES)(ray_worker)
+            self.reporter = shippable(progress.current())
+            self.env = devices.memory_share_env(round(1 / self.share) if self.share else 1)
+        settings = {**job["settings"], "storage": without_password(self.settings.storage), "ray": None,
+                    "workers": None}
+        self.pending[self.remote.remote({**job, "settings": settings}, self.reporter, self.env)] = slot
+        return None
 
-    def job(self, remaining: float | None) -> dict:
-        """The next worker's job: the settings (storage URL without its password), its trials and slot."""
-        settings = replace(self.settings, storage=without_password(self.settings.storage), ray=None,
-                           workers=None, jobs=1, total_trials=self.total, timeout=remaining)
-        return {"settings": settings.to_dict(), "n_trials": self.per_process or self.total, "worker": self.slots,
-                "describe": self.slots == 1}  # the first worker says where it trains
-
-    def collect(self, poll: float) -> None:
-        """Wait up to ``poll`` seconds for workers to end; note their statuses, and workers lost for good."""
+    def poll(self, timeout: float) -> list[Ended]:
+        """The tasks that ended within ``timeout`` seconds (``ray.wait`` returns at the first)."""
         if not self.pending:
-            time.sleep(poll)
-            return
-        ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=poll)
+            time.sleep(timeout)
+            return []
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        if ready:  # and every other one that ended meanwhile
+            ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        ended = []
         for ref in ready:
             slot = self.pending.pop(ref)
             try:
                 status = self.ray.get(ref)
             except self.ray.exceptions.RayError as e:
-                self.lost(slot, e)
+                ended.append(self.lost(slot, e))
                 continue
             self.lost_in_a_row = 0
-            if status != OK:
-                progress.warn(f"Ray worker {slot} exited with status {status}")
-                self.code = self.code or status
+            death = None if status == OK else f"Ray worker {slot} exited with status {status}"
+            ended.append(Ended(slot, status, death))
+        return ended
 
-    def lost(self, slot: int, e: Exception) -> None:
-        """A worker that ended with a Ray error: one that would repeat (``failure``) stops the run at once
-        (``self.error``), with its cause; a lost one (Ray's retries spent) is replaced, up to ``MAX_LOST`` in a row."""
+    def lost(self, slot: int, e: Exception) -> Ended:
+        """A task that ended with a Ray error: one that would repeat (``failure``) stops the run at once, with its
+        cause (``Ended.fatal``); a lost one (Ray's retries spent) is replaced, up to ``MAX_LOST`` in a row."""
         cause, repeats = failure(e)
         node = f" on {e.ip}" if getattr(e, "ip", None) else ""
         if repeats:
             hint = ("; install cifar-tune on every node of the cluster (pip install 'cifar-tune[ray]', in the "
                     "environment its `ray start` runs in)" if cause.startswith(("ModuleNotFoundError", "ImportError"))
                     else "")
-            self.error = self.error or ClusterError(
+            return Ended(slot, 1, fatal=ClusterError(
                 f"the Ray workers cannot run the study ({self.settings.ray}): worker {slot} failed{node} with "
-                f"{cause}{hint}; not retried, it would fail the same way")
-            return
+                f"{cause}{hint}; not retried, it would fail the same way"))
         self.lost_in_a_row += 1
-        progress.warn(f"Ray worker {slot} was lost{node} ({cause}) after {MAX_RETRIES} retries by Ray")
-        if self.lost_in_a_row >= MAX_LOST:
-            self.error = self.error or ClusterError(
-                f"{MAX_LOST} Ray workers in a row were lost ({self.settings.ray}), each after {MAX_RETRIES} retries "
-                f"by Ray; giving up (the last: {cause})", status=1)
+        death = f"Ray worker {slot} was lost{node} ({cause}) after {MAX_RETRIES} retries by Ray"
+        if self.lost_in_a_row < MAX_LOST:
+            return Ended(slot, 1, death)
+        return Ended(slot, 1, death, fatal=ClusterError(
+            f"{MAX_LOST} Ray workers in a row were lost ({self.settings.ray}), each after {MAX_RETRIES} retries "
+            f"by Ray; giving up (the last: {cause})", status=1))
 
-    def cancel(self) -> None:
-        """Cancel every worker still running (each fails its trial, as after Ctrl-C) and wait for them a while."""
+    def stop(self) -> list[str]:
+        """Cancel every task still running (each fails its trial, as after Ctrl-C) and wait for them a while."""
         for ref in self.pending:
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref)
@@ -323,6 +281,7 @@ class Driver:
                 with contextlib.suppress(Exception):
                     self.ray.get(ref)
         self.pending.clear()
+        return []
 
 
 def shippable(reporter):

@@ -1,5 +1,5 @@
-"""Run (or resume) one architecture's study, wherever its trials run: in this process (``loop.py``), in worker
-processes (``supervisor.py``) or on a Ray cluster (``ray_backend.py``); then read it back, say how it ended and
+"""Run (or resume) one architecture's study, wherever its trials run (``executors.py``: in this process, in worker
+processes or on a Ray cluster, under the one loop of ``supervisor.py``); then read it back, say how it ended and
 warn when its best trial learned nothing."""
 
 from __future__ import annotations
@@ -31,36 +31,24 @@ def run_study(settings: OptimizeSettings, storage: handle.Storage | None = None)
     Keras loads only where this process trains (one worker: the trials run here); a supervisor of worker
     processes and a Ray driver never load it (nor keep the data: they read it once, for the study's record).
     ``storage``: the command's (default: the settings', ``study.storage_of``), opened once here."""
-    from cifar_tune.tuning.budget import needs_supervisor, total_trials
+    from cifar_tune.tuning.budget import executor_kind
+    from cifar_tune.tuning.executors import Inline, Processes
     from cifar_tune.tuning.study import storage_of
+    from cifar_tune.tuning.supervisor import supervise
 
     start = time.perf_counter()
     quiet_optuna()
     storage = storage or storage_of(settings)
-    if settings.ray is not None:  # workers on a Ray cluster (ray_backend.py)
+    kind = executor_kind(settings, storage)
+    if kind == "ray":  # workers on a Ray cluster (ray_backend.py)
         from cifar_tune.tuning.ray_backend import run_on_ray
 
-        code = run_on_ray(settings, storage)
-        if code:
-            raise WorkersStopped(settings.arch, code)
-        timed_out = settings.timeout is not None and time.perf_counter() - start >= settings.timeout
-        ended = progress.ENDED_TIMEOUT if timed_out else (
-            progress.ENDED_TRIALS if total_trials(settings) is None else progress.ENDED_TOTAL)
-    elif needs_supervisor(settings, storage):
-        from cifar_tune.tuning.supervisor import run_jobs
-
-        code, ended = run_jobs(settings, storage)
-        if code:
-            raise WorkersStopped(settings.arch, code)
-    else:  # one worker: the trials run in this process, which loads Keras once the data and space passed
-        from cifar_tune import runtime
-        from cifar_tune.tuning.study import prepare
-
-        prepared = prepare(settings)  # bad data or space: refused before Keras loads and before any write
-        runtime.import_keras()  # first: the loop's imports load Keras (backend chosen, native logs silenced)
-        from cifar_tune.tuning.loop import run_worker
-
-        ended = run_worker(settings, settings.n_trials, prepared=prepared, storage=storage)[1]
+        code, ended = run_on_ray(settings, storage)
+    else:  # inline: Keras loads here once the data and space passed
+        code, ended = supervise(settings, Inline(settings, storage) if kind == "inline" else Processes(settings),
+                                storage)
+    if code:
+        raise WorkersStopped(settings.arch, code)
     study = optuna.load_study(study_name=settings.study_name, storage=storage.reading())
     progress.report(progress.StudyFinished(settings, study, time.perf_counter() - start, ended))
     _warn_if_not_learned(study)

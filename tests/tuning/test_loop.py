@@ -20,7 +20,7 @@ from cifar_tune.errors import TrialFailed, UserError
 from cifar_tune.storage import database
 from cifar_tune.studies.presets import make_settings
 from cifar_tune.studies.records import TrialRecord
-from cifar_tune.tuning import loop
+from cifar_tune.tuning import budget, loop
 
 # Optuna calls its heartbeat machinery experimental and expects heartbeats with study.optimize only (the loop's
 # ask-and-tell beats its own): both warnings are noise here, as tuning/study.py and loop.run_trial say.
@@ -65,65 +65,65 @@ def constant(value: float = 1.0):
 
 
 def test_total_trials_from_the_settings_or_the_environment(url, monkeypatch):
-    assert loop.total_trials(settings(url)) is None
+    assert budget.total_trials(settings(url)) is None
     monkeypatch.setenv(TOTAL_TRIALS_ENV, "")
-    assert loop.total_trials(settings(url)) is None  # empty: not set
+    assert budget.total_trials(settings(url)) is None  # empty: not set
     monkeypatch.setenv(TOTAL_TRIALS_ENV, " 7")
-    assert loop.total_trials(settings(url)) == 7
-    assert loop.total_trials(settings(url, total_trials=3)) == 3  # the setting wins
+    assert budget.total_trials(settings(url)) == 7
+    assert budget.total_trials(settings(url, total_trials=3)) == 3  # the setting wins
 
 
 @pytest.mark.parametrize("raw", ["0", "-2", "abc", "2.5", "1000001"])
 def test_an_invalid_total_in_the_environment_is_a_user_error_naming_the_variable(url, monkeypatch, raw):
     monkeypatch.setenv(TOTAL_TRIALS_ENV, raw)
     with pytest.raises(UserError) as e:
-        loop.total_trials(settings(url))
+        budget.total_trials(settings(url))
     assert str(e.value).startswith(f"{TOTAL_TRIALS_ENV}: must be an integer in 1..1000000, got ")
     assert "\n" not in str(e.value)
 
 
-def test_trials_per_process_by_backend(url, monkeypatch):
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    assert loop.trials_per_process(settings(url)) == loop.TF_TRIALS_PER_PROCESS == 10
-    monkeypatch.setenv("KERAS_BACKEND", "jax")
-    assert loop.trials_per_process(settings(url)) is None  # JAX frees a trial's buffers: no bound
-    monkeypatch.setenv("KERAS_BACKEND", "torch")
-    assert loop.trials_per_process(settings(url)) is None
-    for backend in ("tensorflow", "jax"):
+def test_executor_kind(url, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    for backend in ("tensorflow", "jax"):  # no count of trials per process by default: the memory ceiling
         monkeypatch.setenv("KERAS_BACKEND", backend)
-        assert loop.trials_per_process(settings(url, trials_per_process=3)) == 3  # given: on every backend
+        assert budget.trials_per_process(settings(url)) is None
+        assert budget.executor_kind(settings(url, n_trials=1000)) == "inline"
+    assert budget.executor_kind(settings(url, n_trials=1, jobs=2)) == "processes"
+    assert budget.executor_kind(settings(url, n_trials=3, trials_per_process=3)) == "inline"
+    assert budget.executor_kind(settings(url, n_trials=4, trials_per_process=3)) == "processes"  # fresh ones asked
+    assert budget.executor_kind(settings(url, n_trials=1, executor="processes")) == "processes"
+    assert budget.executor_kind(settings(url, n_trials=4, trials_per_process=3, executor="inline")) == "inline"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert budget.executor_kind(settings(url, n_trials=1, jobs=1)) == "processes"  # a GPU machine
 
 
-def test_needs_supervisor(url, monkeypatch):
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    assert not loop.needs_supervisor(settings(url, n_trials=10))
-    assert loop.needs_supervisor(settings(url, n_trials=11))  # more than one process should run
-    assert loop.needs_supervisor(settings(url, n_trials=1, jobs=2))
-    assert not loop.needs_supervisor(settings(url, n_trials=3, trials_per_process=3))
-    assert loop.needs_supervisor(settings(url, n_trials=4, trials_per_process=3))
-    monkeypatch.setenv("KERAS_BACKEND", "jax")
-    assert not loop.needs_supervisor(settings(url, n_trials=1000))
-    assert loop.needs_supervisor(settings(url, n_trials=1, jobs=2))
-
-
-def test_needs_supervisor_with_a_total_counts_what_the_study_holds(url, monkeypatch):
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+def test_executor_kind_with_a_total_counts_what_the_study_holds(url, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     s = replace(settings(url, trials_per_process=2, total_trials=4), study_name="s")
-    assert loop.needs_supervisor(s)  # no storage yet: 4 to run, more than 2
+    assert budget.executor_kind(s) == "processes"  # no storage yet: 4 to run, more than 2
     study = open_study(url)
     for _ in range(2):
         study.enqueue_trial({})
-    assert loop.needs_supervisor(s)  # waiting trials have not started: still 4
+    assert budget.executor_kind(s) == "processes"  # waiting trials have not started: still 4
     study.optimize(constant(), n_trials=2)
-    assert not loop.needs_supervisor(s)  # 2 of 4 started: 2 left, one process runs them
-    assert loop.needs_supervisor(replace(s, study_name="other"))  # no such study: the whole total
+    assert budget.executor_kind(s) == "inline"  # 2 of 4 started: 2 left, one process runs them
+    assert budget.executor_kind(replace(s, study_name="other")) == "processes"  # no such study: the whole total
+
+
+def test_the_memory_ceiling_defaults_to_the_size_after_the_first_trial_plus_headroom():
+    ceiling = budget.MemoryCeiling(None)
+    assert not ceiling.passed() and not ceiling.stopped  # the first trial sets it
+    assert ceiling.mb == pytest.approx(budget.resident_mb() + budget.DEFAULT_HEADROOM_MB, abs=50)
+    assert not ceiling.passed()
+    low = budget.MemoryCeiling(64)  # below any Python process
+    assert low.passed() and low.stopped
 
 
 def test_poll_seconds_follows_the_heartbeat_within_bounds(url):
-    assert loop.poll_seconds(database.open_storage(url, heartbeat_interval=2, grace_period=6)) == 2.0
-    assert loop.poll_seconds(database.open_storage(url)) == 5.0  # the default 30 s beat: at most 5 s
-    assert loop.poll_seconds(SimpleNamespace(heartbeat_interval=0.1)) == 0.5
-    assert loop.poll_seconds(optuna.storages.InMemoryStorage()) == 5.0  # no heartbeat: the default
+    assert budget.poll_seconds(database.open_storage(url, heartbeat_interval=2, grace_period=6)) == 2.0
+    assert budget.poll_seconds(database.open_storage(url)) == 5.0  # the default 30 s beat: at most 5 s
+    assert budget.poll_seconds(SimpleNamespace(heartbeat_interval=0.1)) == 0.5
+    assert budget.poll_seconds(optuna.storages.InMemoryStorage()) == 5.0  # no heartbeat: the default
 
 
 # --- run_trial: the states --------------------------------------------------------------------------------------
