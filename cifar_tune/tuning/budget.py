@@ -5,6 +5,7 @@ supervisor and the Ray driver, which train nothing, never load it."""
 from __future__ import annotations
 
 import os
+import sys
 
 import optuna
 
@@ -33,15 +34,15 @@ def total_trials(settings: OptimizeSettings) -> int | None:
 def executor_kind(settings: OptimizeSettings, storage: handle.Storage | None = None) -> str:
     """Where this command's trials run (``executors.py``): ``"ray"`` (``--ray``), ``--executor`` when given, else
     ``"processes"`` for ``--jobs`` over 1, on a machine with GPUs (a process per GPU slot, each with its share of
-    the device) or for more trials than ``--trials-per-process`` allows one process; ``"inline"`` otherwise (one
-    worker on a CPU: the trials run in the calling process, which the memory ceiling hands over to a fresh worker
-    process when Keras's kept memory passes it). ``storage``: the command's (default: ``settings.storage``'s), read
-    for the trials a study-wide target has left."""
+    the device), in a Jupyter kernel (``in_a_kernel``) or for more trials than ``--trials-per-process`` allows
+    one process; ``"inline"`` otherwise (one worker on a CPU: the trials run in the calling process, which the
+    memory ceiling hands over to a fresh worker process when Keras's kept memory passes it). ``storage``: the
+    command's (default: ``settings.storage``'s), read for the trials a study-wide target has left."""
     if settings.ray is not None:
         return "ray"
     if settings.executor != "auto":
         return settings.executor
-    if settings.jobs > 1 or devices.visible_gpus():
+    if settings.jobs > 1 or devices.visible_gpus() or in_a_kernel():
         return "processes"
     per_process, total = settings.trials_per_process, total_trials(settings)
     if per_process is None:
@@ -55,6 +56,16 @@ def executor_kind(settings: OptimizeSettings, storage: handle.Storage | None = N
     except (UserError, KeyError):  # no storage or no study yet
         left = total
     return "processes" if left > per_process else "inline"
+
+
+def in_a_kernel() -> bool:
+    """Whether this process is a Jupyter (IPython) kernel. There the trials run in a worker process: Keras keeps
+    memory per trial that only a process's end returns (~26 MB per mlp_l2 trial after ``clear_session()``), and a
+    kernel that tunes again and again would keep it all; the kernel itself then never loads Keras. Its lines reach
+    the cell through ipykernel's capture of the workers' standard output."""
+    ipython = sys.modules.get("IPython")  # never imported here: a process that has not imported it is no kernel
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 DEFAULT_HEADROOM_MB = 2048  # a runner's ceiling above its size after its first trial (``worker_memory`` unset)

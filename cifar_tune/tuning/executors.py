@@ -69,9 +69,11 @@ class Executor(Protocol):
 @dataclass
 class Processes:
     """Worker processes on this machine, ``settings.jobs`` at a time. ``command``: what a worker runs (default:
-    ``python -m cifar_tune.cli.worker``; a test gives a stand-in)."""
+    ``python -m cifar_tune.cli.worker``; a test gives a stand-in). ``relay``: the supervisor reports each trial
+    the workers finish (their own lines print where the caller may not see them: a Jupyter kernel's terminal)."""
 
     settings: OptimizeSettings
+    relay: bool = False
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "cifar_tune.cli.worker"])
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)  # slot -> worker
     trains_here = False

@@ -31,7 +31,7 @@ def run_study(settings: OptimizeSettings, storage: handle.Storage | None = None)
     Keras loads only where this process trains (one worker: the trials run here); a supervisor of worker
     processes and a Ray driver never load it (nor keep the data: they read it once, for the study's record).
     ``storage``: the command's (default: the settings', ``study.storage_of``), opened once here."""
-    from cifar_tune.tuning.budget import executor_kind
+    from cifar_tune.tuning.budget import executor_kind, in_a_kernel
     from cifar_tune.tuning.executors import Inline, Processes
     from cifar_tune.tuning.study import storage_of
     from cifar_tune.tuning.supervisor import supervise
@@ -45,8 +45,8 @@ def run_study(settings: OptimizeSettings, storage: handle.Storage | None = None)
 
         code, ended = run_on_ray(settings, storage)
     else:  # inline: Keras loads here once the data and space passed
-        code, ended = supervise(settings, Inline(settings, storage) if kind == "inline" else Processes(settings),
-                                storage)
+        executor = Inline(settings, storage) if kind == "inline" else Processes(settings, relay=in_a_kernel())
+        code, ended = supervise(settings, executor, storage)
     if code:
         raise WorkersStopped(settings.arch, code)
     study = optuna.load_study(study_name=settings.study_name, storage=storage.reading())

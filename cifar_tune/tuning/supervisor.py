@@ -145,6 +145,17 @@ class Supervisor:
         return (bool(self.stop_code) or self.fatal is not None or out_of_time
                 or (self.left(self.study.get_trials(deepcopy=False)) <= 0 and not waiting))
 
+    def relay(self, seen: set[int]) -> None:
+        """Report a ``TrialFinished`` for each trial of this command's runners that finished since the last call
+        (``seen``: the numbers reported, or finished before): where the runners' own lines do not reach the
+        caller (a Jupyter kernel's worker processes print to the kernel's terminal, not the cell)."""
+        mine = self.mine
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                TrialState.FAIL)):
+            if t.number not in seen and TrialRecord.read(t).worker in mine:
+                seen.add(t.number)
+                progress.report(progress.TrialFinished(self.study, t))
+
     def stop(self) -> None:
         """Stop every runner (each fails its trial); fail the trials of those that had to be killed."""
         for wid in self.executor.stop():
@@ -187,6 +198,8 @@ def supervise(settings: OptimizeSettings, executor: Executor, storage: handle.St
         progress.report(progress.StudyStarted(replace(settings, jobs=executor.slots), study, created, total,
                                               per_process, planned, getattr(executor, "gpus", ())))
     poll, start, timed_out = poll_seconds(opened), time.monotonic(), False
+    relayed = ({t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+               if getattr(executor, "relay", False) else None)
     # A signal is seen at the next poll, never raised inside a library call (where it could be swallowed or leave
     # a just-started worker unrecorded); leaving the block raises it. An inline runner defers it around each trial.
     deferred = contextlib.nullcontext() if executor.trains_here else runtime.signals_deferred()
@@ -201,6 +214,8 @@ def supervise(settings: OptimizeSettings, executor: Executor, storage: handle.St
                 if sup.finished(remaining is not None and remaining <= 0):
                     break
                 sup.reap(poll)
+                if relayed is not None:
+                    sup.relay(relayed)
     except KeyboardInterrupt:  # Ctrl-C (the worker processes got it too) or SIGTERM (they did not): stop them all
         sup.stop()
         raise

@@ -172,9 +172,10 @@ def test_bad_data_creates_no_storage(tmp_path, capsys):
 def test_memory_stays_bounded_over_many_trials(tiny_npz, tmp_path):
     """KerasTuner's known weakness: memory grows with every trial. Keras's TensorFlow trainer keeps each fitted
     model's variables alive even after `clear_session()` (an open TF/Keras issue), about 50 MB a trial for these
-    MLPs. A worker therefore replaces itself with a fresh process every --trials-per-process trials: the
+    MLPs. A runner past its memory ceiling (--worker-memory) therefore hands its trials to a fresh process: the
     resident memory recorded by the last trials must not exceed the first trials' by more than 200 MB, where
-    without that it grows by about a gigabyte over the 20 trials in between."""
+    without that it grows by about a gigabyte over the 20 trials in between, and no trial ends far above the
+    ceiling (one trial's growth at most)."""
     space = write(tmp_path / "wide.toml", """
         arch = "mlp_l2"
         [params.units]
@@ -185,7 +186,7 @@ def test_memory_stays_bounded_over_many_trials(tiny_npz, tmp_path):
     preset = write(tmp_path / "many.toml", 'sampler = "random"\npruner = "none"\nepochs = 1\n')
     cmd = [sys.executable, "-m", "cifar_tune", "optimize", "--arch", "mlp_l2", "--data", str(tiny_npz),
            "--val-size", "100", "--preset", str(preset), "--space", str(space), "--n-trials", "28",
-           "--trials-per-process", "4"]
+           "--worker-memory", "1300"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     trials = optuna.load_study(study_name="cifar10-mlp_l2", storage=f"sqlite:///{tmp_path / DB}").trials
@@ -193,6 +194,7 @@ def test_memory_stays_bounded_over_many_trials(tiny_npz, tmp_path):
     rss = [t.user_attrs["rss_mb"] for t in trials]
     first, last = max(rss[:8]), max(rss[-8:])
     assert last - first < 200, f"resident memory {first:.0f} MB over trials 0-7, {last:.0f} MB over 20-27"
+    assert max(rss) < 1300 + 300 and len({t.user_attrs["worker"] for t in trials}) > 1  # replaced, not grown
 
 
 def test_ctrl_c_marks_the_running_trial_failed_and_says_how_to_resume(tiny_npz, tmp_path):
