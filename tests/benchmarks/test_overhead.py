@@ -1,0 +1,86 @@
+"""benchmarks/overhead.py at toy size (2 trials × 1 epoch of mlp_l2 on 500 synthetic images, one repetition, one trial
+per worker process so ``processes`` really runs workers): every variant ran and trained the same thing, its figures
+are plausible, table.md is what results.json says, and a second ``run`` resumes (runs nothing again)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import overhead
+from cifar_tune.models import configs
+from tests.helpers.paths import REPO
+from tests.helpers.synthetic import synthetic_cifar
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """(the run's command line, its --out folder) after one toy run (about 2 minutes on 2 cores)."""
+    tmp = tmp_path_factory.mktemp("overhead")
+    data = tmp / "tiny.npz"
+    x, y, xt, yt = synthetic_cifar(600, 120)
+    np.savez(data, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "overhead.py"), "run", "--out", str(tmp / "out"), "--data",
+           str(data), "--archs", "mlp_l2", "--reps", "1", "--trials", "2", "--epochs", "1", "--subset", "500",
+           "--per-process", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    subprocess.run(cmd, check=True, timeout=900, cwd=tmp, env=env)
+    return cmd, env, tmp / "out"
+
+
+def test_every_variant_did_the_same_work(bench):
+    _, _, out = bench
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["variant"] for r in runs] == list(overhead.VARIANTS)
+    workers = {"plain": 1, "inline": 1, "processes": 2, "jobs2": 2, "plain2": 2}
+    for r in runs:
+        assert "error" not in r and r["returncodes"] == [0] * len(r["commands"]), r
+        assert r["trials"] == 2 and r["workers"] == workers[r["variant"]]
+        assert r["backend"] == runs[0]["backend"] and r["data"] == runs[0]["data"]  # one split, one backend
+        assert r["configs"] == [json.dumps(configs.baseline("mlp_l2"), sort_keys=True)]  # the seed's, every trial
+        assert max(abs(v - runs[0]["val_loss"][0]) for v in r["val_loss"]) < 1e-5  # the same training each time
+
+
+def test_figures_are_plausible(bench):
+    _, _, out = bench
+    for r in json.loads((out / "results.json").read_text())["runs"]:
+        slots = 2 if r["variant"] in ("jobs2", "plain2") else 1
+        assert 0 < r["fit_s"] < r["wall_s"] * slots
+        assert 0 < r["cpu_s"] <= r["wall_s"] * os.cpu_count() * 1.05  # the tree's CPU, not more than the machine's
+        assert 200 < r["peak_mb"] < 50_000 and r["max_processes"] >= r["workers"]  # TensorFlow is resident
+        assert 0 < r["startup_s"] < r["wall_s"]
+        assert all(0 < t["rss_mb"] < r["peak_mb"] for t in r["trial_rows"])
+        if slots == 1:  # two trials in one slot: one gap between them
+            assert 0 < r["outside_fit_s"] < r["wall_s"]
+        if r["variant"].startswith("plain"):
+            assert 0 < r["fit_cpu_s"] <= r["cpu_s"]
+
+
+def test_table_is_results_json_and_run_resumes(bench):
+    cmd, env, out = bench
+    results = json.loads((out / "results.json").read_text())
+    written = (out / "table.md").read_text()
+    assert written == overhead.markdown(results)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in written.splitlines()
+            if line.startswith("| ")}
+    cpu = overhead.COLUMNS.index(("cpu_s", "CPU s", "{:.1f}")) + 1
+    by_variant = {r["variant"]: r for r in results["runs"]}
+    for v, r in by_variant.items():
+        assert rows[v][cpu] == f"{r['cpu_s']:.1f}"
+    ratio = by_variant["inline"]["cpu_s"] / by_variant["plain"]["cpu_s"]
+    assert rows["inline / plain"][1] == f"{ratio:.2f}"
+    assert f"inline cpu_s ≤ 1.05× plain: {ratio:.2f} — {'met' if ratio <= 1.05 else 'not met'}" in written
+    (out / "table.md").unlink()
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "overhead.py"), "table", str(out)], check=True,
+                   capture_output=True, env=env)
+    assert (out / "table.md").read_text() == written
+    again = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, env=env).stdout
+    assert again.count("done already") == len(overhead.VARIANTS)
+    assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
