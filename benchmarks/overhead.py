@@ -3,7 +3,8 @@ run, on identical work, interleaved repetitions.
 
     PYTHONPATH=. python benchmarks/overhead.py run --out results/overhead-DATE --data cifar10.npz \
         [--archs mlp_l2 cnn] [--variants plain inline processes jobs2 plain2] [--reps 3] [--trials 6] \
-        [--epochs 2] [--subset 5000] [--seed 0] [--per-process 3]
+        [--before OLD_CHECKOUT] \
+        [--epochs 2] [--subset 5000] [--seed 0]
     PYTHONPATH=. python benchmarks/overhead.py table results/overhead-DATE    # table.md again from results.json
 
 Identical work: every variant trains ``--trials`` times the seed config of the architecture for ``--epochs``
@@ -43,15 +44,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # variant -> how it runs: the plain script in `procs` processes, or `python -m cifar_tune optimize` plus `args`
-# ({trials} and {per_process} filled in). With an --executor option, inline and processes become one-line changes.
+# (`--executor` chooses where the trials run: the command's process, or one worker process under a supervisor).
 VARIANTS = {
     "plain": {"plain": 1},
-    "inline": {"args": ["--trials-per-process", "{trials}"]},  # more than the trials: no worker process
-    "processes": {"args": ["--trials-per-process", "{per_process}"]},  # supervisor + workers, as over 10 trials
+    "inline": {"args": ["--executor", "inline"]},  # the trials in the command's process
+    "processes": {"args": ["--executor", "processes"]},  # a light supervisor + one worker process
     "jobs2": {"args": ["--jobs", "2"]},
     "plain2": {"plain": 2},
+    # the cifar-tune checkout given by --before (an older commit, e.g. a `git worktree` of it), run the way it ran
+    # then: in the command's process, and as "any study over 10 trials" ran (a worker process every 3 trials)
+    "inline-before": {"args": [], "before": True},
+    "processes-before": {"args": ["--trials-per-process", "3"], "before": True},
 }
-REFERENCE = {"inline": "plain", "processes": "plain", "jobs2": "plain2"}  # what each ratio divides by
+REFERENCE = {"inline": "plain", "processes": "plain", "jobs2": "plain2", "inline-before": "plain",
+             "processes-before": "plain"}  # what each ratio divides by
 # (variant, figure, bound, relative to the reference?): issue 27's targets on this 2-core CPU
 TARGETS = [("inline", "cpu_s", 1.05, True), ("inline", "peak_mb", 1.10, True),
            ("inline", "outside_fit_s", 0.5, False), ("jobs2", "cpu_s", 1.15, True)]
@@ -60,7 +66,7 @@ COLUMNS = [("wall_s", "wall s", "{:.1f}"), ("cpu_s", "CPU s", "{:.1f}"), ("fit_c
            ("outside_fit_s", "outside fit s/trial", "{:.2f}"), ("growth_mb", "MB/trial", "{:+.1f}"),
            ("workers", "workers", "{:.0f}"), ("max_processes", "max procs", "{:.0f}")]
 RATIOS = [("cpu_s", "CPU"), ("peak_mb", "peak memory"), ("outside_fit_s", "outside fit")]
-BUDGET = ("trials", "epochs", "subset", "data", "seed", "per_process")
+BUDGET = ("trials", "epochs", "subset", "data", "seed")
 
 
 def commands(v: str, arch: str, a, run: Path) -> list[list[str]]:
@@ -76,20 +82,21 @@ def commands(v: str, arch: str, a, run: Path) -> list[list[str]]:
     space, batch = run / "space.toml", configs.baseline(arch)["batch_size"]  # one parameter, one choice: the seed's
     space.write_text(f'arch = "{arch}"\n[params.batch_size]\ntype = "categorical"\nchoices = [{batch}]\n'
                      f'baseline = {batch}\n')
-    extra = [x.format(trials=a.trials, per_process=a.per_process) for x in spec["args"]]
+    extra = list(spec["args"])
     return [[sys.executable, "-m", "cifar_tune", "optimize", "--arch", arch, "--space", str(space), "--data", a.data,
              "--seed", str(a.seed), "--subset", str(a.subset), "--epochs", str(a.epochs), "--n-trials",
              str(a.trials), "--pruner", "none", "--engine", "keras", "--storage", f"sqlite:///{run / 'study.db'}",
              *extra]]
 
 
-def measure(cmds: list[list[str]], run: Path) -> dict:
-    """Start ``cmds`` at once in ``run`` and wait for them; their trees' CPU seconds, wall, peak RSS, exit codes."""
+def measure(cmds: list[list[str]], run: Path, env: dict | None = None) -> dict:
+    """Start ``cmds`` at once in ``run`` (with ``env``) and wait for them; their trees' CPU seconds, wall, peak RSS,
+    exit codes."""
     import psutil
 
     peak, most, stop, start = [0.0], [0], threading.Event(), time.time()
     with open(run / "log.txt", "w") as log:
-        procs = [subprocess.Popen(c, cwd=run, stdout=log, stderr=subprocess.STDOUT) for c in cmds]
+        procs = [subprocess.Popen(c, cwd=run, stdout=log, stderr=subprocess.STDOUT, env=env) for c in cmds]
 
         def sample():
             while not stop.is_set():
@@ -217,7 +224,8 @@ def run(a) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
                 folder.mkdir(parents=True)
                 cmds = commands(v, arch, a, folder)
-                m = measure(cmds, folder)
+                env = {**os.environ, "PYTHONPATH": a.before} if VARIANTS[v].get("before") else None
+                m = measure(cmds, folder, env)
                 r = {"arch": arch, "variant": v, "rep": rep, "commands": [" ".join(c) for c in cmds], **m}
                 try:
                     if any(m["returncodes"]):
@@ -304,13 +312,14 @@ def main() -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--data", default=os.environ.get("CIFAR_TUNE_DATA"), help="a CIFAR-10 .npz")
     r.add_argument("--archs", nargs="+", default=["mlp_l2", "cnn"])
-    r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    r.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                   help="default: all (the -before ones only with --before)")
+    r.add_argument("--before", help="an older cifar-tune checkout, run by the -before variants")
     r.add_argument("--reps", type=int, default=3)
     r.add_argument("--trials", type=int, default=6)
     r.add_argument("--epochs", type=int, default=2)
     r.add_argument("--subset", type=int, default=5000)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--per-process", type=int, default=3, help="processes: trials per worker process")
     t = sub.add_parser("table", help="write DIR/table.md from DIR/results.json")
     t.add_argument("dir")
     a = p.parse_args()
@@ -321,6 +330,12 @@ def main() -> None:
     if not a.data:
         p.error("--data: give a CIFAR-10 .npz (or set $CIFAR_TUNE_DATA)")
     a.data = str(Path(a.data).resolve())
+    if a.variants is None:
+        a.variants = [v for v in VARIANTS if a.before or not VARIANTS[v].get("before")]
+    if a.before is None and any(VARIANTS[v].get("before") for v in a.variants):
+        p.error("the -before variants need --before PATH (an older cifar-tune checkout)")
+    if a.before:
+        a.before = str(Path(a.before).resolve())
     run(a)
 
 
