@@ -37,7 +37,7 @@ def bench(tmp_path_factory):
 def test_every_variant_did_the_same_work(bench):
     _, _, out = bench
     runs = json.loads((out / "results.json").read_text())["runs"]
-    assert [r["variant"] for r in runs] == list(overhead.VARIANTS)
+    assert [r["variant"] for r in runs] == [v for v in overhead.VARIANTS if not overhead.VARIANTS[v].get("before")]
     workers = {"plain": 1, "inline": 1, "processes": 1, "jobs2": 2, "plain2": 2}
     for r in runs:
         assert "error" not in r and r["returncodes"] == [0] * len(r["commands"]), r
@@ -81,5 +81,5 @@ def test_table_is_results_json_and_run_resumes(bench):
                    capture_output=True, env=env)
     assert (out / "table.md").read_text() == written
     again = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, env=env).stdout
-    assert again.count("done already") == len(overhead.VARIANTS)
+    assert again.count("done already") == len(results["runs"])
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
