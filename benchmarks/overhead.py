@@ -207,7 +207,7 @@ def meta(a) -> dict:
 
 
 def run(a) -> None:
-    out = Path(a.out)
+    out = Path(a.out).resolve()  # the runs work in their own folders
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {"meta": meta(a), "runs": []}

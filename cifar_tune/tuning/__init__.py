@@ -6,9 +6,11 @@ The public face of the tuning package; the CLI calls only what ``__all__`` names
 (``run_study``: where the trials run), ``study.py`` (create or resume, sampler, pruner, baseline first),
 ``objective.py`` (train one trial, report validation loss every epoch, prune, record), ``checkpoints.py`` (a
 trial's state between preemptions), ``loop.py`` (run trials in this process), ``entry.py`` (the one entry of a
-worker), ``supervisor.py`` (worker processes, ``python -m cifar_tune.cli.worker``), ``ray_backend.py`` (workers as
-tasks on a Ray cluster, ``--ray``), ``budget.py`` (how many trials, where), ``optuna_logging.py`` (Optuna's logs
-quieted) and ``dashboard_updates.py`` (what optuna-dashboard shows, kept current while trials run).
+worker), ``executors.py`` (where runners run: start, poll, stop; inline, worker processes ``python -m
+cifar_tune.cli.worker``), ``ray_backend.py`` (runners as tasks on a Ray cluster, ``--ray``), ``supervisor.py``
+(the one loop above every executor: counts the trials, keeps the slots busy, stops), ``budget.py`` (how many
+trials, which executor, a runner's memory ceiling), ``optuna_logging.py`` (Optuna's logs quieted) and
+``dashboard_updates.py`` (what optuna-dashboard shows, kept current while trials run).
 """
 
 from cifar_tune.tuning.entry import run_job
