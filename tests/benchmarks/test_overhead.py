@@ -17,8 +17,6 @@ from cifar_tune.models import configs
 from tests.helpers.paths import REPO
 from tests.helpers.synthetic import synthetic_cifar
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
@@ -34,6 +32,7 @@ def bench(tmp_path_factory):
     return cmd, env, tmp / "out"
 
 
+@pytest.mark.slow
 def test_every_variant_did_the_same_work(bench):
     _, _, out = bench
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -47,6 +46,7 @@ def test_every_variant_did_the_same_work(bench):
         assert max(abs(v - runs[0]["val_loss"][0]) for v in r["val_loss"]) < 1e-5  # the same training each time
 
 
+@pytest.mark.slow
 def test_figures_are_plausible(bench):
     _, _, out = bench
     for r in json.loads((out / "results.json").read_text())["runs"]:
@@ -62,6 +62,7 @@ def test_figures_are_plausible(bench):
             assert 0 < r["fit_cpu_s"] <= r["cpu_s"]
 
 
+@pytest.mark.slow
 def test_table_is_results_json_and_run_resumes(bench):
     cmd, env, out = bench
     results = json.loads((out / "results.json").read_text())
@@ -83,3 +84,16 @@ def test_table_is_results_json_and_run_resumes(bench):
     again = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, env=env).stdout
     assert again.count("done already") == len(results["runs"])
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
+
+
+@pytest.mark.parametrize("folder", sorted((REPO / "results").glob("overhead-*")), ids=lambda p: p.name)
+def test_the_committed_results_table_is_what_its_results_json_gives(folder):
+    """Each committed overhead run: its table.md (and the README's and docs' copies of its figures) is
+    ``overhead.markdown`` of its results.json, every run finished, and every variant did the plain script's work."""
+    results = json.loads((folder / "results.json").read_text())
+    assert (folder / "table.md").read_text() == overhead.markdown(results)
+    assert results["runs"] and not [r for r in results["runs"] if "error" in r]
+    for r in results["runs"]:
+        plain = next(p for p in results["runs"]
+                     if (p["arch"], p["rep"], p["variant"]) == (r["arch"], r["rep"], "plain"))
+        assert max(abs(v - plain["val_loss"][0]) for v in r["val_loss"]) < 1e-5
