@@ -93,3 +93,45 @@ def no_hang():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
+
+
+# --- CPU-seconds per test (opt-in: CIFAR_TUNE_CPU_LOG=DIR) -------------------------------------------------------
+# Each test's setup + call + teardown: user + system CPU seconds of the pytest process and of the children it reaped
+# (its `python -m cifar_tune` subprocesses), one JSON line per test in DIR/<worker>.jsonl; the controller prints the
+# 40 largest and the total at the end. Used to find what makes the fast suite slow on a 2-core CPU.
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    log_dir = os.environ.get("CIFAR_TUNE_CPU_LOG")
+    if not log_dir:
+        yield
+        return
+    import json
+    import time
+
+    cpu, wall = _cpu_seconds(), time.monotonic()
+    yield
+    record = {"test": item.nodeid, "cpu_s": round(_cpu_seconds() - cpu, 2), "wall_s": round(time.monotonic() - wall, 2)}
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(Path(log_dir) / f"{worker}.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter):
+    log_dir = os.environ.get("CIFAR_TUNE_CPU_LOG")
+    if not log_dir or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import json
+
+    records = [json.loads(line) for f in sorted(Path(log_dir).glob("*.jsonl")) for line in f.read_text().splitlines()]
+    records.sort(key=lambda r: -r["cpu_s"])
+    total = sum(r["cpu_s"] for r in records)
+    terminalreporter.write_sep("=", f"CPU seconds per test (40 of {len(records)}; total {total:.0f})")
+    for r in records[:40]:
+        terminalreporter.write_line(f"{r['cpu_s']:8.1f} cpu {r['wall_s']:8.1f} wall  {r['test']}")

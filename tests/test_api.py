@@ -224,7 +224,7 @@ def test_ctrl_c_in_optimize_fails_the_running_trial_raises_keyboardinterrupt_and
     code = ("import signal, cifar_tune as ct\n"
             "before = signal.getsignal(signal.SIGINT)\n"
             "try:\n"
-            f"    ct.optimize(arch='cnn', data={str(tiny_npz)!r}, val_size=100, epochs=30, n_trials=4, pruner='none')\n"
+            f"    ct.optimize(arch='cnn', data={str(tiny_npz)!r}, val_size=100, epochs=20, n_trials=4, pruner='none')\n"
             "except KeyboardInterrupt:\n"
             "    print('raised KeyboardInterrupt; handler restored:', signal.getsignal(signal.SIGINT) is before)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -233,7 +233,7 @@ def test_ctrl_c_in_optimize_fails_the_running_trial_raises_keyboardinterrupt_and
     db = tmp_path / "storage" / "cifar_tune.db"
     try:
         wait_for_states(db, lambda s: s[:2] == ["COMPLETE", "RUNNING"])  # trial 0 done, trial 1 running
-        time.sleep(2)
+        time.sleep(2)  # trial 1 (20 epochs: longer than the 1 s poll and these 2 s) is mid-training
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:

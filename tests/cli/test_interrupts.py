@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM stop every long-running command as they stop ``optimize``: at the next batch, one line that
 says what stopped and the command that continues, exit status 130 or 143, and the printed command continues
-(what finished is kept). Real processes and real signals; the signal is sent once a marker line was printed.
+(what finished is kept). Real processes and real signals; the signal is sent once a marker line was printed. The
+printed command then runs in this process (``cli.main``: the same command, without a second TensorFlow import).
 Also: ``run`` ends with its parts' verdict when a study has no completed trial."""
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from cifar_tune.cli import jobs
 from tests.helpers.paths import REPO
 
 URL = "sqlite:///storage/cifar_tune.db"
+# Epochs of each training: the signal is sent the moment the marker line (one training or architecture done) is read,
+# so it lands within a second at most; 10 epochs (the next training's model build and its epochs: several seconds on
+# this 2-core CPU) leave that window, and the continuing command trains each training in full again.
+EPOCHS = "10"
 CODES = [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
 
 
@@ -82,11 +87,12 @@ def err_lines(proc: Command) -> list[str]:
     return proc.err_path.read_text().strip().splitlines()
 
 
-def again(cwd: Path, command: str) -> subprocess.CompletedProcess:
+def again(command: str) -> subprocess.CompletedProcess:
+    """The printed command, run in this process (the test's folder is its working folder, as for the first)."""
     argv = shlex.split(command)
     assert argv[0] == "cifar-tune"
-    return subprocess.run([sys.executable, "-m", "cifar_tune", *argv[1:]], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    code, out, err = cli_main(argv[1:])
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def cli_main(argv: list[str]) -> tuple[int, str, str]:
@@ -100,7 +106,7 @@ def cli_main(argv: list[str]) -> tuple[int, str, str]:
 def test_compare_stops_after_a_training_and_the_printed_command_reuses_it(tiny_npz, tmp_path, sig, code, says):
     study = ["--data", str(tiny_npz), "--epochs", "1", "--val-size", "100"]
     assert cli_main(["optimize", "--arch", "mlp_l2", "--n-trials", "2", *study])[0] == 0
-    proc = Command(tmp_path, "compare", "--seeds", "2", "--epochs", "40", "--data", str(tiny_npz), "--out", "cmp")
+    proc = Command(tmp_path, "compare", "--seeds", "2", "--epochs", EPOCHS, "--data", str(tiny_npz), "--out", "cmp")
     proc.wait_for(r"^\[mlp_l2\] baseline seed 1000: ")  # the first training is done (and kept); the next runs
     line, command = stopped(proc, sig, code, says)
     assert len(err_lines(proc)) == 1 and "compare stopped; the trainings it finished are kept" in line
@@ -108,7 +114,7 @@ def test_compare_stops_after_a_training_and_the_printed_command_reuses_it(tiny_n
     assert "baseline seed 1000" in kept and len(kept) < 4
     assert "compare" not in optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs
 
-    done = again(tmp_path, command)
+    done = again(command)
     assert done.returncode == 0, done.stderr
     assert re.search(r"\[mlp_l2\] baseline seed 1000: .*kept from the interrupted compare", done.stdout), done.stdout
     assert optuna.load_study(study_name="cifar10-mlp_l2", storage=URL).user_attrs["compare"]["seeds"] == \
@@ -117,17 +123,17 @@ def test_compare_stops_after_a_training_and_the_printed_command_reuses_it(tiny_n
 
 @pytest.mark.parametrize("sig, code, says", CODES)
 def test_baseline_stops_after_an_architecture_and_the_printed_command_keeps_it(tiny_npz, tmp_path, sig, code, says):
-    proc = Command(tmp_path, "baseline", "--archs", "mlp_l2,mlp_bn", "--epochs", "40", "--data", str(tiny_npz))
+    proc = Command(tmp_path, "baseline", "--archs", "mlp_l2,mlp_bn", "--epochs", EPOCHS, "--data", str(tiny_npz))
     proc.wait_for(r"^\[mlp_l2\] test accuracy ")  # mlp_l2 is done and kept; mlp_bn trains
     line, command = stopped(proc, sig, code, says)
     assert len(err_lines(proc)) == 1 and "baseline stopped; 1 of 2 architectures finished (mlp_l2)" in line
     out = Path(shlex.split(command)[shlex.split(command).index("--out") + 1])
     assert not (tmp_path / out / "metrics.csv").exists() and (tmp_path / out / "kept-runs.json").is_file()
 
-    done = again(tmp_path, command)
+    done = again(command)
     assert done.returncode == 0, done.stderr
     assert re.search(r"\[mlp_l2\] test accuracy .*kept from the interrupted baseline", done.stdout), done.stdout
-    assert "[mlp_bn] epoch 40/40" in done.stdout and "[mlp_l2] epoch" not in done.stdout
+    assert f"[mlp_bn] epoch {EPOCHS}/{EPOCHS}" in done.stdout and "[mlp_l2] epoch" not in done.stdout
     assert (tmp_path / out / "metrics.csv").read_text().count("MLP") == 2
     assert not (tmp_path / out / "kept-runs.json").exists()
 
@@ -138,14 +144,15 @@ def test_baseline_stops_after_an_architecture_and_the_printed_command_keeps_it(t
 ])
 def test_run_stops_in_any_phase_and_the_printed_command_continues_the_job(tiny_npz, tmp_path, phase, sig, code,
                                                                           says, marker):
-    epochs = "1" if phase == "compare" else "20"  # compare trains for the study's epochs; 3 trials
+    # compare trains for the study's epochs; 3 trials: the signal lands in trial 1 or 2 (each EPOCHS long)
+    epochs = "1" if phase == "compare" else EPOCHS
     proc = Command(tmp_path, "run", "--archs", "mlp_l2", "--n-trials", "3", "--epochs", epochs, "--val-size", "100",
                    "--seeds", "2", "--data", str(tiny_npz), "--out", "job")
     proc.wait_for(marker)
     line, command = stopped(proc, sig, code, says)
     assert shlex.split(command)[:4] == ["cifar-tune", "run", "--archs", "mlp_l2"]
     assert len(err_lines(proc)) == 1 and f"run stopped in its {phase} phase" in line
-    done = again(tmp_path, command)
+    done = again(command)
     assert done.returncode == 0, done.stderr
     assert "The job is done" in done.stdout
     if phase == "compare":

@@ -1,11 +1,13 @@
 """Storages that are damaged, locked, shared at creation or fail mid-run, and side stores that cannot be used:
 each ends in one line (never a traceback), nothing stored is written over or lost (issue 19, items 3, 8, 9, 10,
-13 and the heartbeat rule)."""
+13 and the heartbeat rule). A command that needs no process of its own (no signal, nothing running beside it)
+runs in this process (``cli.main``), with its environment variables set for the call."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import socket
 import sqlite3
@@ -25,9 +27,16 @@ PY = [sys.executable, "-m", "cifar_tune"]
 TINY = ["--epochs", "1", "--val-size", "100", "--n-trials", "1"]
 
 
-def cifar_tune(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*PY, *args], capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+def cifar_tune(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """``cifar-tune ARGS`` run in this process with ``env`` added to the environment for the call: its exit status,
+    stdout and stderr (an exception it lets out fails the test, as a traceback would)."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        for name, value in env.items():
+            mp.setenv(name, value)
+        mp.setattr(artifacts, "_warned_artifacts", [])  # the artifact folder's warning: once per command
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(["cifar-tune", *args], code, out.getvalue(), err.getvalue())
 
 
 def one_error_line(proc: subprocess.CompletedProcess, *words: str) -> str:
@@ -141,7 +150,7 @@ def test_a_database_held_by_another_process_is_waited_for_a_stated_time(command,
     args = ["optimize", "--arch", "mlp_l2", *TINY, "--data", str(tiny_npz)] if command == "optimize" else [command]
     with held_exclusively(path):
         # Before: optimize retried "database is locked" six times 60 s (SQLITE_TIMEOUT could not be set).
-        proc = cifar_tune(*args, "--storage", url, timeout=150, CIFAR_TUNE_SQLITE_TIMEOUT="1")
+        proc = cifar_tune(*args, "--storage", url, CIFAR_TUNE_SQLITE_TIMEOUT="1")
     assert proc.returncode == 2, proc.stderr[-3000:]
     one_error_line(proc, "database is locked", "more than 1 s", "CIFAR_TUNE_SQLITE_TIMEOUT")
     assert len(optuna.load_study(study_name="cifar10-mlp_l2", storage=url).trials) == 3

@@ -200,12 +200,12 @@ def test_memory_stays_bounded_over_many_trials(tiny_npz, tmp_path):
 def test_ctrl_c_marks_the_running_trial_failed_and_says_how_to_resume(tiny_npz, tmp_path):
     """A real SIGINT in the middle of a trial: finished trials stay, the running one is failed, exit 130."""
     cmd = [sys.executable, "-m", "cifar_tune", "optimize", "--arch", "cnn", "--data", str(tiny_npz),
-           "--val-size", "100", "--epochs", "30", "--n-trials", "5", "--pruner", "none"]
+           "--val-size", "100", "--epochs", "20", "--n-trials", "5", "--pruner", "none"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_for_states(tmp_path / DB, lambda s: s[:2] == ["COMPLETE", "RUNNING"])  # trial 0 done, 1 running
-        time.sleep(2)
+        time.sleep(2)  # trial 1 (20 epochs: longer than the 1 s poll and these 2 s) is mid-training
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:

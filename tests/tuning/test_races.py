@@ -1,10 +1,13 @@
 """Several real `cifar-tune optimize` processes on one study, on SQLite and on the PostgreSQL fixture: commands
 started together on a new storage, a worker paused past the grace period and resumed, a resume racing a running
-study. Each process is a real `python -m cifar_tune` on tiny synthetic data, as on separate machines.
+study. Each process is a real `python -m cifar_tune` on tiny synthetic data, as on separate machines; a command
+that races nothing (the seed's reproducibility, a refused resume) runs in this process (``cli.main``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import sqlite3
@@ -17,11 +20,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from cifar_tune import cli
 from cifar_tune.storage import database
 
 STUDY = "cifar10-mlp_l2"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT, GRACE = "1", "5"  # short, so the test is quick (the rule allows a grace of 3 beats or more)
+# Epochs of the paused worker's trials: its trial 0 must still run when the test, polling every 0.2 s, has seen its
+# first epoch stored and paused it (20 epochs of a fraction of a second each on tiny data: several seconds left).
+LATE_EPOCHS = "20"
+# Epochs of the racing study's trials: its 3 trials (10 epochs each, on tiny data: over ten seconds) still run when
+# the joining command, started once the refused one has returned, has imported TensorFlow and asks for its trials.
+RACE_EPOCHS = "10"
 
 
 def optimize_cmd(storage: str, data: Path, *args: str) -> list[str]:
@@ -42,6 +52,15 @@ def finish(procs: list[subprocess.Popen], timeout: float = 400) -> list[tuple[in
             if p.poll() is None:
                 p.kill()
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
+
+
+def in_process(cmd: list[str]) -> tuple[int, str, str]:
+    """An ``optimize_cmd`` command run in this process: (exit status, stdout, stderr)."""
+    assert cmd[1:3] == ["-m", "cifar_tune"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(cmd[3:])
+    return code, out.getvalue(), err.getvalue()
 
 
 def load(storage: str) -> optuna.Study:
@@ -90,8 +109,7 @@ def test_one_process_with_one_seed_stays_reproducible(tiny_npz, tmp_path):
     same configurations, and another seed draws others."""
     def params(name: str, seed: str) -> list[dict]:
         url = f"sqlite:///{tmp_path / name}"
-        code, _, err = finish([start(optimize_cmd(url, tiny_npz, "--epochs", "1", "--n-trials", "3",
-                                                  "--seed", seed), tmp_path)])[0]
+        code, _, err = in_process(optimize_cmd(url, tiny_npz, "--epochs", "1", "--n-trials", "3", "--seed", seed))
         assert code == 0, err[-3000:]
         return [t.params for t in load(url).get_trials()]
 
@@ -140,7 +158,7 @@ def test_a_late_worker_whose_trial_was_taken_over_goes_on(new_storage, tiny_npz,
     fails that trial as dead and runs its retry; A, resumed, finds its trial ended: one line, nothing of its
     result stored, and it goes on to run both of its trials."""
     beat = ("--heartbeat-interval", HEARTBEAT, "--grace-period", GRACE)
-    a = start(optimize_cmd(new_storage, tiny_npz, "--epochs", "60", "--n-trials", "2", *beat), tmp_path)
+    a = start(optimize_cmd(new_storage, tiny_npz, "--epochs", LATE_EPOCHS, "--n-trials", "2", *beat), tmp_path)
     try:
         deadline = time.monotonic() + 300
         while True:  # until A's first trial has stored an epoch
@@ -154,7 +172,7 @@ def test_a_late_worker_whose_trial_was_taken_over_goes_on(new_storage, tiny_npz,
             time.sleep(0.2)
         _pause_between_writes(a, new_storage)
         time.sleep(int(GRACE) + 2)  # A's heartbeat is now older than the grace period
-        b = start(optimize_cmd(new_storage, tiny_npz, "--epochs", "60", "--n-trials", "1", *beat), tmp_path)
+        b = start(optimize_cmd(new_storage, tiny_npz, "--epochs", LATE_EPOCHS, "--n-trials", "1", *beat), tmp_path)
         code_b, out_b, err_b = finish([b])[0]
         assert code_b == 0, err_b[-3000:]
         assert "trial   0 fail     its worker stopped (no heartbeat); retried as trial 1" in out_b
@@ -182,7 +200,7 @@ def test_a_resume_racing_a_running_study(tiny_npz, tmp_path):
     """While a command runs the study, a second one with a changed space is refused in one line and stores
     nothing; a third with the same settings joins, and the study ends with every trial of both."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    a = start(optimize_cmd(url, tiny_npz, "--epochs", "20", "--n-trials", "3"), tmp_path)
+    a = start(optimize_cmd(url, tiny_npz, "--epochs", RACE_EPOCHS, "--n-trials", "3"), tmp_path)
     deadline = time.monotonic() + 300
     while True:
         assert a.poll() is None and time.monotonic() < deadline, a.communicate()[1][-3000:]
@@ -195,9 +213,8 @@ def test_a_resume_racing_a_running_study(tiny_npz, tmp_path):
     space = tmp_path / "space.toml"
     space.write_text('arch = "mlp_l2"\n[params.batch_size]\ntype = "categorical"\nchoices = [16, 32, 64]\n'
                      'baseline = 32\n')
-    changed = finish([start(optimize_cmd(url, tiny_npz, "--epochs", "20", "--n-trials", "1", "--space",
-                                         str(space)), tmp_path)])[0]
-    same = start(optimize_cmd(url, tiny_npz, "--epochs", "20", "--n-trials", "2"), tmp_path)
+    changed = in_process(optimize_cmd(url, tiny_npz, "--epochs", RACE_EPOCHS, "--n-trials", "1", "--space", str(space)))
+    same = start(optimize_cmd(url, tiny_npz, "--epochs", RACE_EPOCHS, "--n-trials", "2"), tmp_path)
     (code_a, _, err_a), (code_same, _, err_same) = finish([a, same])
     code, _, err = changed
     assert code == 2 and err.count("\n") == 1, err
