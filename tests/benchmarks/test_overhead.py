@@ -97,3 +97,14 @@ def test_the_committed_results_table_is_what_its_results_json_gives(folder):
         plain = next(p for p in results["runs"]
                      if (p["arch"], p["rep"], p["variant"]) == (r["arch"], r["rep"], "plain"))
         assert max(abs(v - plain["val_loss"][0]) for v in r["val_loss"]) < 1e-5
+
+
+def test_the_docs_overhead_table_is_the_committed_one():
+    """docs/benchmarks.md's overhead table: each of its ratio and target lines is in the committed table.md, in
+    the same order within each architecture."""
+    doc = (REPO / "docs" / "benchmarks.md").read_text()
+    shown = doc.split("<!-- overhead-table -->")[1].split("<!-- /overhead-table -->")[0]
+    table = (REPO / "results" / "overhead-cpu2-2026-12-06" / "table.md").read_text()
+    for arch_block in shown.split("**")[2::2]:  # the text after each **arch** heading
+        lines = [ln for ln in arch_block.splitlines()[1:] if ln.strip()]
+        assert lines and all(ln in table.splitlines() for ln in lines), lines
