@@ -220,8 +220,8 @@ def supervise(settings: OptimizeSettings, executor: Executor, storage: handle.St
         sup.stop()
         raise
     finally:
-        if not executor.trains_here:  # an inline runner refreshed the dashboard's story itself
-            dashboard_updates.tell(study)
+        if not executor.trains_here or getattr(executor, "handover", None) is not None:
+            dashboard_updates.tell(study)  # (an inline runner refreshed it itself, unless it handed trials over)
     if sup.fatal is not None:
         sup.stop()
         raise sup.fatal
