@@ -33,7 +33,7 @@ from cifar_tune.tuning import dashboard_updates
 from cifar_tune.tuning.budget import poll_seconds, total_trials, trials_per_process
 from cifar_tune.tuning.entry import INTERRUPTED, USER_ERROR  # statuses every other runner would repeat: stop
 from cifar_tune.tuning.executors import Executor
-from cifar_tune.tuning.study import create_or_load, open_and_prepare
+from cifar_tune.tuning.study import create_or_load, open_study_storage, prepare
 
 MAX_FAILED_STARTS = 3  # worker processes in a row that end without running a trial: give up (the cause would repeat)
 
@@ -182,9 +182,10 @@ def supervise(settings: OptimizeSettings, executor: Executor, storage: handle.St
     also for the device's numerics, before the study is created), an executor's fatal error (``ClusterError``)
     once its runners were stopped, and KeyboardInterrupt after Ctrl-C, SIGTERM or a runner that was interrupted,
     once every runner was stopped."""
-    opened, space, split = open_and_prepare(settings, storage)
-    if executor.trains_here:
+    space, split = prepare(settings)  # bad data or space: refused before anything is written
+    if executor.trains_here:  # Keras, and the device's numerics checked: a faulty device writes nothing either
         executor.prepare(space, split)
+    opened = open_study_storage(settings, storage)
     study, created = create_or_load(settings, opened, space, split)  # study and baseline exist before runners
     if executor.trains_here:
         executor.created = (study, created)
