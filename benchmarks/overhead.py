@@ -18,7 +18,8 @@ keeps the seed's value), ``--pruner none``, ``--engine keras``. Each run checks 
 the trials (the reference of ``jobs2``). Each run is a child process tree in its own folder
 (``runs/<arch>-<variant>-<rep>``: log, study, the plain script's JSON). Measured per run: ``cpu_s`` (user + sys of
 the children and all their descendants, ``os.wait4``), ``wall_s``, ``peak_mb`` (the tree's summed RSS, psutil,
-every 0.2 s; shared pages count once per process), ``startup_s`` (run start to its first trial's start),
+every 0.2 s, and at least its largest process's peak as the kernel counts it, ``ru_maxrss``; shared pages count
+once per process), ``startup_s`` (run start to its first trial's start),
 ``outside_fit_s`` (per trial: wall between the starts of consecutive trials of one worker slot less the first
 one's ``fit``; mean over trials), ``fit_s`` and ``fit_cpu_s`` (the plain script's only: cifar-tune records no CPU
 per trial), ``growth_mb`` (mean RSS step from one trial to the next in one process; cifar-tune's ``rss_mb`` trial
@@ -117,15 +118,18 @@ def measure(cmds: list[list[str]], run: Path, env: dict | None = None) -> dict:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        cpu, codes = 0.0, []
+        cpu, codes, largest = 0.0, [], 0.0
         for p in procs:
             _, status, usage = os.wait4(p.pid, 0)  # the child's usage includes its reaped descendants'
             p.returncode = os.waitstatus_to_exitcode(status)
             cpu, codes = cpu + usage.ru_utime + usage.ru_stime, codes + [p.returncode]
+            largest = max(largest, usage.ru_maxrss / 1024)  # the kernel's peak of its largest process (KB on Linux)
         wall = time.time() - start
         stop.set()
         sampler.join()
-    return {"start": start, "wall_s": wall, "cpu_s": cpu, "peak_mb": peak[0], "max_processes": most[0],
+    # the sampler can miss a process's last moments (a 0.2 s period): the tree's peak is at least the kernel's
+    # peak of its largest process
+    return {"start": start, "wall_s": wall, "cpu_s": cpu, "peak_mb": max(peak[0], largest), "max_processes": most[0],
             "returncodes": codes}
 
 

@@ -26,15 +26,6 @@ import os
 import time
 
 
-def rss_mb() -> float | None:
-    """This process's resident memory in MB (Linux ``/proc/self/status`` VmRSS)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", required=True)
@@ -54,6 +45,7 @@ def main() -> None:
     from cifar_tune.engines.optimizers import compile_model, steps_per_epoch
     from cifar_tune.engines.seeding import set_random_seed
     from cifar_tune.models import architectures
+    from cifar_tune.tuning.budget import resident_mb  # the figure cifar-tune records per trial, read the same way
 
     split = cifar10.split_validation(cifar10.load_for_run(args.data, args.subset, args.seed), None, args.seed)
     x, y = split.x_train.astype("float32") / 255.0, split.y_train  # the data scaled once, as the example does
@@ -71,7 +63,7 @@ def main() -> None:
         hist = model.fit(x, y, batch_size=batch, epochs=args.epochs, validation_data=val, verbose=0, shuffle=True,
                          callbacks=[KerasPruningCallback(trial, "val_loss")])
         rows.append({"number": trial.number, "seconds": time.perf_counter() - wall,
-                     "fit_cpu_s": time.process_time() - cpu, "rss_mb": rss_mb()})
+                     "fit_cpu_s": time.process_time() - cpu, "rss_mb": resident_mb()})
         return hist.history["val_loss"][-1]
 
     def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

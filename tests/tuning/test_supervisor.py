@@ -72,7 +72,6 @@ class StandIns(Processes):
 def started() -> Started:
     """The starts of this test's supervisors (``make``); no stand-in is left behind by a failed test."""
     calls = Started()
-    _current[:] = [calls]
     yield calls
     for executor in calls.executors:
         for proc in executor.procs.values():
@@ -81,12 +80,9 @@ def started() -> Started:
             proc.wait()
 
 
-_current: list[Started] = []
-
-
-def make(study, *, jobs=3, n_trials=10, total=None, per_process=None) -> Supervisor:
+def make(study, started: Started, *, jobs=3, n_trials=10, total=None, per_process=None) -> Supervisor:
     settings = make_settings("mlp_l2", storage="sqlite:///unused.db", study_name="s", jobs=jobs, n_trials=n_trials)
-    return Supervisor(settings, study, total, per_process, StandIns(settings, _current[0]))
+    return Supervisor(settings, study, total, per_process, StandIns(settings, started))
 
 
 def wait_all(sup: Supervisor) -> None:
@@ -106,7 +102,7 @@ def trial_by(study: optuna.Study, wid: str, state=TrialState.COMPLETE) -> None:
 
 
 def test_n_trials_are_split_evenly_over_the_free_slots(study, started):
-    sup = make(study, jobs=3, n_trials=10)
+    sup = make(study, started, jobs=3, n_trials=10)
     sup.spawn(remaining=60.0)
     assert started == [(1, 4, 60.0, None), (2, 3, 60.0, None), (3, 3, 60.0, None)]
     assert sorted(sup.runners) == [1, 2, 3]
@@ -119,7 +115,7 @@ def test_n_trials_are_split_evenly_over_the_free_slots(study, started):
 
 
 def test_a_per_process_bound_caps_each_share(study, started):
-    sup = make(study, jobs=3, n_trials=10, per_process=2)
+    sup = make(study, started, jobs=3, n_trials=10, per_process=2)
     sup.spawn(remaining=None)
     assert [n for _, n, _, _ in started] == [2, 2, 2]
     assert sup.left(study.get_trials()) == 4  # for the fresh workers that replace these
@@ -130,7 +126,7 @@ def test_a_study_wide_total_counts_every_started_trial(study, started):
     for _ in range(2):
         trial_by(study, "elsewhere:1")  # another command's trials count
     study.enqueue_trial({})  # waiting: not started, does not count
-    sup = make(study, jobs=2, total=5)
+    sup = make(study, started, jobs=2, total=5)
     sup.spawn(remaining=None)
     assert started == [(1, 5, None, 5), (2, 5, None, 5)]  # 3 left: both run until the total
     wait_all(sup)
@@ -139,14 +135,14 @@ def test_a_study_wide_total_counts_every_started_trial(study, started):
 def test_nothing_left_starts_no_worker(study, started):
     for _ in range(3):
         trial_by(study, "elsewhere:1")
-    sup = make(study, jobs=2, total=3)
+    sup = make(study, started, jobs=2, total=3)
     sup.spawn(remaining=None)
     assert started == [] and sup.runners == {}
     assert sup.finished(out_of_time=False)
 
 
 def test_trials_run_are_no_longer_promised_and_a_fresh_worker_gets_the_rest(study, started):
-    sup = make(study, jobs=1, n_trials=5, per_process=3)
+    sup = make(study, started, jobs=1, n_trials=5, per_process=3)
     sup.spawn(remaining=None)
     (runner,) = sup.runners.values()
     trial_by(study, runner.wid)  # the worker ran one of its three
@@ -167,7 +163,7 @@ def test_trials_run_are_no_longer_promised_and_a_fresh_worker_gets_the_rest(stud
 
 def test_workers_ending_without_a_trial_give_up_after_max_failed_starts(study, started):
     events = []
-    sup = make(study, jobs=1, n_trials=5)
+    sup = make(study, started, jobs=1, n_trials=5)
     with progress.reporting(events.append):
         for i in range(1, MAX_FAILED_STARTS + 1):
             sup.spawn(remaining=None)
@@ -180,7 +176,7 @@ def test_workers_ending_without_a_trial_give_up_after_max_failed_starts(study, s
 
 
 def test_a_worker_that_ran_a_trial_resets_the_failed_starts(study, started):
-    sup = make(study, jobs=1, n_trials=5)
+    sup = make(study, started, jobs=1, n_trials=5)
     for _ in range(MAX_FAILED_STARTS - 1):
         sup.spawn(remaining=None)
         wait_all(sup)
@@ -195,7 +191,7 @@ def test_a_worker_that_ran_a_trial_resets_the_failed_starts(study, started):
 def test_a_worker_that_dies_is_a_death_and_the_others_go_on(study, started):
     started.code = "import sys; sys.exit(3)"
     events = []
-    sup = make(study, jobs=1, n_trials=5)
+    sup = make(study, started, jobs=1, n_trials=5)
     sup.spawn(remaining=None)
     pid = sup.executor.procs[1].pid
     wait_all(sup)
@@ -213,7 +209,7 @@ def test_a_worker_that_dies_is_a_death_and_the_others_go_on(study, started):
 
 def test_a_killed_worker_is_described_by_its_signal(study, started):
     started.code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
-    sup = make(study, jobs=1)
+    sup = make(study, started, jobs=1)
     sup.spawn(remaining=None)
     pid = sup.executor.procs[1].pid
     wait_all(sup)
@@ -224,7 +220,7 @@ def test_a_killed_worker_is_described_by_its_signal(study, started):
 @pytest.mark.parametrize("code", [supervisor.USER_ERROR, supervisor.INTERRUPTED])
 def test_a_user_error_or_an_interrupt_stops_the_run_at_once(study, started, code):
     started.code = f"import sys; sys.exit({code})"
-    sup = make(study, jobs=2)
+    sup = make(study, started, jobs=2)
     sup.spawn(remaining=None)
     wait_all(sup)
     sup.reap(0)
@@ -233,7 +229,7 @@ def test_a_user_error_or_an_interrupt_stops_the_run_at_once(study, started, code
 
 
 def test_finished_waits_for_this_commands_running_trials(study, started):
-    sup = make(study, jobs=1, n_trials=1)
+    sup = make(study, started, jobs=1, n_trials=1)
     sup.spawn(remaining=None)
     wid = sup.runners[1].wid
     assert not sup.finished(out_of_time=False)  # a worker is there
@@ -273,7 +269,7 @@ def test_stop_terminates_and_kills_the_stubborn(study, started, monkeypatch, tmp
     monkeypatch.setattr(executors, "STOP_GRACE", 2.0)
     monkeypatch.setenv("READY_DIR", str(tmp_path))
     started.code = f"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); {READY}; time.sleep(120)"
-    sup = make(study, jobs=2)
+    sup = make(study, started, jobs=2)
     sup.spawn(remaining=None)
     wait_ready(tmp_path, 2)  # SIGTERM is ignored from here on
     trial_by(study, sup.runners[1].wid, TrialState.RUNNING)
@@ -286,7 +282,7 @@ def test_stop_terminates_and_kills_the_stubborn(study, started, monkeypatch, tmp
 def test_stop_lets_workers_stop_on_sigterm(study, started, monkeypatch, tmp_path):
     monkeypatch.setenv("READY_DIR", str(tmp_path))
     started.code = f"import time; {READY}; time.sleep(120)"
-    sup = make(study, jobs=2)
+    sup = make(study, started, jobs=2)
     sup.spawn(remaining=None)
     wait_ready(tmp_path, 2)
     procs = list(sup.executor.procs.values())
@@ -298,7 +294,7 @@ def test_a_replacement_starts_as_soon_as_a_worker_ends(study, started):
     """poll waits on the workers themselves (pidfds), not a fixed interval: a worker that ends within a long
     poll is reported at once."""
     started.code = "import time; time.sleep(1)"
-    sup = make(study, jobs=1, n_trials=2)
+    sup = make(study, started, jobs=1, n_trials=2)
     sup.spawn(remaining=None)
     began = time.monotonic()
     sup.reap(60.0)
