@@ -55,7 +55,7 @@ def test_figures_are_plausible(bench):
         assert 0 < r["cpu_s"] <= r["wall_s"] * os.cpu_count() * 1.05  # the tree's CPU, not more than the machine's
         assert 200 < r["peak_mb"] < 50_000 and r["max_processes"] >= r["workers"]  # TensorFlow is resident
         assert 0 < r["startup_s"] < r["wall_s"]
-        assert all(0 < t["rss_mb"] < r["peak_mb"] for t in r["trial_rows"])
+        assert all(0 < t["rss_mb"] <= r["peak_mb"] for t in r["trial_rows"])  # the last trial can be the peak
         if slots == 1:  # two trials in one slot: one gap between them
             assert 0 < r["outside_fit_s"] < r["wall_s"]
         if r["variant"].startswith("plain"):
