@@ -4,14 +4,16 @@
     .venv/bin/python benchmarks/peers.py --data .data/cifar10.npz --out results/peers-cpu2-DATE     # 12 x 5, 10,000
     .venv/bin/python benchmarks/peers.py --smoke --data .data/cifar10.npz --out /tmp/peers-smoke     # toy, minutes
     .venv/bin/python benchmarks/peers.py pair results/peers-cpu2-DATE/results.json cifar-tune optuna
-    .venv/bin/python benchmarks/peers.py table results/peers-cpu2-DATE/results.json                # remake table.md
+    .venv/bin/python benchmarks/peers.py table results/peers-cpu2-DATE/results.json   # remake table.md, anytime.html
 
 One study definition per architecture (``common.Budget``: trials, maximum epochs, training images, seed, retraining
 seeds) goes through every tool in turn, each in its own measured process (``bench``), on cifar-tune's split of the
 same data, the same models and search space (``search_spaces/<arch>.toml``), Hyperband/ASHA pruning at factor 3
 where the tool has it, every trial trained with the study's seed and trials run one at a time on all cores.
-Writes ``results.json`` (every run, written as it finishes) and ``table.md``; ``--repeats R`` runs it all R times
-(medians and ranges; ratios within a repetition). The peers live in ``benchmarks/peers/`` (see its ``__init__``).
+Writes ``results.json`` (every run, written as it finishes), ``table.md`` and ``anytime.html`` (the best validation
+loss each tool had found by each time since its search started: a plotly figure, and a table at fixed times in
+table.md); ``--repeats R`` runs it all R times (medians and ranges; ratios within a repetition). The peers live in
+``benchmarks/peers/`` (see its ``__init__``).
 """
 
 from __future__ import annotations
@@ -62,19 +64,27 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
             "budget": vars(args) | {"out": str(args.out), "work": str(args.work)}}
 
 
+def write_views(results: dict, out: Path) -> None:
+    """``table.md`` and, when the runs recorded it, ``anytime.html`` (the anytime figure; plotly.js from its CDN)."""
+    (out / "table.md").write_text(table.markdown(results))
+    if any(r.get("anytime") for r in results["runs"]):
+        table.anytime_figure(results).write_html(out / "anytime.html", include_plotlyjs="cdn")
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] in (["pair"], ["table"]):
         results = json.loads(Path(argv[1]).read_text())
         if argv[0] == "pair":
             print("\n".join(table.pair_lines(results, argv[2], argv[3])))
         else:
-            (Path(argv[1]).parent / "table.md").write_text(table.markdown(results))
+            write_views(results, Path(argv[1]).parent)
         return 0
     args = parse(argv)
     args.out = args.out or Path("results") / f"peers-cpu{os.cpu_count()}-{datetime.now():%Y-%m-%d}"
     budgets = [common.Budget(arch, args.trials, args.epochs, args.subset, str(Path(args.data).resolve()),
                              seeds=args.seeds) for arch in args.archs]
     results = bench.run(budgets, args.tools, args.repeats, args.out, args.work.resolve(), meta(args, argv))
+    write_views(results, args.out)
     print(table.markdown(results))
     return 1 if any("error" in r for r in results["runs"]) else 0
 

@@ -76,7 +76,9 @@ def _search_metrics(s: dict, m: dict) -> dict:
             "growth_mb_per_trial": _round(measure.growth_per_trial(series, ends)),
             "max_processes": max((x[2] for x in series), default=None),
             "split": s["split"], "split_matches": s["split"] == s.get("split_peers", s["split"]),
-            "best_config": s["best_config"], "versions": s["versions"], "notes": s["notes"]}
+            "best_config": s["best_config"], "versions": s["versions"], "notes": s["notes"],
+            # [[s since the search process started, best validation loss so far], ...] (common.anytime)
+            "anytime": [[round(t - m["start"], 1), v] for t, v in s.get("anytime", [])]}
 
 
 def _round(x, n=2):

@@ -29,7 +29,8 @@ def storage_url(workdir) -> str:
 def search(budget: common.Budget, split: dict | None, workdir, log) -> dict:
     """``cifar-tune optimize`` on the budget; returns the best trial's config, validation loss (its final epoch's),
     validation accuracy, trial count, epochs (sum of ``epochs_run``), trial ends and the best trial's end (wall-clock
-    seconds), the split the study recorded, and its per-trial resident memory (the worker's, MB)."""
+    seconds), the anytime curve (``common.anytime``), the split the study recorded, and its per-trial resident
+    memory (the worker's, MB)."""
     import optuna
 
     cmd = [_cli(), "optimize", "--arch", budget.arch, "--n-trials", str(budget.n_trials), "--epochs",
@@ -46,6 +47,10 @@ def search(budget: common.Budget, split: dict | None, workdir, log) -> dict:
             "trials": len(trials), "epochs": sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials),
             "trial_ends": sorted(t.datetime_complete.timestamp() for t in done),
             "best_time": best.datetime_complete.timestamp(), "split": study.user_attrs.get("data"),
+            # the same trial-granular anytime curve as the peers' (their epoch logs): a trial's epochs are its
+            # intermediate values (validation loss per epoch)
+            "anytime": common.anytime([(t.datetime_complete.timestamp(), min(t.intermediate_values.values()))
+                                       for t in done if t.intermediate_values]),
             "trial_rss_mb": [t.user_attrs.get("rss_mb") for t in sorted(done, key=lambda t: t.number)],
             "versions": {"cifar-tune": _version()},
             "notes": "optimize --sampler tpe --pruner hyperband (baseline enqueued as trial 0)"}

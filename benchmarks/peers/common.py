@@ -242,15 +242,31 @@ def config_from_values(arch: str, values: dict) -> dict:
     return full_config(arch, out)
 
 
+def anytime(trials: list[tuple[float, float]]) -> list[list[float]]:
+    """The anytime curve: each trial as (end, lowest validation loss of its epochs; wall-clock s) -> the best found
+    so far after each trial that lowered it, ``[[end, best], ...]`` in time order. Trial granularity, taken alike
+    for every tool (a pruned or failed trial's epochs count: they were trained)."""
+    out, best = [], float("inf")
+    for end, loss in sorted(trials):
+        if loss < best:  # NaN never compares below: a diverged trial never improves the curve
+            best = loss
+            out.append([end, loss])
+    return out
+
+
 def summarize_log(rows: list[dict], best_val_loss: float | None) -> dict:
-    """From ``epoch_logger`` rows: epochs trained, each trial's end (wall-clock s of its last epoch, in order), and
-    the first epoch whose validation loss reached ``best_val_loss`` (its time ``t`` and ``val_accuracy``)."""
+    """From ``epoch_logger`` rows: epochs trained, each trial's end (wall-clock s of its last epoch, in order), the
+    anytime curve (``anytime``), and the first epoch whose validation loss reached ``best_val_loss`` (its time
+    ``t`` and ``val_accuracy``)."""
     ends: dict[str, float] = {}
+    lows: dict[str, float] = {}
     for r in rows:
         ends[r["trial"]] = max(ends.get(r["trial"], 0.0), r["t"])
+        lows[r["trial"]] = min(lows.get(r["trial"], float("inf")), r["val_loss"])
     first = None
     if best_val_loss is not None:
         hits = [r for r in rows if r["val_loss"] <= best_val_loss * (1 + 1e-9) + 1e-12]
         first = min(hits, key=lambda r: r["t"]) if hits else None
     return {"epochs": len(rows), "trial_ends": sorted(ends.values()), "best_time": first and first["t"],
-            "best_val_accuracy_logged": first and first["val_accuracy"]}
+            "best_val_accuracy_logged": first and first["val_accuracy"],
+            "anytime": anytime([(ends[k], lows[k]) for k in ends])}

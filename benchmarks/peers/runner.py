@@ -46,7 +46,8 @@ def run_search(tool: str, budget: common.Budget, workdir: Path) -> dict:
     summary = common.summarize_log(common.read_epochs(log), result["best_val_loss"])
     if result.get("best_val_accuracy") is None:
         result["best_val_accuracy"] = summary["best_val_accuracy_logged"]
-    result.update({k: summary[k] for k in ("epochs", "trial_ends", "best_time")}, split=split["description"])
+    result.update({k: summary[k] for k in ("epochs", "trial_ends", "best_time", "anytime")},
+                  split=split["description"])
     return result
 
 

@@ -102,14 +102,75 @@ def arch_table(results: dict, arch: str) -> list[str]:
     return lines
 
 
+# The anytime table's columns: seconds since the search process started (fixed times, the same for every
+# architecture and budget; a smoke run ends before most of them).
+ANYTIME_AT = (60, 120, 240, 480, 960)
+
+
+def best_by(run: dict, seconds: float) -> float | None:
+    """The best validation loss ``run`` had found ``seconds`` after its search started (its ``anytime`` curve);
+    None if no trial had ended by then."""
+    reached = [v for t, v in run.get("anytime", []) if t <= seconds]
+    return reached[-1] if reached else None
+
+
+def anytime_table(results: dict, arch: str) -> list[str]:
+    """The Markdown rows of the anytime view: per tool, the best validation loss found by each of ``ANYTIME_AT``
+    (median [min, max] over repetitions that had one), then at the end of the search."""
+    tools = list(dict.fromkeys(r["tool"] for r in results["runs"] if r["arch"] == arch))
+    head = ["best val loss by", *(f"{s} s" for s in ANYTIME_AT), "end"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for tool in tools:
+        runs = [r for r in runs_of(results, arch, tool) if r.get("anytime")]
+        if runs:
+            cells = [spread([best_by(r, s) for r in runs], "{:.3f}") for s in ANYTIME_AT]
+            lines.append("| " + " | ".join([tool, *cells, spread([r["anytime"][-1][1] for r in runs], "{:.3f}")])
+                         + " |")
+    return lines
+
+
+def anytime_figure(results: dict):
+    """The anytime view as a plotly figure: per architecture, each run's best validation loss so far against
+    seconds since its search started (a step line per repetition, one colour per tool)."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    archs = list(dict.fromkeys(r["arch"] for r in results["runs"]))
+    tools = list(dict.fromkeys(r["tool"] for r in results["runs"]))
+    fig = make_subplots(rows=1, cols=len(archs), subplot_titles=archs)
+    for col, arch in enumerate(archs, start=1):
+        for i, tool in enumerate(tools):
+            for run in runs_of(results, arch, tool):
+                points = run.get("anytime") or []
+                if not points:
+                    continue
+                x = [p[0] for p in points] + [run["wall_s"]]
+                y = [p[1] for p in points] + [points[-1][1]]
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", line_shape="hv", name=tool,
+                                         legendgroup=tool, showlegend=col == 1 and run["rep"] == min(
+                                             r["rep"] for r in runs_of(results, arch, tool)),
+                                         line={"color": qualitative.Plotly[i % 10]},
+                                         hovertemplate=f"{tool} rep {run['rep']}: %{{y:.3f}} at %{{x:.0f}} s"),
+                              row=1, col=col)
+        fig.update_xaxes(title_text="seconds since the search started", row=1, col=col)
+    fig.update_yaxes(title_text="best validation loss so far", row=1, col=1)
+    fig.update_layout(title="Anytime: the best validation loss each tool had found by each time",
+                      height=420, width=520 * len(archs))
+    return fig
+
+
 def markdown(results: dict) -> str:
-    """The whole table: the budget line, then per architecture the tools' rows and the ratios."""
+    """The whole table: the budget line, then per architecture the tools' rows and the ratios, and, for runs that
+    recorded it, the anytime view (``anytime_table``)."""
     meta = results.get("meta", {})
     lines = [f"Budget: {meta.get('budget_line', '')}", ""]
     for arch in dict.fromkeys(r["arch"] for r in results["runs"]):
         reps = len({r["rep"] for r in results["runs"] if r["arch"] == arch})
         lines += [f"**{arch}** ({reps} repetition{'s' if reps > 1 else ''}: median [min, max])" if reps > 1
                   else f"**{arch}** (1 repetition)", "", *arch_table(results, arch), ""]
+        if any(r.get("anytime") for r in results["runs"] if r["arch"] == arch):
+            lines += ["", *anytime_table(results, arch), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -55,7 +55,12 @@ def test_figures_are_plausible(bench):
         assert 0 < r["cpu_s"] <= r["wall_s"] * os.cpu_count() * 1.05  # the tree's CPU, not more than the machine's
         assert 200 < r["peak_mb"] < 50_000 and r["max_processes"] >= r["workers"]  # TensorFlow is resident
         assert 0 < r["startup_s"] < r["wall_s"]
-        assert all(0 < t["rss_mb"] <= r["peak_mb"] for t in r["trial_rows"])  # the last trial can be the peak
+        # a trial's resident size (/proc's VmRSS after its fit) is at most the run's peak; the last trial can be
+        # the peak itself, and the kernel's high-water mark (ru_maxrss, the peak then) and VmRSS are read from
+        # counters that can disagree a little: 1% of slack (measured: an inline run's last trial 1,082.3 MB against
+        # its process's ru_maxrss of 1,082.2 MB)
+        rss = [t["rss_mb"] for t in r["trial_rows"]]
+        assert all(0 < x <= r["peak_mb"] * 1.01 for x in rss), (r["variant"], rss, r["peak_mb"])
         if slots == 1:  # two trials in one slot: one gap between them
             assert 0 < r["outside_fit_s"] < r["wall_s"]
         if r["variant"].startswith("plain"):

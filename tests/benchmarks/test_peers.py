@@ -106,6 +106,32 @@ def test_readme_table_is_the_committed_results():
     assert all(r.get("split_matches") for r in results["runs"] if "error" not in r)
 
 
+def test_anytime_is_the_best_found_by_each_trials_end():
+    """Trial granularity, any order in; a NaN (diverged) or worse trial never lowers the curve."""
+    trials = [(30.0, 1.9), (10.0, 2.1), (20.0, float("nan")), (40.0, 2.0), (50.0, 1.7)]
+    assert common.anytime(trials) == [[10.0, 2.1], [30.0, 1.9], [50.0, 1.7]]
+    rows = [{"t": t, "trial": trial, "val_loss": loss, "val_accuracy": 0.3}
+            for t, trial, loss in [(5.0, "a", 2.3), (9.0, "a", 2.2), (12.0, "b", 2.4), (20.0, "b", 2.1)]]
+    assert common.summarize_log(rows, 2.1)["anytime"] == [[9.0, 2.2], [20.0, 2.1]]  # each trial's lowest epoch
+
+
+def test_anytime_table_and_figure_read_each_runs_curve():
+    runs = [{"rep": rep, "arch": "cnn", "tool": tool, "wall_s": 300.0, "anytime": curve}
+            for rep, tool, curve in [(0, "cifar-tune", [[50.0, 1.6], [200.0, 1.4]]), (1, "cifar-tune", [[70.0, 1.5]]),
+                                     (0, "optuna", [[130.0, 1.55]]), (1, "optuna", [])]]
+    results = {"meta": {"budget_line": "toy"}, "runs": runs}
+    assert table.best_by(runs[0], 49) is None and table.best_by(runs[0], 60) == 1.6
+    assert table.best_by(runs[0], 960) == 1.4
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.anytime_table(results, "cnn")}
+    assert rows["cifar-tune"][1:3] == ["1.600", "1.550 [1.500, 1.600]"]  # by 60 s rep 1 had found nothing yet
+    assert rows["cifar-tune"][3] == "1.450 [1.400, 1.500]"  # by 240 s: rep 0 has found 1.4
+    assert rows["optuna"][1:3] == ["—", "—"] and rows["optuna"][3] == "1.550"  # its empty repetition counts not
+    assert "best val loss by" in table.markdown(results)
+    figure = table.anytime_figure(results)
+    assert len(figure.data) == 3  # a line per run that has a curve
+    assert list(figure.data[0].x) == [50.0, 200.0, 300.0] and list(figure.data[0].y) == [1.6, 1.4, 1.4]
+
+
 @pytest.mark.slow
 def test_smoke_runs_every_tool(tmp_path):
     """``peers.py --smoke``: every tool searches and retrains at toy size (a couple of minutes on 2 cores)."""
@@ -124,3 +150,8 @@ def test_smoke_runs_every_tool(tmp_path):
         assert "error" not in r and r["split_matches"] and r["trials"] >= 1 and r["epochs"] >= r["trials"]
         assert r["peak_rss_mb"] > 0 and len(r["test"]) == 1
     assert "| cifar-tune |" in (out / "table.md").read_text()
+    for r in runs:  # the anytime curve: times within the search, losses falling, the last one the tool's best
+        times, losses = [p[0] for p in r["anytime"]], [p[1] for p in r["anytime"]]
+        assert times and 0 < times[0] and times == sorted(times) and times[-1] <= r["wall_s"], r["anytime"]
+        assert losses == sorted(losses, reverse=True) and losses[-1] <= r["best_val_loss"] + 1e-9
+    assert "best val loss by" in (out / "table.md").read_text() and (out / "anytime.html").is_file()

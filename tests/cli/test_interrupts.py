@@ -30,6 +30,9 @@ URL = "sqlite:///storage/cifar_tune.db"
 # so it lands within a second at most; 10 epochs (the next training's model build and its epochs: several seconds on
 # this 2-core CPU) leave that window, and the continuing command trains each training in full again.
 EPOCHS = "10"
+# Both signals take one path in every command (runtime.signals turns either into the command's stop); each command
+# here gets one of them and `run` both (in two phases), so every signal reaches every kind of stop at least once,
+# without paying every pair. optimize's trial-level stop takes both: tests/runtime/test_signals.py.
 CODES = [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
 
 
@@ -102,8 +105,8 @@ def cli_main(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.mark.parametrize("sig, code, says", CODES)
-def test_compare_stops_after_a_training_and_the_printed_command_reuses_it(tiny_npz, tmp_path, sig, code, says):
+def test_compare_stops_after_a_training_and_the_printed_command_reuses_it(tiny_npz, tmp_path):
+    sig, code, says = CODES[0]  # Ctrl-C (baseline takes SIGTERM; run and optimize take both)
     study = ["--data", str(tiny_npz), "--epochs", "1", "--val-size", "100"]
     assert cli_main(["optimize", "--arch", "mlp_l2", "--n-trials", "2", *study])[0] == 0
     proc = Command(tmp_path, "compare", "--seeds", "2", "--epochs", EPOCHS, "--data", str(tiny_npz), "--out", "cmp")
@@ -121,8 +124,8 @@ def test_compare_stops_after_a_training_and_the_printed_command_reuses_it(tiny_n
         [1000, 1001]
 
 
-@pytest.mark.parametrize("sig, code, says", CODES)
-def test_baseline_stops_after_an_architecture_and_the_printed_command_keeps_it(tiny_npz, tmp_path, sig, code, says):
+def test_baseline_stops_after_an_architecture_and_the_printed_command_keeps_it(tiny_npz, tmp_path):
+    sig, code, says = CODES[1]  # SIGTERM (compare takes Ctrl-C)
     proc = Command(tmp_path, "baseline", "--archs", "mlp_l2,mlp_bn", "--epochs", EPOCHS, "--data", str(tiny_npz))
     proc.wait_for(r"^\[mlp_l2\] test accuracy ")  # mlp_l2 is done and kept; mlp_bn trains
     line, command = stopped(proc, sig, code, says)

@@ -1,5 +1,6 @@
 """Waiting for a study's trials to reach given states, read straight from its SQLite file (as another process
-sees them), for tests that signal a running command at the right moment."""
+sees them), for tests that signal a running command at the right moment; and what several processes sharing a
+study must not do (draw one configuration twice)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from optuna.trial import TrialState
 
 
 def wait_for_states(db: Path, want: Callable[[list[str]], bool], timeout: float = 240) -> list[str]:
@@ -26,3 +28,17 @@ def wait_for_states(db: Path, want: Callable[[list[str]], bool], timeout: float 
             if want(states):
                 return states
     pytest.fail(f"the trials never reached the awaited states (last seen: {states})")
+
+
+def assert_no_duplicate_samples(trials) -> None:
+    """No two trials with equal parameters, except a retry and the dead worker's trial it replaces."""
+    retries = {t.number: t.user_attrs["retry_of"] for t in trials if t.user_attrs.get("retry_of") is not None}
+    seen: dict[str, int] = {}
+    for t in trials:
+        if t.state == TrialState.WAITING:
+            continue
+        key = repr(sorted(t.params.items()))
+        if key in seen:
+            a, b = seen[key], t.number
+            assert retries.get(b) == a or retries.get(a) == b, f"trials {a} and {b} drew the same sample {key}"
+        seen[key] = t.number

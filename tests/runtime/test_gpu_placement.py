@@ -70,14 +70,15 @@ def stored_gpus(tmp_path: Path) -> list[str]:
 
 
 def test_optimize_without_jobs_uses_every_gpu_one_worker_each(tmp_path: Path, tiny_npz: Path):
-    """Four GPUs listed, no --jobs: four workers, each on its own GPU (the trials record which), said in the
-    first line."""
-    env = fake_nvidia_smi(tmp_path / "bin", n=4)
+    """Two GPUs listed, no --jobs: two workers, each on its own GPU (the trials record which), said in the first
+    line. (Two, not four: each worker imports TensorFlow; the round robin over four is
+    test_without_jobs_every_gpu_gets_a_worker's.)"""
+    env = fake_nvidia_smi(tmp_path / "bin", n=2)
     env.pop("CUDA_VISIBLE_DEVICES", None)
     out = optimize(tmp_path, tiny_npz, env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "4 workers on 4 GPUs 0,1,2,3" in out.stdout, out.stdout[:2000]
-    assert stored_gpus(tmp_path) == ["0", "1", "2", "3"]
+    assert "2 workers on 2 GPUs 0,1" in out.stdout, out.stdout[:2000]
+    assert set(stored_gpus(tmp_path)) == {"0", "1"}
 
 
 def test_jobs_respect_cuda_visible_devices(tmp_path: Path, tiny_npz: Path):

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from cifar_tune import cli
 from cifar_tune.storage import database
 from tests.helpers.pg import free_port
+from tests.helpers.trial_states import assert_no_duplicate_samples
 
 pytestmark = pytest.mark.postgres
 
@@ -46,8 +47,9 @@ def assert_distinct_numbers(trials) -> None:
 
 
 def test_three_workers_share_one_study_exactly(pg_url, tiny_npz, tmp_path, capsys):
-    """Three processes started at once (as on three machines) with one study-wide target: exactly that many
-    finished trials, numbered 0..n-1 without duplicates, one baseline."""
+    """Three processes started at once (as on three machines) on a new database (no tables yet: the schema race)
+    with one study-wide target: exactly that many finished trials, numbered 0..n-1 without duplicates, one
+    baseline, and no configuration drawn twice."""
     total = 6
     cmd = optimize_cmd(pg_url, tiny_npz, "--epochs", "1", "--heartbeat-interval", "2", "--grace-period", "8")
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
@@ -59,12 +61,14 @@ def test_three_workers_share_one_study_exactly(pg_url, tiny_npz, tmp_path, capsy
             p.kill()
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
+        assert "Traceback" not in err and "Warning" not in err, err[-3000:]
         assert pg_url.split("@")[0].rsplit(":", 1)[1] not in out + err  # the password never shows
     trials = load(pg_url).get_trials()
     assert len(trials) == total
     assert all(t.state in FINISHED for t in trials)
     assert_distinct_numbers(trials)
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1 and trials[0].user_attrs["baseline"]
+    assert_no_duplicate_samples(trials)
     assert all(t.user_attrs["worker"] for t in trials)  # host:pid of the process that ran it
 
     # The study note and figures are in the database, for a dashboard on any machine.

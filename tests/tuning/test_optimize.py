@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import signal
+import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from cifar_tune import cli
 from cifar_tune.studies import spaces
-from tests.helpers.trial_states import wait_for_states
+from tests.helpers.synthetic import synthetic_cifar
 
 DB = Path("storage/cifar_tune.db")
 URL = "sqlite:///storage/cifar_tune.db"
@@ -142,6 +141,19 @@ def db_digest() -> str:
     return hashlib.sha256(DB.read_bytes()).hexdigest()
 
 
+@pytest.fixture(scope="module")
+def one_study(tmp_path_factory) -> tuple[Path, Path]:
+    """(data, database): a study of one mlp_l2 trial, made once for the module's refusals (each test works on its
+    own copy of the database)."""
+    folder = tmp_path_factory.mktemp("one-study")
+    data = folder / "tiny.npz"
+    x_train, y_train, x_test, y_test = synthetic_cifar()
+    np.savez(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    db = folder / "studies.db"
+    assert optimize(data, "--arch", "mlp_l2", "--n-trials", "1", "--storage", f"sqlite:///{db}") == 0
+    return data, db
+
+
 @pytest.mark.parametrize("args, message", [
     (["--arch", "cnn", "--space", "{bad}"], "params.dropout"),
     (["--arch", "nope"], "invalid choice: 'nope'"),
@@ -149,8 +161,10 @@ def db_digest() -> str:
     (["--arch", "cnn", "--storage", "nonsense://"], "storage"),
     (["--arch", "cnn", "--n-trials", "0"], "argument --n-trials: must be an integer in 1..1000000, got '0'"),
 ])
-def test_bad_input_exits_2_and_leaves_storage_untouched(tiny_npz, tmp_path, capsys, args, message):
-    assert optimize(tiny_npz, "--arch", "mlp_l2", "--n-trials", "1") == 0
+def test_bad_input_exits_2_and_leaves_storage_untouched(one_study, tmp_path, capsys, args, message):
+    tiny_npz, db = one_study
+    DB.parent.mkdir()
+    shutil.copyfile(db, DB)  # a study in the default storage, as `optimize --arch mlp_l2 --n-trials 1` left it
     before = db_digest()
     bad = write(tmp_path / "bad.toml", 'arch = "cnn"\n[params.dropout]\ntype = "float"\nlow = 0.3\nhigh = 0.5\n'
                                        'baseline = 0.0\n')
@@ -196,23 +210,3 @@ def test_memory_stays_bounded_over_many_trials(tiny_npz, tmp_path):
     assert last - first < 200, f"resident memory {first:.0f} MB over trials 0-7, {last:.0f} MB over 20-27"
     assert max(rss) < 1300 + 300 and len({t.user_attrs["worker"] for t in trials}) > 1  # replaced, not grown
 
-
-def test_ctrl_c_marks_the_running_trial_failed_and_says_how_to_resume(tiny_npz, tmp_path):
-    """A real SIGINT in the middle of a trial: finished trials stay, the running one is failed, exit 130."""
-    cmd = [sys.executable, "-m", "cifar_tune", "optimize", "--arch", "cnn", "--data", str(tiny_npz),
-           "--val-size", "100", "--epochs", "20", "--n-trials", "5", "--pruner", "none"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        wait_for_states(tmp_path / DB, lambda s: s[:2] == ["COMPLETE", "RUNNING"])  # trial 0 done, 1 running
-        time.sleep(2)  # trial 1 (20 epochs: longer than the 1 s poll and these 2 s) is mid-training
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
-    assert "resume with: cifar-tune optimize --arch cnn" in err
-    study = optuna.load_study(study_name="cifar10-cnn", storage=f"sqlite:///{tmp_path / DB}")
-    states = [t.state for t in study.trials]
-    assert states == [TrialState.COMPLETE, TrialState.FAIL]
-    assert study.trials[1].user_attrs["fail_reason"] == "interrupted by the user"

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from cifar_tune import cli
 from cifar_tune.storage import database
+from tests.helpers.trial_states import assert_no_duplicate_samples
 
 STUDY = "cifar10-mlp_l2"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -75,24 +76,12 @@ def new_storage(request, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-def assert_no_duplicate_samples(trials) -> None:
-    """No two trials with equal parameters, except a retry and the dead worker's trial it replaces."""
-    retries = {t.number: t.user_attrs["retry_of"] for t in trials if t.user_attrs.get("retry_of") is not None}
-    seen: dict[str, int] = {}
-    for t in trials:
-        if t.state == TrialState.WAITING:
-            continue
-        key = repr(sorted(t.params.items()))
-        if key in seen:
-            a, b = seen[key], t.number
-            assert retries.get(b) == a or retries.get(a) == b, f"trials {a} and {b} drew the same sample {key}"
-        seen[key] = t.number
-
-
-def test_commands_started_together_on_a_new_storage_share_it_without_duplicates(new_storage, tiny_npz, tmp_path):
+def test_commands_started_together_on_a_new_storage_share_it_without_duplicates(tiny_npz, tmp_path):
     """Items 2 and 3: three commands started at once on a storage nobody created yet all open it (no schema
     race), each runs its own trials, and no two trials drew the same configuration (one seed, three
-    processes asking at the same moment)."""
+    processes asking at the same moment). On SQLite; on a new PostgreSQL database the same start is
+    tests/storage/test_postgres.py's three workers."""
+    new_storage = f"sqlite:///{tmp_path / 'new' / 'studies.db'}"
     cmd = optimize_cmd(new_storage, tiny_npz, "--epochs", "1", "--n-trials", "2")
     results = finish([start(cmd, tmp_path) for _ in range(3)])
     for code, _out, err in results:

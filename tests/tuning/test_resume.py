@@ -5,14 +5,17 @@ create, or that maximizes, is refused. Each refusal is one line, exit status 2, 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
 from cifar_tune import cli
 from cifar_tune.tuning.study import RESUME_KEEPS
+from tests.helpers.synthetic import synthetic_cifar
 
 DB = Path("storage/cifar_tune.db")
 URL = "sqlite:///storage/cifar_tune.db"
@@ -62,11 +65,27 @@ def test_every_kept_setting_is_checked():
     assert named == set(RESUME_KEEPS) - {"arch"}
 
 
+@pytest.fixture(scope="module")
+def first_study(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(data, space, database): one study of one trial, made once for the module's refusals (each test works on
+    its own copy of the database)."""
+    folder = tmp_path_factory.mktemp("first")
+    data = folder / "tiny.npz"
+    x_train, y_train, x_test, y_test = synthetic_cifar()
+    np.savez(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    space = folder / "first.toml"
+    space.write_text(space_file(folder, "[32, 64, 128, 256]").read_text())
+    db = folder / "studies.db"
+    assert cli.main(["optimize", "--arch", "mlp_l2", "--data", str(data), "--val-size", "100", "--epochs", "1",
+                     "--n-trials", "1", "--space", str(space), "--storage", f"sqlite:///{db}"]) == 0
+    return data, space, db
+
+
 @pytest.mark.parametrize(("flag", "value", "named"), CHANGES, ids=[c[0] for c in CHANGES])
-def test_a_resume_with_a_changed_setting_is_refused_in_one_line(tiny_npz, tmp_path, capsys, flag, value, named):
-    space = tmp_path / "first.toml"
-    space.write_text(space_file(tmp_path, "[32, 64, 128, 256]").read_text())
-    assert optimize(tiny_npz, "--space", str(space)) == 0
+def test_a_resume_with_a_changed_setting_is_refused_in_one_line(first_study, tmp_path, capsys, flag, value, named):
+    tiny_npz, space, db = first_study
+    DB.parent.mkdir()
+    shutil.copyfile(db, DB)  # the study, as made by the default storage's command with the defaults
     before, trials = digest(), len(optuna.load_study(study_name=STUDY, storage=URL).trials)
     capsys.readouterr()
     if value is None:
