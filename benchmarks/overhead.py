@@ -17,9 +17,10 @@ keeps the seed's value), ``--pruner none``, ``--engine keras``. Each run checks 
 ``VARIANTS`` says how each variant runs; ``plain2`` is the plain script as two processes at once, each doing half
 the trials (the reference of ``jobs2``). Each run is a child process tree in its own folder
 (``runs/<arch>-<variant>-<rep>``: log, study, the plain script's JSON). Measured per run: ``cpu_s`` (user + sys of
-the children and all their descendants, ``os.wait4``), ``wall_s``, ``peak_mb`` (the tree's summed RSS, psutil,
-every 0.2 s, and at least its largest process's peak as the kernel counts it, ``ru_maxrss``; shared pages count
-once per process), ``startup_s`` (run start to its first trial's start),
+the children and all their descendants, ``os.wait4``), ``wall_s``, ``peak_mb`` (the tree's summed RSS,
+``benchmarks/peers/measure.tree_rss_mb``, every 0.2 s, and at least its largest process's peak as the kernel
+counts it, ``ru_maxrss``; shared pages count once per process), ``startup_s`` (run start to its first trial's
+start),
 ``outside_fit_s`` (per trial: wall between the starts of consecutive trials of one worker slot less the first
 one's ``fit``; mean over trials), ``fit_s`` and ``fit_cpu_s`` (the plain script's only: cifar-tune records no CPU
 per trial), ``growth_mb`` (mean RSS step from one trial to the next in one process; cifar-tune's ``rss_mb`` trial
@@ -93,7 +94,7 @@ def commands(v: str, arch: str, a, run: Path) -> list[list[str]]:
 def measure(cmds: list[list[str]], run: Path, env: dict | None = None) -> dict:
     """Start ``cmds`` at once in ``run`` (with ``env``) and wait for them; their trees' CPU seconds, wall, peak RSS,
     exit codes."""
-    import psutil
+    from benchmarks.peers.measure import tree_rss_mb  # the peers benchmark's instrument: /proc, every descendant
 
     peak, most, stop, start = [0.0], [0], threading.Event(), time.time()
     with open(run / "log.txt", "w") as log:
@@ -101,18 +102,8 @@ def measure(cmds: list[list[str]], run: Path, env: dict | None = None) -> dict:
 
         def sample():
             while not stop.is_set():
-                mb, n = 0.0, 0
-                for root in procs:
-                    try:
-                        tree = psutil.Process(root.pid)
-                        tree = [tree, *tree.children(recursive=True)]
-                    except psutil.Error:
-                        continue
-                    for q in tree:
-                        try:
-                            mb, n = mb + q.memory_info().rss / 2**20, n + 1
-                        except psutil.Error:
-                            pass
+                trees = [tree_rss_mb(root.pid) for root in procs]
+                mb, n = sum(t[0] for t in trees), sum(t[1] for t in trees)
                 peak[0], most[0] = max(peak[0], mb), max(most[0], n)
                 stop.wait(0.2)
 
@@ -206,7 +197,7 @@ def meta(a) -> dict:
                         "memory_gb": round(int(mem) / 2**20, 1), "platform": platform.platform()},
             "versions": {"python": platform.python_version(), "cifar_tune": str(package),
                          "git": commit.stdout.strip() or None,
-                         **{d: version(d) for d in ("cifar-tune", "optuna", "keras", "tensorflow", "psutil")}},
+                         **{d: version(d) for d in ("cifar-tune", "optuna", "keras", "tensorflow")}},
             "variants": {v: VARIANTS[v] for v in a.variants}}
 
 

@@ -139,20 +139,21 @@ def anytime_figure(results: dict):
     archs = list(dict.fromkeys(r["arch"] for r in results["runs"]))
     tools = list(dict.fromkeys(r["tool"] for r in results["runs"]))
     fig = make_subplots(rows=1, cols=len(archs), subplot_titles=archs)
+    in_legend: set[str] = set()  # one legend entry per tool, whatever its runs and architectures
     for col, arch in enumerate(archs, start=1):
         for i, tool in enumerate(tools):
             for run in runs_of(results, arch, tool):
                 points = run.get("anytime") or []
                 if not points:
                     continue
-                x = [p[0] for p in points] + [run["wall_s"]]
+                x = [p[0] for p in points] + [run["wall_s"]]  # the best so far holds until the search ends
                 y = [p[1] for p in points] + [points[-1][1]]
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", line_shape="hv", name=tool,
-                                         legendgroup=tool, showlegend=col == 1 and run["rep"] == min(
-                                             r["rep"] for r in runs_of(results, arch, tool)),
+                                         legendgroup=tool, showlegend=tool not in in_legend,
                                          line={"color": qualitative.Plotly[i % 10]},
                                          hovertemplate=f"{tool} rep {run['rep']}: %{{y:.3f}} at %{{x:.0f}} s"),
                               row=1, col=col)
+                in_legend.add(tool)
         fig.update_xaxes(title_text="seconds since the search started", row=1, col=col)
     fig.update_yaxes(title_text="best validation loss so far", row=1, col=1)
     fig.update_layout(title="Anytime: the best validation loss each tool had found by each time",

@@ -129,6 +129,7 @@ def test_anytime_table_and_figure_read_each_runs_curve():
     assert "best val loss by" in table.markdown(results)
     figure = table.anytime_figure(results)
     assert len(figure.data) == 3  # a line per run that has a curve
+    assert [d.showlegend for d in figure.data] == [True, False, True]  # one legend entry per tool
     assert list(figure.data[0].x) == [50.0, 200.0, 300.0] and list(figure.data[0].y) == [1.6, 1.4, 1.4]
 
 
