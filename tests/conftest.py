@@ -95,6 +95,34 @@ def no_hang():
     signal.signal(signal.SIGALRM, previous)
 
 
+# --- the order of files (a hint to pytest-xdist) ---------------------------------------------------------------
+# Longest files first. pytest-xdist's `--dist loadfile` hands whole files to the two workers in order, by default
+# the files with most tests first, which can leave a file of one 5-minute test for the end while the other worker
+# idles (the second step's last 5 minutes ran at about 55 % of the machine). xdist has no duration-aware order, so
+# this is a scheduling hint only: each file's wall seconds in CI's run of 0f5bdc2 (second step: its log's
+# durations; the fast suite: `CIFAR_TUNE_CPU_LOG`'s per-test wall seconds summed), longest first, other files after
+# in collection order. A stale figure costs balance, never a test.
+FILE_SECONDS = {
+    "tests/engines/test_fast_engine.py": 303, "tests/tuning/test_ray.py": 290, "tests/tuning/test_races.py": 277,
+    "tests/data/test_real_data.py": 237, "tests/cli/test_interrupts.py": 210, "tests/benchmarks/test_peers.py": 195,
+    "tests/tuning/test_optimize.py": 145, "tests/runtime/test_signals.py": 126, "tests/test_notebook_memory.py": 124,
+    "tests/test_api.py": 119, "tests/engines/test_numerics.py": 100, "tests/storage/test_postgres.py": 100,
+    "tests/benchmarks/test_gpu_check.py": 85, "tests/comparison/test_compare.py": 84,
+    "tests/benchmarks/test_overhead.py": 74, "tests/test_notebook.py": 75, "tests/runtime/test_gpu_setup.py": 67,
+    "tests/runtime/test_gpu_placement.py": 65, "tests/storage/test_storage_damage.py": 63,
+    "tests/storage/test_side_stores.py": 60, "tests/tuning/test_checkpoints.py": 58,
+}
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # keep the order below (xdist would sort files by test count)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.nodeid.split("::")[0], 0))  # stable: files stay whole
+
+
 # --- CPU-seconds per test (opt-in: CIFAR_TUNE_CPU_LOG=DIR) -------------------------------------------------------
 # Each test's setup + call + teardown: user + system CPU seconds of the pytest process and of the children it reaped
 # (its `python -m cifar_tune` subprocesses), one JSON line per test in DIR/<worker>.jsonl; the controller prints the

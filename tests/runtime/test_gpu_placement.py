@@ -69,24 +69,17 @@ def stored_gpus(tmp_path: Path) -> list[str]:
     return sorted(t.user_attrs.get("gpu") for t in study.trials)
 
 
-def test_optimize_without_jobs_uses_every_gpu_one_worker_each(tmp_path: Path, tiny_npz: Path):
-    """Two GPUs listed, no --jobs: two workers, each on its own GPU (the trials record which), said in the first
-    line. (Two, not four: each worker imports TensorFlow; the round robin over four is
-    test_without_jobs_every_gpu_gets_a_worker's.)"""
-    env = fake_nvidia_smi(tmp_path / "bin", n=2)
-    env.pop("CUDA_VISIBLE_DEVICES", None)
+def test_optimize_without_jobs_uses_every_visible_gpu_one_worker_each(tmp_path: Path, tiny_npz: Path):
+    """Four GPUs listed, CUDA_VISIBLE_DEVICES=1,3, no --jobs: two workers, each on its own visible GPU (the trials
+    record which), said in the first line. One run for both rules, every visible GPU gets a worker and the
+    variable is respected (each worker imports TensorFlow); without the variable every listed GPU is visible
+    (test_nvidia_smi_lists_the_gpus_when_nothing_restricts_them), and a given --jobs is kept
+    (test_without_jobs_every_gpu_gets_a_worker)."""
+    env = {**fake_nvidia_smi(tmp_path / "bin", n=4), "CUDA_VISIBLE_DEVICES": "1,3"}
     out = optimize(tmp_path, tiny_npz, env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 workers on 2 GPUs 0,1" in out.stdout, out.stdout[:2000]
-    assert set(stored_gpus(tmp_path)) == {"0", "1"}
-
-
-def test_jobs_respect_cuda_visible_devices(tmp_path: Path, tiny_npz: Path):
-    env = {**fake_nvidia_smi(tmp_path / "bin", n=4), "CUDA_VISIBLE_DEVICES": "1,3"}
-    out = optimize(tmp_path, tiny_npz, env, "--jobs", "2")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 workers on 2 GPUs 1,3" in out.stdout
-    assert sorted(set(stored_gpus(tmp_path))) == ["1", "3"]
+    assert "2 workers on 2 GPUs 1,3" in out.stdout, out.stdout[:2000]
+    assert set(stored_gpus(tmp_path)) == {"1", "3"}
     # issue 30: the supervisor's summary says which limit ended the run; the workers, through a pipe, print a
     # line per epoch and no status line
     assert "Ended: its 4 new trials ran (n_trials reached)." in out.stdout
