@@ -25,18 +25,19 @@ def run_stoppable(command, interrupted) -> int:
     <interrupted()>``, and exit status 130 (SIGINT) or 143 (SIGTERM), as a shell reports a process killed by that
     signal. ``command()`` returns the exit status; ``interrupted()`` (called after the stop, so it can count what
     was kept) says what was interrupted, what is kept and the command that continues. Progress goes to the
-    console (installed here unless a reporter is: ``cli.main`` installs one for every command)."""
-    runtime.stop_on_signals()
+    console (installed here unless a reporter is: ``cli.main`` installs one for every command). The signal
+    handlers that were there before come back after, and the stop is forgotten: ``cli.main`` run in a process that
+    goes on (a test, a notebook) leaves no handler of its own behind."""
     with progress.reporting_unless_installed(Console):
         try:
-            # Deferred throughout, not only while training: raised between two steps, a KeyboardInterrupt could
-            # land in a garbage-collection callback, which Python reports as "Exception ignored" and swallows. The
-            # steps call raise_if_stopping (each batch, each trial, each training of compare, each study of the
-            # report).
-            with runtime.signals_deferred():
+            # Deferred throughout, not only while training (stops_on_signals): raised between two steps, a
+            # KeyboardInterrupt could land in a garbage-collection callback, which Python reports as "Exception
+            # ignored" and swallows. The steps call raise_if_stopping (each batch, each trial, each training of
+            # compare, each study of the report).
+            with runtime.stops_on_signals():
                 return command()
-        except KeyboardInterrupt as e:
-            terminated = isinstance(e, Terminated) or runtime.stopping() == runtime.TERMINATED
+        except KeyboardInterrupt as e:  # Terminated for SIGTERM, or another error's KeyboardInterrupt saying so
+            terminated = isinstance(e, Terminated) or str(e) == runtime.TERMINATED
             print(f"cifar-tune: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {interrupted()}",
                   file=sys.stderr, flush=True)
             return TERMINATED_STATUS if terminated else INTERRUPTED_STATUS

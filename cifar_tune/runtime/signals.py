@@ -69,10 +69,11 @@ def stop_callback():
 
 @contextlib.contextmanager
 def stops_on_signals():
-    """For the Python API: within, Ctrl-C and SIGTERM stop a call as they stop a command (``stop_on_signals``:
-    training stops at the next batch, the running trial is failed, finished work is kept) and KeyboardInterrupt
-    (``Terminated`` for SIGTERM) propagates to the caller; the handlers that were there before come back after.
-    Outside the main thread (where no handler can be set) it changes nothing."""
+    """For the Python API and each long command (``cli.jobs.run_stoppable``): within, Ctrl-C and SIGTERM stop a
+    call or a command as ``stop_on_signals`` says (training stops at the next batch, the running trial is failed,
+    finished work is kept) and KeyboardInterrupt (``Terminated`` for SIGTERM) propagates to the caller; the
+    handlers that were there before come back after, and the stop is forgotten. Outside the main thread (where no
+    handler can be set) it changes nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

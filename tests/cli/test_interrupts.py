@@ -186,3 +186,30 @@ def test_run_says_which_study_has_no_completed_trial_and_fails(tiny_npz, tmp_pat
     assert last.startswith("cifar-tune: error: nothing to compare for mlp_l2: study cifar10-mlp_l2 has no "
                            "completed trial (2 failed; last failure: "), last
     assert "diverged at epoch 1" in last
+
+
+@pytest.mark.parametrize("sig, code, says", CODES)
+def test_a_command_run_in_process_gives_back_the_signal_handlers_it_found(sig, code, says, capsys):
+    """``cli.main`` in a process that goes on (this one, a notebook): a long command stopped by a real signal
+    ends as in its own process (status, one line), then the handler it found is back and its stop forgotten, so
+    a later signal goes where it went before and a later step is not stopped by this one's signal."""
+    from cifar_tune import runtime
+
+    seen = []
+    before = signal.signal(sig, lambda signum, frame: seen.append(signum))
+    try:
+        def command() -> int:
+            os.kill(os.getpid(), sig)  # delivered to this (the main) thread at once; recorded, not raised
+            time.sleep(0.05)
+            runtime.raise_if_stopping()  # the command's next step
+            return 0
+
+        assert jobs.run_stoppable(command, lambda: "what was kept") == code
+        assert capsys.readouterr().err == f"cifar-tune: {says}: what was kept\n"
+        assert runtime.stopping() is None
+        runtime.raise_if_stopping()  # nothing to raise
+        os.kill(os.getpid(), sig)
+        time.sleep(0.05)
+        assert seen == [sig]  # the handler found before the command
+    finally:
+        signal.signal(sig, before)
