@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -68,6 +69,18 @@ class TrialRecorder(keras.callbacks.Callback):
             raise Diverged(epoch + 1, *next(((k, v) for k, v in bad if k == "loss"), bad[0]))
 
 
+def _freeze_what_lasts() -> None:
+    """Once per process, before its first trial: collect, then move every object alive now (the imports, the data,
+    the study: about 470,000 objects once TensorFlow, Optuna, plotly and SQLAlchemy have loaded) out of reach of
+    later full collections (Python's ``gc.freeze``). Each trial's ``clear_session()`` runs a full collection: 0.28 to
+    0.38 s over those objects, a few milliseconds after the freeze (measured on this 2-core CPU, 2026-12-06).
+    Frozen objects are still freed when their last reference goes; only a cycle among them would stay, so this
+    is done once: a later call's leftovers in a process that goes on stay collectable."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+
+
 def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> Callable[[optuna.Trial], float]:
     """An objective for ``study.optimize``: the final epoch's validation loss (minimize).
 
@@ -85,6 +98,7 @@ def make_objective(space: Space, split: Split, template: engines.TrainSpec) -> C
                   gpu=devices.gpu_of_this_process())
     store = artifact_store()  # None (after one warning) when its folder cannot be used: no checkpoints then
     keras.backend.clear_session(free_memory=False)  # the first trial starts clean too (the numerics check built)
+    _freeze_what_lasts()
 
     def train(trial: optuna.Trial, config: dict, saved: checkpoints.TrialCheckpoints,
               resume: engines.Resume | None) -> engines.TrainResult:
