@@ -96,21 +96,25 @@ def no_hang():
 
 
 # --- the order of files (a hint to pytest-xdist) ---------------------------------------------------------------
-# Longest files first. pytest-xdist's `--dist loadfile` hands whole files to the two workers in order, by default
-# the files with most tests first, which can leave a file of one 5-minute test for the end while the other worker
-# idles (the second step's last 5 minutes ran at about 55 % of the machine). xdist has no duration-aware order, so
-# this is a scheduling hint only: each file's wall seconds in CI's run of 0f5bdc2 (second step: its log's
-# durations; the fast suite: `CIFAR_TUNE_CPU_LOG`'s per-test wall seconds summed), longest first, other files after
-# in collection order. A stale figure costs balance, never a test.
+# Longest files first. pytest-xdist's `--dist loadfile` hands whole files to the workers in order, by default the
+# files with most tests first, which can leave a file of one 5-minute test for the end while the other workers
+# idle. xdist has no duration-aware order, so this is a scheduling hint only: each file's wall seconds, the fast
+# suite's from its run on three workers on 2026-12-06 (`CIFAR_TUNE_CPU_LOG`'s per-test wall seconds summed, less
+# the tests since marked slow), the second step's from CI's run of 0f5bdc2 (its log's durations); other files
+# after, in collection order. A stale figure costs balance, never a test.
 FILE_SECONDS = {
-    "tests/engines/test_fast_engine.py": 303, "tests/tuning/test_ray.py": 290, "tests/tuning/test_races.py": 277,
-    "tests/data/test_real_data.py": 237, "tests/cli/test_interrupts.py": 210, "tests/benchmarks/test_peers.py": 195,
-    "tests/tuning/test_optimize.py": 145, "tests/runtime/test_signals.py": 126, "tests/test_notebook_memory.py": 124,
-    "tests/test_api.py": 119, "tests/engines/test_numerics.py": 100, "tests/storage/test_postgres.py": 100,
-    "tests/benchmarks/test_gpu_check.py": 85, "tests/comparison/test_compare.py": 84,
-    "tests/benchmarks/test_overhead.py": 74, "tests/test_notebook.py": 75, "tests/runtime/test_gpu_setup.py": 67,
-    "tests/runtime/test_gpu_placement.py": 65, "tests/storage/test_storage_damage.py": 63,
-    "tests/storage/test_side_stores.py": 60, "tests/tuning/test_checkpoints.py": 58,
+    # the second step
+    "tests/engines/test_fast_engine.py": 303, "tests/tuning/test_ray.py": 290, "tests/data/test_real_data.py": 237,
+    "tests/benchmarks/test_peers.py": 195, "tests/test_notebook_memory.py": 124, "tests/engines/test_numerics.py": 100,
+    "tests/benchmarks/test_gpu_check.py": 85, "tests/benchmarks/test_overhead.py": 74, "tests/test_notebook.py": 72,
+    "tests/runtime/test_gpu_setup.py": 67,
+    # the fast suite
+    "tests/tuning/test_races.py": 270, "tests/cli/test_interrupts.py": 171, "tests/comparison/test_compare.py": 143,
+    "tests/runtime/test_signals.py": 141, "tests/test_api.py": 95, "tests/storage/test_postgres.py": 95,
+    "tests/tuning/test_optimize.py": 93, "tests/storage/test_storage_damage.py": 72,
+    "tests/storage/test_side_stores.py": 62, "tests/tuning/test_checkpoints.py": 62, "tests/test_run.py": 36,
+    "tests/storage/test_storage_handle.py": 36, "tests/test_progress.py": 36, "tests/runtime/test_gpu_placement.py": 32,
+    "tests/storage/test_storage_hardening.py": 31, "tests/test_light_driver.py": 28,
 }
 
 

@@ -198,6 +198,7 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow  # 39 CPU-s: a fresh interpreter loads TensorFlow and tunes; the API's calls are tested above
 def test_the_readme_example_runs(tmp_path):
     code = readme_example()
     source = re.search(r'data="([^"]+)"', code).group(1)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
@@ -175,6 +176,7 @@ def test_section_0_run_from_examples_reads_the_committed_database_and_writes_not
     assert (sha256(db), sorted(db.parent.rglob("*")), sorted((REPO / "examples").rglob("*"))) == before
 
 
+@pytest.mark.slow  # 63 CPU-s: a Jupyter kernel and its workers (CI's second step, beside the kernel memory test)
 def test_the_notebook_runs_top_to_bottom_on_tiny_data(tmp_path, monkeypatch):
     data = tmp_path / "tiny.npz"
     x_train, y_train, x_test, y_test = synthetic_cifar()  # 300 training / 100 test images

@@ -148,7 +148,16 @@ def test_part_over_its_limit_is_not_reached_and_later_parts_run(gpu_check, tmp_p
     assert set(tables_per_part(md)) == {*PARTS, "plan"}  # the sizing, then a section per part
 
 
-def test_ctrl_c_ends_every_running_part_and_keeps_the_record(gpu_check, tmp_path: Path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in this process whatever it inherited: a shell's background job (`pytest
+    ... &` without job control) starts with SIGINT ignored, and then the smoke's main thread never hears it."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_ends_every_running_part_and_keeps_the_record(gpu_check, tmp_path: Path, monkeypatch, ctrl_c_raises):
     """The smoke runs its parts in threads: Ctrl-C reaches only the main thread, which must end the others'
     commands (they run in sessions of their own) and still write results.json, each part 'interrupted'."""
     pids = []

@@ -80,6 +80,7 @@ def test_three_workers_share_one_study_exactly(pg_url, tiny_npz, tmp_path, capsy
     assert STUDY in out and str(total) in out and "***" not in out
 
 
+@pytest.mark.slow  # 46 CPU-s (three processes); the fast suite kills a worker on SQLite (test_checkpoints.py)
 def test_a_killed_worker_trial_is_failed_by_the_heartbeat_and_retried(pg_url, tiny_npz, tmp_path):
     """`--jobs 2`; SIGKILL one worker in the middle of a trial. Its trial is failed by another worker once the
     grace period passed, retried with the same parameters (linked to it), and the study still ends with the

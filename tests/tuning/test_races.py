@@ -68,7 +68,9 @@ def load(storage: str) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=database.storage_for_reading(storage))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+# the PostgreSQL case runs in CI's second step (slow: a paused worker on a server is 53 CPU-s of a 2-core CPU;
+# the fast suite keeps the SQLite case, the same code path on the default storage)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def new_storage(request, tmp_path) -> str:
     """A storage no process has opened yet: a new SQLite file, or a new database in the PostgreSQL fixture."""
     if request.param == "sqlite":
@@ -98,7 +100,7 @@ def test_one_process_with_one_seed_stays_reproducible(tiny_npz, tmp_path):
     same configurations, and another seed draws others."""
     def params(name: str, seed: str) -> list[dict]:
         url = f"sqlite:///{tmp_path / name}"
-        code, _, err = in_process(optimize_cmd(url, tiny_npz, "--epochs", "1", "--n-trials", "3", "--seed", seed))
+        code, _, err = in_process(optimize_cmd(url, tiny_npz, "--epochs", "1", "--n-trials", "2", "--seed", seed))
         assert code == 0, err[-3000:]
         return [t.params for t in load(url).get_trials()]
 
@@ -145,9 +147,9 @@ def _pause_between_writes(proc: subprocess.Popen, storage: str) -> None:
 def test_a_late_worker_whose_trial_was_taken_over_goes_on(new_storage, tiny_npz, tmp_path):
     """Item 1: worker A is paused (SIGSTOP) in the middle of its trial for longer than the grace period; worker B
     fails that trial as dead and runs its retry; A, resumed, finds its trial ended: one line, nothing of its
-    result stored, and it goes on to run both of its trials."""
+    result stored, and it goes on to run the trial it was asked for."""
     beat = ("--heartbeat-interval", HEARTBEAT, "--grace-period", GRACE)
-    a = start(optimize_cmd(new_storage, tiny_npz, "--epochs", LATE_EPOCHS, "--n-trials", "2", *beat), tmp_path)
+    a = start(optimize_cmd(new_storage, tiny_npz, "--epochs", LATE_EPOCHS, "--n-trials", "1", *beat), tmp_path)
     try:
         deadline = time.monotonic() + 300
         while True:  # until A's first trial has stored an epoch
@@ -179,7 +181,7 @@ def test_a_late_worker_whose_trial_was_taken_over_goes_on(new_storage, tiny_npz,
     assert trials[1].user_attrs["retry_of"] == 0 and trials[1].state in FINISHED
     workers = {t.user_attrs["worker"] for t in trials}
     a_trials = [t for t in trials if t.user_attrs["worker"] == trials[0].user_attrs["worker"]]
-    assert len(workers) == 2 and len(a_trials) == 3  # A: the lost trial and its two trials
+    assert len(workers) == 2 and len(a_trials) == 2  # A: the lost trial, then the trial it was asked for
     assert all(t.state in FINISHED for t in a_trials[1:])
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert_no_duplicate_samples(trials)
