@@ -108,9 +108,11 @@ FILE_SECONDS = {
     "tests/benchmarks/test_peers.py": 195, "tests/test_notebook_memory.py": 124, "tests/engines/test_numerics.py": 100,
     "tests/benchmarks/test_gpu_check.py": 85, "tests/benchmarks/test_overhead.py": 74, "tests/test_notebook.py": 72,
     "tests/runtime/test_gpu_setup.py": 67,
+    # both (one figure a file: the larger of its two steps')
+    "tests/tuning/test_races.py": 190, "tests/storage/test_postgres.py": 80,
     # the fast suite
-    "tests/tuning/test_races.py": 270, "tests/cli/test_interrupts.py": 171, "tests/comparison/test_compare.py": 143,
-    "tests/runtime/test_signals.py": 141, "tests/test_api.py": 95, "tests/storage/test_postgres.py": 95,
+    "tests/cli/test_interrupts.py": 171, "tests/comparison/test_compare.py": 143,
+    "tests/runtime/test_signals.py": 141, "tests/test_api.py": 95,
     "tests/tuning/test_optimize.py": 93, "tests/storage/test_storage_damage.py": 72,
     "tests/storage/test_side_stores.py": 62, "tests/tuning/test_checkpoints.py": 62, "tests/test_run.py": 36,
     "tests/storage/test_storage_handle.py": 36, "tests/test_progress.py": 36, "tests/runtime/test_gpu_placement.py": 32,

@@ -1,5 +1,6 @@
 """Optuna studies of one architecture: ``run_study(settings)`` runs (or resumes) one and returns the study;
-``run_job(job)`` is the one entry of a worker (a supervised worker process or a Ray task). Progress goes to
+``run_job(job)`` is the one entry of a worker (a supervised worker process or a Ray task); ``MemoryCeiling`` is
+a runner's resident-memory ceiling (a kernel's kept worker asks it after each job). Progress goes to
 ``cifar_tune.progress`` (the header, a ``TrialFinished`` per trial, the summary): nothing here prints.
 
 The public face of the tuning package; the CLI calls only what ``__all__`` names. Inside: ``runner.py``
@@ -13,7 +14,8 @@ trials, which executor, a runner's memory ceiling), ``optuna_logging.py`` (Optun
 ``dashboard_updates.py`` (what optuna-dashboard shows, kept current while trials run).
 """
 
+from cifar_tune.tuning.budget import MemoryCeiling
 from cifar_tune.tuning.entry import run_job
 from cifar_tune.tuning.runner import run_study
 
-__all__ = ["run_job", "run_study"]
+__all__ = ["MemoryCeiling", "run_job", "run_study"]

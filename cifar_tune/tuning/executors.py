@@ -16,6 +16,9 @@ Three executors:
   this process passes its memory ceiling after a trial, the rest goes to worker processes (``Processes``).
 * ``Processes``: ``python -m cifar_tune.cli.worker`` per slot (``--jobs``; the default on a GPU machine, each
   slot placed on a GPU with its share of its memory), the job as JSON on standard input.
+* ``KeptProcesses``: in a Jupyter kernel, ``Processes`` whose workers stay for the kernel's next call
+  (``python -m cifar_tune.cli.worker --serve``: a job per line; each call's trials run in them without a new
+  TensorFlow import), replaced once past their memory ceiling or when they end.
 * ``RayTasks`` (``ray_backend.py``): a Ray task per slot, placed by Ray.
 
 A job is plain data: ``{"settings": OptimizeSettings.to_dict(), "n_trials": N, "worker": slot, "describe": bool}``.
@@ -23,6 +26,8 @@ A job is plain data: ``{"settings": OptimizeSettings.to_dict(), "n_trials": N, "
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import select
@@ -125,6 +130,118 @@ class Processes:
                 proc.kill()
                 proc.wait()
                 killed.append(f"{socket.gethostname()}:{proc.pid}")
+        return killed
+
+
+@dataclass
+class _Kept:
+    """A worker process kept between calls (``python -m cifar_tune.cli.worker --serve``): jobs as JSON lines on
+    its standard input, and for each job one line ``{"status": S, "kept": bool}`` on its status pipe (its standard
+    output stays the console's). ``env``: the environment it started with (its GPU placement)."""
+
+    proc: subprocess.Popen
+    status: object  # the status pipe's reading end (a text file)
+    env: dict[str, str]
+
+    @classmethod
+    def spawn(cls, command: list[str], env: dict[str, str]) -> _Kept:
+        read, write = os.pipe()
+        try:
+            proc = subprocess.Popen([*command, "--serve", "--status-fd", str(write)], stdin=subprocess.PIPE,
+                                    text=True, env=env, pass_fds=(write,))
+        finally:
+            os.close(write)  # the worker holds the writing end: its end is the pipe's end of file
+        return cls(proc, os.fdopen(read), env)
+
+    def send(self, job: dict) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it died before it read the job: poll reports the death
+            pass
+
+    def close(self, wait: float = STOP_GRACE) -> bool:
+        """End of jobs: the worker ends when it has read them all; killed after ``wait`` s. Returns whether it
+        had to be killed."""
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.proc.stdin.close()
+        killed = False
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            killed = True
+        self.status.close()
+        return killed
+
+
+_KEPT: dict[int, _Kept] = {}  # slot -> the worker kept for a kernel's next call
+
+
+@atexit.register
+def _end_kept_workers() -> None:
+    while _KEPT:
+        _KEPT.popitem()[1].close(wait=5.0)
+
+
+@dataclass
+class KeptProcesses(Processes):
+    """``Processes`` for a Jupyter kernel: each slot's worker stays after the call's trials, idle, and runs the
+    next call's (it imports TensorFlow and Keras once per kernel instead of once per call: about 9 CPU-s on this
+    project's 2-core CPU). A worker leaves after a job that failed or was interrupted, once past its memory ceiling
+    (``settings.worker_memory`` MB, or its size after its first call plus ``budget.DEFAULT_HEADROOM_MB``; Keras
+    keeps memory per trial that only a process's end returns), and when the kernel ends (its standard input
+    closes); the next call then starts a fresh one. Each job carries the caller's working folder, so relative
+    paths mean what they mean in the kernel."""
+
+    running: dict[int, _Kept] = field(default_factory=dict)  # slot -> its worker, while it runs a job
+
+    def start(self, slot: int, job: dict) -> str:
+        env = worker_env(self.settings, slot)
+        kept = _KEPT.get(slot)
+        if kept is not None and (kept.proc.poll() is not None or kept.env != env):
+            _KEPT.pop(slot).close()
+            kept = None
+        if kept is None:
+            kept = _KEPT[slot] = _Kept.spawn(self.command, env)
+        kept.send({**job, "cwd": os.getcwd()})
+        self.running[slot] = kept
+        return f"{socket.gethostname()}:{kept.proc.pid}"
+
+    def poll(self, timeout: float) -> list[Ended]:
+        ready, _, _ = select.select([k.status for k in self.running.values()], [], [], timeout)
+        ended = []
+        for slot, kept in list(self.running.items()):
+            if kept.status not in ready:
+                continue
+            del self.running[slot]
+            line = kept.status.readline()
+            if line:
+                said = json.loads(line)
+                if not said["kept"]:
+                    _KEPT.pop(slot, None)
+                    kept.close()
+                ended.append(Ended(slot, said["status"]))
+                continue
+            _KEPT.pop(slot, None)  # the pipe ended mid-job: the worker died
+            code = kept.proc.wait()
+            kept.status.close()
+            ended.append(Ended(slot, code, f"worker {slot} (pid {kept.proc.pid}) {describe_exit(code)}"))
+        return ended
+
+    def stop(self) -> list[str]:
+        """SIGTERM to every worker running a job (it fails its trial and leaves), SIGKILL to those still there
+        after ``STOP_GRACE`` seconds; returns the worker ids killed. Idle kept workers stay."""
+        for kept in self.running.values():
+            if kept.proc.poll() is None:
+                kept.proc.send_signal(signal.SIGTERM)
+        killed = []
+        for slot, kept in self.running.items():
+            _KEPT.pop(slot, None)
+            if kept.close():
+                killed.append(f"{socket.gethostname()}:{kept.proc.pid}")
+        self.running.clear()
         return killed
 
 

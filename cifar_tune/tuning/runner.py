@@ -32,7 +32,7 @@ def run_study(settings: OptimizeSettings, storage: handle.Storage | None = None)
     processes and a Ray driver never load it (nor keep the data: they read it once, for the study's record).
     ``storage``: the command's (default: the settings', ``study.storage_of``), opened once here."""
     from cifar_tune.tuning.budget import executor_kind, in_a_kernel
-    from cifar_tune.tuning.executors import Inline, Processes
+    from cifar_tune.tuning.executors import Inline, KeptProcesses, Processes
     from cifar_tune.tuning.study import storage_of
     from cifar_tune.tuning.supervisor import supervise
 
@@ -45,7 +45,10 @@ def run_study(settings: OptimizeSettings, storage: handle.Storage | None = None)
 
         code, ended = run_on_ray(settings, storage)
     else:  # inline: Keras loads here once the data and space passed
-        executor = Inline(settings, storage) if kind == "inline" else Processes(settings, relay=in_a_kernel())
+        if kind == "inline":
+            executor = Inline(settings, storage)
+        else:  # in a kernel, the workers stay for its next call
+            executor = KeptProcesses(settings, relay=True) if in_a_kernel() else Processes(settings)
         code, ended = supervise(settings, executor, storage)
     if code:
         raise WorkersStopped(settings.arch, code)

@@ -66,6 +66,8 @@ class Supervisor:
     deaths: list[str] = field(default_factory=list)
     fatal: Exception | None = None
     described: bool = False  # the first runner said where it trains (a supervisor loads no Keras to know)
+    # the trials finished before this command started: none is its runners' (a kernel's kept worker keeps its id)
+    finished_before: frozenset[int] = frozenset()
 
     @property
     def mine(self) -> set[str]:
@@ -78,7 +80,8 @@ class Supervisor:
         if runner.ran is not None:
             return runner.ran
         gone = catalog.replaced_trials(trials)
-        return sum(1 for t in trials if TrialRecord.read(t).worker == runner.wid and t.number not in gone)
+        return sum(1 for t in trials
+                   if TrialRecord.read(t).worker == runner.wid and t.number not in gone | self.finished_before)
 
     def left(self, trials) -> int:
         """Trials still to hand out: study-wide, the total less those started; else this command's ``n_trials``
@@ -193,14 +196,14 @@ def supervise(settings: OptimizeSettings, executor: Executor, storage: handle.St
     asked = total_trials(settings)
     total = catalog.started_trials(study) + settings.n_trials if asked is None and study_wide else asked
     per_process = trials_per_process(settings)
-    sup = Supervisor(settings, study, total, per_process, executor)
+    finished_before = frozenset(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    sup = Supervisor(settings, study, total, per_process, executor, finished_before=finished_before)
     if not executor.trains_here:  # an inline runner reports the study's start itself, after its device
         planned = settings.n_trials if total is None else max(0, total - catalog.started_trials(study))
         progress.report(progress.StudyStarted(replace(settings, jobs=executor.slots), study, created, total,
                                               per_process, planned, getattr(executor, "gpus", ())))
     poll, start, timed_out = poll_seconds(opened), time.monotonic(), False
-    relayed = ({t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-               if getattr(executor, "relay", False) else None)
+    relayed = set(finished_before) if getattr(executor, "relay", False) else None
     # A signal is seen at the next poll, never raised inside a library call (where it could be swallowed or leave
     # a just-started worker unrecorded); leaving the block raises it. An inline runner defers it around each trial.
     deferred = contextlib.nullcontext() if executor.trains_here else runtime.signals_deferred()

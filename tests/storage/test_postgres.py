@@ -46,6 +46,7 @@ def assert_distinct_numbers(trials) -> None:
     assert sorted(numbers) == list(range(len(trials))), f"duplicated or missing trial numbers: {numbers}"
 
 
+@pytest.mark.slow  # 44 CPU-s (three processes); in the fast suite two workers share a study (test_races.py)
 def test_three_workers_share_one_study_exactly(pg_url, tiny_npz, tmp_path, capsys):
     """Three processes started at once (as on three machines) on a new database (no tables yet: the schema race)
     with one study-wide target: exactly that many finished trials, numbered 0..n-1 without duplicates, one

@@ -78,6 +78,9 @@ def new_storage(request, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+# slow: 40 CPU-s; the fast suite opens a new file from four commands at once (test_storage_damage.py) and has
+# two workers share a study (the late worker below)
+@pytest.mark.slow
 def test_commands_started_together_on_a_new_storage_share_it_without_duplicates(tiny_npz, tmp_path):
     """Items 2 and 3: three commands started at once on a storage nobody created yet all open it (no schema
     race), each runs its own trials, and no two trials drew the same configuration (one seed, three
@@ -187,6 +190,7 @@ def test_a_late_worker_whose_trial_was_taken_over_goes_on(new_storage, tiny_npz,
     assert_no_duplicate_samples(trials)
 
 
+@pytest.mark.slow  # 54 CPU-s (trials long enough to race); a changed space is refused in test_resume.py
 def test_a_resume_racing_a_running_study(tiny_npz, tmp_path):
     """While a command runs the study, a second one with a changed space is refused in one line and stores
     nothing; a third with the same settings joins, and the study ends with every trial of both."""
