@@ -7,7 +7,8 @@ cluster's workers run too). Exit status 0, 2 (a user error or a storage that fai
 ``--serve --status-fd N`` (a Jupyter kernel's kept worker, ``executors.KeptProcesses``): a job per line of
 standard input, each with the caller's working folder (``"cwd"``), until standard input ends; after each job one
 line ``{"status": S, "kept": bool}`` on file descriptor N. It leaves (``"kept": false``, then exits with S) after
-a job that did not end with 0 and once it holds more than its memory ceiling."""
+a job that did not end with 0, after a job with ``trials_per_process`` set, and once it holds more than its memory
+ceiling."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runtime.stop_on_signals(always_deferred=True)
     if args.serve:
+        os.set_inheritable(args.status_fd, False)  # a process it starts must not hold the pipe open after its end
         return _serve(os.fdopen(args.status_fd, "w"))
     return _run(json.loads(sys.stdin.read()))
 
@@ -54,7 +56,8 @@ def _serve(status) -> int:
         given = job["settings"].get("worker_memory")
         if given is not None:
             over = tuning.MemoryCeiling(given).passed()
-        kept = code == 0 and not runtime.stopping() and not over
+        # --trials-per-process asks for a fresh process after that many trials: it leaves after each job
+        kept = code == 0 and not runtime.stopping() and not over and job["settings"].get("trials_per_process") is None
         status.write(json.dumps({"status": code, "kept": kept}) + "\n")
         status.flush()
         if not kept:

@@ -10,7 +10,7 @@ stop); one loop above the executors (``supervisor.supervise``) counts the trials
     stop() -> list[str]              ask every runner to stop (it fails its running trial with the reason); kill
                                      those still there after ``STOP_GRACE`` s; returns the worker ids killed
 
-Three executors:
+Four executors:
 
 * ``Inline``: the runner is this process (one worker on a CPU, the default in the CLI and the Python API). Once
   this process passes its memory ceiling after a trial, the rest goes to worker processes (``Processes``).
@@ -189,22 +189,28 @@ def _end_kept_workers() -> None:
 class KeptProcesses(Processes):
     """``Processes`` for a Jupyter kernel: each slot's worker stays after the call's trials, idle, and runs the
     next call's (it imports TensorFlow and Keras once per kernel instead of once per call: about 9 CPU-s on this
-    project's 2-core CPU). A worker leaves after a job that failed or was interrupted, once past its memory ceiling
-    (``settings.worker_memory`` MB, or its size after its first call plus ``budget.DEFAULT_HEADROOM_MB``; Keras
-    keeps memory per trial that only a process's end returns), and when the kernel ends (its standard input
-    closes); the next call then starts a fresh one. Each job carries the caller's working folder, so relative
-    paths mean what they mean in the kernel."""
+    project's 2-core CPU). Within one call a slot whose worker ended its share gets a fresh worker, as with
+    ``Processes`` (a worker past its memory ceiling or its ``--trials-per-process`` hands over so). A worker leaves
+    after a job that did not end with status 0, once past its memory ceiling (``settings.worker_memory`` MB, or
+    its size after its first job plus ``budget.DEFAULT_HEADROOM_MB``; Keras keeps memory per trial that only a
+    process's end returns), when a call uses fewer slots, and when the kernel ends (its standard input closes); the
+    next call then starts a fresh one. Each job carries the caller's working folder, so relative paths mean what
+    they mean in the kernel."""
 
     running: dict[int, _Kept] = field(default_factory=dict)  # slot -> its worker, while it runs a job
+    used: set[int] = field(default_factory=set)  # the pids that ran a job of this call
 
     def start(self, slot: int, job: dict) -> str:
+        if not self.used:  # this call's first: workers of slots it does not use leave (they hold memory, a GPU)
+            for extra in [n for n in _KEPT if n > self.slots]:
+                _KEPT.pop(extra).close()
         env = worker_env(self.settings, slot)
-        kept = _KEPT.get(slot)
-        if kept is not None and (kept.proc.poll() is not None or kept.env != env):
-            _KEPT.pop(slot).close()
+        kept = _KEPT.pop(slot, None)  # out while it runs: a call that ends otherwise never hands it on half-done
+        if kept is not None and (kept.proc.poll() is not None or kept.env != env or kept.proc.pid in self.used):
+            kept.close()
             kept = None
-        if kept is None:
-            kept = _KEPT[slot] = _Kept.spawn(self.command, env)
+        kept = kept or _Kept.spawn(self.command, env)
+        self.used.add(kept.proc.pid)
         kept.send({**job, "cwd": os.getcwd()})
         self.running[slot] = kept
         return f"{socket.gethostname()}:{kept.proc.pid}"
@@ -217,17 +223,18 @@ class KeptProcesses(Processes):
                 continue
             del self.running[slot]
             line = kept.status.readline()
-            if line:
+            if not line:  # the pipe ended mid-job: the worker died
+                code = kept.proc.wait()
+                kept.status.close()
+            else:
                 said = json.loads(line)
-                if not said["kept"]:
-                    _KEPT.pop(slot, None)
+                code = said["status"]
+                if said["kept"]:
+                    _KEPT[slot] = kept
+                else:
                     kept.close()
-                ended.append(Ended(slot, said["status"]))
-                continue
-            _KEPT.pop(slot, None)  # the pipe ended mid-job: the worker died
-            code = kept.proc.wait()
-            kept.status.close()
-            ended.append(Ended(slot, code, f"worker {slot} (pid {kept.proc.pid}) {describe_exit(code)}"))
+            death = None if code == 0 else f"worker {slot} (pid {kept.proc.pid}) {describe_exit(code)}"
+            ended.append(Ended(slot, code, death))
         return ended
 
     def stop(self) -> list[str]:
@@ -236,10 +243,9 @@ class KeptProcesses(Processes):
         for kept in self.running.values():
             if kept.proc.poll() is None:
                 kept.proc.send_signal(signal.SIGTERM)
-        killed = []
-        for slot, kept in self.running.items():
-            _KEPT.pop(slot, None)
-            if kept.close():
+        deadline, killed = time.monotonic() + STOP_GRACE, []
+        for kept in self.running.values():
+            if kept.close(wait=max(0.0, deadline - time.monotonic())):
                 killed.append(f"{socket.gethostname()}:{kept.proc.pid}")
         self.running.clear()
         return killed

@@ -79,9 +79,8 @@ class Supervisor:
         was retried does not count: its retry counts for whoever runs it)."""
         if runner.ran is not None:
             return runner.ran
-        gone = catalog.replaced_trials(trials)
-        return sum(1 for t in trials
-                   if TrialRecord.read(t).worker == runner.wid and t.number not in gone | self.finished_before)
+        other = catalog.replaced_trials(trials) | self.finished_before
+        return sum(1 for t in trials if TrialRecord.read(t).worker == runner.wid and t.number not in other)
 
     def left(self, trials) -> int:
         """Trials still to hand out: study-wide, the total less those started; else this command's ``n_trials``

@@ -37,7 +37,7 @@ def call(tmp_path, tiny_npz, monkeypatch):
         settings = make_settings("mlp_l2", **given)
         assert supervise(settings, executors.KeptProcesses(settings, relay=True)) == (0, progress.ENDED_TRIALS)
         trials = optuna.load_study(study_name=name, storage=database.storage_for_reading(url)).get_trials()
-        assert [t.state for t in trials] == [TrialState.COMPLETE]
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * given["n_trials"]
         return [TrialRecord.read(t).worker for t in trials]
 
     yield run
@@ -73,3 +73,10 @@ def test_the_next_call_runs_in_the_kept_worker_and_a_dead_one_is_replaced(call, 
     assert heavy == fresh
     (after,) = call("e")
     assert after != heavy
+
+    # within a call a slot whose worker ended its share gets a fresh worker (one trial per process here: the kept
+    # one runs the first), and a worker asked for a count of trials per process is not kept for the next call
+    first_share, second_share = call("f", n_trials=2, trials_per_process=1)
+    assert first_share == after and second_share != after
+    (last,) = call("g")
+    assert last not in (after, second_share)
