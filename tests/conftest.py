@@ -117,6 +117,7 @@ FILE_SECONDS = {
     "tests/storage/test_side_stores.py": 62, "tests/tuning/test_checkpoints.py": 62, "tests/test_run.py": 36,
     "tests/storage/test_storage_handle.py": 36, "tests/test_progress.py": 36, "tests/runtime/test_gpu_placement.py": 32,
     "tests/storage/test_storage_hardening.py": 31, "tests/test_light_driver.py": 28,
+    "tests/tuning/test_kept_workers.py": 28, "tests/tuning/test_resume.py": 22,
 }
 
 

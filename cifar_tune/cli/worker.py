@@ -1,8 +1,8 @@
 """A supervised worker process: ``python -m cifar_tune.cli.worker`` with a job as JSON on standard input:
-``{"settings": {...OptimizeSettings...}, "n_trials": N, "worker": slot}``. It prints as the ``optimize`` command
-does (the console reporter: a line per trial) and runs the one worker entry ``tuning.run_job`` (which a Ray
-cluster's workers run too). Exit status 0, 2 (a user error or a storage that failed: the supervisor stops) or 130
-(interrupted; its trial was failed with the reason).
+``{"settings": {...OptimizeSettings...}, "n_trials": N, "worker": slot, "describe": bool}``. It prints as the
+``optimize`` command does (the console reporter: a line per trial) and runs the one worker entry
+``tuning.run_job`` (which a Ray cluster's workers run too). Exit status 0, 2 (a user error or a storage that
+failed: the supervisor stops) or 130 (interrupted; its trial was failed with the reason).
 
 ``--serve --status-fd N`` (a Jupyter kernel's kept worker, ``executors.KeptProcesses``): a job per line of
 standard input, each with the caller's working folder (``"cwd"``), until standard input ends; after each job one

@@ -12,7 +12,8 @@ stop); one loop above the executors (``supervisor.supervise``) counts the trials
 
 Four executors:
 
-* ``Inline``: the runner is this process (one worker on a CPU, the default in the CLI and the Python API). Once
+* ``Inline``: the runner is this process (one worker on a CPU, the default in the CLI and the Python API outside a
+  Jupyter kernel). Once
   this process passes its memory ceiling after a trial, the rest goes to worker processes (``Processes``).
 * ``Processes``: ``python -m cifar_tune.cli.worker`` per slot (``--jobs``; the default on a GPU machine, each
   slot placed on a GPU with its share of its memory), the job as JSON on standard input.
@@ -21,7 +22,8 @@ Four executors:
   TensorFlow import), replaced once past their memory ceiling or when they end.
 * ``RayTasks`` (``ray_backend.py``): a Ray task per slot, placed by Ray.
 
-A job is plain data: ``{"settings": OptimizeSettings.to_dict(), "n_trials": N, "worker": slot, "describe": bool}``.
+A job is plain data: ``{"settings": OptimizeSettings.to_dict(), "n_trials": N, "worker": slot, "describe": bool}``
+(and ``"cwd"``, the caller's folder, for a kept worker).
 """
 
 from __future__ import annotations
@@ -191,9 +193,11 @@ class KeptProcesses(Processes):
     next call's (it imports TensorFlow and Keras once per kernel instead of once per call: about 9 CPU-s on this
     project's 2-core CPU). Within one call a slot whose worker ended its share gets a fresh worker, as with
     ``Processes`` (a worker past its memory ceiling or its ``--trials-per-process`` hands over so). A worker leaves
-    after a job that did not end with status 0, once past its memory ceiling (``settings.worker_memory`` MB, or
-    its size after its first job plus ``budget.DEFAULT_HEADROOM_MB``; Keras keeps memory per trial that only a
-    process's end returns), when a call uses fewer slots, and when the kernel ends (its standard input closes); the
+    after a job that did not end with status 0, after a job with ``trials_per_process`` set, once past its memory
+    ceiling (``settings.worker_memory`` MB, or its size after its first job plus ``budget.DEFAULT_HEADROOM_MB``;
+    Keras keeps memory per trial that only a process's end returns), when the kernel's environment changed (its
+    GPU placement, ``KERAS_BACKEND``: compared whole), when a call uses fewer slots, and when the kernel ends (its
+    standard input closes); the
     next call then starts a fresh one. Each job carries the caller's working folder, so relative paths mean what
     they mean in the kernel."""
 
