@@ -64,6 +64,7 @@ def _serve(status) -> int:
             return code
     return 0
 
+
 if __name__ == "__main__":
     status = main()
     from cifar_tune.cli.ending import end_quickly

@@ -13,8 +13,8 @@ stop); one loop above the executors (``supervisor.supervise``) counts the trials
 Four executors:
 
 * ``Inline``: the runner is this process (one worker on a CPU, the default in the CLI and the Python API outside a
-  Jupyter kernel). Once
-  this process passes its memory ceiling after a trial, the rest goes to worker processes (``Processes``).
+  Jupyter kernel). Once this process passes its memory ceiling after a trial, the rest goes to worker processes
+  (``Processes``).
 * ``Processes``: ``python -m cifar_tune.cli.worker`` per slot (``--jobs``; the default on a GPU machine, each
   slot placed on a GPU with its share of its memory), the job as JSON on standard input.
 * ``KeptProcesses``: in a Jupyter kernel, ``Processes`` whose workers stay for the kernel's next call
@@ -197,9 +197,8 @@ class KeptProcesses(Processes):
     ceiling (``settings.worker_memory`` MB, or its size after its first job plus ``budget.DEFAULT_HEADROOM_MB``;
     Keras keeps memory per trial that only a process's end returns), when the kernel's environment changed (its
     GPU placement, ``KERAS_BACKEND``: compared whole), when a call uses fewer slots, and when the kernel ends (its
-    standard input closes); the
-    next call then starts a fresh one. Each job carries the caller's working folder, so relative paths mean what
-    they mean in the kernel."""
+    standard input closes); the next call then starts a fresh one. Each job carries the caller's working folder,
+    so relative paths mean what they mean in the kernel."""
 
     running: dict[int, _Kept] = field(default_factory=dict)  # slot -> its worker, while it runs a job
     used: set[int] = field(default_factory=set)  # the pids that ran a job of this call
