@@ -98,22 +98,21 @@ def no_hang():
 # --- the order of files (a hint to pytest-xdist) ---------------------------------------------------------------
 # Longest files first. pytest-xdist's `--dist loadfile` hands whole files to the workers in order, by default the
 # files with most tests first, which can leave a file of one 5-minute test for the end while the other workers
-# idle. xdist has no duration-aware order, so this is a scheduling hint only: each file's wall seconds, the fast
-# suite's from its run on three workers on 2026-12-06 (`CIFAR_TUNE_CPU_LOG`'s per-test wall seconds summed, less
-# the tests since marked slow), the second step's from CI's run of 0f5bdc2 (its log's durations); other files
+# idle. xdist has no duration-aware order, so this is a scheduling hint only: each file's wall seconds, the second
+# step's from CI's run of 1c0d25b (the 20 slowest tests it printed, summed per file), the fast suite's from its run
+# on three workers on 2026-12-06 (`CIFAR_TUNE_CPU_LOG`'s per-test wall seconds summed, less the tests since marked
+# slow; test_kept_workers.py: CI's run of 1c0d25b); a file in both steps has the larger figure. Other files come
 # after, in collection order. A stale figure costs balance, never a test.
 FILE_SECONDS = {
     # the second step
-    "tests/engines/test_fast_engine.py": 303, "tests/tuning/test_ray.py": 290, "tests/data/test_real_data.py": 237,
-    "tests/benchmarks/test_peers.py": 195, "tests/test_notebook_memory.py": 124, "tests/engines/test_numerics.py": 100,
-    "tests/benchmarks/test_gpu_check.py": 85, "tests/benchmarks/test_overhead.py": 74, "tests/test_notebook.py": 72,
-    "tests/runtime/test_gpu_setup.py": 67,
-    # both (one figure a file: the larger of its two steps')
-    "tests/tuning/test_races.py": 190, "tests/storage/test_postgres.py": 80,
+    "tests/tuning/test_ray.py": 428, "tests/engines/test_fast_engine.py": 371, "tests/data/test_real_data.py": 212,
+    "tests/benchmarks/test_peers.py": 191, "tests/tuning/test_races.py": 128, "tests/engines/test_numerics.py": 103,
+    "tests/tuning/test_optimize.py": 97, "tests/benchmarks/test_overhead.py": 96,
+    "tests/benchmarks/test_gpu_check.py": 70, "tests/storage/test_postgres.py": 70,
+    "tests/test_notebook_memory.py": 66, "tests/test_notebook.py": 60, "tests/runtime/test_gpu_setup.py": 45,
     # the fast suite
     "tests/cli/test_interrupts.py": 171, "tests/comparison/test_compare.py": 143,
-    "tests/runtime/test_signals.py": 141, "tests/test_api.py": 95,
-    "tests/tuning/test_optimize.py": 93, "tests/storage/test_storage_damage.py": 72,
+    "tests/runtime/test_signals.py": 141, "tests/test_api.py": 95, "tests/storage/test_storage_damage.py": 72,
     "tests/storage/test_side_stores.py": 62, "tests/tuning/test_checkpoints.py": 62, "tests/test_run.py": 36,
     "tests/storage/test_storage_handle.py": 36, "tests/test_progress.py": 36, "tests/runtime/test_gpu_placement.py": 32,
     "tests/storage/test_storage_hardening.py": 31, "tests/test_light_driver.py": 28,

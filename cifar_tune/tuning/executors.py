@@ -114,8 +114,7 @@ class Processes:
             code = proc.poll()
             if code is not None:
                 del self.procs[slot]
-                death = None if code == 0 else f"worker {slot} (pid {proc.pid}) {describe_exit(code)}"
-                ended.append(Ended(slot, code, death))
+                ended.append(_ended(slot, proc.pid, code))
         return ended
 
     def stop(self) -> list[str]:
@@ -236,8 +235,7 @@ class KeptProcesses(Processes):
                     _KEPT[slot] = kept
                 else:
                     kept.close()
-            death = None if code == 0 else f"worker {slot} (pid {kept.proc.pid}) {describe_exit(code)}"
-            ended.append(Ended(slot, code, death))
+            ended.append(_ended(slot, kept.proc.pid, code))
         return ended
 
     def stop(self) -> list[str]:
@@ -277,6 +275,11 @@ def worker_env(settings: OptimizeSettings, slot: int) -> dict[str, str]:
     """This process's environment, plus worker ``slot``'s GPU and its share of that GPU's memory (runtime.devices)."""
     placement = devices.worker_placement(slot, settings.jobs, settings.jobs_per_gpu, devices.visible_gpus())
     return {**os.environ, **placement}
+
+
+def _ended(slot: int, pid: int, code: int) -> Ended:
+    """A worker process's end with its exit status ``code``, and a line saying how when that is not 0."""
+    return Ended(slot, code, None if code == 0 else f"worker {slot} (pid {pid}) {describe_exit(code)}")
 
 
 def describe_exit(code: int) -> str:

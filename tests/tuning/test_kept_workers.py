@@ -7,7 +7,6 @@ kernel drives them (tests/test_notebook_memory.py does it in a real kernel)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ def call(tmp_path, tiny_npz, monkeypatch):
                  "storage": url, "study_name": name, **given}
         settings = make_settings("mlp_l2", **given)
         assert supervise(settings, executors.KeptProcesses(settings, relay=True)) == (0, progress.ENDED_TRIALS)
-        trials = optuna.load_study(study_name=name, storage=database.storage_for_reading(url)).get_trials()
+        reading = database.storage_for_reading(given["storage"])
+        trials = optuna.load_study(study_name=name, storage=reading).get_trials()
         assert [t.state for t in trials] == [TrialState.COMPLETE] * given["n_trials"]
         return [TrialRecord.read(t).worker for t in trials]
 
@@ -53,11 +53,13 @@ def _ended(pid: int) -> bool:
 
 def test_the_next_call_runs_in_the_kept_worker_and_a_dead_one_is_replaced(call, tiny_npz, tmp_path, monkeypatch):
     (first,) = call("a")
-    elsewhere = tmp_path / "elsewhere"  # the kernel changed folders: relative paths follow it
+    # the kernel changed folders after the worker started: a relative storage URL (the default one is) means the
+    # new folder's file
+    elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    shutil.copyfile(tiny_npz, elsewhere / "relative.npz")
     monkeypatch.chdir(elsewhere)
-    assert call("b", data="relative.npz") == [first]
+    assert call("b", storage="sqlite:///relative.db") == [first]
+    assert (elsewhere / "relative.db").is_file() and not (tmp_path / "relative.db").exists()
 
     pid = int(first.rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)  # dies between calls
