@@ -20,11 +20,11 @@ the trials (the reference of ``jobs2``). Each run is a child process tree in its
 the children and all their descendants, ``os.wait4``), ``wall_s``, ``peak_mb`` (the tree's summed RSS,
 ``benchmarks/peers/measure.tree_rss_mb``, every 0.2 s, and at least its largest process's peak as the kernel
 counts it, ``ru_maxrss``; shared pages count once per process), ``startup_s`` (run start to its first trial's
-start),
-``outside_fit_s`` (per trial: wall between the starts of consecutive trials of one worker slot less the first
-one's ``fit``; mean over trials), ``fit_s`` and ``fit_cpu_s`` (the plain script's only: cifar-tune records no CPU
-per trial), ``growth_mb`` (mean RSS step from one trial to the next in one process; cifar-tune's ``rss_mb`` trial
-attribute). ``results.json`` is written after every run; a run already there is skipped (``run`` resumes).
+start), ``outside_fit_s`` (per trial: wall between the starts of consecutive trials of one worker slot less the
+first one's ``fit``; mean over trials), ``fit_s`` and ``fit_cpu_s`` (the plain script's only: cifar-tune records no
+CPU per trial), ``warmup_mb`` and ``growth_mb`` (``memory_steps``: a process's RSS step from its first trial to its
+second, and its mean step from one trial to the next after that; cifar-tune's ``rss_mb`` trial attribute).
+``results.json`` is written after every run; a run already there is skipped (``run`` resumes).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ TARGETS = [("inline", "cpu_s", 1.05, True), ("inline", "peak_mb", 1.10, True),
            ("inline", "outside_fit_s", 0.5, False), ("jobs2", "cpu_s", 1.15, True)]
 COLUMNS = [("wall_s", "wall s", "{:.1f}"), ("cpu_s", "CPU s", "{:.1f}"), ("fit_cpu_s", "fit CPU s", "{:.1f}"),
            ("peak_mb", "peak MB", "{:.0f}"), ("startup_s", "to 1st trial s", "{:.1f}"),
-           ("outside_fit_s", "outside fit s/trial", "{:.2f}"), ("growth_mb", "MB/trial", "{:+.1f}"),
+           ("outside_fit_s", "outside fit s/trial", "{:.2f}"), ("warmup_mb", "MB 1st→2nd trial", "{:+.1f}"),
+           ("growth_mb", "MB/trial after 2nd", "{:+.1f}"),
            ("workers", "workers", "{:.0f}"), ("max_processes", "max procs", "{:.0f}")]
 RATIOS = [("cpu_s", "CPU"), ("peak_mb", "peak memory"), ("outside_fit_s", "outside fit")]
 BUDGET = ("trials", "epochs", "subset", "data", "seed")
@@ -156,21 +157,31 @@ def slots(rows: list[dict], n: int) -> list[list[dict]]:
     return chains
 
 
+def memory_steps(rows: list[dict]) -> dict:
+    """``warmup_mb``: the mean over worker processes of the resident-memory step from a process's first trial to
+    its second (one-time allocations land there: the first checkpoint's buffers, for one); ``growth_mb``: the mean
+    step from one trial to the next after that (what each further trial keeps). MB, from the trials' ``rss_mb``
+    (after ``fit``); None without two, or three, trials in a process."""
+    first, later = [], []
+    for w in {t["worker"] for t in rows}:
+        rss = [t["rss_mb"] for t in sorted(rows, key=lambda t: t["start"]) if t["worker"] == w]
+        steps = [b - a for a, b in pairwise(rss) if a is not None and b is not None]
+        first, later = first + steps[:1], later + steps[1:]
+    return {"warmup_mb": statistics.mean(first) if first else None,
+            "growth_mb": statistics.mean(later) if later else None}
+
+
 def figures(v: str, rows: list[dict], m: dict) -> dict:
     """A run's derived figures from its trials and its measurement."""
     n_slots = VARIANTS[v].get("plain") or (2 if "--jobs" in VARIANTS[v]["args"] else 1)
     gaps = [b["start"] - a["start"] - a["seconds"] for c in slots(rows, n_slots) for a, b in pairwise(c)]
-    steps = []
-    for w in {t["worker"] for t in rows}:
-        rss = [t["rss_mb"] for t in sorted(rows, key=lambda t: t["start"]) if t["worker"] == w]
-        steps += [b - a for a, b in pairwise(rss) if a is not None and b is not None]
     fit_cpu = [t.get("fit_cpu_s") for t in rows]
     return {"trials": len(rows), "workers": len({t["worker"] for t in rows}),
             "startup_s": min((t["start"] for t in rows), default=m["start"]) - m["start"],
             "outside_fit_s": statistics.mean(gaps) if gaps else None, "outside_fit_each_s": gaps,
             "fit_s": sum(t["seconds"] for t in rows),
             "fit_cpu_s": sum(fit_cpu) if rows and None not in fit_cpu else None,
-            "growth_mb": statistics.mean(steps) if steps else None,
+            **memory_steps(rows),
             "val_loss": [t["value"] for t in sorted(rows, key=lambda t: t["number"])]}
 
 
@@ -242,7 +253,10 @@ def run(a) -> None:
 
 
 def runs_of(results: dict, arch: str, v: str) -> list[dict]:
-    return [r for r in results["runs"] if r["arch"] == arch and r["variant"] == v and "error" not in r]
+    """The runs of ``v`` without an error, their memory steps taken from their trials (``memory_steps``: runs
+    recorded before it have only the mean of every step, warm-up included)."""
+    return [{**r, **memory_steps(r["trial_rows"])} for r in results["runs"]
+            if r["arch"] == arch and r["variant"] == v and "error" not in r]
 
 
 def spread(values: list, fmt: str) -> str:

@@ -113,3 +113,31 @@ def test_the_docs_overhead_table_is_the_committed_one():
     for arch_block in shown.split("**")[2::2]:  # the text after each **arch** heading
         lines = [ln for ln in arch_block.splitlines()[1:] if ln.strip()]
         assert lines and all(ln in table.splitlines() for ln in lines), lines
+
+
+def test_memory_steps_leave_out_each_processs_first_step():
+    """A process's first step (its second trial's RSS over its first's) is its warm-up; the growth is the mean of
+    its later steps, over every worker process."""
+    rows = [{"worker": w, "start": float(i), "rss_mb": mb}
+            for w, sizes in (("a", [1000, 1060, 1070, 1080]), ("b", [900, 940, 960])) for i, mb in enumerate(sizes)]
+    assert overhead.memory_steps(rows) == {"warmup_mb": 50.0, "growth_mb": (10 + 10 + 20) / 3}
+    assert overhead.memory_steps(rows[:1]) == {"warmup_mb": None, "growth_mb": None}
+
+
+def test_the_docs_memory_table_is_the_committed_one():
+    """docs/benchmarks.md's table of the 12-trial run: each row's memory steps, peak and CPU ratio are the cells of
+    the committed table.md for that architecture and variant."""
+    doc = (REPO / "docs" / "benchmarks.md").read_text()
+    table = (REPO / "results" / "overhead-memory-cpu2-2026-12-06" / "table.md").read_text()
+    blocks = dict(zip(table.split("**")[1::2], table.split("**")[2::2], strict=True))  # arch -> its block
+    labels = [label for _, label, _ in overhead.COLUMNS]
+    shown = [line.split(" | ") for line in doc.splitlines() if line.startswith(("| mlp_l2, ", "| cnn, "))]
+    assert len(shown) == 4
+    for cells in shown:
+        arch, variant = cells[0].strip("| ").split(", ")
+        rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in blocks[arch].splitlines()
+                if line.startswith("| ")}
+        row = rows[variant]
+        assert cells[1:4] == [row[labels.index(k) + 1] for k in ("MB 1st→2nd trial", "MB/trial after 2nd", "peak MB")]
+        ratio = rows["inline / plain"][1] if variant == "inline" else ""
+        assert cells[4].strip(" |") == ratio
