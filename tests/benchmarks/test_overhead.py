@@ -141,3 +141,14 @@ def test_the_docs_memory_table_is_the_committed_one():
         assert cells[1:4] == [row[labels.index(k) + 1] for k in ("MB 1st→2nd trial", "MB/trial after 2nd", "peak MB")]
         ratio = rows["inline / plain"][1] if variant == "inline" else ""
         assert cells[4].strip(" |") == ratio
+
+
+def test_the_docs_cnn_rerun_figures_are_the_committed_ones():
+    """docs/benchmarks.md quotes the CNN rerun's CPU ratios (with and without the batch-level callbacks) as its
+    committed table.md gives them."""
+    doc = " ".join((REPO / "docs" / "benchmarks.md").read_text().split())
+    table = (REPO / "results" / "overhead-cnn-rerun-cpu2-2026-12-06" / "table.md").read_text()
+    cpu = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in table.splitlines()
+           if line.startswith("| inline")}
+    assert f"inline {cpu['inline / plain']} of the plain script's CPU" in doc
+    assert f"without those callbacks {cpu['inline-before / plain']}." in doc
