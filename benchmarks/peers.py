@@ -12,7 +12,9 @@ same data, the same models and search space (``search_spaces/<arch>.toml``), Hyp
 where the tool has it, every trial trained with the study's seed and trials run one at a time on all cores.
 Writes ``results.json`` (every run, written as it finishes), ``table.md`` and ``anytime.html`` (the best validation
 loss each tool had found by each time since its search started: a plotly figure, and a table at fixed times in
-table.md); ``--repeats R`` runs it all R times (medians and ranges; ratios within a repetition). The peers live in
+table.md); ``--repeats R`` runs it all R times (medians and ranges; ratios within a repetition), each on the same
+study seed (``--seed``: the timing's spread) or, with ``--vary-seed``, repetition r on seed + r (the search's
+spread too: with 12 trials a TPE study is still in its 10 random start-up trials for most of them). The peers live in
 ``benchmarks/peers/`` (see its ``__init__``).
 """
 
@@ -43,6 +45,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--subset", type=int, default=10_000, help="training images (a tenth validates), N/5 test")
     p.add_argument("--seeds", type=int, default=3, help="fresh seeds the best config is retrained on")
     p.add_argument("--repeats", type=int, default=1, help="repetitions of the whole comparison")
+    p.add_argument("--seed", type=int, default=0, help="the study's seed: data split, sampler, every trial's training")
+    p.add_argument("--vary-seed", action="store_true",
+                   help="repetition r uses seed + r, so the medians span searches, not only the machine's timing")
     p.add_argument("--out", type=Path, help="results folder (default results/peers-<machine>-<date>)")
     p.add_argument("--work", type=Path, default=Path(".data/peers-work"), help="the tools' working folders")
     p.add_argument("--smoke", action="store_true", help="toy size: " + json.dumps(SMOKE))
@@ -53,11 +58,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _seeds(args: argparse.Namespace) -> str:
+    """The study seed(s) the budget line names: one, or the range ``--vary-seed`` walks."""
+    if args.vary_seed and args.repeats > 1:
+        return f"{args.seed} to {args.seed + args.repeats - 1} (one per repetition)"
+    return str(args.seed)
+
+
 def meta(args: argparse.Namespace, argv: list[str]) -> dict:
     """What the run was: command, budget, machine, date (the versions are in each run's record)."""
     line = (f"{args.trials} trials x {args.epochs} epochs (max) on {args.subset:,} training images "
             f"({args.subset // 10:,} of them validate), test on {args.subset // 5:,}; best config retrained on "
-            f"{args.seeds} seeds; {platform.machine()}, {os.cpu_count()} CPU cores")
+            f"{args.seeds} seeds; study seed {_seeds(args)}; {platform.machine()}, {os.cpu_count()} CPU cores")
     return {"command": "python benchmarks/peers.py " + " ".join(argv), "budget_line": line,
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
             "python": platform.python_version(), "date": datetime.now().isoformat(timespec="seconds"),
@@ -82,8 +94,9 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     args.out = args.out or Path("results") / f"peers-cpu{os.cpu_count()}-{datetime.now():%Y-%m-%d}"
     budgets = [common.Budget(arch, args.trials, args.epochs, args.subset, str(Path(args.data).resolve()),
-                             seeds=args.seeds) for arch in args.archs]
-    results = bench.run(budgets, args.tools, args.repeats, args.out, args.work.resolve(), meta(args, argv))
+                             seed=args.seed, seeds=args.seeds) for arch in args.archs]
+    results = bench.run(budgets, args.tools, args.repeats, args.out, args.work.resolve(), meta(args, argv),
+                        vary_seed=args.vary_seed)
     write_views(results, args.out)
     print(table.markdown(results))
     return 1 if any("error" in r for r in results["runs"]) else 0

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from . import common, measure, table
@@ -43,7 +44,7 @@ def record(rep: int, tool: str, budget: common.Budget, workdir: Path) -> dict:
     workdir.mkdir(parents=True)
     ray_tmp = tempfile.mkdtemp(prefix="ctp", dir="/tmp") if tool == "ray-tune" else None
     cmd = [sys.executable, "-m", "benchmarks.peers.runner"]
-    out = {"rep": rep, "arch": budget.arch, "tool": tool}
+    out = {"rep": rep, "arch": budget.arch, "tool": tool, "seed": budget.seed}
     try:
         m = measure.run_measured([*cmd, "search", tool, budget.to_json(), str(workdir)], workdir / "search.log",
                                  _env(tool, ray_tmp))
@@ -89,18 +90,26 @@ def _tail(path: Path, n: int = 1500) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
-def run(budgets: list[common.Budget], tools: list[str], repeats: int, out: Path, work: Path, meta: dict) -> dict:
+def run(budgets: list[common.Budget], tools: list[str], repeats: int, out: Path, work: Path, meta: dict,
+        vary_seed: bool = False) -> dict:
     """Every (repetition, architecture, tool) in turn; ``out/results.json`` and ``out/table.md`` rewritten after
-    each run (runs already in results.json, same repetition, architecture and tool, are kept and skipped)."""
+    each run (runs already in results.json, same repetition, architecture and tool, are kept and skipped).
+    ``vary_seed``: repetition r runs each budget with its seed + r (each run records its ``seed``). Raises
+    ``SystemExit`` before running anything when results.json holds a repetition run on another study seed."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    plan = {(rep, b.arch): b.seed + rep if vary_seed else b.seed for rep in range(repeats) for b in budgets}
+    for r in (r for r in results["runs"] if "error" not in r):  # kept runs; before "seed" was recorded: seed 0
+        if plan.get((r["rep"], r["arch"]), r.get("seed", 0)) != r.get("seed", 0):
+            raise SystemExit(f"{path}: repetition {r['rep']} of {r['arch']} ran on study seed {r.get('seed', 0)}, "
+                             f"this command gives it {plan[(r['rep'], r['arch'])]}; choose another --out")
     earlier = results.get("commands", [results["meta"]["command"]] if "meta" in results else [])
     results["meta"], results["commands"] = meta, [*earlier, meta["command"]]  # every invocation that added runs
     done = {(r["rep"], r["arch"], r["tool"]) for r in results["runs"] if "error" not in r}
     results["runs"] = [r for r in results["runs"] if (r["rep"], r["arch"], r["tool"]) in done]
     for rep in range(repeats):
-        for budget in budgets:
+        for budget in (replace(b, seed=b.seed + rep) for b in budgets) if vary_seed else budgets:
             for tool in tools:
                 if (rep, budget.arch, tool) in done:
                     continue

@@ -1,9 +1,10 @@
-"""benchmarks/peers.py: the peers train what cifar-tune trains, on its split; the table in docs/benchmarks.md is
+"""benchmarks/peers.py: the peers train what cifar-tune trains, on its split; the tables in docs/benchmarks.md are
 the committed data.
 
 Fast: the split (cifar-tune's study records it; the peers' copy must describe the same data), the models' parameter
-counts, the space each peer samples, KerasTuner's Hyperband trial count, compare's seeds, and
-docs/benchmarks.md's table against ``results/peers-*/results.json``. Slow: the ``--smoke`` run of every tool.
+counts, the space each peer samples, KerasTuner's Hyperband trial count, compare's seeds, ``--vary-seed``'s walk
+over study seeds, and docs/benchmarks.md's tables against ``results/peers-*/results.json``. Slow: the ``--smoke``
+run of every tool.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import pytest
 
 from benchmarks.peers import common, table
 from tests.helpers.paths import REPO
-
-START, END = "<!-- peers-table -->", "<!-- /peers-table -->"
 
 
 def readme_section() -> str:
@@ -95,15 +94,47 @@ def test_compare_seeds_are_cifar_tunes():
             assert [t["seed"] for t in run["test"]] == common.compare_seeds(len(run["test"]))
 
 
-def test_readme_table_is_the_committed_results():
-    """docs/benchmarks.md's table is ``table.markdown`` of the committed results.json, byte for byte, and every run
-    trained on cifar-tune's split."""
-    results = json.loads(committed_results().read_text())
+@pytest.mark.parametrize("vary", [False, True])
+def test_vary_seed_walks_the_study_seed(tmp_path, monkeypatch, vary):
+    """``--vary-seed``: repetition r trains on seed + r; without it every repetition keeps the seed. (The loop
+    alone: ``record`` here returns what it was given; the smoke test runs the real one.)"""
+    from benchmarks.peers import bench
+
+    monkeypatch.setattr(bench, "record", lambda rep, tool, budget, workdir: {
+        "rep": rep, "arch": budget.arch, "tool": tool, "seed": budget.seed, "error": "not run"})
+    budgets = [common.Budget(arch, 2, 1, 100, "unused.npz", seed=5) for arch in ("mlp_l2", "cnn")]
+    results = bench.run(budgets, ["optuna"], 3, tmp_path, tmp_path, {"command": "test"}, vary_seed=vary)
+    seeds = [(r["rep"], r["arch"], r["seed"]) for r in results["runs"]]
+    assert seeds == [(rep, arch, 5 + rep if vary else 5) for rep in range(3) for arch in ("mlp_l2", "cnn")]
+    if vary:  # resuming that folder without --vary-seed would mix searches: refused before anything runs
+        path = tmp_path / "results.json"
+        kept = [{k: v for k, v in r.items() if k != "error"} for r in results["runs"]]  # as if they had run
+        path.write_text(json.dumps({**results, "runs": kept}))
+        before = path.read_text()
+        with pytest.raises(SystemExit, match="repetition 1 of mlp_l2 ran on study seed 6, this command gives it 5"):
+            bench.run(budgets, ["optuna"], 3, tmp_path, tmp_path, {"command": "test"}, vary_seed=False)
+        assert path.read_text() == before
+
+
+SEEDS_RESULTS = REPO / "results" / "peers-seeds-cpu2-2026-12-06" / "results.json"
+
+
+@pytest.mark.parametrize("marker", ["peers-table", "peers-seeds-table"])
+def test_readme_table_is_the_committed_results(marker):
+    """docs/benchmarks.md's tables are ``table.markdown`` of the committed results.json (the seed-0 run, and the run
+    over study seeds 1 to 3), byte for byte, and every run trained on cifar-tune's split (and, over seeds, on its
+    repetition's own seed)."""
+    path = committed_results() if marker == "peers-table" else SEEDS_RESULTS
+    results = json.loads(path.read_text())
     section = readme_section()
-    shown = section[section.index(START) + len(START):section.index(END)].strip()
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    shown = section[section.index(start) + len(start):section.index(end)].strip()
     assert shown == table.markdown(results).strip()
-    assert (committed_results().parent / "table.md").read_text().strip() == shown
+    assert (path.parent / "table.md").read_text().strip() == shown
     assert all(r.get("split_matches") for r in results["runs"] if "error" not in r)
+    if marker == "peers-seeds-table":
+        assert {(r["rep"], r["seed"]) for r in results["runs"]} == {(0, 1), (1, 2), (2, 3)}
+        assert all(r["split"].endswith(f"seed {r['seed']}") for r in results["runs"])
 
 
 def test_anytime_is_the_best_found_by_each_trials_end():
