@@ -99,7 +99,8 @@ def run(budgets: list[common.Budget], tools: list[str], repeats: int, out: Path,
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    plan = {(rep, b.arch): b.seed + rep if vary_seed else b.seed for rep in range(repeats) for b in budgets}
+    per_rep = [[replace(b, seed=b.seed + rep) if vary_seed else b for b in budgets] for rep in range(repeats)]
+    plan = {(rep, b.arch): b.seed for rep, bs in enumerate(per_rep) for b in bs}
     for r in (r for r in results["runs"] if "error" not in r):  # kept runs; before "seed" was recorded: seed 0
         if plan.get((r["rep"], r["arch"]), r.get("seed", 0)) != r.get("seed", 0):
             raise SystemExit(f"{path}: repetition {r['rep']} of {r['arch']} ran on study seed {r.get('seed', 0)}, "
@@ -108,8 +109,8 @@ def run(budgets: list[common.Budget], tools: list[str], repeats: int, out: Path,
     results["meta"], results["commands"] = meta, [*earlier, meta["command"]]  # every invocation that added runs
     done = {(r["rep"], r["arch"], r["tool"]) for r in results["runs"] if "error" not in r}
     results["runs"] = [r for r in results["runs"] if (r["rep"], r["arch"], r["tool"]) in done]
-    for rep in range(repeats):
-        for budget in (replace(b, seed=b.seed + rep) for b in budgets) if vary_seed else budgets:
+    for rep, rep_budgets in enumerate(per_rep):
+        for budget in rep_budgets:
             for tool in tools:
                 if (rep, budget.arch, tool) in done:
                     continue

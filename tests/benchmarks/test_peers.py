@@ -21,6 +21,8 @@ import pytest
 from benchmarks.peers import common, table
 from tests.helpers.paths import REPO
 
+SEEDS_RESULTS = REPO / "results" / "peers-seeds-cpu2-2026-12-06" / "results.json"  # the run over study seeds
+
 
 def readme_section() -> str:
     """docs/benchmarks.md, the comparison with the peers (the README links it)."""
@@ -87,17 +89,20 @@ def test_kerastuner_hyperband_trials_match_its_oracle():
 
 
 def test_compare_seeds_are_cifar_tunes():
-    """The peers retrain on the seeds cifar-tune compare used in the committed run."""
-    results = json.loads(committed_results().read_text())
-    for run in results["runs"]:
-        if run["tool"] == "cifar-tune" and "test" in run:
-            assert [t["seed"] for t in run["test"]] == common.compare_seeds(len(run["test"]))
+    """Every tool retrained on the seeds cifar-tune compare used, in both committed runs (compare skips the
+    study's own seed, which the run over seeds varies)."""
+    for path in (committed_results(), SEEDS_RESULTS):
+        runs = [r for r in json.loads(path.read_text())["runs"] if "test" in r]
+        assert {r["tool"] for r in runs} >= {"cifar-tune", "optuna"}
+        for run in runs:
+            assert [t["seed"] for t in run["test"]] == common.compare_seeds(len(run["test"]), run.get("seed", 0))
 
 
 @pytest.mark.parametrize("vary", [False, True])
 def test_vary_seed_walks_the_study_seed(tmp_path, monkeypatch, vary):
-    """``--vary-seed``: repetition r trains on seed + r; without it every repetition keeps the seed. (The loop
-    alone: ``record`` here returns what it was given; the smoke test runs the real one.)"""
+    """``--vary-seed``: repetition r trains on seed + r; without it every repetition keeps the seed; resuming a
+    folder on other seeds is refused before anything runs or is written. (The loop alone: ``record`` here returns
+    what it was given; the smoke test runs the real one.)"""
     from benchmarks.peers import bench
 
     monkeypatch.setattr(bench, "record", lambda rep, tool, budget, workdir: {
@@ -114,9 +119,6 @@ def test_vary_seed_walks_the_study_seed(tmp_path, monkeypatch, vary):
         with pytest.raises(SystemExit, match="repetition 1 of mlp_l2 ran on study seed 6, this command gives it 5"):
             bench.run(budgets, ["optuna"], 3, tmp_path, tmp_path, {"command": "test"}, vary_seed=False)
         assert path.read_text() == before
-
-
-SEEDS_RESULTS = REPO / "results" / "peers-seeds-cpu2-2026-12-06" / "results.json"
 
 
 @pytest.mark.parametrize("marker", ["peers-table", "peers-seeds-table"])
