@@ -39,7 +39,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=os.environ.get("CIFAR_TUNE_DATA", ".data/cifar10.npz"), help="CIFAR-10 .npz")
     p.add_argument("--archs", nargs="+", default=list(common.ARCHS), choices=common.ARCHS)
-    p.add_argument("--tools", nargs="+", default=list(runner.TOOLS), choices=runner.TOOLS)
+    p.add_argument("--tools", nargs="+", default=list(runner.TOOLS), choices=runner.CHOICES)
     p.add_argument("--trials", type=int, default=12, help="trials per study (KerasTuner Hyperband: the closest)")
     p.add_argument("--epochs", type=int, default=5, help="maximum epochs per trial (and of each retraining)")
     p.add_argument("--subset", type=int, default=10_000, help="training images (a tenth validates), N/5 test")

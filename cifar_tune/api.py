@@ -77,9 +77,10 @@ def optimize(settings: OptimizeSettings | None = None, /, **keywords) -> optuna.
     start), ``storage`` (Optuna storage URL, default ``sqlite:///storage/cifar_tune.db``), ``study_name``
     (default ``cifar10-<arch>``), ``data`` (a CIFAR-10 source, default ``$CIFAR_TUNE_DATA`` else the download),
     ``subset`` and ``val_size`` (images), ``seed``, ``sampler`` (``tpe``, ``random``), ``pruner`` (``hyperband``,
-    ``median``, ``none``), ``engine`` (``auto``, ``keras``, ``fast``), ``precision`` (``float32``, ``bf16``),
-    ``jobs`` (worker processes), ``ray`` (a Ray cluster's address: its tasks are the workers) and ``workers``
-    (how many), ``space`` (a search-space TOML), ``verbose``, and the rest of ``presets.KEYS``.
+    ``successive-halving``, ``median``, ``none``), ``engine`` (``auto``, ``keras``, ``fast``), ``precision``
+    (``float32``, ``bf16``), ``jobs`` (worker processes), ``ray`` (a Ray cluster's address: its tasks are the
+    workers) and ``workers`` (how many), ``space`` (a search-space TOML), ``verbose``, and the rest of
+    ``presets.KEYS``.
 
     Each trial's value is its final validation loss (minimised); its validation accuracy is the trial's user
     attribute ``val_accuracy``. Raises ``UserError`` for a bad keyword or value, data, space or storage (before

@@ -17,6 +17,10 @@ from pathlib import Path
 
 from . import common
 
+# tool name -> the pruner its ``optimize`` runs with: cifar-tune as its users run it, and with Optuna's
+# SuccessiveHalvingPruner (issue 27: a harder pruner, measured beside the peers; docs/benchmarks.md)
+PRUNERS = {"cifar-tune": "hyperband", "cifar-tune-sha": "successive-halving"}
+
 
 def _cli() -> str:
     return str(Path(sys.executable).with_name("cifar-tune"))
@@ -26,16 +30,16 @@ def storage_url(workdir) -> str:
     return f"sqlite:///{Path(workdir).resolve() / 'study.db'}"
 
 
-def search(budget: common.Budget, split: dict | None, workdir, log) -> dict:
-    """``cifar-tune optimize`` on the budget; returns the best trial's config, validation loss (its final epoch's),
-    validation accuracy, trial count, epochs (sum of ``epochs_run``), trial ends and the best trial's end (wall-clock
-    seconds), the anytime curve (``common.anytime``), the split the study recorded, and its per-trial resident
-    memory (the worker's, MB)."""
+def search(budget: common.Budget, split: dict | None, workdir, log, pruner: str = "hyperband") -> dict:
+    """``cifar-tune optimize --pruner PRUNER`` on the budget; returns the best trial's config, validation loss (its
+    final epoch's), validation accuracy, trial count, epochs (sum of ``epochs_run``), trial ends and the best
+    trial's end (wall-clock seconds), the anytime curve (``common.anytime``), the split the study recorded, and its
+    per-trial resident memory (the worker's, MB)."""
     import optuna
 
     cmd = [_cli(), "optimize", "--arch", budget.arch, "--n-trials", str(budget.n_trials), "--epochs",
            str(budget.epochs), "--data", str(Path(budget.data).resolve()), "--subset", str(budget.subset),
-           "--seed", str(budget.seed), "--sampler", "tpe", "--pruner", "hyperband", "--storage", storage_url(workdir)]
+           "--seed", str(budget.seed), "--sampler", "tpe", "--pruner", pruner, "--storage", storage_url(workdir)]
     with open(Path(workdir) / "cifar-tune.log", "w") as out:
         subprocess.run(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, check=True)
     study = optuna.load_study(study_name=f"cifar10-{budget.arch}", storage=storage_url(workdir))
@@ -53,7 +57,7 @@ def search(budget: common.Budget, split: dict | None, workdir, log) -> dict:
                                        for t in done if t.intermediate_values]),
             "trial_rss_mb": [t.user_attrs.get("rss_mb") for t in sorted(done, key=lambda t: t.number)],
             "versions": {"cifar-tune": _version()},
-            "notes": "optimize --sampler tpe --pruner hyperband (baseline enqueued as trial 0)"}
+            "notes": f"optimize --sampler tpe --pruner {pruner} (baseline enqueued as trial 0)"}
 
 
 def retrain(budget: common.Budget, workdir) -> list[dict]:

@@ -14,18 +14,18 @@ import json
 import sys
 from pathlib import Path
 
-from . import common
+from . import cifartune, common
 
 TOOLS = ("cifar-tune", "kerastuner-hyperband", "kerastuner-bayes", "optuna", "ray-tune")
+# what --tools may name: the peers and cifar-tune, and cifar-tune with another pruner (not run unless named)
+CHOICES = (*TOOLS, *(t for t in cifartune.PRUNERS if t not in TOOLS))
 
 
 def run_search(tool: str, budget: common.Budget, workdir: Path) -> dict:
     """The tool's search on the budget (cifar-tune loads its own data; the peers get cifar-tune's split)."""
     log = workdir / "epochs.jsonl"
-    if tool == "cifar-tune":
-        from . import cifartune
-
-        result = cifartune.search(budget, None, workdir, log)
+    if tool in cifartune.PRUNERS:
+        result = cifartune.search(budget, None, workdir, log, cifartune.PRUNERS[tool])
         result["split_peers"] = common.load_split(budget.data, budget.subset, budget.seed)["description"]
         return result
     split = common.load_split(budget.data, budget.subset, budget.seed)
@@ -42,7 +42,7 @@ def run_search(tool: str, budget: common.Budget, workdir: Path) -> dict:
 
         result = raytune.search(budget, split, workdir, log)
     else:
-        raise SystemExit(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
+        raise SystemExit(f"unknown tool {tool!r}; choose from {', '.join(CHOICES)}")
     summary = common.summarize_log(common.read_epochs(log), result["best_val_loss"])
     if result.get("best_val_accuracy") is None:
         result["best_val_accuracy"] = summary["best_val_accuracy_logged"]
@@ -53,9 +53,7 @@ def run_search(tool: str, budget: common.Budget, workdir: Path) -> dict:
 
 def run_retrain(tool: str, budget: common.Budget, workdir: Path) -> list[dict]:
     """Test accuracy of the tool's best config retrained on compare's fresh seeds (cifar-tune: ``compare``)."""
-    if tool == "cifar-tune":
-        from . import cifartune
-
+    if tool in cifartune.PRUNERS:
         return cifartune.retrain(budget, workdir)
     config = json.loads((workdir / "search.json").read_text())["best_config"]
     split = common.load_split(budget.data, budget.subset, budget.seed)

@@ -93,6 +93,8 @@ def arch_table(results: dict, arch: str) -> list[str]:
         cells = [spread([value(r, k) for r in runs], fmt) for k, _, fmt in COLUMNS]
         diff = "(reference)" if tool == OURS else _diff_cell(paired_accuracy(results, arch, OURS, tool))
         lines.append("| " + " | ".join([tool, *cells, diff]) + " |")
+    if not runs_of(results, arch, OURS):  # a run without cifar-tune itself (a variant alone) has no ratios
+        return lines
     lines += ["", "| cifar-tune / peer | " + " | ".join(label for _, label in RATIOS) + " |",
               "|---|" + "---|" * len(RATIOS)]
     for tool in tools:

@@ -164,9 +164,9 @@ def check_pruner(values: dict, given: Iterable[str] = (), origin=lambda key: "gi
     """Refuse pruner settings that cannot act within the study: a median pruner whose warm-up is not shorter than
     the epochs (the step it may first prune at, epoch index ``median_warmup_epochs``, is never reached), and a
     median setting given (``given``: the keys a flag, keyword or preset set) with another pruner. ``values`` holds
-    ``pruner``, ``epochs`` and the median settings; ``origin(key)`` names where a value came from. Hyperband has
-    no setting of its own: its resources are the study's epochs (tuning.study.make_pruner). Raises
-    ``InvalidValue``."""
+    ``pruner``, ``epochs`` and the median settings; ``origin(key)`` names where a value came from. Hyperband and
+    successive halving have no setting of their own: their resources are the study's epochs
+    (tuning.study.make_pruner). Raises ``InvalidValue``."""
     pruner, epochs, warmup = values["pruner"], values["epochs"], values["median_warmup_epochs"]
     if pruner == "median" and warmup >= epochs:
         raise InvalidValue(f"median_warmup_epochs = {warmup} ({origin('median_warmup_epochs')})",

@@ -22,6 +22,7 @@ from benchmarks.peers import common, table
 from tests.helpers.paths import REPO
 
 SEEDS_RESULTS = REPO / "results" / "peers-seeds-cpu2-2026-12-06" / "results.json"  # the run over study seeds
+SHA_RESULTS = REPO / "results" / "peers-sha-cpu2-2026-12-07" / "results.json"  # cifar-tune-sha on the same seeds
 
 
 def readme_section() -> str:
@@ -121,12 +122,13 @@ def test_vary_seed_walks_the_study_seed(tmp_path, monkeypatch, vary):
         assert path.read_text() == before
 
 
-@pytest.mark.parametrize("marker", ["peers-table", "peers-seeds-table"])
+@pytest.mark.parametrize("marker", ["peers-table", "peers-seeds-table", "peers-sha-table"])
 def test_readme_table_is_the_committed_results(marker):
-    """docs/benchmarks.md's tables are ``table.markdown`` of the committed results.json (the seed-0 run, and the run
-    over study seeds 1 to 3), byte for byte, and every run trained on cifar-tune's split (and, over seeds, on its
-    repetition's own seed)."""
-    path = committed_results() if marker == "peers-table" else SEEDS_RESULTS
+    """docs/benchmarks.md's tables are ``table.markdown`` of the committed results.json (the seed-0 run, the run
+    over study seeds 1 to 3, and cifar-tune with successive halving on those seeds), byte for byte, and every run
+    trained on cifar-tune's split (and, over seeds, on its repetition's own seed)."""
+    path = {"peers-table": committed_results(), "peers-seeds-table": SEEDS_RESULTS,
+            "peers-sha-table": SHA_RESULTS}[marker]
     results = json.loads(path.read_text())
     section = readme_section()
     start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
@@ -134,7 +136,7 @@ def test_readme_table_is_the_committed_results(marker):
     assert shown == table.markdown(results).strip()
     assert (path.parent / "table.md").read_text().strip() == shown
     assert all(r.get("split_matches") for r in results["runs"] if "error" not in r)
-    if marker == "peers-seeds-table":
+    if marker != "peers-table":
         assert {(r["rep"], r["seed"]) for r in results["runs"]} == {(0, 1), (1, 2), (2, 3)}
         assert all(r["split"].endswith(f"seed {r['seed']}") for r in results["runs"])
 

@@ -120,6 +120,28 @@ def test_median_pruner_prunes_the_hopeless_trials(tiny_npz, tmp_path):
     assert all(t.user_attrs["curves"]["val_loss"] for t in slow)  # pruned trials keep their curves
 
 
+def test_successive_halving_prunes_the_hopeless_trials_at_its_first_rung(tiny_npz, tmp_path):
+    """Optuna's SuccessiveHalvingPruner on epoch indexes: its first rung is after the second epoch (step 1), where a
+    trial must be as good as the best of those that reached it (fewer than 3 there). A learning rate of 1e-9 cannot
+    lower the loss, so such a trial stops after two of its three epochs; the seed's learning rate trains as the
+    baseline does (the same curve) and finishes."""
+    preset = write(tmp_path / "sha.toml", """
+        n_trials = 6
+        sampler = "random"
+        pruner = "successive-halving"
+        seed = 3
+        """)
+    space = lr_space(tmp_path, 1e-9)
+    assert optimize(tiny_npz, "--arch", "mlp_l2", "--preset", str(preset), "--space", str(space),
+                    "--epochs", "3") == 0
+    trials = load("cifar10-mlp_l2").trials
+    slow = [t for t in trials if t.params["learning_rate"] == 1e-9]
+    assert slow, "the seeded sampler must pick the hopeless learning rate at least once"
+    assert all(t.state == TrialState.PRUNED and t.last_step == 1 for t in slow)
+    assert all(t.state == TrialState.COMPLETE and t.last_step == 2
+               for t in trials if t.params["learning_rate"] == 0.001)
+
+
 def test_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tiny_npz, tmp_path, capsys):
     preset = write(tmp_path / "p.toml", 'n_trials = 5\nsampler = "random"\npruner = "none"\nseed = 1\n')
     space = lr_space(tmp_path, 1e30)  # Adam's first step sends the weights to ~1e30: inf, then NaN
