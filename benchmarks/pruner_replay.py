@@ -51,10 +51,9 @@ PRUNERS = {
 def replay(study: optuna.Study, name: str, epochs: int, n: int) -> list[dict]:
     """The first ``n`` trials of ``study`` under pruner ``name``: per trial {number, epochs (as trained in the
     study), replayed (epochs under the pruner), state ("complete", "pruned" or "unknown"), value (the final
-    validation loss if complete), seconds_per_epoch, end (s since the first trial started)}."""
+    validation loss if complete), seconds_per_epoch, end (wall-clock s, a timestamp)}."""
     make, first_step, _ = PRUNERS[name]
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:n]
-    start = trials[0].datetime_start.timestamp()
     replayed = optuna.create_study(study_name=study.study_name, direction="minimize", pruner=make(epochs))
     rows = []
     for t in trials:
@@ -73,24 +72,29 @@ def replay(study: optuna.Study, name: str, epochs: int, n: int) -> list[dict]:
         rows.append({"number": t.number, "epochs": len(t.intermediate_values), "replayed": len(curve),
                      "state": state, "value": curve[-1] if state == "complete" else None,
                      "seconds_per_epoch": TrialRecord.from_attrs(t.user_attrs).seconds_per_epoch,
-                     "end": t.datetime_complete.timestamp() - start})
+                     "end": t.datetime_complete.timestamp()})
     return rows
 
 
-def summary(rows: list[dict], offset: float, wall: float) -> dict:
+def _saved(rows: list[dict]) -> float:
+    """Training seconds the pruner saves on ``rows``."""
+    return sum((r["epochs"] - r["replayed"]) * r["seconds_per_epoch"] for r in rows)
+
+
+def summary(rows: list[dict], started: float, wall: float) -> dict:
     """Epochs and training seconds of the replayed trials (as the study trained them, and under the pruner), the
     search's wall time less what the pruner saves on them (``wall``: the run's; the later trials as they ran), the
-    unknown trials, the best complete trial and the time to it (``offset``: s from the search process's start to the
-    first trial's)."""
+    unknown trials, the best complete trial and the time to it (``started``: when the search process started, a
+    timestamp)."""
     best = min((r for r in rows if r["state"] == "complete"), key=lambda r: r["value"], default=None)
-    saved = lambda rs: sum((r["epochs"] - r["replayed"]) * r["seconds_per_epoch"] for r in rs)  # noqa: E731
     return {"epochs": sum(r["epochs"] for r in rows), "replayed_epochs": sum(r["replayed"] for r in rows),
             "training_s": round(sum(r["epochs"] * r["seconds_per_epoch"] for r in rows), 1),
             "replayed_training_s": round(sum(r["replayed"] * r["seconds_per_epoch"] for r in rows), 1),
-            "wall_s": round(wall - saved(rows), 1),
+            "wall_s": round(wall - _saved(rows), 1),
             "unknown": [r["number"] for r in rows if r["state"] == "unknown"],
             "best": best and {"number": best["number"], "value": round(best["value"], 4),
-                              "time_to_best_s": round(offset + best["end"] - saved(rows[:best["number"]]), 1)}}
+                              "time_to_best_s": round(best["end"] - started - _saved(
+                                  [r for r in rows if r["number"] < best["number"]]), 1)}}
 
 
 def run(folder: Path, replayed: int = 10) -> dict:
@@ -103,12 +107,11 @@ def run(folder: Path, replayed: int = 10) -> dict:
         storage = f"sqlite:///{db}"
         study = optuna.load_study(study_name=f"cifar10-{r['arch']}", storage=storage)
         epochs = int(study.user_attrs["epochs"])
-        best = study.best_trial
-        start = min(t.datetime_start for t in study.get_trials(deepcopy=False)).timestamp()
-        offset = r["time_to_best_s"] - (best.datetime_complete.timestamp() - start)
+        # the run measured its time to best from the search process's start to the best trial's end
+        started = study.best_trial.datetime_complete.timestamp() - r["time_to_best_s"]
         for name in PRUNERS:
             out.append({"arch": r["arch"], "seed": r.get("seed", 0), "pruner": name,
-                        **summary(replay(study, name, epochs, replayed), offset, r["wall_s"])})
+                        **summary(replay(study, name, epochs, replayed), started, r["wall_s"])})
     return {"runs": out, "meta": {"run": folder.name, "replayed_trials": replayed,
                                   "pruners": {k: v[2] for k, v in PRUNERS.items()}}}
 

@@ -1,6 +1,7 @@
-"""cifar-tune, driven only through its command line: ``cifar-tune optimize`` (multivariate grouped TPE, Hyperband
-pruning over epochs, the seed's config enqueued as trial 0, a worker process replaced every 10 trials), then
-``cifar-tune compare --seeds N`` (the best trial and the baseline retrained on fresh seeds, tested once).
+"""cifar-tune, driven only through its command line: ``cifar-tune optimize`` (multivariate grouped TPE, pruning
+over epochs with the tool's pruner, ``PRUNERS``: Hyperband as users run it, the seed's config enqueued as trial 0,
+the trials where cifar-tune's defaults put them for one worker), then ``cifar-tune compare --seeds N`` (the best
+trial and the baseline retrained on fresh seeds, tested once).
 
 Results are read from the stored study (``optuna.load_study`` on its SQLite file: trial values, the user attributes
 ``epochs_run``, ``val_accuracy``, ``config``, the study's ``data``) and from compare's ``compare.csv``; never from

@@ -36,22 +36,32 @@ def test_replaying_the_studys_own_pruner_gives_its_decisions():
     assert seen == 6
 
 
-def test_a_harder_pruner_trains_no_more_and_its_best_is_timed_from_the_savings():
+def test_the_best_is_timed_from_the_savings_before_it():
+    """Time to best: the best complete trial's end less the search's start, less what the pruner saved on the
+    trials before it (not on it or after it); wall time less all the savings."""
     rows = [{"number": 0, "epochs": 5, "replayed": 5, "state": "complete", "value": 2.0, "seconds_per_epoch": 2.0,
-             "end": 10.0},
+             "end": 1010.0},
             {"number": 1, "epochs": 4, "replayed": 2, "state": "pruned", "value": None, "seconds_per_epoch": 3.0,
-             "end": 22.0},
+             "end": 1022.0},
             {"number": 2, "epochs": 5, "replayed": 5, "state": "complete", "value": 1.5, "seconds_per_epoch": 1.0,
-             "end": 27.0}]
-    s = pruner_replay.summary(rows, offset=7.0, wall=40.0)
-    assert (s["epochs"], s["replayed_epochs"], s["training_s"], s["replayed_training_s"]) == (14, 12, 27.0, 21.0)
-    assert s["wall_s"] == 34.0  # 40 less trial 1's two epochs of 3 s
-    assert s["best"] == {"number": 2, "value": 1.5, "time_to_best_s": 28.0}  # 7 + 27 - 6
-    for study in studies():
-        epochs = int(study.user_attrs["epochs"])
-        for name in ("sha-2-4", "sha-1-3"):
-            for r in pruner_replay.replay(study, name, epochs, 10):
-                assert r["replayed"] <= r["epochs"]
+             "end": 1027.0},
+            {"number": 3, "epochs": 5, "replayed": 2, "state": "pruned", "value": None, "seconds_per_epoch": 1.0,
+             "end": 1033.0}]
+    s = pruner_replay.summary(rows, started=993.0, wall=40.0)
+    assert (s["epochs"], s["replayed_epochs"], s["training_s"], s["replayed_training_s"]) == (19, 14, 32.0, 23.0)
+    assert s["wall_s"] == 31.0  # 40 less trial 1's two epochs of 3 s and trial 3's three of 1 s
+    assert s["best"] == {"number": 2, "value": 1.5, "time_to_best_s": 28.0}  # 1027 - 993 - 6 (trial 1 only)
+
+
+def test_a_trial_the_pruner_would_train_further_is_unknown_and_never_the_best():
+    """In the MLP's seed-3 study Hyperband stopped trial 4 after 4 epochs; pruned on epoch numbers it would have
+    gone on, past what was stored: it counts its 4 epochs, is ``unknown``, and cannot be the best."""
+    study = next(s for s in studies() if s.study_name == "cifar10-mlp_l2" and s.user_attrs["settings"]["seed"] == 3)
+    rows = pruner_replay.replay(study, "sha-1-3", 5, 10)
+    assert [(r["number"], r["epochs"], r["replayed"]) for r in rows if r["state"] == "unknown"] == [(4, 4, 4)]
+    rows[4]["value"] = 0.0  # even with the lowest loss of all: its end under the pruner is not known
+    summary = pruner_replay.summary(rows, started=0.0, wall=0.0)
+    assert summary["unknown"] == [4] and summary["best"]["number"] == 7  # the study's best of trials 0 to 9
 
 
 def test_the_replay_is_what_successive_halving_then_trained():
